@@ -1,0 +1,285 @@
+//! JSON event decoding, borrowing strings from the payload where it can.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::{AttrValue, DecodeError, DecodeLimits, Event, EventFields, check_payload, parse_rfc3339};
+
+/// Decodes one JSON event, checking it against `limits`.
+pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeError> {
+    check_payload(payload, limits)?;
+    check_depth(payload)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    let raw: RawEvent<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_data() && path != "." {
+            DecodeError::InvalidField { field: path, reason: strip_position(&inner.to_string()) }
+        } else {
+            DecodeError::Malformed { format: "JSON", reason: inner.to_string() }
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| DecodeError::Malformed { format: "JSON", reason: err.to_string() })?;
+    raw.into_fields().validate(limits)
+}
+
+/// Deepest nesting accepted: an event is an object holding an `attrs` object; unknown fields get room.
+const MAX_DEPTH: usize = 16;
+
+/// Rejects deeply nested JSON before parsing; serde_json skips unknown fields without a depth limit.
+fn check_depth(payload: &[u8]) -> Result<(), DecodeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in payload {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DecodeError::Malformed {
+                        format: "JSON",
+                        reason: format!("nested deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// serde_json appends " at line L column C" to data errors; the field path already locates them.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    contact: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts: Option<EventTime>,
+    #[serde(borrow, default)]
+    item: Option<Cow<'a, str>>,
+    #[serde(default)]
+    attrs: Option<Attrs>,
+    #[serde(default)]
+    points: Option<f64>,
+    #[serde(borrow, default)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    group: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    actor: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    phase: Option<Cow<'a, str>>,
+}
+
+impl<'a> RawEvent<'a> {
+    fn into_fields(self) -> EventFields<'a> {
+        EventFields {
+            id: self.id,
+            contact: self.contact,
+            kind: self.kind,
+            ts_ms: self.ts.map(|ts| ts.0),
+            item: self.item,
+            attrs: self.attrs.map(|attrs| attrs.0).unwrap_or_default(),
+            points: self.points,
+            reason: self.reason,
+            group: self.group,
+            actor: self.actor,
+            phase: self.phase,
+        }
+    }
+}
+
+/// `ts`: an RFC 3339 string or integer epoch milliseconds.
+struct EventTime(i64);
+
+impl<'de> Deserialize<'de> for EventTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+        impl Visitor<'_> for TimeVisitor {
+            type Value = EventTime;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 string or integer epoch milliseconds")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<EventTime, E> {
+                parse_rfc3339(text).map(EventTime).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, ms: i64) -> Result<EventTime, E> {
+                Ok(EventTime(ms))
+            }
+            fn visit_u64<E: de::Error>(self, ms: u64) -> Result<EventTime, E> {
+                i64::try_from(ms).map(EventTime).map_err(|_| E::custom("epoch milliseconds out of range"))
+            }
+        }
+        deserializer.deserialize_any(TimeVisitor)
+    }
+}
+
+/// `attrs`: a flat object of string, number or bool values.
+struct Attrs(Vec<(String, AttrValue)>);
+
+impl<'de> Deserialize<'de> for Attrs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AttrsVisitor;
+        impl<'de> Visitor<'de> for AttrsVisitor {
+            type Value = Attrs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of string, number or bool values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Attrs, A::Error> {
+                let mut attrs = Vec::with_capacity(map.size_hint().unwrap_or(4).min(16));
+                while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+                    let value: AttrScalar = map.next_value()?;
+                    attrs.push((name.into_owned(), value.0));
+                }
+                Ok(Attrs(attrs))
+            }
+        }
+        deserializer.deserialize_map(AttrsVisitor)
+    }
+}
+
+struct AttrScalar(AttrValue);
+
+impl<'de> Deserialize<'de> for AttrScalar {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = AttrScalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or bool")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Text(text.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, text: String) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Text(text)))
+            }
+            fn visit_bool<E: de::Error>(self, flag: bool) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Flag(flag)))
+            }
+            fn visit_i64<E: de::Error>(self, number: i64) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Number(number as f64)))
+            }
+            fn visit_u64<E: de::Error>(self, number: u64) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Number(number as f64)))
+            }
+            fn visit_f64<E: de::Error>(self, number: f64) -> Result<AttrScalar, E> {
+                Ok(AttrScalar(AttrValue::Number(number)))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_str(text: &str) -> Result<Event, DecodeError> {
+        decode(text.as_bytes(), &DecodeLimits::default())
+    }
+
+    #[test]
+    fn decodes_a_full_event() {
+        let event = decode_str(
+            r#"{"id":"e1","contact":"c1","type":"page_visit","ts":"2026-03-01T12:00:00Z",
+                "item":"/pricing","attrs":{"source":"google","visits":3,"paid":true}}"#,
+        );
+        let event = event.unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(event.kind, "page_visit");
+        assert_eq!(event.ts_ms, 1_772_366_400_000);
+        assert_eq!(event.item.as_deref(), Some("/pricing"));
+        assert_eq!(event.attr("visits"), Some(&AttrValue::Number(3.0)));
+        assert_eq!(event.attr("paid"), Some(&AttrValue::Flag(true)));
+    }
+
+    #[test]
+    fn accepts_epoch_milliseconds() {
+        let event = decode_str(r#"{"id":"e1","contact":"c1","type":"x","ts":1772366400000}"#);
+        assert_eq!(event.map(|e| e.ts_ms), Ok(1_772_366_400_000));
+    }
+
+    #[test]
+    fn names_the_missing_field() {
+        let err = decode_str(r#"{"id":"e1","type":"x","ts":1772366400000}"#);
+        assert_eq!(err, Err(DecodeError::MissingField("contact")));
+    }
+
+    #[test]
+    fn names_the_mistyped_field() {
+        let err = decode_str(r#"{"id":"e1","contact":5,"type":"x","ts":1772366400000}"#);
+        match err {
+            Err(DecodeError::InvalidField { field, reason }) => {
+                assert_eq!(field, "contact");
+                assert!(reason.contains("invalid type"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = decode_str(r#"{"id":"e1","contact":"c","type":"x","ts":"last tuesday"}"#);
+        assert!(matches!(err, Err(DecodeError::InvalidField { ref field, .. }) if field == "ts"), "{err:?}");
+        let err = decode_str(r#"{"id":"e1","contact":"c","type":"x","ts":1772366400000,"attrs":{"a":{"b":1}}}"#);
+        assert!(matches!(err, Err(DecodeError::InvalidField { ref field, .. }) if field == "attrs.a"), "{err:?}");
+    }
+
+    #[test]
+    fn rejects_bad_payloads() {
+        assert_eq!(decode_str(""), Err(DecodeError::Empty));
+        assert!(matches!(decode_str("{\"id\":"), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(decode(b"\xff\xfe", &DecodeLimits::default()), Err(DecodeError::Malformed { .. })));
+        let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let deep = format!(r#"{{"id":"e","contact":"c","type":"x","ts":1772366400000,"extra":{nested}}}"#);
+        assert!(decode_str(&deep).is_err());
+        let limits = DecodeLimits { max_bytes: 10, ..DecodeLimits::default() };
+        assert!(matches!(decode(b"{\"id\":\"0123456789\"}", &limits), Err(DecodeError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn rejects_times_out_of_range() {
+        let err = decode_str(r#"{"id":"e1","contact":"c","type":"x","ts":0}"#);
+        assert!(matches!(err, Err(DecodeError::InvalidField { ref field, .. }) if field == "ts"));
+        let err = decode_str(r#"{"id":"e1","contact":"c","type":"x","ts":"9999-12-31T00:00:00Z"}"#);
+        assert!(matches!(err, Err(DecodeError::InvalidField { ref field, .. }) if field == "ts"));
+    }
+
+    #[test]
+    fn checks_type_specific_fields() {
+        let base = r#""id":"e1","contact":"c","ts":1772366400000"#;
+        let err = decode_str(&format!(r#"{{{base},"type":"manual_adjustment","points":5}}"#));
+        assert_eq!(err, Err(DecodeError::MissingField("reason")));
+        let err = decode_str(&format!(r#"{{{base},"type":"manual_adjustment","points":"NaN","reason":"x"}}"#));
+        assert!(matches!(err, Err(DecodeError::InvalidField { ref field, .. }) if field == "points"));
+        let err = decode_str(&format!(r#"{{{base},"type":"phase_change"}}"#));
+        assert_eq!(err, Err(DecodeError::MissingField("phase")));
+        let ok = decode_str(&format!(
+            r#"{{{base},"type":"manual_adjustment","points":-5,"reason":"call went badly","actor":"ana"}}"#
+        ));
+        assert_eq!(ok.map(|e| e.adjustment.map(|a| a.points)), Ok(Some(-5.0)));
+    }
+}

@@ -1,0 +1,25 @@
+//! leadscore: a Kafka-native lead-scoring stream processor.
+//!
+//! It consumes contact interaction events, keeps a score per contact with exact time decay, thresholds
+//! and lifecycle phases, and publishes score changes, threshold crossings and phase changes.
+//!
+//! # Layout
+//!
+//! The scoring core is pure (no clock, no I/O); everything else moves bytes around it.
+//!
+//! - [`event`]: the event model and its JSON and protobuf decoders, with typed errors per field.
+//! - [`rules`]: the rules file (TOML), validated with file:line:column errors and compiled to indices.
+//! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations,
+//!   outputs and the stored-state codec.
+//! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
+//! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
+//! - [`hashing`]: stable name keys, event-id fingerprints and Kafka's key partitioner.
+//! - [`proto`]: the generated `leadscore.v1` protobuf types.
+
+pub mod event;
+pub mod hashing;
+pub mod offline;
+pub mod proto;
+pub mod rules;
+pub mod scoring;
+pub mod stream;

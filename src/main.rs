@@ -1,0 +1,180 @@
+//! The `leadscore` command line. It parses arguments, sets up logging and hands over to the library.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use leadscore::offline::OfflineScorer;
+use leadscore::rules::{DecayLaw, Effect, Rules, Target};
+
+/// Exit status for a bad rules or config file.
+const EXIT_BAD_INPUT: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "leadscore", version, about = "Kafka-native lead scoring with exact decay and exactly-once state")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a rules file and print a summary.
+    Check {
+        /// The rules file (TOML).
+        file: PathBuf,
+    },
+    /// Score a JSON-lines event export offline, writing outputs as JSON lines.
+    Score {
+        /// The rules file (TOML).
+        #[arg(long)]
+        rules: PathBuf,
+        /// Events, one JSON object per line ("-" for standard input).
+        #[arg(long, default_value = "-")]
+        input: String,
+        /// Where outputs go ("-" for standard output).
+        #[arg(long, default_value = "-")]
+        output: String,
+        /// Write the final state of every contact here instead of after the outputs.
+        #[arg(long)]
+        state_out: Option<PathBuf>,
+        /// Model this many input partitions (decay timers follow each partition's stream time).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { file } => check(&file),
+        Command::Score { rules, input, output, state_out, partitions } => {
+            score(&rules, &input, &output, state_out.as_deref(), partitions)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_rules(path: &Path) -> Result<Rules, ExitCode> {
+    Rules::load(path).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
+fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let rules = match load_rules(path) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: ok, rules version {}", path.display(), rules.version)?;
+    writeln!(out, "groups ({}):", rules.groups.len())?;
+    for group in &rules.groups {
+        let decay = match group.decay {
+            DecayLaw::None => "no decay".to_owned(),
+            DecayLaw::Exponential { half_life_ms } => format!("half-life {}", days(half_life_ms)),
+            DecayLaw::Linear { per_ms } => format!("linear, {:.3} points/day", per_ms * 86_400_000.0),
+            DecayLaw::Step { expire_after_ms } => format!("each contribution expires after {}", days(expire_after_ms as f64)),
+        };
+        writeln!(out, "  {:<14} {}..{}  weight {}  {decay}", group.name, group.min, group.max, group.weight)?;
+    }
+    let disqualifying = rules.rules.iter().filter(|rule| matches!(rule.effect, Effect::Disqualify(_))).count();
+    let negative =
+        rules.rules.iter().filter(|rule| matches!(rule.effect, Effect::Points(points) if points < 0.0)).count();
+    let mut types: Vec<&str> = rules.rules.iter().map(|rule| rule.event_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    writeln!(
+        out,
+        "rules ({}): {} positive, {negative} negative, {disqualifying} disqualifying, over {} event types",
+        rules.rules.len(),
+        rules.rules.len() - negative - disqualifying,
+        types.len()
+    )?;
+    writeln!(out, "  event types: {}", types.join(", "))?;
+    writeln!(out, "thresholds ({}):", rules.thresholds.len())?;
+    for threshold in &rules.thresholds {
+        let target = match threshold.target {
+            Target::Total => "total".to_owned(),
+            Target::Group(index) => rules.groups[index].name.clone(),
+        };
+        let advance = threshold.advance_to.map(|p| format!(" → {}", rules.phases[p].name)).unwrap_or_default();
+        writeln!(
+            out,
+            "  {:<14} {target} ≥ {} (down below {}){advance}",
+            threshold.name,
+            threshold.at,
+            threshold.down_level()
+        )?;
+    }
+    let phases: Vec<&str> = rules.phases.iter().map(|phase| phase.name.as_str()).collect();
+    writeln!(out, "phases: {}", phases.join(" → "))?;
+    if let Some(grades) = rules.grades {
+        writeln!(
+            out,
+            "grades on {}: A ≥ {}, B ≥ {}, C ≥ {}, else D",
+            rules.groups[grades.group].name, grades.a, grades.b, grades.c
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn days(ms: f64) -> String {
+    let days = ms / 86_400_000.0;
+    if days >= 1.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
+}
+
+fn score(rules: &Path, input: &str, output: &str, state_out: Option<&Path>, partitions: u32) -> anyhow::Result<ExitCode> {
+    let rules = match load_rules(rules) {
+        Ok(rules) => rules,
+        Err(code) => return Ok(code),
+    };
+    let reader: Box<dyn Read> = if input == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(File::open(input).map_err(|err| anyhow::anyhow!("cannot open {input}: {err}"))?)
+    };
+    let mut writer: Box<dyn Write> = if output == "-" {
+        Box::new(BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::new(File::create(output).map_err(|err| anyhow::anyhow!("cannot create {output}: {err}"))?))
+    };
+    let mut scorer = OfflineScorer::new(&rules, partitions);
+    let summary = scorer.score_all(BufReader::new(reader), &mut writer, &mut std::io::stderr().lock())?;
+    match state_out {
+        Some(path) => {
+            let mut file = BufWriter::new(File::create(path)?);
+            scorer.write_states(&mut file)?;
+            file.flush()?;
+        }
+        None => scorer.write_states(&mut writer)?,
+    }
+    writer.flush()?;
+    eprintln!(
+        "{} lines: {} scored, {} ignored, {} duplicates, {} malformed; {} outputs; {} contacts",
+        summary.lines,
+        summary.scored,
+        summary.ignored,
+        summary.duplicates,
+        summary.malformed,
+        summary.outputs,
+        scorer.store().contacts().len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,143 @@
+//! `leadscore score`: the offline reference model. It scores a JSON-lines export with the same engine and
+//! the same per-partition order of timers and events as the Kafka runtime, on stream time.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+
+use crate::event::{DecodeLimits, json};
+use crate::hashing::partition_for_key;
+use crate::rules::Rules;
+use crate::scoring::{ContactState, ContactView, Outcome, Output};
+use crate::stream::{ContactStore, PartitionStream, TimerClock};
+
+/// Contact states in memory, ordered by contact id so that output is deterministic.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    contacts: BTreeMap<String, ContactState>,
+}
+
+impl MemoryStore {
+    /// Every contact, by id.
+    pub fn contacts(&self) -> &BTreeMap<String, ContactState> {
+        &self.contacts
+    }
+}
+
+impl ContactStore for MemoryStore {
+    fn load(&mut self, contact: &str) -> Option<ContactState> {
+        self.contacts.get(contact).cloned()
+    }
+    fn save(&mut self, state: ContactState) {
+        self.contacts.insert(state.contact.clone(), state);
+    }
+    fn remove(&mut self, contact: &str) {
+        self.contacts.remove(contact);
+    }
+}
+
+/// Counts of what happened to the input.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Lines read.
+    pub lines: u64,
+    /// Events that changed a score.
+    pub scored: u64,
+    /// Events nothing listens to.
+    pub ignored: u64,
+    /// Events seen before.
+    pub duplicates: u64,
+    /// Lines that are not valid events, or events the rules reject.
+    pub malformed: u64,
+    /// Outputs written.
+    pub outputs: u64,
+}
+
+/// The offline model: the engine over an in-memory store, one stream per partition.
+pub struct OfflineScorer<'r> {
+    rules: &'r Rules,
+    limits: DecodeLimits,
+    partitions: Vec<PartitionStream>,
+    store: MemoryStore,
+    summary: Summary,
+}
+
+impl<'r> OfflineScorer<'r> {
+    /// A model that splits contacts over `partitions` partitions as Kafka's default partitioner does.
+    pub fn new(rules: &'r Rules, partitions: u32) -> Self {
+        let count = partitions.max(1) as usize;
+        OfflineScorer {
+            rules,
+            limits: DecodeLimits::default(),
+            partitions: (0..count).map(|_| PartitionStream::new(TimerClock::StreamTime)).collect(),
+            store: MemoryStore::default(),
+            summary: Summary::default(),
+        }
+    }
+
+    /// Scores one JSON line. Errors are returned as text for the caller to report; they never stop the run.
+    pub fn score_line(&mut self, line: &[u8]) -> Result<Vec<Output>, String> {
+        self.summary.lines += 1;
+        let event = json::decode(line, &self.limits).map_err(|err| {
+            self.summary.malformed += 1;
+            err.to_string()
+        })?;
+        let partition = partition_for_key(event.contact.as_bytes(), self.partitions.len() as u32) as usize;
+        let processed = self.partitions[partition].process(self.rules, &mut self.store, &event);
+        match processed.outcome {
+            Outcome::Scored => self.summary.scored += 1,
+            Outcome::Ignored => self.summary.ignored += 1,
+            Outcome::Duplicate => self.summary.duplicates += 1,
+            Outcome::Rejected(reason) => {
+                self.summary.malformed += 1;
+                return Err(reason);
+            }
+        }
+        self.summary.outputs += processed.outputs.len() as u64;
+        Ok(processed.outputs)
+    }
+
+    /// What happened so far.
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+
+    /// The final states.
+    pub fn store(&self) -> &MemoryStore {
+        &self.store
+    }
+
+    /// Scores a whole JSON-lines input, writing outputs as JSON lines; bad lines go to `errors`.
+    pub fn score_all(
+        &mut self,
+        input: impl BufRead,
+        output: &mut impl Write,
+        errors: &mut impl Write,
+    ) -> std::io::Result<Summary> {
+        for (number, line) in input.split(b'\n').enumerate() {
+            let line = line?;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match self.score_line(&line) {
+                Ok(outputs) => {
+                    for out in outputs {
+                        output.write_all(&out.to_json())?;
+                        output.write_all(b"\n")?;
+                    }
+                }
+                Err(reason) => writeln!(errors, "line {}: {reason}", number + 1)?,
+            }
+        }
+        Ok(self.summary)
+    }
+
+    /// Writes every contact's final state, read at its own clock, as JSON lines.
+    pub fn write_states(&self, output: &mut impl Write) -> std::io::Result<()> {
+        for state in self.store.contacts.values() {
+            let view = ContactView::new(self.rules, state, state.clock_ms);
+            serde_json::to_writer(&mut *output, &view)?;
+            output.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}

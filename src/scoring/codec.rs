@@ -1,0 +1,144 @@
+//! The compact binary form of a contact's state (`leadscore.v1.ContactState`), for RocksDB and the
+//! changelog. Names are stored as 32-bit keys, so a record is readable by any rules version: groups,
+//! thresholds and phases that no longer exist are dropped on decode, and new ones start at 0.
+
+use std::collections::VecDeque;
+
+use prost::Message;
+
+use super::state::{ContactState, Contribution, GroupScore, HistoryEntry, RuleCount};
+use crate::proto::v1;
+use crate::rules::Rules;
+
+/// The encoding version written by this build.
+pub const STATE_FORMAT: u32 = 1;
+
+/// Why stored bytes are not a contact state.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CodecError {
+    /// Not a protobuf `ContactState`.
+    #[error("stored contact state is corrupt: {0}")]
+    Corrupt(String),
+    /// Written by a newer or unknown encoding.
+    #[error("stored contact state has format {found}, but this build reads format {STATE_FORMAT}")]
+    UnknownFormat {
+        /// The format found.
+        found: u32,
+    },
+}
+
+/// Converts a state to its protobuf message (the runtime adds its bookkeeping before encoding).
+pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
+    v1::ContactState {
+        format: STATE_FORMAT,
+        clock_ms: state.clock_ms,
+        phase: rules.phases.get(state.phase).map_or(0, |phase| phase.key),
+        groups: rules
+            .groups
+            .iter()
+            .zip(&state.groups)
+            .filter(|(_, score)| score.value != 0.0 || !score.contributions.is_empty())
+            .map(|(group, score)| v1::GroupState {
+                group: group.key,
+                value: score.value,
+                since_ms: score.since_ms,
+                contributions: score
+                    .contributions
+                    .iter()
+                    .map(|c| v1::Contribution { source: c.source, points: c.points, expires_at_ms: c.expires_at_ms })
+                    .collect(),
+            })
+            .collect(),
+        fired: rules.thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).map(|(t, _)| t.key).collect(),
+        rule_counts: state
+            .rule_counts
+            .iter()
+            .map(|count| v1::RuleCount { rule: count.rule, count: count.count, window_start_ms: count.window_start_ms })
+            .collect(),
+        disqualified: state.disqualified.clone(),
+        recent_ids: state.recent_ids.iter().copied().collect(),
+        history: state
+            .history
+            .iter()
+            .map(|entry| v1::HistoryEntry {
+                source: entry.source,
+                event_id: entry.event_id.clone(),
+                ts_ms: entry.ts_ms,
+                delta: entry.delta,
+                value_after: entry.value_after,
+                group: entry.group,
+                reason: entry.reason.clone(),
+                actor: entry.actor.clone(),
+            })
+            .collect(),
+        next_timer_ms: state.next_timer_ms,
+        offsets: Vec::new(),
+        recent_outputs: Vec::new(),
+    }
+}
+
+/// Reads a state from its protobuf message under the current rules.
+pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> Result<ContactState, CodecError> {
+    if message.format != STATE_FORMAT {
+        return Err(CodecError::UnknownFormat { found: message.format });
+    }
+    let finite = |value: f64, what: &str| {
+        if value.is_finite() { Ok(value) } else { Err(CodecError::Corrupt(format!("{what} is not a finite number"))) }
+    };
+    let mut groups: Vec<GroupScore> = rules.groups.iter().map(|_| GroupScore::empty(message.clock_ms)).collect();
+    for stored in &message.groups {
+        let Some(index) = rules.group_by_key(stored.group) else {
+            continue;
+        };
+        let mut contributions = Vec::with_capacity(stored.contributions.len());
+        for c in &stored.contributions {
+            contributions.push(Contribution {
+                source: c.source,
+                points: finite(c.points, "a contribution")?,
+                expires_at_ms: c.expires_at_ms,
+            });
+        }
+        groups[index] = GroupScore { value: finite(stored.value, "a group value")?, since_ms: stored.since_ms, contributions };
+    }
+    let fired = rules.thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect();
+    let mut history = VecDeque::with_capacity(message.history.len());
+    for entry in &message.history {
+        history.push_back(HistoryEntry {
+            source: entry.source,
+            event_id: entry.event_id.clone(),
+            ts_ms: entry.ts_ms,
+            delta: finite(entry.delta, "a history delta")?,
+            value_after: finite(entry.value_after, "a history value")?,
+            group: entry.group,
+            reason: entry.reason.clone(),
+            actor: entry.actor.clone(),
+        });
+    }
+    Ok(ContactState {
+        contact: contact.to_owned(),
+        clock_ms: message.clock_ms,
+        phase: rules.phase_by_key(message.phase).unwrap_or(0),
+        groups,
+        fired,
+        rule_counts: message
+            .rule_counts
+            .iter()
+            .map(|count| RuleCount { rule: count.rule, count: count.count, window_start_ms: count.window_start_ms })
+            .collect(),
+        disqualified: message.disqualified.clone(),
+        recent_ids: message.recent_ids.iter().copied().collect(),
+        history,
+        next_timer_ms: message.next_timer_ms,
+    })
+}
+
+/// Encodes a state on its own (no runtime bookkeeping).
+pub fn encode(rules: &Rules, state: &ContactState) -> Vec<u8> {
+    to_proto(rules, state).encode_to_vec()
+}
+
+/// Decodes bytes written by [`encode`] or by the runtime.
+pub fn decode(rules: &Rules, contact: &str, bytes: &[u8]) -> Result<ContactState, CodecError> {
+    let message = v1::ContactState::decode(bytes).map_err(|err| CodecError::Corrupt(err.to_string()))?;
+    from_proto(rules, contact, &message)
+}

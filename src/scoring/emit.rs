@@ -1,0 +1,133 @@
+//! Builds the outputs of one event or timer, with deterministic ids, and mutes them for disqualified
+//! contacts.
+
+use super::output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
+use super::state::ContactState;
+use super::grade;
+use crate::rules::{Rules, Threshold};
+
+pub(super) struct Emitter<'a> {
+    rules: &'a Rules,
+    contact: &'a str,
+    event_id: &'a str,
+    outputs: Vec<Output>,
+    /// Per output: published even while the contact is disqualified (the change of qualification itself).
+    unmuted: Vec<bool>,
+    sequence: u32,
+}
+
+impl<'a> Emitter<'a> {
+    pub fn new(rules: &'a Rules, contact: &'a str, event_id: &'a str) -> Self {
+        Emitter { rules, contact, event_id, outputs: Vec::new(), unmuted: Vec::new(), sequence: 0 }
+    }
+
+    pub fn event_id(&self) -> &str {
+        self.event_id
+    }
+
+    fn push(&mut self, id: String, ts_ms: i64, body: OutputBody, unmuted: bool) {
+        self.outputs.push(Output {
+            id,
+            contact: self.contact.to_owned(),
+            rules_version: self.rules.version.clone(),
+            ts_ms,
+            body,
+        });
+        self.unmuted.push(unmuted);
+    }
+
+    fn next_id(&mut self) -> String {
+        let id = format!("{}:{}", self.event_id, self.sequence);
+        self.sequence += 1;
+        id
+    }
+
+    pub fn score_changed(
+        &mut self,
+        state: &ContactState,
+        at_ms: i64,
+        old_total: f64,
+        rules_fired: Vec<String>,
+        cause: String,
+        qualification_changed: bool,
+    ) {
+        let rules = self.rules;
+        let new_total = state.total(rules, at_ms);
+        let groups = rules
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(index, group)| GroupValue { group: group.name.clone(), value: state.group_value(rules, index, at_ms) })
+            .collect();
+        let body = OutputBody::ScoreChanged(ScoreChanged {
+            old_total,
+            new_total,
+            delta: new_total - old_total,
+            groups,
+            rules_fired,
+            phase: rules.phases[state.phase].name.clone(),
+            grade: grade(rules, state, at_ms).map(|grade| grade.letter()),
+            cause,
+            disqualified: state.disqualified.clone(),
+        });
+        let id = self.next_id();
+        self.push(id, at_ms, body, qualification_changed);
+    }
+
+    pub fn phase_changed(&mut self, at_ms: i64, from: usize, to: usize, cause: String) {
+        let phases = &self.rules.phases;
+        let body = OutputBody::PhaseChanged(PhaseChanged {
+            from: phases[from].name.clone(),
+            to: phases[to].name.clone(),
+            cause,
+        });
+        let id = self.next_id();
+        self.push(id, at_ms, body, false);
+    }
+
+    /// A crossing; `timer` is t* when decay caused it, which also names the output.
+    pub fn threshold(
+        &mut self,
+        state: &ContactState,
+        threshold: &Threshold,
+        direction: Direction,
+        value: f64,
+        at_ms: i64,
+        timer: Option<i64>,
+    ) {
+        let body = OutputBody::ThresholdCrossed(ThresholdCrossed {
+            threshold: threshold.name.clone(),
+            direction,
+            value,
+            crossed_at: at_ms,
+            phase: self.rules.phases[state.phase].name.clone(),
+        });
+        let id = match timer {
+            Some(t_star) => format!("{}:{}:down:{t_star}", self.contact, threshold.name),
+            None => self.next_id(),
+        };
+        self.push(id, at_ms, body, false);
+    }
+
+    /// The outputs to publish: none but changes of qualification while the contact is disqualified.
+    pub fn finish(&mut self, state: &ContactState) -> Vec<Output> {
+        let outputs = std::mem::take(&mut self.outputs);
+        let unmuted = std::mem::take(&mut self.unmuted);
+        if state.disqualified.is_none() {
+            return outputs;
+        }
+        outputs.into_iter().zip(unmuted).filter(|(_, unmuted)| *unmuted).map(|(output, _)| output).collect()
+    }
+}
+
+/// The output that announces an erasure.
+pub(super) fn erased(rules: &Rules, contact: &str, event_id: &str, at_ms: i64) -> Output {
+    Output {
+        id: format!("{event_id}:erased"),
+        contact: contact.to_owned(),
+        rules_version: rules.version.clone(),
+        ts_ms: at_ms,
+        body: OutputBody::ContactErased,
+    }
+}
+

@@ -1,0 +1,381 @@
+//! The pure scoring engine: `(rules, contact state, event) → (contact state, outputs)`.
+//!
+//! Nothing here reads a clock or does I/O. Time is the event time: each contact keeps a clock at the
+//! latest event time it has seen, a late event is scored at that clock, and decay is applied lazily and
+//! exactly when a value is read. [`apply`] scores one event; [`on_timer`] fires the decay-driven threshold
+//! falls that are due. Replaying the same input gives the same states and outputs, bit for bit.
+
+pub mod codec;
+mod crossing;
+mod emit;
+mod output;
+mod state;
+mod view;
+
+pub use crossing::{fall_time, target_value};
+pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
+pub use state::{ContactState, Contribution, GroupScore, HistoryEntry, RuleCount};
+pub use view::{ContactView, ExplanationLine, GroupView, HistoryView};
+
+use emit::Emitter;
+
+use crate::event::{ERASE, Event, MANUAL_ADJUSTMENT, PHASE_CHANGE, REQUALIFY};
+use crate::hashing::id_fingerprint;
+use crate::rules::{Effect, Grade, MANUAL_KEY, Rules, Threshold};
+
+/// What scoring an event or a timer did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The state changed.
+    Scored,
+    /// Nothing listens to this event (unknown type, no rule matched, or every match is at its limit).
+    Ignored,
+    /// The contact has seen this event id recently.
+    Duplicate,
+    /// The event is valid JSON but makes no sense under these rules (an unknown phase or group).
+    Rejected(String),
+}
+
+/// The result of [`apply`] or [`on_timer`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    /// The new state; `None` if the contact does not exist (erased, or never scored).
+    pub state: Option<ContactState>,
+    /// Outputs to publish, in order.
+    pub outputs: Vec<Output>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// What an event will do, decided before any state changes.
+enum Plan {
+    Nothing,
+    Erase,
+    EnterPhase(usize),
+    Manual(usize),
+    Requalify,
+    Rules(Vec<usize>),
+}
+
+/// Scores one event against a contact's state (`None` for a contact not seen before).
+pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Applied {
+    let unchanged = |state, outcome| Applied { state, outputs: Vec::new(), outcome };
+    let fingerprint = id_fingerprint(&event.id);
+    if state.as_ref().is_some_and(|state| state.recent_ids.contains(&fingerprint)) {
+        return unchanged(state, Outcome::Duplicate);
+    }
+    let at_ms = state.as_ref().map_or(event.ts_ms, |state| state.clock_ms.max(event.ts_ms));
+    let plan = match plan(rules, state.as_ref(), event, at_ms) {
+        Ok(plan) => plan,
+        Err(reason) => return unchanged(state, Outcome::Rejected(reason)),
+    };
+    if let Plan::Nothing = plan {
+        return unchanged(state, Outcome::Ignored);
+    }
+    let mut state = state.unwrap_or_else(|| ContactState::new(rules, &event.contact, at_ms));
+    let mut emit = Emitter::new(rules, &event.contact, &event.id);
+    fire_due_timers(rules, &mut state, at_ms, &mut emit);
+    state.clock_ms = at_ms;
+
+    if let Plan::Erase = plan {
+        let mut outputs = emit.finish(&state);
+        outputs.push(emit::erased(rules, &event.contact, &event.id, at_ms));
+        return Applied { state: None, outputs, outcome: Outcome::Scored };
+    }
+
+    let old_total = state.total(rules, at_ms);
+    let was_disqualified = state.disqualified.is_some();
+    let mut fired_rules = Vec::new();
+    let mut cause = format!("event:{}", event.kind);
+    match plan {
+        Plan::Nothing | Plan::Erase => {}
+        Plan::EnterPhase(phase) => {
+            enter_phase(rules, &mut state, phase, at_ms, format!("event:{}", event.id), &mut emit);
+        }
+        Plan::Manual(group) => {
+            if let Some(adjustment) = &event.adjustment {
+                add_points(rules, &mut state, group, MANUAL_KEY, adjustment.points, event, at_ms);
+                if let Some(entry) = state.history.back_mut() {
+                    entry.reason = Some(adjustment.reason.clone());
+                    entry.actor = adjustment.actor.clone();
+                }
+                cause = format!("manual:{}", adjustment.reason);
+            }
+        }
+        Plan::Requalify => {
+            state.disqualified = None;
+            cause = "requalified".to_owned();
+        }
+        Plan::Rules(indices) => {
+            for index in indices {
+                fire_rule(rules, &mut state, index, event, at_ms);
+                fired_rules.push(rules.rules[index].id.clone());
+            }
+            if !was_disqualified && state.disqualified.is_some() {
+                cause = "disqualified".to_owned();
+            }
+        }
+    }
+    let changed_qualification = was_disqualified != state.disqualified.is_some();
+    if !fired_rules.is_empty() || event.kind == MANUAL_ADJUSTMENT || changed_qualification {
+        emit.score_changed(&state, at_ms, old_total, fired_rules, cause, changed_qualification);
+    }
+    if state.disqualified.is_none() {
+        evaluate_thresholds(rules, &mut state, at_ms, &mut emit);
+    }
+    remember(&mut state.recent_ids, fingerprint, rules.dedup_window);
+    state.next_timer_ms = next_timer(rules, &state);
+    let outputs = emit.finish(&state);
+    Applied { state: Some(state), outputs, outcome: Outcome::Scored }
+}
+
+/// Fires the decay-driven threshold falls of one contact that are due at `now_ms`.
+pub fn on_timer(rules: &Rules, state: ContactState, now_ms: i64) -> Applied {
+    if state.next_timer_ms.is_none_or(|due| due > now_ms) {
+        return Applied { state: Some(state), outputs: Vec::new(), outcome: Outcome::Ignored };
+    }
+    let mut state = state;
+    let contact = state.contact.clone();
+    let mut emit = Emitter::new(rules, &contact, "");
+    fire_due_timers(rules, &mut state, now_ms, &mut emit);
+    state.next_timer_ms = next_timer(rules, &state);
+    let outputs = emit.finish(&state);
+    Applied { state: Some(state), outputs, outcome: Outcome::Scored }
+}
+
+fn plan(rules: &Rules, state: Option<&ContactState>, event: &Event, at_ms: i64) -> Result<Plan, String> {
+    let current_phase = state.map_or(0, |state| state.phase);
+    match event.kind.as_str() {
+        ERASE => Ok(if state.is_some() { Plan::Erase } else { Plan::Nothing }),
+        PHASE_CHANGE => {
+            let name = event.phase.as_deref().unwrap_or_default();
+            let phase = rules.phase_index(name).ok_or_else(|| format!("unknown phase {name:?}"))?;
+            Ok(if phase == current_phase { Plan::Nothing } else { Plan::EnterPhase(phase) })
+        }
+        MANUAL_ADJUSTMENT => {
+            let group = match event.adjustment.as_ref().and_then(|adjustment| adjustment.group.as_deref()) {
+                Some(name) => rules.group_index(name).ok_or_else(|| format!("unknown group {name:?}"))?,
+                None => rules.manual_group,
+            };
+            Ok(Plan::Manual(group))
+        }
+        REQUALIFY => {
+            Ok(if state.is_some_and(|state| state.disqualified.is_some()) { Plan::Requalify } else { Plan::Nothing })
+        }
+        kind => {
+            let firing: Vec<usize> = rules
+                .rules_for(kind)
+                .iter()
+                .copied()
+                .filter(|index| {
+                    let rule = &rules.rules[*index];
+                    rule.matches(event) && state.is_none_or(|state| within_limit(rules, state, *index, at_ms))
+                })
+                .collect();
+            Ok(if firing.is_empty() { Plan::Nothing } else { Plan::Rules(firing) })
+        }
+    }
+}
+
+fn within_limit(rules: &Rules, state: &ContactState, index: usize, at_ms: i64) -> bool {
+    let rule = &rules.rules[index];
+    let Some(limit) = rule.limit else {
+        return true;
+    };
+    match state.rule_counts.iter().find(|count| count.rule == rule.key) {
+        None => true,
+        Some(count) => {
+            let window_over = limit.per_ms.is_some_and(|per| at_ms >= count.window_start_ms.saturating_add(per));
+            window_over || count.count < limit.max_times
+        }
+    }
+}
+
+fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Event, at_ms: i64) {
+    let rule = &rules.rules[index];
+    if let Some(limit) = rule.limit {
+        match state.rule_counts.iter_mut().find(|count| count.rule == rule.key) {
+            Some(count) => {
+                if limit.per_ms.is_some_and(|per| at_ms >= count.window_start_ms.saturating_add(per)) {
+                    count.count = 0;
+                    count.window_start_ms = at_ms;
+                }
+                count.count += 1;
+            }
+            None => state.rule_counts.push(RuleCount { rule: rule.key, count: 1, window_start_ms: at_ms }),
+        }
+    }
+    match &rule.effect {
+        Effect::Points(points) => {
+            if let Some(group) = rule.group {
+                add_points(rules, state, group, rule.key, *points, event, at_ms);
+            }
+        }
+        Effect::Disqualify(reason) => {
+            if state.disqualified.is_none() {
+                state.disqualified = Some(reason.clone());
+                let entry = HistoryEntry {
+                    source: rule.key,
+                    event_id: event.id.clone(),
+                    ts_ms: at_ms,
+                    delta: 0.0,
+                    value_after: state.total(rules, at_ms),
+                    group: 0,
+                    reason: Some(reason.clone()),
+                    actor: None,
+                };
+                push_history(state, entry, rules.history_limit);
+            }
+        }
+    }
+}
+
+fn add_points(
+    rules: &Rules,
+    state: &mut ContactState,
+    group: usize,
+    source: u32,
+    points: f64,
+    event: &Event,
+    at_ms: i64,
+) {
+    let (Some(group_rules), Some(score)) = (rules.groups.get(group), state.groups.get_mut(group)) else {
+        return;
+    };
+    let delta = score.add(group_rules, source, points, at_ms);
+    let entry = HistoryEntry {
+        source,
+        event_id: event.id.clone(),
+        ts_ms: at_ms,
+        delta,
+        value_after: score.value,
+        group: group_rules.key,
+        reason: None,
+        actor: None,
+    };
+    push_history(state, entry, rules.history_limit);
+}
+
+fn enter_phase(rules: &Rules, state: &mut ContactState, phase: usize, at_ms: i64, cause: String, emit: &mut Emitter) {
+    let old_total = state.total(rules, at_ms);
+    let from = state.phase;
+    state.phase = phase;
+    let entered = &rules.phases[phase];
+    for group in &entered.resets {
+        if let Some(score) = state.groups.get_mut(*group) {
+            score.reset(at_ms);
+        }
+    }
+    state.rule_counts.clear();
+    state.fired.iter_mut().for_each(|fired| *fired = false);
+    emit.phase_changed(at_ms, from, phase, cause);
+    let entry = HistoryEntry {
+        source: entered.key,
+        event_id: emit.event_id().to_owned(),
+        ts_ms: at_ms,
+        delta: state.total(rules, at_ms) - old_total,
+        value_after: state.total(rules, at_ms),
+        group: 0,
+        reason: Some(format!("entered phase {}", entered.name)),
+        actor: None,
+    };
+    push_history(state, entry, rules.history_limit);
+    if !entered.resets.is_empty() {
+        emit.score_changed(state, at_ms, old_total, Vec::new(), format!("phase_reset:{}", entered.name), false);
+    }
+}
+
+/// Fires thresholds up and down at `at_ms`, following `advance_to` into new phases.
+fn evaluate_thresholds(rules: &Rules, state: &mut ContactState, at_ms: i64, emit: &mut Emitter) {
+    // Each pass that advances moves strictly forward through the phases, so this ends.
+    'passes: for _ in 0..=rules.phases.len() {
+        for (index, threshold) in rules.thresholds.iter().enumerate() {
+            let value = target_value(rules, state, threshold.target, at_ms);
+            if !state.fired[index] {
+                if value >= threshold.at && requirements_met(rules, state, threshold, at_ms) {
+                    state.fired[index] = true;
+                    emit.threshold(state, threshold, Direction::Up, value, at_ms, None);
+                    if let Some(phase) = threshold.advance_to.filter(|phase| *phase > state.phase) {
+                        enter_phase(rules, state, phase, at_ms, format!("threshold:{}", threshold.name), emit);
+                        continue 'passes;
+                    }
+                }
+            } else if value < threshold.down_level() {
+                state.fired[index] = false;
+                emit.threshold(state, threshold, Direction::Down, value, at_ms, None);
+            }
+        }
+        break;
+    }
+}
+
+fn requirements_met(rules: &Rules, state: &ContactState, threshold: &Threshold, at_ms: i64) -> bool {
+    let requires = &threshold.requires;
+    let phase_ok = requires.phases.is_empty() || requires.phases.contains(&state.phase);
+    let grade_ok = match requires.min_grade {
+        None => true,
+        Some(min) => grade(rules, state, at_ms).is_some_and(|grade| grade <= min),
+    };
+    phase_ok && grade_ok
+}
+
+/// The contact's fit grade at `at_ms`, if the rules define grades.
+pub fn grade(rules: &Rules, state: &ContactState, at_ms: i64) -> Option<Grade> {
+    rules.grades.map(|grades| grades.grade(state.group_value(rules, grades.group, at_ms)))
+}
+
+/// Fires, in time order, every decay-driven fall due at `now_ms`, each at its exact t*.
+fn fire_due_timers(rules: &Rules, state: &mut ContactState, now_ms: i64, emit: &mut Emitter) {
+    if state.next_timer_ms.is_none_or(|due| due > now_ms) {
+        return;
+    }
+    let mut due: Vec<(i64, usize)> = rules
+        .thresholds
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| state.fired.get(*index).copied().unwrap_or(false))
+        .filter_map(|(index, threshold)| {
+            fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms)
+                .filter(|at| *at <= now_ms)
+                .map(|at| (at, index))
+        })
+        .collect();
+    due.sort_unstable();
+    for (at_ms, index) in due {
+        let threshold = &rules.thresholds[index];
+        state.fired[index] = false;
+        state.clock_ms = state.clock_ms.max(at_ms);
+        let value = target_value(rules, state, threshold.target, at_ms);
+        emit.threshold(state, threshold, Direction::Down, value, at_ms, Some(at_ms));
+    }
+    state.next_timer_ms = None;
+}
+
+fn next_timer(rules: &Rules, state: &ContactState) -> Option<i64> {
+    rules
+        .thresholds
+        .iter()
+        .zip(&state.fired)
+        .filter(|(_, fired)| **fired)
+        .filter_map(|(threshold, _)| {
+            fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms)
+        })
+        .min()
+}
+
+fn push_history(state: &mut ContactState, entry: HistoryEntry, limit: usize) {
+    state.history.push_back(entry);
+    while state.history.len() > limit {
+        state.history.pop_front();
+    }
+}
+
+fn remember(ids: &mut std::collections::VecDeque<u64>, fingerprint: u64, limit: usize) {
+    ids.push_back(fingerprint);
+    while ids.len() > limit {
+        ids.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests;

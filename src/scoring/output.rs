@@ -1,0 +1,182 @@
+//! What the engine publishes: score changes, threshold crossings, phase changes and erasures.
+//!
+//! Every output has an `id` derived from its cause, so a consumer can drop copies that are re-sent after
+//! a crash, and the rules version that computed it.
+
+use prost::Message;
+use serde::{Serialize, Serializer};
+
+use crate::event::format_rfc3339;
+use crate::proto::v1;
+
+/// One published record; keyed by `contact` on the output topics.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    /// Deterministic id: the cause's event id and a sequence number, or contact, threshold and t*.
+    pub id: String,
+    /// The contact.
+    pub contact: String,
+    /// The rules version that produced it.
+    pub rules_version: String,
+    /// Contact time of the output, epoch ms.
+    #[serde(rename = "ts", serialize_with = "as_rfc3339")]
+    pub ts_ms: i64,
+    /// What happened.
+    #[serde(flatten)]
+    pub body: OutputBody,
+}
+
+/// The kinds of output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputBody {
+    /// A contact's score moved.
+    ScoreChanged(ScoreChanged),
+    /// A threshold fired up or fell back down.
+    ThresholdCrossed(ThresholdCrossed),
+    /// A contact entered a phase.
+    PhaseChanged(PhaseChanged),
+    /// Every trace of a contact was deleted.
+    ContactErased,
+}
+
+impl OutputBody {
+    /// Short, fixed label of the kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputBody::ScoreChanged(_) => "score_changed",
+            OutputBody::ThresholdCrossed(_) => "threshold_crossed",
+            OutputBody::PhaseChanged(_) => "phase_changed",
+            OutputBody::ContactErased => "contact_erased",
+        }
+    }
+}
+
+/// A score change with its cause.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreChanged {
+    /// Weighted total before.
+    pub old_total: f64,
+    /// Weighted total after.
+    pub new_total: f64,
+    /// `new_total − old_total`.
+    pub delta: f64,
+    /// Every group's value after, in rules-file order.
+    pub groups: Vec<GroupValue>,
+    /// Ids of the rules that fired.
+    pub rules_fired: Vec<String>,
+    /// The contact's phase after.
+    pub phase: String,
+    /// Fit grade after, if the rules define grades.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grade: Option<&'static str>,
+    /// What caused it: `event:<type>`, `manual`, `phase_reset:<phase>`, `disqualified`, `requalified`.
+    pub cause: String,
+    /// Disqualification reason, if the contact is disqualified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disqualified: Option<String>,
+}
+
+/// One group's value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupValue {
+    /// Group name.
+    pub group: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// Which way a threshold was crossed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Reached `at`.
+    Up,
+    /// Fell below `at − hysteresis`.
+    Down,
+}
+
+/// A threshold crossing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ThresholdCrossed {
+    /// Threshold name.
+    pub threshold: String,
+    /// Up or down.
+    pub direction: Direction,
+    /// The target's value at the crossing.
+    pub value: f64,
+    /// When it crossed: the event time, or t* for a decay-driven fall.
+    #[serde(serialize_with = "as_rfc3339")]
+    pub crossed_at: i64,
+    /// The contact's phase at the crossing.
+    pub phase: String,
+}
+
+/// A phase change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseChanged {
+    /// Phase left.
+    pub from: String,
+    /// Phase entered.
+    pub to: String,
+    /// `event:<id>` or `threshold:<name>`.
+    pub cause: String,
+}
+
+fn as_rfc3339<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&format_rfc3339(*ms))
+}
+
+impl Output {
+    /// The output as one line of JSON.
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing plain structs with string keys into a Vec cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The output as `leadscore.v1.Output`.
+    pub fn to_protobuf(&self) -> Vec<u8> {
+        use v1::output::Body;
+        let body = match &self.body {
+            OutputBody::ScoreChanged(change) => Body::ScoreChanged(v1::ScoreChanged {
+                old_total: change.old_total,
+                new_total: change.new_total,
+                delta: change.delta,
+                groups: change
+                    .groups
+                    .iter()
+                    .map(|group| v1::GroupValue { group: group.group.clone(), value: group.value })
+                    .collect(),
+                rules_fired: change.rules_fired.clone(),
+                phase: change.phase.clone(),
+                grade: change.grade.unwrap_or_default().to_owned(),
+                cause: change.cause.clone(),
+                disqualified: change.disqualified.clone(),
+            }),
+            OutputBody::ThresholdCrossed(crossing) => Body::ThresholdCrossed(v1::ThresholdCrossed {
+                threshold: crossing.threshold.clone(),
+                direction: match crossing.direction {
+                    Direction::Up => v1::Direction::Up,
+                    Direction::Down => v1::Direction::Down,
+                } as i32,
+                value: crossing.value,
+                crossed_at_ms: crossing.crossed_at,
+                phase: crossing.phase.clone(),
+            }),
+            OutputBody::PhaseChanged(change) => Body::PhaseChanged(v1::PhaseChanged {
+                from: change.from.clone(),
+                to: change.to.clone(),
+                cause: change.cause.clone(),
+            }),
+            OutputBody::ContactErased => Body::ContactErased(v1::ContactErased {}),
+        };
+        v1::Output {
+            id: self.id.clone(),
+            contact: self.contact.clone(),
+            rules_version: self.rules_version.clone(),
+            ts_ms: self.ts_ms,
+            body: Some(body),
+        }
+        .encode_to_vec()
+    }
+}

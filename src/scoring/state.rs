@@ -1,0 +1,234 @@
+//! A contact's score state and the exact, lazy decay of its groups.
+//!
+//! Each group stores its value and contributions as of `since_ms`; reading at a later time applies the
+//! group's decay law in one step from there. Reading never rebases, so the result does not depend on how
+//! often or when it was read: only applying points or a reset moves `since_ms`.
+
+use std::collections::VecDeque;
+
+use crate::rules::{CLAMP_KEY, DecayLaw, Group, Rules};
+
+/// Everything the engine knows about one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactState {
+    /// The contact id (the Kafka key).
+    pub contact: String,
+    /// The latest event time seen, epoch ms; decay never runs backward past it.
+    pub clock_ms: i64,
+    /// Index of the current phase in [`Rules::phases`].
+    pub phase: usize,
+    /// One entry per group of the rules, in the same order.
+    pub groups: Vec<GroupScore>,
+    /// Per threshold of the rules, whether it fired up and has not fallen back.
+    pub fired: Vec<bool>,
+    /// Firing counts of limited rules in the current phase.
+    pub rule_counts: Vec<RuleCount>,
+    /// Why the contact is disqualified, if it is.
+    pub disqualified: Option<String>,
+    /// Fingerprints of the most recent event ids, oldest first.
+    pub recent_ids: VecDeque<u64>,
+    /// The most recent score changes, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+    /// The earliest decay-driven threshold fall, epoch ms: the contact's entry in the timer index.
+    pub next_timer_ms: Option<i64>,
+}
+
+impl ContactState {
+    /// A contact seen for the first time at `clock_ms`: first phase, every group at 0.
+    pub fn new(rules: &Rules, contact: &str, clock_ms: i64) -> Self {
+        ContactState {
+            contact: contact.to_owned(),
+            clock_ms,
+            phase: 0,
+            groups: rules.groups.iter().map(|_| GroupScore::empty(clock_ms)).collect(),
+            fired: vec![false; rules.thresholds.len()],
+            rule_counts: Vec::new(),
+            disqualified: None,
+            recent_ids: VecDeque::new(),
+            history: VecDeque::new(),
+            next_timer_ms: None,
+        }
+    }
+
+    /// The value of group `index` at time `at_ms` (not before its last rebase).
+    pub fn group_value(&self, rules: &Rules, index: usize, at_ms: i64) -> f64 {
+        match (rules.groups.get(index), self.groups.get(index)) {
+            (Some(group), Some(score)) => score.value_at(group, at_ms),
+            _ => 0.0,
+        }
+    }
+
+    /// The weighted total at `at_ms`.
+    pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
+        rules.groups.iter().zip(&self.groups).fold(0.0, |total, (group, score)| total + group.weight * score.value_at(group, at_ms))
+    }
+}
+
+/// One group's score: value and per-source contributions as of `since_ms`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupScore {
+    /// Value at `since_ms`. For step-expiry groups it is recomputed from the live contributions.
+    pub value: f64,
+    /// When the value was last rebased.
+    pub since_ms: i64,
+    /// Where the value came from, summing to it (step groups: up to the clamp, which is derived).
+    pub contributions: Vec<Contribution>,
+}
+
+/// Points a source (a rule, `manual` or `clamp`) holds in a group.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contribution {
+    /// Stored key of the source.
+    pub source: u32,
+    /// Points as of the group's `since_ms`.
+    pub points: f64,
+    /// Step-expiry groups: when these points vanish.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// How often a limited rule fired in the current phase and window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleCount {
+    /// Stored key of the rule.
+    pub rule: u32,
+    /// Firings in the window.
+    pub count: u32,
+    /// Start of the window (the first firing in it).
+    pub window_start_ms: i64,
+}
+
+/// One line of a contact's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// Stored key of the source: a rule, `manual`, or the phase entered.
+    pub source: u32,
+    /// The event that caused it.
+    pub event_id: String,
+    /// Contact time of the change.
+    pub ts_ms: i64,
+    /// Change of the group value (after clamping).
+    pub delta: f64,
+    /// Group value after the change.
+    pub value_after: f64,
+    /// Stored key of the group changed (0 if none).
+    pub group: u32,
+    /// Reason given (manual adjustments, disqualifications, phase entries).
+    pub reason: Option<String>,
+    /// Who gave manual points.
+    pub actor: Option<String>,
+}
+
+impl GroupScore {
+    /// A group at 0 since `since_ms`.
+    pub fn empty(since_ms: i64) -> Self {
+        GroupScore { value: 0.0, since_ms, contributions: Vec::new() }
+    }
+
+    /// The decayed value at `at_ms`.
+    pub fn value_at(&self, group: &Group, at_ms: i64) -> f64 {
+        let elapsed = (at_ms - self.since_ms).max(0) as f64;
+        match group.decay {
+            DecayLaw::None => self.value,
+            DecayLaw::Exponential { half_life_ms } => self.value * (-elapsed / half_life_ms).exp2(),
+            DecayLaw::Linear { per_ms } => linear(self.value, per_ms * elapsed),
+            DecayLaw::Step { .. } => clamp(group, self.live_sum(at_ms)),
+        }
+    }
+
+    /// Sum of the contributions still alive at `at_ms` (every one, for groups without expiry).
+    fn live_sum(&self, at_ms: i64) -> f64 {
+        self.contributions.iter().filter(|c| c.expires_at_ms.is_none_or(|end| end > at_ms)).fold(0.0, |sum, c| sum + c.points)
+    }
+
+    /// The contributions at `at_ms`, decayed like the value, with expired ones left out. For step groups a
+    /// clamp contribution is derived; for the others it is stored.
+    pub fn contributions_at(&self, group: &Group, at_ms: i64) -> Vec<Contribution> {
+        let elapsed = (at_ms - self.since_ms).max(0) as f64;
+        let factor = match group.decay {
+            DecayLaw::None | DecayLaw::Step { .. } => 1.0,
+            DecayLaw::Exponential { half_life_ms } => (-elapsed / half_life_ms).exp2(),
+            DecayLaw::Linear { per_ms } if self.value != 0.0 => linear(self.value, per_ms * elapsed) / self.value,
+            DecayLaw::Linear { .. } => 1.0,
+        };
+        let mut live: Vec<Contribution> = Vec::with_capacity(self.contributions.len() + 1);
+        for contribution in &self.contributions {
+            if contribution.expires_at_ms.is_some_and(|end| end <= at_ms) {
+                continue;
+            }
+            let points = contribution.points * factor;
+            match live.iter_mut().find(|c| c.source == contribution.source) {
+                Some(existing) => existing.points += points,
+                None => live.push(Contribution { points, expires_at_ms: None, ..*contribution }),
+            }
+        }
+        if let DecayLaw::Step { .. } = group.decay {
+            let sum = self.live_sum(at_ms);
+            let cut = clamp(group, sum) - sum;
+            if cut != 0.0 {
+                live.push(Contribution { source: CLAMP_KEY, points: cut, expires_at_ms: None });
+            }
+        }
+        live
+    }
+
+    /// Decays the group to `at_ms`, adds `points` from `source` and clamps. Returns the value change.
+    pub fn add(&mut self, group: &Group, source: u32, points: f64, at_ms: i64) -> f64 {
+        let before = self.value_at(group, at_ms);
+        if let DecayLaw::Step { expire_after_ms } = group.decay {
+            self.contributions.retain(|c| c.expires_at_ms.is_none_or(|end| end > at_ms));
+            let expires = Some(at_ms.saturating_add(expire_after_ms));
+            match self.contributions.iter_mut().find(|c| c.source == source && c.expires_at_ms == expires) {
+                Some(existing) => existing.points += points,
+                None => self.contributions.push(Contribution { source, points, expires_at_ms: expires }),
+            }
+            self.since_ms = at_ms;
+            self.value = clamp(group, self.live_sum(at_ms));
+            return self.value - before;
+        }
+        self.rebase(group, at_ms);
+        let wanted = self.value + points;
+        let after = clamp(group, wanted);
+        credit(&mut self.contributions, source, points);
+        if after != wanted {
+            credit(&mut self.contributions, CLAMP_KEY, after - wanted);
+        }
+        self.value = after;
+        after - before
+    }
+
+    /// Sets the group to 0 at `at_ms` (a phase reset).
+    pub fn reset(&mut self, at_ms: i64) {
+        *self = GroupScore::empty(at_ms);
+    }
+
+    /// Moves `since_ms` to `at_ms`, decaying the value and the contributions alike.
+    fn rebase(&mut self, group: &Group, at_ms: i64) {
+        if at_ms <= self.since_ms {
+            return;
+        }
+        let contributions = self.contributions_at(group, at_ms);
+        self.value = self.value_at(group, at_ms);
+        self.contributions = contributions;
+        self.since_ms = at_ms;
+    }
+}
+
+fn credit(contributions: &mut Vec<Contribution>, source: u32, points: f64) {
+    match contributions.iter_mut().find(|c| c.source == source) {
+        Some(existing) => existing.points += points,
+        None => contributions.push(Contribution { source, points, expires_at_ms: None }),
+    }
+}
+
+/// Moves `value` toward 0 by `amount`, stopping at 0.
+fn linear(value: f64, amount: f64) -> f64 {
+    if value > 0.0 {
+        (value - amount).max(0.0)
+    } else {
+        (value + amount).min(0.0)
+    }
+}
+
+fn clamp(group: &Group, value: f64) -> f64 {
+    value.clamp(group.min, group.max)
+}

@@ -1,0 +1,131 @@
+//! One partition's stream of events through the engine: stream time, the decay-timer index, and the
+//! order of timers and events that both the offline model and the Kafka runtime follow.
+//!
+//! For each event: the partition's stream time becomes the latest event time seen; timers due by then
+//! fire; the event is scored; timers due by then fire again (a late event can leave its contact's new
+//! t* in the past). Following this one order is what makes `leadscore score` and `leadscore run` agree.
+
+use std::collections::BTreeSet;
+
+use crate::event::Event;
+use crate::rules::Rules;
+use crate::scoring::{self, ContactState, Outcome, Output};
+
+/// Where a partition's contact states live: a map in the offline model, RocksDB in the runtime.
+pub trait ContactStore {
+    /// The contact's state, if it exists.
+    fn load(&mut self, contact: &str) -> Option<ContactState>;
+    /// Stores a new or changed state.
+    fn save(&mut self, state: ContactState);
+    /// Deletes a contact (erasure).
+    fn remove(&mut self, contact: &str);
+}
+
+/// When due decay timers fire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerClock {
+    /// On the partition's stream time, as events arrive (replay, tests, the offline model).
+    StreamTime,
+    /// Only when the caller ticks with a wall-clock time (live mode).
+    WallClock,
+}
+
+/// The scoring state of one partition that is not per contact.
+#[derive(Debug, Clone)]
+pub struct PartitionStream {
+    clock: TimerClock,
+    stream_time_ms: i64,
+    timers: BTreeSet<(i64, String)>,
+}
+
+/// The result of scoring one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    /// What the engine did with the event.
+    pub outcome: Outcome,
+    /// Outputs of due timers and of the event, in order.
+    pub outputs: Vec<Output>,
+}
+
+impl PartitionStream {
+    /// An empty partition.
+    pub fn new(clock: TimerClock) -> Self {
+        PartitionStream { clock, stream_time_ms: i64::MIN, timers: BTreeSet::new() }
+    }
+
+    /// The latest event time seen.
+    pub fn stream_time_ms(&self) -> i64 {
+        self.stream_time_ms
+    }
+
+    /// Number of contacts with a pending decay timer.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Registers a restored contact's timer (after loading state from disk or the changelog).
+    pub fn track(&mut self, state: &ContactState) {
+        if let Some(due) = state.next_timer_ms {
+            self.timers.insert((due, state.contact.clone()));
+        }
+    }
+
+    /// Restores the stream time after a restart.
+    pub fn advance_stream_time(&mut self, ts_ms: i64) {
+        self.stream_time_ms = self.stream_time_ms.max(ts_ms);
+    }
+
+    /// Scores one event of this partition.
+    pub fn process(&mut self, rules: &Rules, store: &mut impl ContactStore, event: &Event) -> Processed {
+        let mut outputs = Vec::new();
+        self.stream_time_ms = self.stream_time_ms.max(event.ts_ms);
+        if self.clock == TimerClock::StreamTime {
+            outputs.extend(self.fire_due(rules, store, self.stream_time_ms));
+        }
+        let before = store.load(&event.contact);
+        let old_timer = before.as_ref().and_then(|state| state.next_timer_ms);
+        let applied = scoring::apply(rules, before, event);
+        if applied.outcome == Outcome::Scored {
+            if let Some(due) = old_timer {
+                self.timers.remove(&(due, event.contact.clone()));
+            }
+            match applied.state {
+                Some(state) => {
+                    self.track(&state);
+                    store.save(state);
+                }
+                None => store.remove(&event.contact),
+            }
+        }
+        outputs.extend(applied.outputs);
+        if self.clock == TimerClock::StreamTime {
+            outputs.extend(self.fire_due(rules, store, self.stream_time_ms));
+        }
+        Processed { outcome: applied.outcome, outputs }
+    }
+
+    /// Fires every timer due at `now_ms`, in time order.
+    pub fn fire_due(&mut self, rules: &Rules, store: &mut impl ContactStore, now_ms: i64) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        while let Some((due, contact)) = self.timers.first().cloned() {
+            if due > now_ms {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(state) = store.load(&contact) else {
+                continue;
+            };
+            if state.next_timer_ms != Some(due) {
+                self.track(&state);
+                continue;
+            }
+            let applied = scoring::on_timer(rules, state, now_ms);
+            if let Some(state) = applied.state {
+                self.track(&state);
+                store.save(state);
+            }
+            outputs.extend(applied.outputs);
+        }
+        outputs
+    }
+}
