@@ -13,13 +13,23 @@
 //!   outputs and the stored-state codec.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
+//! - [`generator`]: deterministic, realistic event streams for the demo and the benchmarks.
 //! - [`hashing`]: stable name keys, event-id fingerprints and Kafka's key partitioner.
 //! - [`proto`]: the generated `leadscore.v1` protobuf types.
 
+pub mod app;
+pub mod config;
+pub mod demo;
 pub mod event;
+pub mod generator;
 pub mod hashing;
+pub mod http;
+pub mod kafka;
 pub mod offline;
 pub mod proto;
 pub mod rules;
+pub mod runtime;
 pub mod scoring;
+pub mod store;
 pub mod stream;
+pub mod telemetry;

@@ -5,7 +5,12 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use leadscore::config::Config;
+use leadscore::demo::DemoOptions;
 use leadscore::offline::OfflineScorer;
 use leadscore::rules::{DecayLaw, Effect, Rules, Target};
 
@@ -44,6 +49,31 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         partitions: u32,
     },
+    /// Run the stream processor against a Kafka cluster.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Run everything on an embedded Kafka broker with generated events, and show live scores.
+    Demo {
+        /// Stop after this long, such as "20s" or "5m" (default: until Ctrl-C).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Events generated per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Contacts in the generated population.
+        #[arg(long, default_value_t = 5_000)]
+        contacts: u64,
+        /// Address of the contact API and metrics.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        http: SocketAddr,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    leadscore::rules::parse_duration_ms(text).map(|ms| Duration::from_millis(ms as u64))
 }
 
 fn main() -> ExitCode {
@@ -56,6 +86,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Demo { duration, rate, contacts, http } => {
+            demo(DemoOptions { duration, rate, contacts, http })
+        }
         Command::Check { file } => check(&file),
         Command::Score { rules, input, output, state_out, partitions } => {
             score(&rules, &input, &output, state_out.as_deref(), partitions)
@@ -176,5 +210,53 @@ fn score(rules: &Path, input: &str, output: &str, state_out: Option<&Path>, part
         summary.outputs,
         scorer.store().contacts().len()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+/// Resolves on SIGTERM (drain) or Ctrl-C/SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    tracing::info!(config = %config.redacted(), "starting leadscore");
+    let result = runtime()?.block_on(leadscore::app::run(config, shutdown_signal()));
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(leadscore::app::AppError::Rules(err)) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(leadscore::demo::run(options, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -70,6 +70,11 @@ impl PartitionStream {
         }
     }
 
+    /// Registers a timer read back from the timer index on disk.
+    pub fn track_due(&mut self, due_ms: i64, contact: String) {
+        self.timers.insert((due_ms, contact));
+    }
+
     /// Restores the stream time after a restart.
     pub fn advance_stream_time(&mut self, ts_ms: i64) {
         self.stream_time_ms = self.stream_time_ms.max(ts_ms);

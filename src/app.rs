@@ -1,0 +1,194 @@
+//! `leadscore run`: wires configuration, rules, the RocksDB store, topic provisioning, the HTTP server
+//! and the processor together, and owns shutdown. The processor runs on its own thread, because its
+//! RocksDB work and Kafka polling block; `shutdown` is a future, so tests can pass their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tracing::{error, info};
+
+use crate::config::{Clock, Config, Format};
+use crate::event::DecodeLimits;
+use crate::kafka::sink::SinkTopics;
+use crate::kafka::topics::{self, TopicRole, TopicSpec};
+use crate::rules::{Rules, RulesError};
+use crate::runtime::status::Status;
+use crate::runtime::task::{TaskSettings, WireFormat};
+use crate::runtime::{self, ProcessorError, ProcessorSettings, RunSummary};
+use crate::store::{RocksOptions, RocksStore, StateStore, StoreError};
+use crate::stream::TimerClock;
+
+/// Why `leadscore run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The rules file is invalid.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// The state directory cannot be used.
+    #[error("state directory: {0}")]
+    Store(#[from] StoreError),
+    /// The topics are missing or mis-partitioned.
+    #[error("topics: {0}")]
+    Topics(String),
+    /// The HTTP server could not start.
+    #[error("HTTP server on {address}: {reason}")]
+    Http {
+        /// Listen address.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The processor failed; nothing after the failure was committed.
+    #[error(transparent)]
+    Processor(#[from] ProcessorError),
+    /// The processor thread ended abnormally.
+    #[error("the processor thread ended abnormally")]
+    Crashed,
+}
+
+/// Everything a running instance shares with its HTTP server and with the demo's live view.
+pub struct Instance {
+    /// The compiled rules.
+    pub rules: Arc<Rules>,
+    /// The state store.
+    pub store: Arc<dyn StateStore>,
+    /// Processor status.
+    pub status: Arc<Status>,
+    /// Input partition count (for routing API lookups to partitions).
+    pub partitions: u32,
+    /// Configuration.
+    pub config: Config,
+}
+
+/// Loads the rules named by the config, with the config's history override.
+pub fn load_rules(config: &Config) -> Result<Rules, RulesError> {
+    let mut rules = Rules::load(&config.rules.path)?;
+    if let Some(history) = config.state.history {
+        rules.history_limit = history as usize;
+    }
+    Ok(rules)
+}
+
+/// The processor settings a config gives.
+pub fn processor_settings(config: &Config) -> ProcessorSettings {
+    let wire = |format: Format| match format {
+        Format::Json => WireFormat::Json,
+        Format::Protobuf => WireFormat::Protobuf,
+    };
+    let topics = &config.topics;
+    ProcessorSettings {
+        consumer: config.kafka.consumer_config(),
+        producer: config.kafka.producer_config(),
+        client: config.kafka.client_config(),
+        task: TaskSettings {
+            inputs: topics.inputs.clone(),
+            input_format: wire(config.input.format),
+            output_format: wire(config.output.format),
+            limits: DecodeLimits { max_bytes: config.input.max_bytes as usize, ..DecodeLimits::default() },
+            clock: match config.timers.clock {
+                Clock::Wall => TimerClock::WallClock,
+                Clock::Stream => TimerClock::StreamTime,
+            },
+        },
+        topics: SinkTopics {
+            score_changed: topics.score_changed.clone(),
+            threshold_crossed: topics.threshold_crossed.clone(),
+            phase_changed: topics.phase_changed.clone(),
+            dlq: topics.dlq.clone(),
+            changelog: topics.changelog_topic(&config.kafka.group_id),
+        },
+        batch_size: config.kafka.batch_size as usize,
+        tick: Duration::from_millis(config.timers.tick_ms),
+        drain_timeout: Duration::from_millis(config.processing.drain_timeout_ms),
+        max_in_flight: 4,
+    }
+}
+
+/// The topics a config needs, with their roles.
+pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
+    let topics = &config.topics;
+    let spec = |name: &str, role| TopicSpec {
+        name: name.to_owned(),
+        role,
+        partitions: topics.partitions as i32,
+        replication: topics.replication as i32,
+    };
+    let mut specs: Vec<TopicSpec> = topics.inputs.iter().map(|name| spec(name, TopicRole::Input)).collect();
+    for name in [&topics.score_changed, &topics.threshold_crossed, &topics.phase_changed, &topics.dlq] {
+        specs.push(spec(name, TopicRole::Output));
+    }
+    specs.push(spec(&topics.changelog_topic(&config.kafka.group_id), TopicRole::Changelog));
+    specs
+}
+
+/// Opens the state store of a config.
+pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, StoreError> {
+    let options = RocksOptions { cache_mb: config.state.cache_mb as usize, ..RocksOptions::default() };
+    Ok(Arc::new(RocksStore::open(&config.state.dir, &options)?))
+}
+
+/// Runs an instance until `shutdown` resolves, then drains, commits and stops.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<RunSummary, AppError> {
+    let rules = Arc::new(load_rules(&config)?);
+    info!(version = %rules.version, "rules loaded");
+    let store = open_store(&config)?;
+    let specs = topic_specs(&config);
+    let provisioned = topics::create_missing(&config.kafka.client_config(), &specs, Duration::from_secs(10))
+        .await
+        .map_err(|err| AppError::Topics(format!("cannot read cluster metadata: {err}")))?;
+    if !provisioned.problems.is_empty() {
+        let problems: Vec<String> =
+            provisioned.problems.iter().map(|problem| format!("{}: {}", problem.topic, problem.problem)).collect();
+        return Err(AppError::Topics(problems.join("; ")));
+    }
+    let partitions = topics::partition_counts(&config.kafka.client_config(), Duration::from_secs(10))
+        .ok()
+        .and_then(|counts| counts.get(&config.topics.inputs[0]).copied())
+        .unwrap_or(config.topics.partitions as i32) as u32;
+    let status = Arc::new(Status::default());
+    let instance = Arc::new(Instance { rules, store, status, partitions, config });
+    run_instance(instance, shutdown).await
+}
+
+/// Runs the processor (and the HTTP server) of an already set-up instance.
+pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output = ()>) -> Result<RunSummary, AppError> {
+    let http = crate::http::serve(instance.clone()).await.map_err(|reason| AppError::Http {
+        address: instance.config.http.listen.to_string(),
+        reason,
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let processor = {
+        let instance = instance.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new().name("processor".into()).spawn(move || {
+            let settings = processor_settings(&instance.config);
+            runtime::run(&settings, &instance.rules, instance.store.as_ref(), &instance.status, &stop)
+        })
+    }
+    .map_err(|_| AppError::Crashed)?;
+    let (done_sender, done) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::task::spawn_blocking(move || {
+        let result = processor.join();
+        let _ = done_sender.send(());
+        result
+    });
+    tokio::select! {
+        _ = shutdown => {
+            info!("shutdown requested");
+            stop.store(true, Ordering::Relaxed);
+        }
+        _ = done => {}
+    }
+    let result = watcher.await.map_err(|_| AppError::Crashed)?.map_err(|_| AppError::Crashed)?;
+    http.abort();
+    match result {
+        Ok(summary) => Ok(summary),
+        Err(err) => {
+            error!(error = %err, "processor stopped");
+            Err(err.into())
+        }
+    }
+}
+

@@ -1,0 +1,205 @@
+//! The `[kafka]` section and the librdkafka properties it turns into.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// Kafka client settings: typed fields for what leadscore reasons about, and a pass-through map for every
+/// other librdkafka property.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port` separated by commas; the client discovers the other brokers.
+    pub brokers: String,
+    /// The consumer group owns the partitions and their committed offsets, and names the default changelog.
+    pub group_id: String,
+    /// Shown in broker logs and used for quotas, so operators can tell leadscore apart.
+    pub client_id: String,
+    /// Whether the connection uses TLS and/or SASL.
+    pub security_protocol: SecurityProtocol,
+    /// Required by the `sasl_*` protocols.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    /// SASL user name; a secret because it is half of a credential.
+    pub sasl_username: Option<Secret>,
+    /// SASL password.
+    pub sasl_password: Option<Secret>,
+    /// CA certificate to verify brokers with, when the system store does not know their CA.
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// Private key of the client certificate.
+    pub ssl_key_location: Option<PathBuf>,
+    /// Password of an encrypted private key.
+    pub ssl_key_password: Option<Secret>,
+    /// How long the group waits for a silent member before moving its partitions away.
+    pub session_timeout_ms: u32,
+    /// How long a fetch waits for data; lower it for latency on brokers that hold every fetch this long.
+    pub fetch_wait_max_ms: u32,
+    /// Most records scored per poll batch: a batch is one RocksDB write and one commit.
+    pub batch_size: u32,
+    /// How long the producer waits to fill a batch of outputs.
+    pub linger_ms: u32,
+    /// Any other librdkafka property, applied last so it can override a typed field.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+/// librdkafka has no default for `bootstrap.servers`; a broker on this machine is the least surprising one.
+const fn default_brokers() -> &'static str {
+    "127.0.0.1:9092"
+}
+
+/// The group and client id a single deployment can use as they are.
+const fn default_group_id() -> &'static str {
+    "leadscore"
+}
+
+/// librdkafka's default `session.timeout.ms` (45 s since 2.0, after KIP-735).
+const fn default_session_timeout_ms() -> u32 {
+    45_000
+}
+
+/// librdkafka's default `fetch.wait.max.ms`.
+const fn default_fetch_wait_max_ms() -> u32 {
+    500
+}
+
+/// Large enough to amortise a RocksDB write and an offset commit, small enough to keep latency low.
+const fn default_batch_size() -> u32 {
+    1_000
+}
+
+/// librdkafka's default `linger.ms` (`queue.buffering.max.ms`) since 1.5.
+const fn default_linger_ms() -> u32 {
+    5
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers().to_owned(),
+            group_id: default_group_id().to_owned(),
+            client_id: default_group_id().to_owned(),
+            security_protocol: SecurityProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            ssl_certificate_location: None,
+            ssl_key_location: None,
+            ssl_key_password: None,
+            session_timeout_ms: default_session_timeout_ms(),
+            fetch_wait_max_ms: default_fetch_wait_max_ms(),
+            batch_size: default_batch_size(),
+            linger_ms: default_linger_ms(),
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// librdkafka properties every client needs (connection and security), then the pass-through map, so
+    /// that a property set there wins. The values include secrets in clear: never log them.
+    pub fn client_config(&self) -> Vec<(String, String)> {
+        self.properties(Vec::new())
+    }
+
+    /// [`client_config`](Self::client_config) plus the consumer's typed settings, still before the
+    /// pass-through map so that it can override them too.
+    pub fn consumer_config(&self) -> Vec<(String, String)> {
+        self.properties(vec![
+            ("group.id", self.group_id.clone()),
+            ("session.timeout.ms", self.session_timeout_ms.to_string()),
+            ("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string()),
+        ])
+    }
+
+    /// [`client_config`](Self::client_config) plus the producer's typed settings, still before the
+    /// pass-through map so that it can override them too.
+    pub fn producer_config(&self) -> Vec<(String, String)> {
+        self.properties(vec![("linger.ms", self.linger_ms.to_string())])
+    }
+
+    fn properties(&self, role: Vec<(&str, String)>) -> Vec<(String, String)> {
+        let mut properties = vec![
+            ("bootstrap.servers", self.brokers.clone()),
+            ("client.id", self.client_id.clone()),
+            ("security.protocol", self.security_protocol.as_str().to_owned()),
+        ];
+        let secrets = [
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+            ("ssl.key.password", &self.ssl_key_password),
+        ];
+        let paths = [
+            ("ssl.ca.location", &self.ssl_ca_location),
+            ("ssl.certificate.location", &self.ssl_certificate_location),
+            ("ssl.key.location", &self.ssl_key_location),
+        ];
+        properties.extend(self.sasl_mechanism.map(|mechanism| ("sasl.mechanisms", mechanism.as_str().to_owned())));
+        properties
+            .extend(secrets.iter().filter_map(|(key, secret)| Some((*key, secret.as_ref()?.expose().to_owned()))));
+        properties.extend(paths.iter().filter_map(|(key, path)| Some((*key, path.as_ref()?.display().to_string()))));
+        properties.extend(role);
+        let typed = properties.into_iter().map(|(key, value)| (key.to_owned(), value));
+        typed.chain(self.librdkafka.iter().map(|(key, value)| (key.clone(), value.clone()))).collect()
+    }
+}
+
+/// How the client talks to brokers; the values are librdkafka's `security.protocol` names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    /// No TLS and no authentication: librdkafka's default, for local and trusted networks.
+    #[default]
+    Plaintext,
+    /// TLS, optionally with a client certificate.
+    Ssl,
+    /// SASL authentication without TLS.
+    SaslPlaintext,
+    /// SASL authentication over TLS: what managed Kafka services usually ask for.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// The librdkafka spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "plaintext",
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::SaslPlaintext => "sasl_plaintext",
+            SecurityProtocol::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    pub(super) const fn uses_sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl)
+    }
+}
+
+/// The SASL mechanisms that work with a user name and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum SaslMechanism {
+    /// The password travels as is, so use it over TLS only.
+    #[serde(rename = "plain")]
+    Plain,
+    /// Salted challenge-response with SHA-256.
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// Salted challenge-response with SHA-512.
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The librdkafka spelling of `sasl.mechanisms`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}

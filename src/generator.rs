@@ -1,0 +1,207 @@
+//! A deterministic generator of realistic interaction events for the example scorecard: the source of
+//! `leadscore demo`, `leadscore generate` and the benchmarks.
+//!
+//! Contacts are drawn with a Zipf-like skew (a few very active contacts, a long tail), and event types
+//! follow a typical B2B funnel: many page visits and email opens, fewer downloads and webinars, rare demo
+//! requests, unsubscribes and bounces.
+
+use crate::event::{AttrValue, Event, ManualAdjustment};
+
+/// A small, fast, seedable PRNG (SplitMix64): the same seed gives the same stream on every machine.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A uniform integer in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+}
+
+/// Endless stream of events over a fixed population of contacts.
+#[derive(Debug, Clone)]
+pub struct EventGenerator {
+    random: SplitMix64,
+    contacts: u64,
+    next_id: u64,
+    now_ms: i64,
+    step_ms: i64,
+    id_prefix: String,
+}
+
+/// Event kinds with their relative frequency.
+const MIX: [(&str, u32); 14] = [
+    ("page_visit", 400),
+    ("email_open", 200),
+    ("email_click", 80),
+    ("ad_click", 40),
+    ("asset_download", 50),
+    ("webinar_attended", 15),
+    ("form_submit", 30),
+    ("add_to_cart", 10),
+    ("checkout_abandoned", 5),
+    ("profile_update", 40),
+    ("unsubscribe", 4),
+    ("hard_bounce", 3),
+    ("manual_adjustment", 2),
+    ("phase_change", 1),
+];
+
+const PAGES: [&str; 6] = [
+    "https://acme.io/pricing",
+    "https://acme.io/product/streams",
+    "https://acme.io/features/decay",
+    "https://acme.io/blog/lead-scoring",
+    "https://acme.io/careers",
+    "https://acme.io/",
+];
+const ASSETS: [&str; 4] = ["whitepaper-roi", "case-study-fintech", "ebook-kafka", "datasheet-pro"];
+const DOMAINS: [&str; 8] =
+    ["acme-customer.com", "globex.com", "initech.io", "umbrella.org", "gmail.com", "web.de", "hooli.com", "rivalsoft.com"];
+const INDUSTRIES: [&str; 5] = ["software", "financial services", "manufacturing", "retail", "education"];
+const ROLES: [&str; 6] = ["cto", "ceo", "developer", "head of it", "student", "marketing manager"];
+const PHASES: [&str; 4] = ["lead", "sql", "opportunity", "customer"];
+
+impl EventGenerator {
+    /// A generator over `contacts` contacts, starting at `start_ms`, with event times `step_ms` apart.
+    pub fn new(seed: u64, contacts: u64, start_ms: i64, step_ms: i64) -> Self {
+        EventGenerator {
+            random: SplitMix64::new(seed),
+            contacts: contacts.max(1),
+            next_id: 0,
+            now_ms: start_ms,
+            step_ms,
+            id_prefix: format!("g{seed:x}-"),
+        }
+    }
+
+    /// The contact id of index `n`.
+    pub fn contact_id(n: u64) -> String {
+        format!("contact-{n:07}")
+    }
+
+    /// Zipf-like draw over the contacts: P(k) ∝ 1/(k+1).
+    fn contact(&mut self) -> u64 {
+        let u = self.random.next_f64();
+        let k = ((self.contacts as f64 + 1.0).ln() * u).exp() - 1.0;
+        (k as u64).min(self.contacts - 1)
+    }
+
+    fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
+        options[self.random.below(options.len() as u64) as usize]
+    }
+
+    fn kind(&mut self) -> &'static str {
+        let total: u32 = MIX.iter().map(|(_, weight)| weight).sum();
+        let mut roll = self.random.below(u64::from(total)) as u32;
+        for (kind, weight) in MIX {
+            if roll < weight {
+                return kind;
+            }
+            roll -= weight;
+        }
+        MIX[0].0
+    }
+
+    /// The next event.
+    pub fn next_event(&mut self) -> Event {
+        let contact = Self::contact_id(self.contact());
+        let kind = self.kind();
+        self.now_ms += self.step_ms;
+        self.next_id += 1;
+        let mut event = Event {
+            id: format!("{}{}", self.id_prefix, self.next_id),
+            contact,
+            kind: kind.to_owned(),
+            ts_ms: self.now_ms,
+            item: None,
+            attrs: Vec::new(),
+            adjustment: None,
+            phase: None,
+        };
+        match kind {
+            "page_visit" => {
+                event.item = Some(self.pick(&PAGES).to_owned());
+                let source = self.pick(&["google", "bing", "direct", "newsletter"]);
+                event.attrs.push(("source".into(), AttrValue::Text(source.into())));
+                let visit = 1 + self.random.below(8);
+                event.attrs.push(("visit_number".into(), AttrValue::Number(visit as f64)));
+            }
+            "email_open" | "email_click" => {
+                event.item = Some(format!("newsletter-{}", 1 + self.random.below(12)));
+            }
+            "ad_click" => {
+                let campaign = self.pick(&["paid-search-q1", "paid-social", "organic-referral"]);
+                event.attrs.push(("campaign".into(), AttrValue::Text(campaign.into())));
+            }
+            "asset_download" => event.item = Some(self.pick(&ASSETS).to_owned()),
+            "webinar_attended" => event.item = Some("webinar-kafka-101".into()),
+            "form_submit" => {
+                let form = if self.random.below(5) == 0 { "demo-request" } else { "newsletter" };
+                event.item = Some(form.into());
+                // Competitors are rare.
+                let domain =
+                    if self.random.below(50) == 0 { "rivalsoft.com" } else { self.pick(&DOMAINS[..7]) };
+                event.attrs.push(("email_domain".into(), AttrValue::Text(domain.into())));
+            }
+            "profile_update" => {
+                event.attrs.push(("industry".into(), AttrValue::Text(self.pick(&INDUSTRIES).into())));
+                let employees = 10u64 << self.random.below(10);
+                event.attrs.push(("employees".into(), AttrValue::Number(employees as f64)));
+                event.attrs.push(("role".into(), AttrValue::Text(self.pick(&ROLES).into())));
+                event.attrs.push(("budget".into(), AttrValue::Flag(self.random.below(2) == 0)));
+                event.attrs.push(("authority".into(), AttrValue::Flag(self.random.below(3) == 0)));
+            }
+            "manual_adjustment" => {
+                let points = (self.random.below(41) as f64) - 10.0;
+                event.adjustment = Some(ManualAdjustment {
+                    points,
+                    reason: self.pick(&["call went well", "met at trade fair", "asked for a quote"]).into(),
+                    group: Some("fit".into()),
+                    actor: Some(self.pick(&["sales:jonas", "sales:mia"]).into()),
+                });
+            }
+            "phase_change" => event.phase = Some(self.pick(&PHASES).to_owned()),
+            _ => {}
+        }
+        event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_deterministic_and_skewed() {
+        let mut a = EventGenerator::new(7, 1000, 1_772_366_400_000, 10);
+        let mut b = EventGenerator::new(7, 1000, 1_772_366_400_000, 10);
+        let mut hits = vec![0u32; 1000];
+        for _ in 0..20_000 {
+            let event = a.next_event();
+            assert_eq!(event, b.next_event());
+            let n: usize = event.contact["contact-".len()..].parse().unwrap_or(0);
+            hits[n] += 1;
+        }
+        assert!(hits[0] > 10 * hits[900].max(1), "the head is much busier than the tail");
+    }
+}

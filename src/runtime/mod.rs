@@ -1,0 +1,472 @@
+//! The processor: a consumer-group member that runs one [`task::PartitionTask`] per assigned input
+//! partition, as Kafka Streams' stream thread runs its tasks.
+//!
+//! Each cycle polls up to a batch of records, scores each partition's share in its task, writes the
+//! task's RocksDB batch, and hands the records to publish to the [`Sink`] without waiting. Input offsets
+//! are committed once every record of their batch (and of every batch before it) is acknowledged.
+//! Assignments restore state from the changelog first; revocations drain and commit first.
+
+pub mod batch_store;
+pub mod record;
+mod rebalance;
+pub mod status;
+pub mod task;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::{counter, gauge, histogram};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use crate::kafka::restore::{RestoreError, restore_partition};
+use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
+use crate::rules::Rules;
+use crate::store::{StateStore, StoreError};
+use crate::telemetry;
+use rebalance::{GroupEvent, GroupHooks, commit_list};
+use status::Status;
+use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
+
+/// Everything the processor needs besides rules, store and status.
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    /// librdkafka properties of the group consumer (group.id included).
+    pub consumer: Vec<(String, String)>,
+    /// librdkafka properties of the producer.
+    pub producer: Vec<(String, String)>,
+    /// librdkafka properties for the changelog reader (connection and security only).
+    pub client: Vec<(String, String)>,
+    /// Task settings.
+    pub task: TaskSettings,
+    /// Output, dead-letter and changelog topics.
+    pub topics: SinkTopics,
+    /// Most records per poll cycle.
+    pub batch_size: usize,
+    /// Ticker period for wall-clock decay timers.
+    pub tick: Duration,
+    /// Budget for draining on revocation and shutdown.
+    pub drain_timeout: Duration,
+    /// Most poll cycles whose records may be unacknowledged at once.
+    pub max_in_flight: usize,
+}
+
+/// Why the processor stopped without finishing cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// Creating or using the consumer failed.
+    #[error("Kafka consumer: {0}")]
+    Consumer(#[from] KafkaError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// A task failed.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A restore failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// A revocation could not be finished.
+    #[error("revocation: {0}")]
+    Revocation(String),
+}
+
+/// Counts of a run, for logs and the demo.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunSummary {
+    /// Records consumed.
+    pub records: u64,
+    /// Outputs published.
+    pub outputs: u64,
+}
+
+/// Runs the processor on the calling thread until `shutdown` is set, then drains, commits and flushes.
+pub fn run(
+    settings: &ProcessorSettings,
+    rules: &Rules,
+    store: &dyn StateStore,
+    status: &Status,
+    shutdown: &AtomicBool,
+) -> Result<RunSummary, ProcessorError> {
+    let mut processor = Processor::new(settings, rules, store, status)?;
+    let result = processor.run(shutdown);
+    if let Err(err) = &result {
+        status.set_fatal(err.to_string());
+    }
+    result
+}
+
+struct Processor<'a> {
+    settings: &'a ProcessorSettings,
+    rules: &'a Rules,
+    store: &'a dyn StateStore,
+    status: &'a Status,
+    consumer: BaseConsumer<GroupHooks>,
+    sink: SharedSink,
+    tasks: BTreeMap<i32, PartitionTask>,
+    assigned: BTreeSet<(String, i32)>,
+    summary: RunSummary,
+}
+
+impl<'a> Processor<'a> {
+    fn new(
+        settings: &'a ProcessorSettings,
+        rules: &'a Rules,
+        store: &'a dyn StateStore,
+        status: &'a Status,
+    ) -> Result<Self, ProcessorError> {
+        let sink = Arc::new(Mutex::new(Sink::new(&settings.producer, settings.topics.clone())?));
+        let hooks = GroupHooks {
+            sink: sink.clone(),
+            inputs: settings.task.inputs.clone(),
+            drain_timeout: settings.drain_timeout,
+            events: Mutex::new(Vec::new()),
+            brokers_down: AtomicBool::new(false),
+        };
+        let mut config = ClientConfig::new();
+        for (key, value) in &settings.consumer {
+            config.set(key, value);
+        }
+        // Several inputs must stay co-partitioned, which only the range assignor guarantees.
+        let assignor = if settings.task.inputs.len() == 1 { "cooperative-sticky" } else { "range" };
+        config
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed");
+        set_default(&mut config, "auto.offset.reset", "earliest");
+        set_default(&mut config, "partition.assignment.strategy", assignor);
+        let consumer: BaseConsumer<GroupHooks> = config.create_with_context(hooks)?;
+        let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
+        consumer.subscribe(&inputs)?;
+        status.set_subscribed();
+        status.set_brokers_up(true);
+        Ok(Processor {
+            settings,
+            rules,
+            store,
+            status,
+            consumer,
+            sink,
+            tasks: BTreeMap::new(),
+            assigned: BTreeSet::new(),
+            summary: RunSummary::default(),
+        })
+    }
+
+    fn run(&mut self, shutdown: &AtomicBool) -> Result<RunSummary, ProcessorError> {
+        let mut last_tick = Instant::now();
+        let mut last_probe = Instant::now();
+        while !shutdown.load(Ordering::Relaxed) {
+            let records = self.poll_batch()?;
+            let started = Instant::now();
+            let count: usize = records.values().map(Vec::len).sum();
+            self.lock_sink()?.open();
+            for (partition, records) in records {
+                let Some(task) = self.tasks.get_mut(&partition) else {
+                    continue;
+                };
+                let batch = task.process(self.rules, self.store, &self.settings.task, &records)?;
+                self.publish(partition, batch)?;
+            }
+            if count > 0 {
+                counter!(telemetry::BATCHES_TOTAL).increment(1);
+                histogram!(telemetry::BATCH_RECORDS).record(count as f64);
+                histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                self.summary.records += count as u64;
+                self.status.events.fetch_add(count as u64, Ordering::Relaxed);
+            }
+            if self.settings.task.clock == crate::stream::TimerClock::WallClock
+                && last_tick.elapsed() >= self.settings.tick
+            {
+                last_tick = Instant::now();
+                self.tick()?;
+            }
+            let done = {
+                let mut sink = self.lock_sink()?;
+                sink.close();
+                let wait = if sink.batches_in_flight() > self.settings.max_in_flight {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::ZERO
+                };
+                let done = sink.collect(wait)?;
+                gauge!(telemetry::IN_FLIGHT_RECORDS).set(sink.outstanding() as f64);
+                done
+            };
+            self.commit(&done, CommitMode::Async)?;
+            if self.consumer.context().brokers_down.load(Ordering::Relaxed) && last_probe.elapsed() > Duration::from_secs(2) {
+                last_probe = Instant::now();
+                self.probe_brokers();
+            }
+        }
+        info!("shutting down: draining in-flight records");
+        let drained = self.lock_sink()?.drain(self.settings.drain_timeout)?;
+        self.commit(&drained, CommitMode::Sync)?;
+        self.store.flush()?;
+        info!(records = self.summary.records, outputs = self.summary.outputs, "stopped cleanly");
+        Ok(self.summary)
+    }
+
+    fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {
+        self.sink.lock().map_err(|_| ProcessorError::Revocation("the publishing pipeline is poisoned".into()))
+    }
+
+    /// Polls up to a batch of records, handling rebalances as they come.
+    fn poll_batch(&mut self) -> Result<BTreeMap<i32, Vec<InputRecord>>, ProcessorError> {
+        let mut records: BTreeMap<i32, Vec<InputRecord>> = BTreeMap::new();
+        let mut count = 0;
+        let mut wait = Duration::from_millis(50);
+        while count < self.settings.batch_size {
+            let polled = self.consumer.poll(wait);
+            wait = Duration::ZERO;
+            self.status.last_poll_ms.store(now_ms(), Ordering::Relaxed);
+            let message = match polled {
+                None => None,
+                Some(Err(err)) => {
+                    warn!(error = %err, "poll error");
+                    if matches!(err, KafkaError::MessageConsumptionFatal(_)) {
+                        return Err(err.into());
+                    }
+                    None
+                }
+                Some(Ok(message)) => Some(InputRecord {
+                    topic: self.settings.task.inputs.iter().position(|topic| topic == message.topic()).unwrap_or(0),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .map(|record| (message.partition(), record)),
+            };
+            self.handle_group_events(&mut records)?;
+            match message {
+                None => break,
+                Some((partition, record)) => {
+                    if self.status.brokers_up_flag_reset(&self.consumer) {
+                        debug!("brokers reachable again");
+                    }
+                    if self.tasks.contains_key(&partition) {
+                        records.entry(partition).or_default().push(record);
+                        count += 1;
+                    }
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    fn handle_group_events(&mut self, records: &mut BTreeMap<i32, Vec<InputRecord>>) -> Result<(), ProcessorError> {
+        for event in self.consumer.context().take() {
+            match event {
+                GroupEvent::Drained(batches) => self.note_committed(&batches),
+                GroupEvent::Failed(reason) => return Err(ProcessorError::Revocation(reason)),
+                GroupEvent::Revoked(revoked) => {
+                    counter!(telemetry::REBALANCES_TOTAL, "kind" => "revoke").increment(1);
+                    for entry in revoked {
+                        self.assigned.remove(&entry);
+                    }
+                    let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
+                    self.tasks.retain(|partition, _| still.contains(partition));
+                    records.retain(|partition, _| still.contains(partition));
+                    self.status.set_owned(still);
+                }
+                GroupEvent::Assigned(added) => {
+                    counter!(telemetry::REBALANCES_TOTAL, "kind" => "assign").increment(1);
+                    let new: BTreeSet<i32> = added
+                        .iter()
+                        .map(|(_, partition)| *partition)
+                        .filter(|partition| !self.tasks.contains_key(partition))
+                        .collect();
+                    self.assigned.extend(added);
+                    self.status.set_owned(self.assigned.iter().map(|(_, partition)| *partition));
+                    for partition in new {
+                        self.start_task(partition)?;
+                    }
+                }
+            }
+        }
+        gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.tasks.len() as f64);
+        Ok(())
+    }
+
+    /// Restores a newly assigned partition, opens its task and re-sends unacknowledged outputs.
+    fn start_task(&mut self, partition: i32) -> Result<(), ProcessorError> {
+        self.status.restoring(partition, true);
+        gauge!(telemetry::RESTORING_PARTITIONS).increment(1.0);
+        let mut report = |progress: crate::kafka::restore::RestoreProgress| {
+            info!(partition = progress.partition, records = progress.records, offset = progress.offset, "restoring");
+        };
+        let summary = restore_partition(
+            &self.settings.client,
+            &self.settings.topics.changelog,
+            partition,
+            self.store,
+            self.rules,
+            &mut report,
+        )?;
+        counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(summary.records);
+        let committed = self.committed_offsets(partition)?;
+        let task = PartitionTask::open(partition, self.store, &self.settings.task, committed)?;
+        let resend = task.unacknowledged(self.rules, self.store, &self.settings.task)?;
+        if !resend.is_empty() {
+            info!(partition, outputs = resend.len(), "re-sending outputs of uncommitted input");
+            counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(resend.len() as u64);
+            let mut sink = self.lock_sink()?;
+            sink.open();
+            sink.send(partition, resend)?;
+            sink.close();
+        }
+        self.tasks.insert(partition, task);
+        self.status.restoring(partition, false);
+        gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
+        Ok(())
+    }
+
+    fn committed_offsets(&self, partition: i32) -> Result<Vec<Option<i64>>, ProcessorError> {
+        let mut list = TopicPartitionList::new();
+        for topic in &self.settings.task.inputs {
+            list.add_partition(topic, partition);
+        }
+        let committed = self.consumer.committed_offsets(list, Duration::from_secs(10))?;
+        Ok(self
+            .settings
+            .task
+            .inputs
+            .iter()
+            .map(|topic| {
+                committed.find_partition(topic, partition).and_then(|element| match element.offset() {
+                    Offset::Offset(next) => Some(next),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    fn publish(&mut self, partition: i32, batch: TaskBatch) -> Result<(), ProcessorError> {
+        record_counts(&batch);
+        self.summary.outputs += batch.counts.outputs;
+        if !batch.write.is_empty() {
+            self.store.write(batch.write)?;
+        }
+        let mut sink = self.lock_sink()?;
+        sink.send(partition, batch.publish)?;
+        sink.commit_after(batch.commit.into_iter().map(|(topic, next)| (topic, partition, next)));
+        Ok(())
+    }
+
+    fn tick(&mut self) -> Result<(), ProcessorError> {
+        let now = now_ms();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        let mut pending = 0;
+        for partition in partitions {
+            let Some(task) = self.tasks.get_mut(&partition) else {
+                continue;
+            };
+            let batch = task.tick(self.rules, self.store, &self.settings.task, now)?;
+            pending += task.pending_timers();
+            if batch.counts.outputs > 0 {
+                counter!(telemetry::TIMERS_FIRED_TOTAL).increment(batch.counts.outputs);
+                self.publish(partition, batch)?;
+            }
+        }
+        gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
+        Ok(())
+    }
+
+    fn commit(&mut self, batches: &[PendingBatch], mode: CommitMode) -> Result<(), ProcessorError> {
+        self.note_committed(batches);
+        let list = commit_list(&self.settings.task.inputs, batches);
+        if list.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&list, mode) {
+            Ok(()) => {
+                counter!(telemetry::COMMITS_TOTAL).increment(1);
+                Ok(())
+            }
+            // An asynchronous commit that fails is covered by the next one; a lost one only re-sends.
+            Err(err) if matches!(mode, CommitMode::Async) => {
+                warn!(error = %err, "offset commit failed; the next commit covers it");
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Tells tasks which offsets are acknowledged (and so need no re-send) and how far their changelog is.
+    fn note_committed(&mut self, batches: &[PendingBatch]) {
+        for batch in batches {
+            for (topic, partition, next) in &batch.commits {
+                if let Some(task) = self.tasks.get_mut(partition) {
+                    task.committed(*topic, *next);
+                }
+            }
+            for (partition, offset) in &batch.changelog {
+                if let Some(task) = self.tasks.get_mut(partition) {
+                    task.changelog_delivered(offset + 1);
+                }
+            }
+        }
+    }
+
+    fn probe_brokers(&self) {
+        if self.consumer.fetch_metadata(None, Duration::from_secs(1)).is_ok() {
+            self.consumer.context().brokers_down.store(false, Ordering::Relaxed);
+            self.status.set_brokers_up(true);
+            info!("brokers reachable again");
+        } else {
+            self.status.set_brokers_up(false);
+        }
+    }
+}
+
+impl Status {
+    /// Clears a broker outage once records flow again; returns whether it was set.
+    fn brokers_up_flag_reset(&self, consumer: &BaseConsumer<GroupHooks>) -> bool {
+        let was_down = consumer.context().brokers_down.swap(false, Ordering::Relaxed);
+        if was_down {
+            self.set_brokers_up(true);
+        }
+        was_down
+    }
+}
+
+fn record_counts(batch: &TaskBatch) {
+    let counts = batch.counts;
+    for (outcome, value) in [
+        ("scored", counts.scored),
+        ("ignored", counts.ignored),
+        ("duplicate", counts.duplicate),
+        ("replayed", counts.replayed),
+        ("dlq", counts.dead_lettered),
+    ] {
+        if value > 0 {
+            counter!(telemetry::EVENTS_TOTAL, "outcome" => outcome).increment(value);
+        }
+    }
+    if counts.outputs > 0 {
+        counter!(telemetry::OUTPUTS_TOTAL).increment(counts.outputs);
+    }
+}
+
+/// Wall-clock time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

@@ -1,0 +1,119 @@
+//! Consumer-group callbacks. A revocation drains the publishing pipeline and commits synchronously before
+//! the partitions go, so the next owner starts exactly where this one stopped; everything else is handed
+//! to the processor as events.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, TopicPartitionList};
+use tracing::{error, info, warn};
+
+use crate::kafka::sink::{PendingBatch, SharedSink};
+
+/// What the processor must act on after a poll.
+#[derive(Debug)]
+pub enum GroupEvent {
+    /// Topic-partitions added to this instance.
+    Assigned(Vec<(String, i32)>),
+    /// Topic-partitions taken away, after the pipeline was drained and committed.
+    Revoked(Vec<(String, i32)>),
+    /// Batches acknowledged during a drain (their offsets are committed).
+    Drained(Vec<PendingBatch>),
+    /// A drain or commit failed during a revocation: stop without committing more.
+    Failed(String),
+}
+
+/// The consumer context: rebalance hooks and client errors.
+pub struct GroupHooks {
+    pub(super) sink: SharedSink,
+    pub(super) inputs: Vec<String>,
+    pub(super) drain_timeout: Duration,
+    pub(super) events: Mutex<Vec<GroupEvent>>,
+    pub(super) brokers_down: std::sync::atomic::AtomicBool,
+}
+
+impl GroupHooks {
+    fn push(&self, event: GroupEvent) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+
+    /// Takes the events gathered since the last call.
+    pub fn take(&self) -> Vec<GroupEvent> {
+        self.events.lock().map(|mut events| std::mem::take(&mut *events)).unwrap_or_default()
+    }
+
+    fn drain_and_commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), String> {
+        let drained = {
+            let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
+            sink.drain(self.drain_timeout).map_err(|err| err.to_string())?
+        };
+        let offsets = commit_list(&self.inputs, &drained);
+        if offsets.count() > 0 {
+            consumer.commit(&offsets, CommitMode::Sync).map_err(|err| format!("commit on revocation failed: {err}"))?;
+        }
+        self.push(GroupEvent::Drained(drained));
+        Ok(())
+    }
+}
+
+/// The offsets to commit for acknowledged batches: the highest next offset per topic-partition.
+pub fn commit_list(inputs: &[String], batches: &[PendingBatch]) -> TopicPartitionList {
+    let mut highest: std::collections::BTreeMap<(usize, i32), i64> = std::collections::BTreeMap::new();
+    for batch in batches {
+        for (topic, partition, next) in &batch.commits {
+            let entry = highest.entry((*topic, *partition)).or_insert(*next);
+            *entry = (*entry).max(*next);
+        }
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in highest {
+        if let Some(name) = inputs.get(topic) {
+            let _ = list.add_partition_offset(name, partition, rdkafka::Offset::Offset(next));
+        }
+    }
+    list
+}
+
+fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements().iter().map(|element| (element.topic().to_owned(), element.partition())).collect()
+}
+
+impl ClientContext for GroupHooks {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode;
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
+            self.brokers_down.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        warn!(error = %error, reason, "Kafka client error");
+    }
+}
+
+impl ConsumerContext for GroupHooks {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked = partitions(list);
+            info!(partitions = ?revoked, "partitions revoked; draining and committing");
+            if let Err(reason) = self.drain_and_commit(consumer) {
+                error!(%reason, "could not finish the revoked partitions");
+                self.push(GroupEvent::Failed(reason));
+            }
+            self.push(GroupEvent::Revoked(revoked));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned = partitions(list);
+                info!(partitions = ?assigned, "partitions assigned");
+                self.push(GroupEvent::Assigned(assigned));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(err) => warn!(error = %err, "rebalance error"),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! What the processor tells the outside world: readiness, assigned partitions, restore progress and a
+//! fatal error. Shared with the HTTP server; cheap to read.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+/// The processor's observable status.
+#[derive(Debug, Default)]
+pub struct Status {
+    subscribed: AtomicBool,
+    brokers_up: AtomicBool,
+    owned: Mutex<BTreeSet<i32>>,
+    restoring: Mutex<BTreeSet<i32>>,
+    fatal: Mutex<Option<String>>,
+    /// Events scored since start (for live views).
+    pub events: AtomicU64,
+    /// Wall-clock ms of the last poll.
+    pub last_poll_ms: AtomicI64,
+}
+
+impl Status {
+    /// Ready: subscribed, brokers reachable, nothing restoring, no fatal error.
+    pub fn ready(&self) -> bool {
+        self.subscribed.load(Ordering::Relaxed)
+            && self.brokers_up.load(Ordering::Relaxed)
+            && self.restoring.lock().map(|set| set.is_empty()).unwrap_or(false)
+            && self.fatal.lock().map(|fatal| fatal.is_none()).unwrap_or(false)
+    }
+
+    /// Why the instance is not ready, for `/readyz`.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if let Ok(fatal) = self.fatal.lock() {
+            if let Some(reason) = fatal.as_ref() {
+                return Some(format!("stopped: {reason}"));
+            }
+        }
+        if !self.subscribed.load(Ordering::Relaxed) {
+            return Some("not subscribed yet".into());
+        }
+        if !self.brokers_up.load(Ordering::Relaxed) {
+            return Some("brokers unreachable".into());
+        }
+        match self.restoring.lock() {
+            Ok(set) if !set.is_empty() => Some(format!("restoring partitions {set:?}")),
+            Ok(_) => None,
+            Err(_) => Some("status poisoned".into()),
+        }
+    }
+
+    pub(crate) fn set_subscribed(&self) {
+        self.subscribed.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_brokers_up(&self, up: bool) {
+        self.brokers_up.store(up, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_fatal(&self, reason: String) {
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert(reason);
+        }
+    }
+
+    pub(crate) fn restoring(&self, partition: i32, restoring: bool) {
+        if let Ok(mut set) = self.restoring.lock() {
+            if restoring {
+                set.insert(partition);
+            } else {
+                set.remove(&partition);
+            }
+        }
+    }
+
+    pub(crate) fn set_owned(&self, partitions: impl IntoIterator<Item = i32>) {
+        if let Ok(mut owned) = self.owned.lock() {
+            *owned = partitions.into_iter().collect();
+        }
+    }
+
+    /// Whether this instance owns input partition `partition`.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.owned.lock().map(|owned| owned.contains(&partition)).unwrap_or(false)
+    }
+
+    /// Whether input partition `partition` is being restored.
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.restoring.lock().map(|set| set.contains(&partition)).unwrap_or(false)
+    }
+
+    /// The partitions this instance owns.
+    pub fn owned(&self) -> Vec<i32> {
+        self.owned.lock().map(|owned| owned.iter().copied().collect()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,460 @@
+//! One input partition's task: decode → score → one atomic RocksDB batch → records to publish.
+//!
+//! A task owns the partition's stream time, its decay-timer index and its applied offsets. It never
+//! talks to Kafka itself: [`PartitionTask::process`] turns input records into a [`TaskBatch`] (what to
+//! write, what to publish, what to commit once published), which the processor writes and sends.
+//!
+//! Exactly-once state: every contact record carries the last input offset applied to it, and the
+//! partition's meta carries the next offset per input topic. An input record at or below either is a
+//! replay: it changes nothing. Outputs of input records that may not have been acknowledged are kept in
+//! the contact records and re-sent when a partition is assigned ([`PartitionTask::unacknowledged`]).
+
+use super::batch_store::BatchStore;
+use super::record::{Route, RoutedOutput, StoredContact};
+use crate::event::{DecodeError, DecodeLimits, Event, json, protobuf};
+use crate::rules::Rules;
+use crate::scoring::{Outcome, Output};
+use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
+use crate::stream::{PartitionStream, TimerClock};
+
+/// Wire format of events or outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// JSON objects.
+    Json,
+    /// `leadscore.v1` protobuf messages.
+    Protobuf,
+}
+
+/// Changelog key of the per-batch checkpoint record; contact ids cannot start with NUL.
+pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+
+/// Settings a task needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// Input topics, in configuration order.
+    pub inputs: Vec<String>,
+    /// Event wire format.
+    pub input_format: WireFormat,
+    /// Output wire format.
+    pub output_format: WireFormat,
+    /// Decoder limits.
+    pub limits: DecodeLimits,
+    /// When decay timers fire.
+    pub clock: TimerClock,
+}
+
+impl TaskSettings {
+    /// Stored key of an input topic.
+    pub fn topic_key(topic: &str) -> u32 {
+        crate::hashing::name_key(topic)
+    }
+}
+
+/// One consumed record.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    /// Index of the topic in [`TaskSettings::inputs`].
+    pub topic: usize,
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Kafka key.
+    pub key: Option<Vec<u8>>,
+    /// Kafka value.
+    pub payload: Option<Vec<u8>>,
+    /// Kafka headers, kept for the dead-letter copy.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a record is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// An output topic.
+    Output(Route),
+    /// The changelog, to the task's own partition.
+    Changelog,
+    /// The dead-letter topic.
+    DeadLetter,
+}
+
+/// A record to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    /// Topic.
+    pub destination: Destination,
+    /// Key (the contact id for outputs and the changelog).
+    pub key: Vec<u8>,
+    /// Value; `None` is a changelog tombstone.
+    pub payload: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What happened to the records of a batch, for metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Events that changed a score.
+    pub scored: u64,
+    /// Events nothing listens to.
+    pub ignored: u64,
+    /// Events with an id the contact saw recently.
+    pub duplicate: u64,
+    /// Records already applied before a restart or rebalance.
+    pub replayed: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Outputs published.
+    pub outputs: u64,
+}
+
+/// The result of a batch: write `write` first, then publish `publish`, then commit `commit`.
+#[derive(Debug)]
+pub struct TaskBatch {
+    /// One atomic write: contact records, timers and meta.
+    pub write: PartitionBatch,
+    /// Outputs, dead letters, changelog records and the checkpoint, in order.
+    pub publish: Vec<Publish>,
+    /// Next offset per input topic index, to commit once everything is acknowledged.
+    pub commit: Vec<(usize, i64)>,
+    /// Counts.
+    pub counts: BatchCounts,
+}
+
+/// Why a batch could not be processed: internal errors, which stop the processor without committing.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored contact could not be read.
+    #[error("partition {partition}: {source}")]
+    Corrupt {
+        /// The partition.
+        partition: i32,
+        /// The decoding error.
+        source: crate::scoring::codec::CodecError,
+    },
+}
+
+/// The per-partition task.
+#[derive(Debug)]
+pub struct PartitionTask {
+    partition: i32,
+    stream: PartitionStream,
+    /// Next offset to apply, per input topic index (everything below is in the state).
+    next_offsets: Vec<Option<i64>>,
+    /// Next offset committed, per input topic index.
+    committed: Vec<Option<i64>>,
+    /// Erased contacts whose records wait for their erasure to be committed: (contact, topic, offset).
+    erased_waiting: Vec<(String, usize, i64)>,
+    /// Next changelog offset whose effect is already in the local state.
+    changelog_next: Option<i64>,
+}
+
+impl PartitionTask {
+    /// Opens the task from the local state (after any restore), with the group's committed offsets.
+    pub fn open(
+        partition: i32,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+        committed: Vec<Option<i64>>,
+    ) -> Result<Self, TaskError> {
+        let meta = store.meta(partition)?.unwrap_or_default();
+        let mut stream = PartitionStream::new(settings.clock);
+        if let Some(stream_time) = meta.stream_time_ms {
+            stream.advance_stream_time(stream_time);
+        }
+        for (due, contact) in store.timers(partition)? {
+            stream.track_due(due, contact);
+        }
+        let next_offsets = settings
+            .inputs
+            .iter()
+            .map(|topic| meta.input_offsets.iter().find(|(name, _)| name == topic).map(|(_, next)| *next))
+            .collect();
+        Ok(PartitionTask {
+            partition,
+            stream,
+            next_offsets,
+            committed,
+            erased_waiting: Vec::new(),
+            changelog_next: meta.changelog_offset,
+        })
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// Contacts with a pending decay timer.
+    pub fn pending_timers(&self) -> usize {
+        self.stream.pending_timers()
+    }
+
+    /// Records that offsets up to `next` of input `topic` are committed.
+    pub fn committed(&mut self, topic: usize, next: i64) {
+        if let Some(slot) = self.committed.get_mut(topic) {
+            *slot = Some(slot.map_or(next, |old| old.max(next)));
+        }
+    }
+
+    /// Records that the changelog holds our records up to (excluding) `next`.
+    pub fn changelog_delivered(&mut self, next: i64) {
+        self.changelog_next = Some(self.changelog_next.map_or(next, |old| old.max(next)));
+    }
+
+    /// Whether some applied input is not yet committed (the state is ahead of the group's offsets).
+    pub fn has_uncommitted(&self) -> bool {
+        self.next_offsets.iter().zip(&self.committed).any(|(next, committed)| match (next, committed) {
+            (Some(next), Some(committed)) => next > committed,
+            (Some(_), None) => true,
+            _ => false,
+        })
+    }
+
+    /// Outputs of applied but uncommitted input records, to re-send after a restart or rebalance.
+    pub fn unacknowledged(&self, rules: &Rules, store: &dyn StateStore, settings: &TaskSettings) -> Result<Vec<Publish>, TaskError> {
+        let mut publish = Vec::new();
+        if !self.has_uncommitted() {
+            return Ok(publish);
+        }
+        let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
+        let mut failure = None;
+        store.for_each_contact(self.partition, &mut |contact, bytes| {
+            match StoredContact::decode(rules, contact, bytes) {
+                Ok(stored) => {
+                    for recent in &stored.recent {
+                        let topic = keys.iter().position(|key| *key == recent.topic);
+                        let committed = topic.and_then(|index| self.committed[index]);
+                        if committed.is_none_or(|next| recent.offset >= next) {
+                            publish.extend(recent.outputs.iter().map(|out| Publish {
+                                destination: Destination::Output(out.route),
+                                key: contact.as_bytes().to_vec(),
+                                payload: Some(out.payload.clone()),
+                                headers: Vec::new(),
+                            }));
+                        }
+                    }
+                    true
+                }
+                Err(source) => {
+                    failure = Some(TaskError::Corrupt { partition: self.partition, source });
+                    false
+                }
+            }
+        })?;
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(publish),
+        }
+    }
+
+    /// Scores a batch of this partition's records, in offset order.
+    pub fn process(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+        records: &[InputRecord],
+    ) -> Result<TaskBatch, TaskError> {
+        let mut batch = BatchStore::new(rules, store, self.partition);
+        let mut publish = Vec::new();
+        let mut counts = BatchCounts::default();
+        let mut commit: Vec<(usize, i64)> = Vec::new();
+        for record in records {
+            let topic_key = TaskSettings::topic_key(&settings.inputs[record.topic]);
+            match commit.iter_mut().find(|(topic, _)| *topic == record.topic) {
+                Some(entry) => entry.1 = entry.1.max(record.offset + 1),
+                None => commit.push((record.topic, record.offset + 1)),
+            }
+            if self.next_offsets[record.topic].is_some_and(|next| record.offset < next) {
+                counts.replayed += 1;
+                continue;
+            }
+            let event = match decode(settings, record) {
+                Ok(event) => event,
+                Err(reason) => {
+                    counts.dead_lettered += 1;
+                    publish.push(dead_letter(settings, self.partition, record, &reason));
+                    continue;
+                }
+            };
+            if batch.applied_offset(&event.contact, topic_key)?.is_some_and(|applied| record.offset <= applied) {
+                counts.replayed += 1;
+                continue;
+            }
+            let processed = self.stream.process(rules, &mut batch, &event);
+            batch.check()?;
+            match &processed.outcome {
+                Outcome::Scored => {
+                    counts.scored += 1;
+                    batch.mark_applied(&event.contact, topic_key, record.offset);
+                }
+                Outcome::Ignored => counts.ignored += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Rejected(reason) => {
+                    counts.dead_lettered += 1;
+                    publish.push(dead_letter(settings, self.partition, record, reason));
+                }
+            }
+            counts.outputs += processed.outputs.len() as u64;
+            publish.extend(self.route(settings, &mut batch, topic_key, record.offset, processed.outputs));
+        }
+        for (topic, next) in &commit {
+            let slot = &mut self.next_offsets[*topic];
+            *slot = Some(slot.map_or(*next, |old| old.max(*next)));
+        }
+        Ok(self.finish(rules, settings, batch, publish, commit, counts))
+    }
+
+    /// Fires decay timers due at wall-clock time `now_ms`.
+    pub fn tick(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+        now_ms: i64,
+    ) -> Result<TaskBatch, TaskError> {
+        let mut batch = BatchStore::new(rules, store, self.partition);
+        // Outputs of a tick belong to the uncommitted window after the last applied offset.
+        let topic_key = TaskSettings::topic_key(&settings.inputs[0]);
+        let cause = self.next_offsets[0].unwrap_or(0);
+        let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
+        batch.check()?;
+        let counts = BatchCounts { outputs: outputs.len() as u64, ..BatchCounts::default() };
+        let publish = self.route(settings, &mut batch, topic_key, cause, outputs);
+        Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts))
+    }
+
+    /// Encodes outputs, remembers them in their contacts' records, and routes them.
+    fn route(
+        &self,
+        settings: &TaskSettings,
+        batch: &mut BatchStore<'_>,
+        topic_key: u32,
+        offset: i64,
+        outputs: Vec<Output>,
+    ) -> Vec<Publish> {
+        let mut publish = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let route = Route::of(&output.body);
+            let payload = match settings.output_format {
+                WireFormat::Json => output.to_json(),
+                WireFormat::Protobuf => output.to_protobuf(),
+            };
+            batch.remember_output(&output.contact, topic_key, offset, RoutedOutput { route, payload: payload.clone() });
+            publish.push(Publish {
+                destination: Destination::Output(route),
+                key: output.contact.into_bytes(),
+                payload: Some(payload),
+                headers: Vec::new(),
+            });
+        }
+        publish
+    }
+
+    fn finish(
+        &mut self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        batch: BatchStore<'_>,
+        mut publish: Vec<Publish>,
+        commit: Vec<(usize, i64)>,
+        counts: BatchCounts,
+    ) -> TaskBatch {
+        let mut write = PartitionBatch::new(self.partition);
+        let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
+        let committed = |topic: u32| keys.iter().position(|key| *key == topic).and_then(|index| self.committed[index]);
+        // Erased contacts whose erasure is now committed leave no record behind.
+        let mut still_waiting = Vec::new();
+        for (contact, topic, offset) in std::mem::take(&mut self.erased_waiting) {
+            let done = self.committed[topic].is_some_and(|next| offset < next);
+            if done && !batch.touched(&contact) {
+                write.deletes.push(contact.clone());
+                publish.push(Publish { destination: Destination::Changelog, key: contact.into_bytes(), payload: None, headers: Vec::new() });
+            } else if !done {
+                still_waiting.push((contact, topic, offset));
+            }
+        }
+        self.erased_waiting = still_waiting;
+        for change in batch.into_changes() {
+            let mut stored = change.stored;
+            stored.forget_committed(committed);
+            if let Some(due) = change.old_timer {
+                write.timer_deletes.push((due, change.contact.clone()));
+            }
+            if let Some(due) = stored.state.as_ref().and_then(|state| state.next_timer_ms) {
+                write.timer_puts.push((due, change.contact.clone()));
+            }
+            let erased = stored.state.is_none();
+            let payload = if erased && stored.recent.is_empty() {
+                write.deletes.push(change.contact.clone());
+                None
+            } else {
+                if erased {
+                    if let Some(recent) = stored.recent.last() {
+                        let topic = keys.iter().position(|key| *key == recent.topic).unwrap_or(0);
+                        self.erased_waiting.push((change.contact.clone(), topic, recent.offset));
+                    }
+                }
+                let bytes = stored.encode(rules);
+                write.puts.push((change.contact.clone(), bytes.clone()));
+                Some(bytes)
+            };
+            publish.push(Publish { destination: Destination::Changelog, key: change.contact.into_bytes(), payload, headers: Vec::new() });
+        }
+        let meta = PartitionMeta {
+            input_offsets: settings
+                .inputs
+                .iter()
+                .zip(&self.next_offsets)
+                .filter_map(|(topic, next)| next.map(|next| (topic.clone(), next)))
+                .collect(),
+            changelog_offset: self.changelog_next,
+            stream_time_ms: Some(self.stream.stream_time_ms()).filter(|time| *time != i64::MIN),
+        };
+        let checkpoint = PartitionMeta { changelog_offset: None, ..meta.clone() };
+        publish.push(Publish {
+            destination: Destination::Changelog,
+            key: CHECKPOINT_KEY.to_vec(),
+            payload: Some(checkpoint.encode()),
+            headers: Vec::new(),
+        });
+        write.meta = Some(meta);
+        TaskBatch { write, publish, commit, counts }
+    }
+}
+
+fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, String> {
+    let payload = record.payload.as_deref().unwrap_or_default();
+    let event = match settings.input_format {
+        WireFormat::Json => json::decode(payload, &settings.limits),
+        WireFormat::Protobuf => protobuf::decode(payload, &settings.limits),
+    }
+    .map_err(|err: DecodeError| err.to_string())?;
+    match record.key.as_deref() {
+        None => Err("record has no key; the key must be the contact id".to_owned()),
+        Some(key) if key != event.contact.as_bytes() => Err(format!(
+            "record key {:?} does not match contact {:?}",
+            String::from_utf8_lossy(key),
+            event.contact
+        )),
+        Some(_) => Ok(event),
+    }
+}
+
+fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, reason: &str) -> Publish {
+    let mut headers = record.headers.clone();
+    headers.push(("leadscore.error".to_owned(), reason.as_bytes().to_vec()));
+    headers.push(("leadscore.source.topic".to_owned(), settings.inputs[record.topic].as_bytes().to_vec()));
+    headers.push(("leadscore.source.partition".to_owned(), partition.to_string().into_bytes()));
+    headers.push(("leadscore.source.offset".to_owned(), record.offset.to_string().into_bytes()));
+    Publish {
+        destination: Destination::DeadLetter,
+        key: record.key.clone().unwrap_or_default(),
+        payload: record.payload.clone(),
+        headers,
+    }
+}
+
