@@ -122,29 +122,38 @@ impl KafkaConfig {
         self.properties(vec![("linger.ms", self.linger_ms.to_string())])
     }
 
-    fn properties(&self, role: Vec<(&str, String)>) -> Vec<(String, String)> {
-        let mut properties = vec![
+    fn properties(&self, role: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+        let mut typed = vec![
             ("bootstrap.servers", self.brokers.clone()),
             ("client.id", self.client_id.clone()),
             ("security.protocol", self.security_protocol.as_str().to_owned()),
         ];
+        if let Some(mechanism) = self.sasl_mechanism {
+            typed.push(("sasl.mechanisms", mechanism.as_str().to_owned()));
+        }
         let secrets = [
             ("sasl.username", &self.sasl_username),
             ("sasl.password", &self.sasl_password),
             ("ssl.key.password", &self.ssl_key_password),
         ];
+        for (key, secret) in secrets {
+            if let Some(secret) = secret {
+                typed.push((key, secret.expose().to_owned()));
+            }
+        }
         let paths = [
             ("ssl.ca.location", &self.ssl_ca_location),
             ("ssl.certificate.location", &self.ssl_certificate_location),
             ("ssl.key.location", &self.ssl_key_location),
         ];
-        properties.extend(self.sasl_mechanism.map(|mechanism| ("sasl.mechanisms", mechanism.as_str().to_owned())));
-        properties
-            .extend(secrets.iter().filter_map(|(key, secret)| Some((*key, secret.as_ref()?.expose().to_owned()))));
-        properties.extend(paths.iter().filter_map(|(key, path)| Some((*key, path.as_ref()?.display().to_string()))));
-        properties.extend(role);
-        let typed = properties.into_iter().map(|(key, value)| (key.to_owned(), value));
-        typed.chain(self.librdkafka.iter().map(|(key, value)| (key.clone(), value.clone()))).collect()
+        for (key, path) in paths {
+            if let Some(path) = path {
+                typed.push((key, path.display().to_string()));
+            }
+        }
+        typed.extend(role);
+        let pass_through = self.librdkafka.iter().map(|(key, value)| (key.clone(), value.clone()));
+        typed.into_iter().map(|(key, value)| (key.to_owned(), value)).chain(pass_through).collect()
     }
 }
 

@@ -119,7 +119,7 @@ impl Config {
             [&mut kafka.ssl_ca_location, &mut kafka.ssl_certificate_location, &mut kafka.ssl_key_location];
         let paths = [&mut self.state.dir, &mut self.rules.path].into_iter().chain(optional_paths.into_iter().flatten());
         for path in paths {
-            *path = base.join(&*path);
+            *path = base.join(path.strip_prefix(".").unwrap_or(path));
         }
         let secrets = [
             ("kafka.sasl_username", &mut kafka.sasl_username),

@@ -54,10 +54,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// The effective configuration as TOML, with every secret shown as `***`: what an operator needs to
-    /// see in a start-up log or a support ticket, and nothing an attacker could use.
+    /// The effective configuration as TOML, the derived changelog topic included and every secret shown as
+    /// `***`: what an operator needs to see in a start-up log or a support ticket, and nothing an attacker
+    /// could use.
     pub fn redacted(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|err| format!("# the configuration cannot be shown as TOML: {err}\n"))
+        let mut effective = self.clone();
+        effective.topics.changelog = Some(self.topics.changelog_topic(&self.kafka.group_id));
+        toml::to_string(&effective)
+            .unwrap_or_else(|err| format!("# the configuration cannot be shown as TOML: {err}\n"))
     }
 }
 

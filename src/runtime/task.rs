@@ -29,6 +29,9 @@ pub enum WireFormat {
 /// Changelog key of the per-batch checkpoint record; contact ids cannot start with NUL.
 pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
 
+/// Bytes of an oversized record kept in its dead-letter copy.
+const DEAD_LETTER_HEAD: usize = 64 * 1024;
+
 /// Settings a task needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct TaskSettings {
@@ -450,11 +453,12 @@ fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, re
     headers.push(("leadscore.source.topic".to_owned(), settings.inputs[record.topic].as_bytes().to_vec()));
     headers.push(("leadscore.source.partition".to_owned(), partition.to_string().into_bytes()));
     headers.push(("leadscore.source.offset".to_owned(), record.offset.to_string().into_bytes()));
-    Publish {
-        destination: Destination::DeadLetter,
-        key: record.key.clone().unwrap_or_default(),
-        payload: record.payload.clone(),
-        headers,
+    // A record over the size limit cannot be republished whole; its head is kept, with its full size.
+    let mut payload = record.payload.clone();
+    if let Some(bytes) = payload.as_mut().filter(|bytes| bytes.len() > settings.limits.max_bytes) {
+        headers.push(("leadscore.truncated.from".to_owned(), bytes.len().to_string().into_bytes()));
+        bytes.truncate(DEAD_LETTER_HEAD);
     }
+    Publish { destination: Destination::DeadLetter, key: record.key.clone().unwrap_or_default(), payload, headers }
 }
 

@@ -202,6 +202,7 @@ pub trait StateStore: Send + Sync {
     fn approximate_size(&self) -> Result<StoreSize>;
 
     /// Fully compacts every column family, so deleted (erased) contacts leave no trace in data files.
+    /// Slow on a large store: for maintenance, not the hot path.
     fn compact(&self) -> Result<()>;
 }
 

@@ -44,8 +44,10 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
-/// Size at which the MANIFEST (the log of file changes, which records each file's first and last key)
-/// is rewritten; RocksDB recommends 1 MiB alongside its default space-amplification limit.
+/// Least size at which the MANIFEST (RocksDB's log of file changes) is rewritten; RocksDB's default is
+/// 1 GiB and it now recommends 1 MiB. The log records each data file's first and last key, so the key
+/// of an erased contact can outlive its data there until the log is rewritten (at every open, and
+/// when it outgrows this size); a small limit bounds how long.
 const MANIFEST_ROLL_BYTES: usize = 1 << 20;
 
 /// Maps a RocksDB error to [`StoreError::Rocks`], naming the operation that failed.
@@ -128,10 +130,6 @@ impl RocksStore {
         }
         self.db.put_cf(meta, FORMAT_KEY, STORE_FORMAT.to_be_bytes()).map_err(rocks_error("write the format marker"))?;
         self.db.flush_cf(meta).map_err(rocks_error("flush the format marker"))
-    }
-
-    fn set_db_options(&self, options: &[(&str, &str)]) -> Result<()> {
-        self.db.set_options(options).map_err(rocks_error("set database options"))
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily> {
@@ -274,30 +272,21 @@ impl StateStore for RocksStore {
         Ok(StoreSize { live_bytes, estimated_keys: property("rocksdb.estimate-num-keys")? })
     }
 
+    /// Leaves no deleted key in data files or the write-ahead log once followed by [`flush`]. The
+    /// MANIFEST may still name a deleted key as the first or last key of a removed file until it is
+    /// rewritten, which the next open always does (see [`MANIFEST_ROLL_BYTES`]).
+    ///
+    /// [`flush`]: StateStore::flush
     fn compact(&self) -> Result<()> {
         let mut options = CompactOptions::default();
         // Rewrite the last level too: only that drops deleted values and their tombstones for good.
         options.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
-        // The MANIFEST still names the first and last key of files the compaction removes, and an erased
-        // contact may be one of them. Rewriting it on every change while compacting means the last
-        // compaction (of meta, which holds no contact ids) leaves a MANIFEST that describes only the
-        // compacted files; the old MANIFEST files are then deleted.
-        self.set_db_options(&[("max_manifest_file_size", "0"), ("max_manifest_space_amp_pct", "0")])?;
-        let mut compacted = Ok(());
-        for name in [CF_CONTACTS, CF_TIMERS, CF_META] {
-            match self.cf(name) {
-                // Flushes the memtable first. The C API reports no error: a failure only shows as data
-                // left behind, which the next compaction retries.
-                Ok(cf) => self.db.compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options),
-                Err(err) => {
-                    compacted = Err(err);
-                    break;
-                }
-            }
+        for name in ALL_CFS {
+            // Flushes the memtable first. The C API reports no error: a failure only shows as data
+            // left behind, which the next compaction retries.
+            self.db.compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &options);
         }
-        let restored = MANIFEST_ROLL_BYTES.to_string();
-        self.set_db_options(&[("max_manifest_file_size", &restored), ("max_manifest_space_amp_pct", "500")])?;
-        compacted
+        Ok(())
     }
 }
 
@@ -485,6 +474,14 @@ mod tests {
         ok(store.compact());
         ok(store.flush());
 
+        // Data files and logs are clean at once; the MANIFEST only once rewritten, which reopening does.
+        let is_manifest =
+            |path: &PathBuf| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("MANIFEST"));
+        let leftover: Vec<PathBuf> =
+            files_containing(dir.path(), ERASED.as_bytes()).into_iter().filter(|path| !is_manifest(path)).collect();
+        assert_eq!(leftover, Vec::<PathBuf>::new());
+        drop(store);
+        let store = open(dir.path(), &RocksOptions::default());
         let hex: String = ERASED.bytes().map(|byte| format!("{byte:02X}")).collect();
         for needle in [ERASED.to_owned(), hex.clone(), hex.to_lowercase()] {
             assert_eq!(files_containing(dir.path(), needle.as_bytes()), Vec::<PathBuf>::new(), "{needle}");

@@ -1,0 +1,416 @@
+//! Shared helpers of the integration tests: brokers (librdkafka's mock cluster in-process, or tansu
+//! started by the project's script), random names, producing a stream, reading topics back, and the
+//! offline model to compare against.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use leadscore::event::{Event, json};
+use leadscore::generator::{EventGenerator, SplitMix64};
+use leadscore::hashing::partition_for_key;
+use leadscore::offline::OfflineScorer;
+use leadscore::rules::Rules;
+use leadscore::runtime::record::StoredContact;
+use leadscore::scoring::codec;
+use leadscore::store::{RocksOptions, RocksStore, StateStore};
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub const START_MS: i64 = 1_772_366_400_000;
+
+pub fn manifest(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn rules() -> Rules {
+    Rules::load(&manifest("examples/rules.toml")).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
+}
+
+/// A tansu broker started by `scripts/tansu.sh`, stopped on drop.
+pub struct Tansu {
+    pub dir: tempfile::TempDir,
+    pub bootstrap: String,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Tansu {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let output = Command::new(manifest("scripts/tansu.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .envs(env.iter().copied())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run scripts/tansu.sh: {err}"));
+        assert!(output.status.success(), "tansu did not start");
+        let bootstrap = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        Tansu { dir, bootstrap }
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new(manifest("scripts/tansu.sh")).arg("stop").arg(self.dir.path()).status();
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart(&self) {
+        let port = self.bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
+        let status = Command::new(manifest("scripts/tansu.sh"))
+            .arg("start")
+            .arg(self.dir.path())
+            .env("TANSU_PORT", port)
+            .env("TANSU_STORAGE", "sqlite")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert!(status.success(), "tansu did not restart");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Topic and group names of one test.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub input: String,
+    pub score_changed: String,
+    pub threshold_crossed: String,
+    pub phase_changed: String,
+    pub dlq: String,
+    pub changelog: String,
+    pub group: String,
+}
+
+impl Names {
+    pub fn new(test: &str) -> Names {
+        let base = unique(test);
+        Names {
+            input: format!("{base}.events"),
+            score_changed: format!("{base}.score"),
+            threshold_crossed: format!("{base}.threshold"),
+            phase_changed: format!("{base}.phase"),
+            dlq: format!("{base}.dlq"),
+            changelog: format!("{base}.changelog"),
+            group: format!("{base}.group"),
+        }
+    }
+
+    pub fn outputs(&self) -> Vec<&str> {
+        vec![&self.score_changed, &self.threshold_crossed, &self.phase_changed]
+    }
+
+    /// A `leadscore run` configuration for these names.
+    pub fn config_toml(&self, bootstrap: &str, state_dir: &Path, partitions: u32) -> String {
+        format!(
+            r#"
+[kafka]
+brokers = "{bootstrap}"
+group_id = "{group}"
+fetch_wait_max_ms = 10
+batch_size = 500
+session_timeout_ms = 6000
+
+[kafka.librdkafka]
+"heartbeat.interval.ms" = "500"
+"topic.metadata.refresh.interval.ms" = "1000"
+
+[topics]
+inputs = ["{input}"]
+score_changed = "{score}"
+threshold_crossed = "{threshold}"
+phase_changed = "{phase}"
+dlq = "{dlq}"
+changelog = "{changelog}"
+partitions = {partitions}
+
+[state]
+dir = "{state}"
+
+[timers]
+clock = "stream"
+
+[processing]
+drain_timeout_ms = 10000
+
+[http]
+listen = "127.0.0.1:0"
+
+[rules]
+path = "{rules}"
+"#,
+            group = self.group,
+            input = self.input,
+            score = self.score_changed,
+            threshold = self.threshold_crossed,
+            phase = self.phase_changed,
+            dlq = self.dlq,
+            changelog = self.changelog,
+            state = state_dir.display(),
+            rules = manifest("examples/rules.toml").display(),
+        )
+    }
+}
+
+pub fn client(bootstrap: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap).set("fetch.wait.max.ms", "10");
+    config
+}
+
+/// A realistic stream with late events and duplicated ids.
+pub fn stream(seed: u64, events: usize, contacts: u64) -> Vec<Event> {
+    let mut generator = EventGenerator::new(seed, contacts, START_MS, 900_000);
+    let mut random = SplitMix64::new(seed ^ 0x5eed);
+    let mut out: Vec<Event> = Vec::with_capacity(events);
+    while out.len() < events {
+        let roll = random.below(100);
+        if roll < 3 && !out.is_empty() {
+            // A duplicate of a recent event, as an upstream retry would send.
+            let index = out.len() - 1 - random.below(out.len().min(20) as u64) as usize;
+            out.push(out[index].clone());
+        } else {
+            let mut event = generator.next_event();
+            if roll < 8 {
+                event.ts_ms -= 6 * 3_600_000; // late by six hours
+            }
+            out.push(event);
+        }
+    }
+    out
+}
+
+/// Produces events as JSON to their model partitions; returns the record count per partition.
+pub fn produce(bootstrap: &str, topic: &str, partitions: u32, events: &[Event]) -> BTreeMap<i32, i64> {
+    let payloads: Vec<(Vec<u8>, Vec<u8>)> =
+        events.iter().map(|event| (event.contact.as_bytes().to_vec(), json::encode(event))).collect();
+    produce_raw(bootstrap, topic, partitions, &payloads)
+}
+
+/// Produces (key, value) records to the partition of their key; returns the count per partition.
+pub fn produce_raw(bootstrap: &str, topic: &str, partitions: u32, records: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<i32, i64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.max.bytes", "20000000")
+        .create()
+        .unwrap_or_else(|err| panic!("{err}"));
+    let mut counts = BTreeMap::new();
+    for (key, value) in records {
+        let partition = partition_for_key(key, partitions) as i32;
+        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]).partition(partition);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+        *counts.entry(partition).or_insert(0) += 1;
+    }
+    producer.flush(Duration::from_secs(30)).unwrap_or_else(|err| panic!("{err}"));
+    counts
+}
+
+/// Waits until the group has committed `expected` records on every partition.
+pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTreeMap<i32, i64>, timeout: Duration) {
+    let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
+    let started = Instant::now();
+    let mut last = Vec::new();
+    while started.elapsed() < timeout {
+        let mut list = TopicPartitionList::new();
+        for partition in expected.keys() {
+            list.add_partition(topic, *partition);
+        }
+        if let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) {
+            last = committed.elements().iter().map(|e| (e.partition(), e.offset())).collect();
+            let done = expected.iter().all(|(partition, count)| {
+                committed.find_partition(topic, *partition).is_some_and(|e| e.offset() == Offset::Offset(*count))
+            });
+            if done {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("group {group} did not commit {expected:?} within {timeout:?}; last seen {last:?}");
+}
+
+/// Reads every record of `topics` from the start until they are idle.
+pub fn read_all(bootstrap: &str, topics: &[&str], idle: Duration) -> Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)> {
+    let consumer: BaseConsumer = client(bootstrap)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|err| panic!("{err}"));
+    consumer.subscribe(topics).unwrap_or_else(|err| panic!("{err}"));
+    let mut records = Vec::new();
+    let mut last = Instant::now();
+    let started = Instant::now();
+    while last.elapsed() < idle || (records.is_empty() && started.elapsed() < idle * 4) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                use rdkafka::message::Headers;
+                let headers = message
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default();
+                records.push((
+                    message.topic().to_owned(),
+                    message.key().map(<[u8]>::to_vec),
+                    message.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
+                last = Instant::now();
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(err)) => panic!("reading {topics:?}: {err}"),
+        }
+    }
+    records
+}
+
+/// What the offline model says for a stream: outputs by id (JSON) and encoded final states.
+pub struct Model {
+    pub outputs: BTreeMap<String, Vec<u8>>,
+    pub states: BTreeMap<String, Vec<u8>>,
+}
+
+pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
+    let mut scorer = OfflineScorer::new(rules, partitions);
+    let mut outputs = BTreeMap::new();
+    for line in lines {
+        if let Ok(produced) = scorer.score_line(line) {
+            for output in produced {
+                let previous = outputs.insert(output.id.clone(), output.to_json());
+                assert!(previous.is_none(), "the model produced {} twice", output.id);
+            }
+        }
+    }
+    let states = scorer
+        .store()
+        .contacts()
+        .iter()
+        .map(|(contact, state)| (contact.clone(), codec::encode(rules, state)))
+        .collect();
+    Model { outputs, states }
+}
+
+/// Encoded states of every contact in a state directory (erased records left out).
+pub fn stored_states(rules: &Rules, dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+    let mut states = BTreeMap::new();
+    for partition in store.partitions().unwrap_or_else(|err| panic!("{err}")) {
+        store
+            .for_each_contact(partition, &mut |contact, bytes| {
+                let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
+                if let Some(state) = stored.state {
+                    states.insert(contact.to_owned(), codec::encode(rules, &state));
+                }
+                true
+            })
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    states
+}
+
+/// Compares published outputs with the model: every expected id with the same value, none unexpected.
+/// Returns the number of duplicate copies.
+pub fn compare_outputs(model: &Model, published: &[(String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)]) -> usize {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (topic, _, payload, _) in published {
+        let payload = payload.as_deref().unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(payload).unwrap_or_else(|err| panic!("{topic}: {err}"));
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        let expected = model.outputs.get(&id).unwrap_or_else(|| panic!("unexpected output {id} on {topic}"));
+        assert_eq!(
+            String::from_utf8_lossy(expected),
+            String::from_utf8_lossy(payload),
+            "output {id} differs from the model"
+        );
+        *seen.entry(id).or_default() += 1;
+    }
+    let missing: Vec<&String> = model.outputs.keys().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(missing.is_empty(), "{} expected outputs never published, such as {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    seen.values().map(|count| count - 1).sum()
+}
+
+pub fn compare_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) {
+    let model_contacts: Vec<&String> = model.states.keys().collect();
+    let stored_contacts: Vec<&String> = states.keys().collect();
+    assert_eq!(model_contacts.len(), stored_contacts.len(), "contact counts differ");
+    for (contact, expected) in &model.states {
+        let actual = states.get(contact).unwrap_or_else(|| panic!("contact {contact} is missing from the state"));
+        assert!(actual == expected, "state of {contact} differs from the model (lost or double-counted events)");
+    }
+}
+
+/// A `leadscore run` process.
+pub struct Instance {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+pub fn spawn_run(config: &Path, log: &Path) -> Instance {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap_or_else(|err| panic!("{err}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot start leadscore: {err}"));
+    Instance { child, log: log.to_owned() }
+}
+
+impl Instance {
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+        None
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,107 @@
+//! The runtime against librdkafka's in-process mock cluster: outputs and final state equal the offline
+//! model (late events, duplicates and decay timers included), bad records land in the dead-letter topic
+//! with their reasons while the events behind them are still processed, and a deleted state directory is
+//! rebuilt from the changelog.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use std::sync::Arc;
+
+use leadscore::app::Instance;
+use leadscore::config::Config;
+use leadscore::runtime::status::Status;
+use leadscore::event::json;
+use rdkafka::mocking::MockCluster;
+
+const PARTITIONS: u32 = 3;
+
+/// Runs an instance until it owns and has restored every partition and the group has committed everything.
+fn run_until_committed(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMap<i32, i64>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
+    let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
+    let status = Arc::new(Status::default());
+    let instance = Arc::new(Instance { rules, store, status: status.clone(), partitions: PARTITIONS, config: config.clone() });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
+        let _ = stopped.await;
+    }));
+    let started = std::time::Instant::now();
+    while !(status.ready() && status.owned().len() == PARTITIONS as usize) {
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_committed(bootstrap, &names.group, &names.input, expected, Duration::from_secs(120));
+    let _ = stop.send(());
+    let result = runtime.block_on(handle).unwrap_or_else(|err| panic!("{err}"));
+    result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+}
+
+#[test]
+fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
+    let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
+    let bootstrap = cluster.bootstrap_servers();
+    let names = Names::new("equivalence");
+    for topic in [&names.input, &names.changelog] {
+        cluster.create_topic(topic, PARTITIONS as i32, 1).unwrap_or_else(|err| panic!("{err}"));
+    }
+    for topic in [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq] {
+        cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
+    }
+    let rules = rules();
+    let events = stream(11, 4_000, 400);
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> =
+        events.iter().map(|event| (event.contact.as_bytes().to_vec(), json::encode(event))).collect();
+    // Bad records in the middle of the stream; the events after them must still be scored.
+    let bad: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"contact-0000001".to_vec(), b"{\"id\":\"broken\",\"contact\":".to_vec()),
+        (b"contact-0000001".to_vec(), br#"{"id":"no-type","contact":"contact-0000001","ts":1772366400000}"#.to_vec()),
+        (b"contact-0000002".to_vec(), br#"{"id":"typed","contact":"contact-0000002","type":"x","ts":"yesterday"}"#.to_vec()),
+        (b"contact-0000003".to_vec(), format!(r#"{{"id":"big","contact":"contact-0000003","type":"page_visit","ts":1772366400000,"item":"{}"}}"#, "x".repeat(2_000_000)).into_bytes()),
+    ];
+    for (index, record) in bad.iter().enumerate() {
+        records.insert(500 + index * 700, record.clone());
+    }
+    let expected = produce_raw(&bootstrap, &names.input, PARTITIONS, &records);
+    let lines: Vec<Vec<u8>> = records.iter().map(|(_, value)| value.clone()).collect();
+    let model = model(&rules, PARTITIONS, &lines);
+    assert!(model.outputs.keys().any(|id| id.contains(":down:")), "the stream has decay-driven falls");
+
+    let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let config_path = state.path().join("leadscore.toml");
+    std::fs::write(&config_path, names.config_toml(&bootstrap, &state.path().join("db"), PARTITIONS)).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    run_until_committed(&config, &bootstrap, &names, &expected);
+
+    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(2));
+    let duplicates = compare_outputs(&model, &published);
+    assert_eq!(duplicates, 0, "a clean run publishes each output once");
+    let falls = published.iter().filter(|(topic, ..)| *topic == names.threshold_crossed).count();
+    assert!(falls > 0);
+    compare_states(&model, &stored_states(&rules, &state.path().join("db")));
+
+    let dead = read_all(&bootstrap, &[&names.dlq], Duration::from_secs(1));
+    assert_eq!(dead.len(), 4, "every bad record is dead-lettered once");
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, _, _, headers)| {
+            let error = headers.iter().find(|(name, _)| name == "leadscore.error").map(|(_, v)| v.clone()).unwrap_or_default();
+            assert!(headers.iter().any(|(name, _)| name == "leadscore.source.offset"));
+            String::from_utf8_lossy(&error).into_owned()
+        })
+        .collect();
+    for needle in ["not valid JSON", "missing field `type`", "field `ts` is invalid", "exceeds the limit"] {
+        assert!(reasons.iter().any(|reason| reason.contains(needle)), "no dead letter says {needle:?}: {reasons:?}");
+    }
+
+    // Lose the state directory: the next run restores every contact from the changelog.
+    std::fs::remove_dir_all(state.path().join("db")).unwrap_or_else(|err| panic!("{err}"));
+    run_until_committed(&config, &bootstrap, &names, &expected);
+    compare_states(&model, &stored_states(&rules, &state.path().join("db")));
+    let again = read_all(&bootstrap, &names.outputs(), Duration::from_secs(2));
+    assert_eq!(again.len(), published.len(), "a restore publishes nothing new");
+}
