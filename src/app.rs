@@ -154,10 +154,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
 
 /// Runs the processor (and the HTTP server) of an already set-up instance.
 pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output = ()>) -> Result<RunSummary, AppError> {
-    let http = crate::http::serve(instance.clone()).await.map_err(|reason| AppError::Http {
-        address: instance.config.http.listen.to_string(),
-        reason,
-    })?;
+    let http = crate::http::serve(instance.clone())
+        .await
+        .map_err(|reason| AppError::Http { address: instance.config.http.listen.to_string(), reason })?;
     let stop = Arc::new(AtomicBool::new(false));
     let processor = {
         let instance = instance.clone();
@@ -191,4 +190,3 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         }
     }
 }
-

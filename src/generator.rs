@@ -75,8 +75,16 @@ const PAGES: [&str; 6] = [
     "https://acme.io/",
 ];
 const ASSETS: [&str; 4] = ["whitepaper-roi", "case-study-fintech", "ebook-kafka", "datasheet-pro"];
-const DOMAINS: [&str; 8] =
-    ["acme-customer.com", "globex.com", "initech.io", "umbrella.org", "gmail.com", "web.de", "hooli.com", "rivalsoft.com"];
+const DOMAINS: [&str; 8] = [
+    "acme-customer.com",
+    "globex.com",
+    "initech.io",
+    "umbrella.org",
+    "gmail.com",
+    "web.de",
+    "hooli.com",
+    "rivalsoft.com",
+];
 const INDUSTRIES: [&str; 5] = ["software", "financial services", "manufacturing", "retail", "education"];
 const ROLES: [&str; 6] = ["cto", "ceo", "developer", "head of it", "student", "marketing manager"];
 const PHASES: [&str; 4] = ["lead", "sql", "opportunity", "customer"];
@@ -159,8 +167,7 @@ impl EventGenerator {
                 let form = if self.random.below(5) == 0 { "demo-request" } else { "newsletter" };
                 event.item = Some(form.into());
                 // Competitors are rare.
-                let domain =
-                    if self.random.below(50) == 0 { "rivalsoft.com" } else { self.pick(&DOMAINS[..7]) };
+                let domain = if self.random.below(50) == 0 { "rivalsoft.com" } else { self.pick(&DOMAINS[..7]) };
                 event.attrs.push(("email_domain".into(), AttrValue::Text(domain.into())));
             }
             "profile_update" => {

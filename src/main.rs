@@ -88,9 +88,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
-        Command::Demo { duration, rate, contacts, http } => {
-            demo(DemoOptions { duration, rate, contacts, http })
-        }
+        Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
         Command::Check { file } => check(&file),
         Command::Score { rules, input, output, state_out, partitions } => {
             score(&rules, &input, &output, state_out.as_deref(), partitions)
@@ -125,7 +123,9 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
             DecayLaw::None => "no decay".to_owned(),
             DecayLaw::Exponential { half_life_ms } => format!("half-life {}", days(half_life_ms)),
             DecayLaw::Linear { per_ms } => format!("linear, {:.3} points/day", per_ms * 86_400_000.0),
-            DecayLaw::Step { expire_after_ms } => format!("each contribution expires after {}", days(expire_after_ms as f64)),
+            DecayLaw::Step { expire_after_ms } => {
+                format!("each contribution expires after {}", days(expire_after_ms as f64))
+            }
         };
         writeln!(out, "  {:<14} {}..{}  weight {}  {decay}", group.name, group.min, group.max, group.weight)?;
     }
@@ -175,7 +175,13 @@ fn days(ms: f64) -> String {
     if days >= 1.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
 }
 
-fn score(rules: &Path, input: &str, output: &str, state_out: Option<&Path>, partitions: u32) -> anyhow::Result<ExitCode> {
+fn score(
+    rules: &Path,
+    input: &str,
+    output: &str,
+    state_out: Option<&Path>,
+    partitions: u32,
+) -> anyhow::Result<ExitCode> {
     let rules = match load_rules(rules) {
         Ok(rules) => rules,
         Err(code) => return Ok(code),

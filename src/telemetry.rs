@@ -43,7 +43,11 @@ pub fn describe() {
     describe_counter!(BATCHES_TOTAL, Unit::Count, "Batches processed.");
     describe_histogram!(BATCH_SECONDS, Unit::Seconds, "Time to decode, score and write one batch.");
     describe_histogram!(BATCH_RECORDS, Unit::Count, "Input records per batch.");
-    describe_counter!(COMMITS_TOTAL, Unit::Count, "Offset commits issued after every record of a batch was acknowledged.");
+    describe_counter!(
+        COMMITS_TOTAL,
+        Unit::Count,
+        "Offset commits issued after every record of a batch was acknowledged."
+    );
     describe_gauge!(IN_FLIGHT_RECORDS, Unit::Count, "Records sent and not yet acknowledged.");
     describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Input partitions assigned to this instance.");
     describe_counter!(RESTORED_RECORDS_TOTAL, Unit::Count, "Changelog records restored.");

@@ -4,6 +4,8 @@
 //! After an intended change of behaviour, regenerate with
 //! `cargo run --release -- score --rules examples/rules.toml --input examples/events.jsonl > examples/expected-outputs.jsonl`.
 
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
 use std::process::Command;
 
 #[test]

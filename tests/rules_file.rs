@@ -1,6 +1,8 @@
 //! The rules file as users meet it: the shipped example passes `leadscore check`, and every kind of
 //! mistake stops with exit status 2 and names the file, line and column.
 
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -3,6 +3,8 @@
 //! with their reasons while the events behind them are still processed, and a deleted state directory is
 //! rebuilt from the changelog.
 
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -13,19 +15,24 @@ use std::sync::Arc;
 
 use leadscore::app::Instance;
 use leadscore::config::Config;
-use leadscore::runtime::status::Status;
 use leadscore::event::json;
+use leadscore::runtime::status::Status;
 use rdkafka::mocking::MockCluster;
 
 const PARTITIONS: u32 = 3;
 
 /// Runs an instance until it owns and has restored every partition and the group has committed everything.
 fn run_until_committed(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMap<i32, i64>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
     let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
     let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
     let status = Arc::new(Status::default());
-    let instance = Arc::new(Instance { rules, store, status: status.clone(), partitions: PARTITIONS, config: config.clone() });
+    let instance =
+        Arc::new(Instance { rules, store, status: status.clone(), partitions: PARTITIONS, config: config.clone() });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
         let _ = stopped.await;
@@ -60,8 +67,18 @@ fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
     let bad: Vec<(Vec<u8>, Vec<u8>)> = vec![
         (b"contact-0000001".to_vec(), b"{\"id\":\"broken\",\"contact\":".to_vec()),
         (b"contact-0000001".to_vec(), br#"{"id":"no-type","contact":"contact-0000001","ts":1772366400000}"#.to_vec()),
-        (b"contact-0000002".to_vec(), br#"{"id":"typed","contact":"contact-0000002","type":"x","ts":"yesterday"}"#.to_vec()),
-        (b"contact-0000003".to_vec(), format!(r#"{{"id":"big","contact":"contact-0000003","type":"page_visit","ts":1772366400000,"item":"{}"}}"#, "x".repeat(2_000_000)).into_bytes()),
+        (
+            b"contact-0000002".to_vec(),
+            br#"{"id":"typed","contact":"contact-0000002","type":"x","ts":"yesterday"}"#.to_vec(),
+        ),
+        (
+            b"contact-0000003".to_vec(),
+            format!(
+                r#"{{"id":"big","contact":"contact-0000003","type":"page_visit","ts":1772366400000,"item":"{}"}}"#,
+                "x".repeat(2_000_000)
+            )
+            .into_bytes(),
+        ),
     ];
     for (index, record) in bad.iter().enumerate() {
         records.insert(500 + index * 700, record.clone());
@@ -73,7 +90,8 @@ fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
 
     let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let config_path = state.path().join("leadscore.toml");
-    std::fs::write(&config_path, names.config_toml(&bootstrap, &state.path().join("db"), PARTITIONS)).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&config_path, names.config_toml(&bootstrap, &state.path().join("db"), PARTITIONS))
+        .unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
     run_until_committed(&config, &bootstrap, &names, &expected);
 
@@ -89,7 +107,8 @@ fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
     let reasons: Vec<String> = dead
         .iter()
         .map(|(_, _, _, headers)| {
-            let error = headers.iter().find(|(name, _)| name == "leadscore.error").map(|(_, v)| v.clone()).unwrap_or_default();
+            let error =
+                headers.iter().find(|(name, _)| name == "leadscore.error").map(|(_, v)| v.clone()).unwrap_or_default();
             assert!(headers.iter().any(|(name, _)| name == "leadscore.source.offset"));
             String::from_utf8_lossy(&error).into_owned()
         })

@@ -22,9 +22,7 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeErro
             DecodeError::Malformed { format: "JSON", reason: inner.to_string() }
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|err| DecodeError::Malformed { format: "JSON", reason: err.to_string() })?;
+    deserializer.end().map_err(|err| DecodeError::Malformed { format: "JSON", reason: err.to_string() })?;
     raw.into_fields().validate(limits)
 }
 

@@ -244,9 +244,7 @@ fn required_text(field: &'static str, value: Option<Cow<'_, str>>) -> Result<Str
 fn optional_text(field: &str, value: Option<Cow<'_, str>>) -> Result<Option<String>, DecodeError> {
     match value {
         None => Ok(None),
-        Some(text) if text.trim().is_empty() => {
-            Err(DecodeError::invalid(field, "must not be empty"))
-        }
+        Some(text) if text.trim().is_empty() => Err(DecodeError::invalid(field, "must not be empty")),
         Some(text) => {
             check_size(field, &text)?;
             Ok(Some(text.into_owned()))

@@ -6,8 +6,7 @@ use ::time::format_description::well_known::Rfc3339;
 /// Parses an RFC 3339 timestamp into epoch milliseconds (sub-millisecond digits are truncated).
 pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
     let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|err| format!("not an RFC 3339 time: {err}"))?;
-    i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000))
-        .map_err(|_| "time out of range".to_owned())
+    i64::try_from(parsed.unix_timestamp_nanos().div_euclid(1_000_000)).map_err(|_| "time out of range".to_owned())
 }
 
 /// Formats epoch milliseconds as RFC 3339 in UTC, with millisecond precision.

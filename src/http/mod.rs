@@ -127,7 +127,12 @@ async fn contact(State(instance): State<Arc<Instance>>, Path(id): Path<String>) 
     }
 }
 
-async fn require_token(State(instance): State<Arc<Instance>>, headers: HeaderMap, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(instance): State<Arc<Instance>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = &instance.config.http.token else {
         return next.run(request).await;
     };

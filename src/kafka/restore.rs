@@ -151,12 +151,8 @@ pub fn restore_partition(
                 summary.next_offset = offset + 1;
                 summary.records += 1;
                 let key = message.key().unwrap_or_default();
-                let corrupt = |reason: String| RestoreError::Corrupt {
-                    topic: changelog.to_owned(),
-                    partition,
-                    offset,
-                    reason,
-                };
+                let corrupt =
+                    |reason: String| RestoreError::Corrupt { topic: changelog.to_owned(), partition, offset, reason };
                 if key == CHECKPOINT_KEY {
                     if let Some(payload) = message.payload() {
                         let checkpoint = PartitionMeta::decode(payload).map_err(|err| corrupt(err.to_string()))?;
@@ -172,12 +168,11 @@ pub fn restore_partition(
                         store.write(std::mem::replace(&mut batch, PartitionBatch::new(partition)))?;
                         pending = 0;
                     }
-                    if incremental {
-                        if let Some(old) = store.get(partition, contact)? {
-                            let old = StoredContact::decode(rules, contact, &old).map_err(|err| corrupt(err.to_string()))?;
-                            if let Some(due) = old.state.and_then(|state| state.next_timer_ms) {
-                                batch.timer_deletes.push((due, contact.to_owned()));
-                            }
+                    if incremental && let Some(old) = store.get(partition, contact)? {
+                        let old =
+                            StoredContact::decode(rules, contact, &old).map_err(|err| corrupt(err.to_string()))?;
+                        if let Some(due) = old.state.and_then(|state| state.next_timer_ms) {
+                            batch.timer_deletes.push((due, contact.to_owned()));
                         }
                     }
                     let due = match message.payload() {
@@ -186,8 +181,8 @@ pub fn restore_partition(
                             None
                         }
                         Some(payload) => {
-                            let stored =
-                                StoredContact::decode(rules, contact, payload).map_err(|err| corrupt(err.to_string()))?;
+                            let stored = StoredContact::decode(rules, contact, payload)
+                                .map_err(|err| corrupt(err.to_string()))?;
                             batch.puts.push((contact.to_owned(), payload.to_vec()));
                             stored.state.as_ref().and_then(|state| state.next_timer_ms)
                         }

@@ -7,7 +7,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -165,9 +164,10 @@ impl Sink {
             for (name, value) in &record.headers {
                 headers = headers.insert(Header { key: name, value: Some(value) });
             }
-            let mut pending = BaseRecord::with_opaque_to(&topic, Box::new(Ticket { batch: batch_id, changelog_partition }))
-                .key(&record.key[..])
-                .headers(headers);
+            let mut pending =
+                BaseRecord::with_opaque_to(&topic, Box::new(Ticket { batch: batch_id, changelog_partition }))
+                    .key(&record.key[..])
+                    .headers(headers);
             if let Some(payload) = &record.payload {
                 pending = pending.payload(&payload[..]);
             }

@@ -65,7 +65,10 @@ fn client_config(properties: &[(String, String)]) -> ClientConfig {
 }
 
 /// Partition counts of the topics that exist, from cluster metadata.
-pub fn partition_counts(properties: &[(String, String)], timeout: Duration) -> Result<HashMap<String, i32>, KafkaError> {
+pub fn partition_counts(
+    properties: &[(String, String)],
+    timeout: Duration,
+) -> Result<HashMap<String, i32>, KafkaError> {
     let consumer: BaseConsumer = client_config(properties).create()?;
     let metadata = consumer.fetch_metadata(None, timeout)?;
     Ok(metadata
@@ -86,7 +89,8 @@ pub async fn create_missing(
     let existing = partition_counts(properties, timeout)?;
     let mut provisioned = Provisioned::default();
     let missing: Vec<&TopicSpec> = specs.iter().filter(|spec| !existing.contains_key(&spec.name)).collect();
-    provisioned.existing = specs.iter().filter(|spec| existing.contains_key(&spec.name)).map(|s| s.name.clone()).collect();
+    provisioned.existing =
+        specs.iter().filter(|spec| existing.contains_key(&spec.name)).map(|s| s.name.clone()).collect();
     if !missing.is_empty() {
         let admin: AdminClient<DefaultClientContext> = client_config(properties).create()?;
         let new_topics: Vec<NewTopic<'_>> = missing
@@ -116,7 +120,9 @@ pub async fn create_missing(
                         Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => provisioned.existing.push(name),
                         Err((name, code)) => {
                             warn!(topic = %name, error = %code, "could not create topic");
-                            provisioned.problems.push(TopicProblem { topic: name, problem: format!("not created: {code}") });
+                            provisioned
+                                .problems
+                                .push(TopicProblem { topic: name, problem: format!("not created: {code}") });
                         }
                     }
                 }
@@ -142,7 +148,9 @@ pub fn check(specs: &[TopicSpec], counts: &HashMap<String, i32>) -> Vec<TopicPro
             if *count != partitions {
                 problems.push(TopicProblem {
                     topic: (*name).to_owned(),
-                    problem: format!("has {count} partitions but {first} has {partitions}; inputs must be co-partitioned"),
+                    problem: format!(
+                        "has {count} partitions but {first} has {partitions}; inputs must be co-partitioned"
+                    ),
                 });
             }
         }
@@ -152,7 +160,9 @@ pub fn check(specs: &[TopicSpec], counts: &HashMap<String, i32>) -> Vec<TopicPro
                     topic: spec.name.clone(),
                     problem: format!("changelog has {count} partitions but the inputs have {partitions}"),
                 }),
-                None => problems.push(TopicProblem { topic: spec.name.clone(), problem: "changelog does not exist".into() }),
+                None => {
+                    problems.push(TopicProblem { topic: spec.name.clone(), problem: "changelog does not exist".into() })
+                }
                 _ => {}
             }
         }

@@ -8,8 +8,8 @@ use toml::Spanned;
 
 use super::file::{GroupFile, PredicateFile, RuleFile, RulesFile, ThresholdFile};
 use super::{
-    AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY,
-    MANUAL_SOURCE, Phase, Predicate, Requirements, Rule, Rules, Target, Threshold, parse_duration_ms,
+    AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY, MANUAL_SOURCE,
+    Phase, Predicate, Requirements, Rule, Rules, Target, Threshold, parse_duration_ms,
 };
 use crate::event::AttrValue;
 use crate::hashing::{id_fingerprint, name_key};
@@ -397,11 +397,8 @@ fn compile_threshold(
     find_phase: &impl Fn(&Spanned<String>) -> Result<usize, RulesError>,
 ) -> Result<Threshold, RulesError> {
     check_name(source, &file.name, "threshold")?;
-    let target = if file.target.get_ref() == TOTAL_TARGET {
-        Target::Total
-    } else {
-        Target::Group(find_group(&file.target)?)
-    };
+    let target =
+        if file.target.get_ref() == TOTAL_TARGET { Target::Total } else { Target::Group(find_group(&file.target)?) };
     let at = *file.at.get_ref();
     if !at.is_finite() {
         return Err(source.at(&file.at, "`at` must be a finite number"));

@@ -7,10 +7,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         format!("duration {text:?} has no unit; write it like \"30d\", \"12h\", \"15m\", \"30s\" or \"2w\"")
     })?;
     let (number, unit) = text.split_at(split);
-    let amount: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+    let amount: f64 = number.trim().parse().map_err(|_| format!("duration {text:?} does not start with a number"))?;
     let unit_ms = match unit {
         "ms" => 1.0,
         "s" => 1_000.0,
@@ -24,7 +21,7 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
         return Err(format!("duration {text:?} must be positive"));
     }
     let ms = (amount * unit_ms).round();
-    if ms < 1.0 || ms > 1e15 {
+    if !(1.0..=1e15).contains(&ms) {
         return Err(format!("duration {text:?} is out of range"));
     }
     Ok(ms as i64)

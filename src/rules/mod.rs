@@ -47,8 +47,7 @@ pub struct Rules {
 impl Rules {
     /// Reads and compiles a rules file; errors carry the file, line and column.
     pub fn load(path: &Path) -> Result<Rules, RulesError> {
-        let source = std::fs::read_to_string(path)
-            .map_err(|err| RulesError::io(path, &err))?;
+        let source = std::fs::read_to_string(path).map_err(|err| RulesError::io(path, &err))?;
         Rules::parse(&source, path)
     }
 

@@ -49,7 +49,9 @@ impl<'a> BatchStore<'a> {
             self.entries.insert(contact.to_owned(), Entry { stored, old_timer, dirty: false });
             self.order.push(contact.to_owned());
         }
-        self.entries.get_mut(contact).ok_or_else(|| TaskError::Store(crate::store::StoreError::Rocks("entry vanished".into())))
+        self.entries
+            .get_mut(contact)
+            .ok_or_else(|| TaskError::Store(crate::store::StoreError::Rocks("entry vanished".into())))
     }
 
     /// The last offset of `topic` applied to the contact.
@@ -90,10 +92,10 @@ impl<'a> BatchStore<'a> {
     pub fn into_changes(mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         for contact in self.order {
-            if let Some(entry) = self.entries.remove(&contact) {
-                if entry.dirty {
-                    changes.push(Change { contact, stored: entry.stored, old_timer: entry.old_timer });
-                }
+            if let Some(entry) = self.entries.remove(&contact)
+                && entry.dirty
+            {
+                changes.push(Change { contact, stored: entry.stored, old_timer: entry.old_timer });
             }
         }
         changes

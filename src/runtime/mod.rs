@@ -7,8 +7,8 @@
 //! Assignments restore state from the changelog first; revocations drain and commit first.
 
 pub mod batch_store;
-pub mod record;
 mod rebalance;
+pub mod record;
 pub mod status;
 pub mod task;
 
@@ -203,7 +203,9 @@ impl<'a> Processor<'a> {
                 done
             };
             self.commit(&done, CommitMode::Async)?;
-            if self.consumer.context().brokers_down.load(Ordering::Relaxed) && last_probe.elapsed() > Duration::from_secs(2) {
+            if self.consumer.context().brokers_down.load(Ordering::Relaxed)
+                && last_probe.elapsed() > Duration::from_secs(2)
+            {
                 last_probe = Instant::now();
                 self.probe_brokers();
             }

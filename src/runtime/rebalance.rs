@@ -53,8 +53,14 @@ impl GroupHooks {
         };
         let offsets = commit_list(&self.inputs, &drained);
         if offsets.count() > 0 {
-            consumer.commit(&offsets, CommitMode::Sync).map_err(|err| format!("commit on revocation failed: {err}"))?;
+            // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
+            // Should it be lost, the next owner replays from an older offset, which changes no state and
+            // only re-sends outputs with their ids.
+            if let Err(err) = consumer.commit(&offsets, CommitMode::Async) {
+                warn!(error = %err, "commit on revocation failed; the next owner replays the batch");
+            }
         }
+        info!(batches = drained.len(), "revocation drained and committed");
         self.push(GroupEvent::Drained(drained));
         Ok(())
     }

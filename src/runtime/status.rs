@@ -30,10 +30,10 @@ impl Status {
 
     /// Why the instance is not ready, for `/readyz`.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if let Ok(fatal) = self.fatal.lock() {
-            if let Some(reason) = fatal.as_ref() {
-                return Some(format!("stopped: {reason}"));
-            }
+        if let Ok(fatal) = self.fatal.lock()
+            && let Some(reason) = fatal.as_ref()
+        {
+            return Some(format!("stopped: {reason}"));
         }
         if !self.subscribed.load(Ordering::Relaxed) {
             return Some("not subscribed yet".into());

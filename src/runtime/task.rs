@@ -217,15 +217,21 @@ impl PartitionTask {
     }
 
     /// Outputs of applied but uncommitted input records, to re-send after a restart or rebalance.
-    pub fn unacknowledged(&self, rules: &Rules, store: &dyn StateStore, settings: &TaskSettings) -> Result<Vec<Publish>, TaskError> {
+    pub fn unacknowledged(
+        &self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+    ) -> Result<Vec<Publish>, TaskError> {
         let mut publish = Vec::new();
         if !self.has_uncommitted() {
             return Ok(publish);
         }
         let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
         let mut failure = None;
-        store.for_each_contact(self.partition, &mut |contact, bytes| {
-            match StoredContact::decode(rules, contact, bytes) {
+        store.for_each_contact(
+            self.partition,
+            &mut |contact, bytes| match StoredContact::decode(rules, contact, bytes) {
                 Ok(stored) => {
                     for recent in &stored.recent {
                         let topic = keys.iter().position(|key| *key == recent.topic);
@@ -245,8 +251,8 @@ impl PartitionTask {
                     failure = Some(TaskError::Corrupt { partition: self.partition, source });
                     false
                 }
-            }
-        })?;
+            },
+        )?;
         match failure {
             Some(err) => Err(err),
             None => Ok(publish),
@@ -375,7 +381,12 @@ impl PartitionTask {
             let done = self.committed[topic].is_some_and(|next| offset < next);
             if done && !batch.touched(&contact) {
                 write.deletes.push(contact.clone());
-                publish.push(Publish { destination: Destination::Changelog, key: contact.into_bytes(), payload: None, headers: Vec::new() });
+                publish.push(Publish {
+                    destination: Destination::Changelog,
+                    key: contact.into_bytes(),
+                    payload: None,
+                    headers: Vec::new(),
+                });
             } else if !done {
                 still_waiting.push((contact, topic, offset));
             }
@@ -395,17 +406,20 @@ impl PartitionTask {
                 write.deletes.push(change.contact.clone());
                 None
             } else {
-                if erased {
-                    if let Some(recent) = stored.recent.last() {
-                        let topic = keys.iter().position(|key| *key == recent.topic).unwrap_or(0);
-                        self.erased_waiting.push((change.contact.clone(), topic, recent.offset));
-                    }
+                if erased && let Some(recent) = stored.recent.last() {
+                    let topic = keys.iter().position(|key| *key == recent.topic).unwrap_or(0);
+                    self.erased_waiting.push((change.contact.clone(), topic, recent.offset));
                 }
                 let bytes = stored.encode(rules);
                 write.puts.push((change.contact.clone(), bytes.clone()));
                 Some(bytes)
             };
-            publish.push(Publish { destination: Destination::Changelog, key: change.contact.into_bytes(), payload, headers: Vec::new() });
+            publish.push(Publish {
+                destination: Destination::Changelog,
+                key: change.contact.into_bytes(),
+                payload,
+                headers: Vec::new(),
+            });
         }
         let meta = PartitionMeta {
             input_offsets: settings
@@ -438,11 +452,9 @@ fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, String
     .map_err(|err: DecodeError| err.to_string())?;
     match record.key.as_deref() {
         None => Err("record has no key; the key must be the contact id".to_owned()),
-        Some(key) if key != event.contact.as_bytes() => Err(format!(
-            "record key {:?} does not match contact {:?}",
-            String::from_utf8_lossy(key),
-            event.contact
-        )),
+        Some(key) if key != event.contact.as_bytes() => {
+            Err(format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact))
+        }
         Some(_) => Ok(event),
     }
 }
@@ -461,4 +473,3 @@ fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, re
     }
     Publish { destination: Destination::DeadLetter, key: record.key.clone().unwrap_or_default(), payload, headers }
 }
-

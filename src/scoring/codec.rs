@@ -99,7 +99,8 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
                 expires_at_ms: c.expires_at_ms,
             });
         }
-        groups[index] = GroupScore { value: finite(stored.value, "a group value")?, since_ms: stored.since_ms, contributions };
+        groups[index] =
+            GroupScore { value: finite(stored.value, "a group value")?, since_ms: stored.since_ms, contributions };
     }
     let fired = rules.thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect();
     let mut history = VecDeque::with_capacity(message.history.len());

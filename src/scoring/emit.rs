@@ -1,9 +1,9 @@
 //! Builds the outputs of one event or timer, with deterministic ids, and mutes them for disqualified
 //! contacts.
 
+use super::grade;
 use super::output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
 use super::state::ContactState;
-use super::grade;
 use crate::rules::{Rules, Threshold};
 
 pub(super) struct Emitter<'a> {
@@ -57,7 +57,10 @@ impl<'a> Emitter<'a> {
             .groups
             .iter()
             .enumerate()
-            .map(|(index, group)| GroupValue { group: group.name.clone(), value: state.group_value(rules, index, at_ms) })
+            .map(|(index, group)| GroupValue {
+                group: group.name.clone(),
+                value: state.group_value(rules, index, at_ms),
+            })
             .collect();
         let body = OutputBody::ScoreChanged(ScoreChanged {
             old_total,
@@ -130,4 +133,3 @@ pub(super) fn erased(rules: &Rules, contact: &str, event_id: &str, at_ms: i64) -
         body: OutputBody::ContactErased,
     }
 }
-

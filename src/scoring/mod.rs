@@ -357,9 +357,7 @@ fn next_timer(rules: &Rules, state: &ContactState) -> Option<i64> {
         .iter()
         .zip(&state.fired)
         .filter(|(_, fired)| **fired)
-        .filter_map(|(threshold, _)| {
-            fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms)
-        })
+        .filter_map(|(threshold, _)| fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms))
         .min()
 }
 

@@ -60,7 +60,11 @@ impl ContactState {
 
     /// The weighted total at `at_ms`.
     pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
-        rules.groups.iter().zip(&self.groups).fold(0.0, |total, (group, score)| total + group.weight * score.value_at(group, at_ms))
+        rules
+            .groups
+            .iter()
+            .zip(&self.groups)
+            .fold(0.0, |total, (group, score)| total + group.weight * score.value_at(group, at_ms))
     }
 }
 
@@ -137,7 +141,10 @@ impl GroupScore {
 
     /// Sum of the contributions still alive at `at_ms` (every one, for groups without expiry).
     fn live_sum(&self, at_ms: i64) -> f64 {
-        self.contributions.iter().filter(|c| c.expires_at_ms.is_none_or(|end| end > at_ms)).fold(0.0, |sum, c| sum + c.points)
+        self.contributions
+            .iter()
+            .filter(|c| c.expires_at_ms.is_none_or(|end| end > at_ms))
+            .fold(0.0, |sum, c| sum + c.points)
     }
 
     /// The contributions at `at_ms`, decayed like the value, with expired ones left out. For step groups a
@@ -222,11 +229,7 @@ fn credit(contributions: &mut Vec<Contribution>, source: u32, points: f64) {
 
 /// Moves `value` toward 0 by `amount`, stopping at 0.
 fn linear(value: f64, amount: f64) -> f64 {
-    if value > 0.0 {
-        (value - amount).max(0.0)
-    } else {
-        (value + amount).min(0.0)
-    }
+    if value > 0.0 { (value - amount).max(0.0) } else { (value + amount).min(0.0) }
 }
 
 fn clamp(group: &Group, value: f64) -> f64 {

@@ -284,7 +284,7 @@ fn thresholds_fire_up_and_down_with_hysteresis() {
     let (_, outputs) = run(
         &rules,
         &[
-            pricing("e1", T0),                // 40: warm up
+            pricing("e1", T0),                 // 40: warm up
             event("e2", "page_visit", T0 + 1), // 50: no second up
             event("e3", "opt_out", T0 + 2),    // 35: inside the hysteresis band, no down
             event("e4", "opt_out", T0 + 3),    // 20: warm down
@@ -366,7 +366,9 @@ fn phase_change_events_reset_groups_and_reject_unknown_phases() {
     let (state, outputs) = run(&rules, &[event("e1", "page_visit", T0), change]);
     assert_eq!(state.map(|s| s.phase), Some(1));
     assert!(matches!(&outputs[1].body, OutputBody::PhaseChanged(p) if p.from == "lead" && p.to == "mql"));
-    assert!(matches!(&outputs[2].body, OutputBody::ScoreChanged(s) if s.cause == "phase_reset:mql" && s.new_total == 0.0));
+    assert!(
+        matches!(&outputs[2].body, OutputBody::ScoreChanged(s) if s.cause == "phase_reset:mql" && s.new_total == 0.0)
+    );
 
     let mut unknown = event("e3", "phase_change", T0);
     unknown.phase = Some("wonderland".into());
@@ -444,7 +446,10 @@ fn the_codec_round_trips_and_refuses_garbage() {
         let bytes = codec::encode(&rules, state);
         let decoded = codec::decode(&rules, contact, &bytes).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(codec::encode(&rules, &decoded), bytes);
-        assert_eq!(ContactView::new(&rules, &decoded, decoded.clock_ms), ContactView::new(&rules, state, state.clock_ms));
+        assert_eq!(
+            ContactView::new(&rules, &decoded, decoded.clock_ms),
+            ContactView::new(&rules, state, state.clock_ms)
+        );
     }
     assert!(codec::decode(&rules, "x", &[0xff, 0x01, 0x02]).is_err());
     let future = crate::proto::v1::ContactState { format: 99, ..Default::default() };
@@ -512,30 +517,34 @@ prop_compose! {
 
 /// A stream with rising times, some late events and some duplicated ids.
 fn arb_stream(max: usize) -> impl Strategy<Value = Vec<Event>> {
-    proptest::collection::vec(0..max, 1..max).prop_flat_map(|indices| {
-        indices.into_iter().enumerate().map(|(i, _)| arb_event(i)).collect::<Vec<_>>()
-    })
-    .prop_flat_map(|raw| {
-        let len = raw.len();
-        (Just(raw), proptest::collection::vec((0..len, proptest::bool::weighted(0.1)), len))
-    })
-    .prop_map(|(raw, duplicates)| {
-        let mut now = T0;
-        let mut events: Vec<Event> = Vec::with_capacity(raw.len());
-        for (i, (step, late, mut event)) in raw.into_iter().enumerate() {
-            now += step;
-            event.ts_ms = if late { now - 2 * DAY } else { now };
-            let (source, duplicate) = duplicates[i];
-            if duplicate && source < events.len() {
-                event = events[source].clone();
+    proptest::collection::vec(0..max, 1..max)
+        .prop_flat_map(|indices| indices.into_iter().enumerate().map(|(i, _)| arb_event(i)).collect::<Vec<_>>())
+        .prop_flat_map(|raw| {
+            let len = raw.len();
+            (Just(raw), proptest::collection::vec((0..len, proptest::bool::weighted(0.1)), len))
+        })
+        .prop_map(|(raw, duplicates)| {
+            let mut now = T0;
+            let mut events: Vec<Event> = Vec::with_capacity(raw.len());
+            for (i, (step, late, mut event)) in raw.into_iter().enumerate() {
+                now += step;
+                event.ts_ms = if late { now - 2 * DAY } else { now };
+                let (source, duplicate) = duplicates[i];
+                if duplicate && source < events.len() {
+                    event = events[source].clone();
+                }
+                events.push(event);
             }
-            events.push(event);
-        }
-        events
-    })
+            events
+        })
 }
 
-fn run_stream(rules: &Rules, partitions: &mut PartitionStream, store: &mut MemoryStore, events: &[Event]) -> Vec<Output> {
+fn run_stream(
+    rules: &Rules,
+    partitions: &mut PartitionStream,
+    store: &mut MemoryStore,
+    events: &[Event],
+) -> Vec<Output> {
     events.iter().flat_map(|event| partitions.process(rules, store, event).outputs).collect()
 }
 

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use super::state::ContactState;
 use super::grade;
+use super::state::ContactState;
 use crate::event::format_rfc3339;
 use crate::rules::Rules;
 
@@ -96,7 +96,10 @@ impl ContactView {
                 explanation: score
                     .contributions_at(group, at_ms)
                     .into_iter()
-                    .map(|line| ExplanationLine { source: rules.source_name(line.source).to_owned(), points: line.points })
+                    .map(|line| ExplanationLine {
+                        source: rules.source_name(line.source).to_owned(),
+                        points: line.points,
+                    })
                     .collect(),
             })
             .collect();
@@ -135,5 +138,4 @@ impl ContactView {
             history,
         }
     }
-
 }

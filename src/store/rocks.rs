@@ -50,6 +50,9 @@ impl std::fmt::Debug for RocksStore {
 /// when it outgrows this size); a small limit bounds how long.
 const MANIFEST_ROLL_BYTES: usize = 1 << 20;
 
+/// A callback over stored (key, value) pairs that may stop the scan (false) or fail it.
+type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// Maps a RocksDB error to [`StoreError::Rocks`], naming the operation that failed.
 fn rocks_error(operation: &'static str) -> impl Fn(rocksdb::Error) -> StoreError {
     move |err| StoreError::Rocks(format!("{operation}: {err}"))
@@ -94,7 +97,8 @@ impl RocksStore {
 
         let store = RocksStore { db, dir: dir.to_path_buf(), disable_wal: options.disable_wal };
         store.check_format()?;
-        tracing::debug!(dir = %dir.display(), cache_mb = options.cache_mb, disable_wal = options.disable_wal, "state store open");
+        let (cache_mb, disable_wal) = (options.cache_mb, options.disable_wal);
+        tracing::debug!(dir = %dir.display(), cache_mb, disable_wal, "state store open");
         Ok(store)
     }
 
@@ -143,7 +147,7 @@ impl RocksStore {
     }
 
     /// Calls `f` with each key and value of the partition in `cf`, in key order, until it returns false.
-    fn scan(&self, cf: &'static str, partition: i32, f: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan(&self, cf: &'static str, partition: i32, f: &mut EntryVisitor<'_>) -> Result<()> {
         let (start, end) = partition_range(partition);
         let mut read = ReadOptions::default();
         if let Some(end) = end {
@@ -274,7 +278,7 @@ impl StateStore for RocksStore {
 
     /// Leaves no deleted key in data files or the write-ahead log once followed by [`flush`]. The
     /// MANIFEST may still name a deleted key as the first or last key of a removed file until it is
-    /// rewritten, which the next open always does (see [`MANIFEST_ROLL_BYTES`]).
+    /// rewritten, which the next open always does (see `MANIFEST_ROLL_BYTES`).
     ///
     /// [`flush`]: StateStore::flush
     fn compact(&self) -> Result<()> {

@@ -133,6 +133,9 @@ session_timeout_ms = 6000
 
 [kafka.librdkafka]
 "heartbeat.interval.ms" = "500"
+"session.timeout.ms" = "6000"
+"max.poll.interval.ms" = "15000"
+"partition.assignment.strategy" = "range"
 "topic.metadata.refresh.interval.ms" = "1000"
 
 [topics]
@@ -208,7 +211,12 @@ pub fn produce(bootstrap: &str, topic: &str, partitions: u32, events: &[Event]) 
 }
 
 /// Produces (key, value) records to the partition of their key; returns the count per partition.
-pub fn produce_raw(bootstrap: &str, topic: &str, partitions: u32, records: &[(Vec<u8>, Vec<u8>)]) -> BTreeMap<i32, i64> {
+pub fn produce_raw(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    records: &[(Vec<u8>, Vec<u8>)],
+) -> BTreeMap<i32, i64> {
     let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -236,7 +244,8 @@ pub fn produce_raw(bootstrap: &str, topic: &str, partitions: u32, records: &[(Ve
 
 /// Waits until the group has committed `expected` records on every partition.
 pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTreeMap<i32, i64>, timeout: Duration) {
-    let consumer: BaseConsumer = client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
+    let consumer: BaseConsumer =
+        client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
     let started = Instant::now();
     let mut last = Vec::new();
     while started.elapsed() < timeout {
@@ -258,8 +267,11 @@ pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTre
     panic!("group {group} did not commit {expected:?} within {timeout:?}; last seen {last:?}");
 }
 
+/// A record read back: topic, key, value and headers.
+pub type ReadRecord = (String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>);
+
 /// Reads every record of `topics` from the start until they are idle.
-pub fn read_all(bootstrap: &str, topics: &[&str], idle: Duration) -> Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)> {
+pub fn read_all(bootstrap: &str, topics: &[&str], idle: Duration) -> Vec<ReadRecord> {
     let consumer: BaseConsumer = client(bootstrap)
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
@@ -339,7 +351,7 @@ pub fn stored_states(rules: &Rules, dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Compares published outputs with the model: every expected id with the same value, none unexpected.
 /// Returns the number of duplicate copies.
-pub fn compare_outputs(model: &Model, published: &[(String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Vec<u8>)>)]) -> usize {
+pub fn compare_outputs(model: &Model, published: &[ReadRecord]) -> usize {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (topic, _, payload, _) in published {
         let payload = payload.as_deref().unwrap_or_default();
@@ -354,7 +366,12 @@ pub fn compare_outputs(model: &Model, published: &[(String, Option<Vec<u8>>, Opt
         *seen.entry(id).or_default() += 1;
     }
     let missing: Vec<&String> = model.outputs.keys().filter(|id| !seen.contains_key(*id)).collect();
-    assert!(missing.is_empty(), "{} expected outputs never published, such as {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} expected outputs never published, such as {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     seen.values().map(|count| count - 1).sum()
 }
 
