@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tracing::{error, info};
 
-use crate::config::{Clock, Config, Format};
+use crate::config::{Clock, Config, Format, Guarantee};
 use crate::event::DecodeLimits;
 use crate::kafka::sink::SinkTopics;
 use crate::kafka::topics::{self, TopicRole, TopicSpec};
@@ -103,6 +103,14 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
         tick: Duration::from_millis(config.timers.tick_ms),
         drain_timeout: Duration::from_millis(config.processing.drain_timeout_ms),
         max_in_flight: 4,
+        transactional_id: match config.processing.guarantee {
+            Guarantee::AtLeastOnce => None,
+            Guarantee::ExactlyOnce => Some(format!(
+                "{}-{:08x}",
+                config.kafka.group_id,
+                crate::hashing::name_key(&config.state.dir.display().to_string())
+            )),
+        },
     }
 }
 

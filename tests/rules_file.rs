@@ -36,7 +36,7 @@ fn the_example_scorecard_passes_check() {
 fn each_invalid_file_names_its_location_and_reason() {
     // (fixture, line, column, part of the reason)
     let cases = [
-        ("bad_toml", 3, 9, "invalid basic string"),
+        ("bad_toml", 3, 21, "invalid basic string"),
         ("unknown_key", 3, 1, "unknown field `colour`"),
         ("rule_missing_group", 10, 9, "unknown group \"engagment\""),
         ("threshold_missing_group", 9, 10, "unknown group \"interest\""),
@@ -45,8 +45,8 @@ fn each_invalid_file_names_its_location_and_reason() {
         ("unknown_decay", 3, 9, "unknown decay law \"logarithmic\""),
         ("duplicate_rule", 14, 6, "declared twice"),
         ("points_and_disqualify", 11, 10, "not both"),
-        ("unknown_advance_phase", 10, 14, "unknown phase \"marketing-qualified\""),
-        ("bad_predicate", 11, 9, "exactly one of"),
+        ("unknown_advance_phase", 11, 14, "unknown phase \"marketing-qualified\""),
+        ("bad_predicate", 12, 9, "exactly one of"),
     ];
     for (name, line, column, reason) in cases {
         let path = format!("tests/fixtures/rules/{name}.toml");

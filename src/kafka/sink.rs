@@ -16,6 +16,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
 
+/// How long a transaction step may take.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Topic names the sink publishes to.
 #[derive(Debug, Clone)]
 pub struct SinkTopics {
@@ -57,6 +60,9 @@ pub enum SinkError {
         /// librdkafka's reason.
         reason: String,
     },
+    /// A transaction could not be started, given offsets or committed (exactly-once mode).
+    #[error("Kafka transaction failed (exactly_once needs Apache Kafka 2.5 or a compatible broker): {0}")]
+    Transaction(KafkaError),
     /// Acknowledgements did not arrive within the drain budget.
     #[error("{0} records were still unacknowledged after the drain budget")]
     Timeout(usize),
@@ -121,18 +127,30 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// An idempotent producer (acks=all) with the given librdkafka properties.
-    pub fn new(properties: &[(String, String)], topics: SinkTopics) -> Result<Sink, SinkError> {
+    /// An idempotent producer (acks=all) with the given librdkafka properties; transactional when
+    /// `transactional_id` is given (exactly-once mode).
+    pub fn new(
+        properties: &[(String, String)],
+        topics: SinkTopics,
+        transactional_id: Option<&str>,
+    ) -> Result<Sink, SinkError> {
         let mut config = ClientConfig::new();
         for (key, value) in properties {
             config.set(key, value);
         }
         config.set("enable.idempotence", "true").set("acks", "all");
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
         set_default(&mut config, "partitioner", "murmur2_random");
         set_default(&mut config, "compression.type", "lz4");
         let (sender, reports) = channel();
         let context = DeliveryReports { reports: Mutex::new(sender) };
-        let producer = config.create_with_context(context).map_err(SinkError::Create)?;
+        let producer: ThreadedProducer<DeliveryReports> =
+            config.create_with_context(context).map_err(SinkError::Create)?;
+        if transactional_id.is_some() {
+            producer.init_transactions(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)?;
+        }
         Ok(Sink { producer, topics, reports, in_flight: VecDeque::new(), next_batch: 0 })
     }
 
@@ -230,6 +248,11 @@ impl Sink {
         Ok(())
     }
 
+    /// The offsets waiting on every batch in flight (exactly-once mode commits them with the transaction).
+    pub fn pending_commits(&self) -> Vec<(usize, i32, i64)> {
+        self.in_flight.iter().flat_map(|(_, batch)| batch.commits.iter().copied()).collect()
+    }
+
     /// Records sent and not yet acknowledged, over all batches.
     pub fn outstanding(&self) -> usize {
         self.in_flight.iter().map(|(_, batch)| batch.outstanding).sum()
@@ -252,6 +275,26 @@ impl Sink {
             done.extend(self.collect(Duration::from_millis(20))?);
         }
         Ok(done)
+    }
+
+    /// Starts a transaction (exactly-once mode).
+    pub fn begin_transaction(&self) -> Result<(), SinkError> {
+        self.producer.begin_transaction().map_err(SinkError::Transaction)
+    }
+
+    /// Adds the consumer offsets to the open transaction and commits it: outputs, changelog and offsets
+    /// become visible together, or not at all.
+    pub fn commit_transaction(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: Option<&rdkafka::consumer::ConsumerGroupMetadata>,
+    ) -> Result<(), SinkError> {
+        if let (Some(group), true) = (group, offsets.count() > 0) {
+            self.producer
+                .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
+                .map_err(SinkError::Transaction)?;
+        }
+        self.producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)
     }
 
     /// Flushes the producer (at shutdown).

@@ -55,6 +55,9 @@ pub struct ProcessorSettings {
     pub drain_timeout: Duration,
     /// Most poll cycles whose records may be unacknowledged at once.
     pub max_in_flight: usize,
+    /// Exactly-once mode: the transactional id of this instance's producer. Outputs, changelog and input
+    /// offsets of a cycle then commit in one Kafka transaction, and RocksDB is written after the commit.
+    pub transactional_id: Option<String>,
 }
 
 /// Why the processor stopped without finishing cleanly.
@@ -115,6 +118,8 @@ struct Processor<'a> {
     tasks: BTreeMap<i32, PartitionTask>,
     assigned: BTreeSet<(String, i32)>,
     summary: RunSummary,
+    /// Exactly-once mode: RocksDB batches waiting for their transaction to commit.
+    deferred: Vec<crate::store::PartitionBatch>,
 }
 
 impl<'a> Processor<'a> {
@@ -124,7 +129,11 @@ impl<'a> Processor<'a> {
         store: &'a dyn StateStore,
         status: &'a Status,
     ) -> Result<Self, ProcessorError> {
-        let sink = Arc::new(Mutex::new(Sink::new(&settings.producer, settings.topics.clone())?));
+        let sink = Arc::new(Mutex::new(Sink::new(
+            &settings.producer,
+            settings.topics.clone(),
+            settings.transactional_id.as_deref(),
+        )?));
         let hooks = GroupHooks {
             sink: sink.clone(),
             inputs: settings.task.inputs.clone(),
@@ -159,6 +168,7 @@ impl<'a> Processor<'a> {
             tasks: BTreeMap::new(),
             assigned: BTreeSet::new(),
             summary: RunSummary::default(),
+            deferred: Vec::new(),
         })
     }
 
@@ -169,13 +179,16 @@ impl<'a> Processor<'a> {
             let records = self.poll_batch()?;
             let started = Instant::now();
             let count: usize = records.values().map(Vec::len).sum();
-            self.lock_sink()?.open();
-            for (partition, records) in records {
-                let Some(task) = self.tasks.get_mut(&partition) else {
-                    continue;
-                };
-                let batch = task.process(self.rules, self.store, &self.settings.task, &records)?;
-                self.publish(partition, batch)?;
+            if count > 0 {
+                self.begin()?;
+                for (partition, records) in records {
+                    let Some(task) = self.tasks.get_mut(&partition) else {
+                        continue;
+                    };
+                    let batch = task.process(self.rules, self.store, &self.settings.task, &records)?;
+                    self.publish(partition, batch)?;
+                }
+                self.end()?;
             }
             if count > 0 {
                 counter!(telemetry::BATCHES_TOTAL).increment(1);
@@ -188,7 +201,9 @@ impl<'a> Processor<'a> {
                 && last_tick.elapsed() >= self.settings.tick
             {
                 last_tick = Instant::now();
+                self.begin()?;
                 self.tick()?;
+                self.end()?;
             }
             let done = {
                 let mut sink = self.lock_sink()?;
@@ -330,10 +345,9 @@ impl<'a> Processor<'a> {
         if !resend.is_empty() {
             info!(partition, outputs = resend.len(), "re-sending outputs of uncommitted input");
             counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(resend.len() as u64);
-            let mut sink = self.lock_sink()?;
-            sink.open();
-            sink.send(partition, resend)?;
-            sink.close();
+            self.begin()?;
+            self.lock_sink()?.send(partition, resend)?;
+            self.end()?;
         }
         self.tasks.insert(partition, task);
         self.status.restoring(partition, false);
@@ -361,11 +375,45 @@ impl<'a> Processor<'a> {
             .collect())
     }
 
+    /// Opens a publishing batch (and, in exactly-once mode, a transaction).
+    fn begin(&mut self) -> Result<(), ProcessorError> {
+        let mut sink = self.lock_sink()?;
+        sink.open();
+        if self.settings.transactional_id.is_some() {
+            sink.begin_transaction()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the publishing batch. In exactly-once mode this commits the transaction with the batch's
+    /// input offsets and only then writes the deferred RocksDB batches.
+    fn end(&mut self) -> Result<(), ProcessorError> {
+        if self.settings.transactional_id.is_none() {
+            return Ok(());
+        }
+        let done = {
+            let mut sink = self.lock_sink()?;
+            sink.close();
+            let offsets = commit_list(&self.settings.task.inputs, &sink.pending_commits());
+            sink.commit_transaction(&offsets, self.consumer.group_metadata().as_ref())?;
+            sink.drain(self.settings.drain_timeout)?
+        };
+        for write in std::mem::take(&mut self.deferred) {
+            self.store.write(write)?;
+        }
+        self.note_committed(&done);
+        Ok(())
+    }
+
     fn publish(&mut self, partition: i32, batch: TaskBatch) -> Result<(), ProcessorError> {
         record_counts(&batch);
         self.summary.outputs += batch.counts.outputs;
         if !batch.write.is_empty() {
-            self.store.write(batch.write)?;
+            if self.settings.transactional_id.is_some() {
+                self.deferred.push(batch.write);
+            } else {
+                self.store.write(batch.write)?;
+            }
         }
         let mut sink = self.lock_sink()?;
         sink.send(partition, batch.publish)?;
@@ -394,7 +442,11 @@ impl<'a> Processor<'a> {
 
     fn commit(&mut self, batches: &[PendingBatch], mode: CommitMode) -> Result<(), ProcessorError> {
         self.note_committed(batches);
-        let list = commit_list(&self.settings.task.inputs, batches);
+        if self.settings.transactional_id.is_some() {
+            // The transactions committed the offsets already.
+            return Ok(());
+        }
+        let list = commit_list(&self.settings.task.inputs, batches.iter().flat_map(|batch| &batch.commits));
         if list.count() == 0 {
             return Ok(());
         }

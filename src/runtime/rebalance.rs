@@ -51,7 +51,7 @@ impl GroupHooks {
             let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
             sink.drain(self.drain_timeout).map_err(|err| err.to_string())?
         };
-        let offsets = commit_list(&self.inputs, &drained);
+        let offsets = commit_list(&self.inputs, drained.iter().flat_map(|batch| &batch.commits));
         if offsets.count() > 0 {
             // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
             // Should it be lost, the next owner replays from an older offset, which changes no state and
@@ -66,14 +66,15 @@ impl GroupHooks {
     }
 }
 
-/// The offsets to commit for acknowledged batches: the highest next offset per topic-partition.
-pub fn commit_list(inputs: &[String], batches: &[PendingBatch]) -> TopicPartitionList {
+/// The offsets to commit: the highest next offset per topic-partition of (topic index, partition, next).
+pub fn commit_list<'a>(
+    inputs: &[String],
+    commits: impl IntoIterator<Item = &'a (usize, i32, i64)>,
+) -> TopicPartitionList {
     let mut highest: std::collections::BTreeMap<(usize, i32), i64> = std::collections::BTreeMap::new();
-    for batch in batches {
-        for (topic, partition, next) in &batch.commits {
-            let entry = highest.entry((*topic, *partition)).or_insert(*next);
-            *entry = (*entry).max(*next);
-        }
+    for (topic, partition, next) in commits {
+        let entry = highest.entry((*topic, *partition)).or_insert(*next);
+        *entry = (*entry).max(*next);
     }
     let mut list = TopicPartitionList::new();
     for ((topic, partition), next) in highest {
