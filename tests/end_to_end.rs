@@ -108,12 +108,7 @@ fn a_surviving_member_restores_the_dead_members_partitions() {
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
     let bootstrap = cluster.bootstrap_servers();
     let names = Names::new("rebalance");
-    for topic in [&names.input, &names.changelog] {
-        cluster.create_topic(topic, PARTITIONS as i32, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
-    for topic in [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq] {
-        cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
+    names.create_on_mock(&cluster, PARTITIONS as i32);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let events = stream(5, 10_000, 1_000);
     let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();

@@ -68,12 +68,7 @@ fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
     let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
     let bootstrap = cluster.bootstrap_servers();
     let names = Names::new("equivalence");
-    for topic in [&names.input, &names.changelog] {
-        cluster.create_topic(topic, PARTITIONS as i32, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
-    for topic in [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq] {
-        cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
+    names.create_on_mock(&cluster, PARTITIONS as i32);
     let rules = rules();
     let events = stream(11, 4_000, 400);
     let mut records: Vec<(Vec<u8>, Vec<u8>)> =
@@ -148,12 +143,7 @@ fn exactly_once_mode_commits_through_transactions() {
     let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
     let bootstrap = cluster.bootstrap_servers();
     let names = Names::new("eos");
-    for topic in [&names.input, &names.changelog] {
-        cluster.create_topic(topic, PARTITIONS as i32, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
-    for topic in [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq] {
-        cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
-    }
+    names.create_on_mock(&cluster, PARTITIONS as i32);
     let rules = rules();
     let events = stream(23, 2_000, 300);
     let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);

@@ -84,7 +84,7 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|err| ConfigError::Io { file: file(), message: err.to_string() })?;
         let parse_error = |err: toml::de::Error| {
-            let (line, column) = line_column(&text, err.span().map_or(0, |span| span.start));
+            let (line, column) = crate::rules::line_column(&text, err.span().map_or(0, |span| span.start));
             ConfigError::Parse { file: file(), line, column, message: err.message().trim().to_owned() }
         };
         let mut config: Config = toml::from_str(&text).map_err(parse_error)?;
@@ -175,15 +175,4 @@ fn candidates(key: &str, raw: &str) -> Vec<Value> {
         .or_else(|| raw.parse().map(Value::Float).ok())
         .or_else(|| raw.parse().map(Value::Boolean).ok());
     typed.into_iter().chain([Value::String(raw.to_owned())]).collect()
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(text.len());
-    while !text.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &text[..offset];
-    let line_start = before.rfind('\n').map_or(0, |index| index + 1);
-    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }

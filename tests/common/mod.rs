@@ -116,6 +116,21 @@ impl Names {
         }
     }
 
+    /// Creates the topics on a mock cluster, which has no CreateTopics: inputs and changelog with
+    /// `partitions`, outputs with 2.
+    pub fn create_on_mock<C: rdkafka::ClientContext>(
+        &self,
+        cluster: &rdkafka::mocking::MockCluster<'_, C>,
+        partitions: i32,
+    ) {
+        for topic in [&self.input, &self.changelog] {
+            cluster.create_topic(topic, partitions, 1).unwrap_or_else(|err| panic!("{err}"));
+        }
+        for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.dlq] {
+            cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
+        }
+    }
+
     pub fn outputs(&self) -> Vec<&str> {
         vec![&self.score_changed, &self.threshold_crossed, &self.phase_changed]
     }
