@@ -82,10 +82,12 @@ fn decode_and_score(c: &mut Criterion) {
         b.iter(|| {
             let mut store = MemoryStore::default();
             for event in &events {
-                let before = store.load(&event.contact);
+                let before = store.take(&event.contact);
                 let applied = scoring::apply(&rules, before, event);
                 if let Some(state) = applied.state {
                     store.save(state);
+                } else {
+                    store.remove(&event.contact);
                 }
                 black_box(applied.outputs);
             }

@@ -24,11 +24,14 @@ impl MemoryStore {
 }
 
 impl ContactStore for MemoryStore {
-    fn load(&mut self, contact: &str) -> Option<ContactState> {
-        self.contacts.get(contact).cloned()
+    fn take(&mut self, contact: &str) -> Option<ContactState> {
+        self.contacts.remove(contact)
     }
     fn save(&mut self, state: ContactState) {
         self.contacts.insert(state.contact.clone(), state);
+    }
+    fn put_back(&mut self, state: ContactState) {
+        self.save(state);
     }
     fn remove(&mut self, contact: &str) {
         self.contacts.remove(contact);

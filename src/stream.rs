@@ -13,10 +13,13 @@ use crate::scoring::{self, ContactState, Outcome, Output};
 
 /// Where a partition's contact states live: a map in the offline model, RocksDB in the runtime.
 pub trait ContactStore {
-    /// The contact's state, if it exists.
-    fn load(&mut self, contact: &str) -> Option<ContactState>;
+    /// Moves the contact's state out of the store, if it exists; it goes back with `save` or `put_back`.
+    /// Moving instead of cloning keeps the per-event cost free of allocations.
+    fn take(&mut self, contact: &str) -> Option<ContactState>;
     /// Stores a new or changed state.
     fn save(&mut self, state: ContactState);
+    /// Returns a state taken with `take` that did not change.
+    fn put_back(&mut self, state: ContactState);
     /// Deletes a contact (erasure).
     fn remove(&mut self, contact: &str);
 }
@@ -87,7 +90,7 @@ impl PartitionStream {
         if self.clock == TimerClock::StreamTime {
             outputs.extend(self.fire_due(rules, store, self.stream_time_ms));
         }
-        let before = store.load(&event.contact);
+        let before = store.take(&event.contact);
         let old_timer = before.as_ref().and_then(|state| state.next_timer_ms);
         let applied = scoring::apply(rules, before, event);
         if applied.outcome == Outcome::Scored {
@@ -101,6 +104,8 @@ impl PartitionStream {
                 }
                 None => store.remove(&event.contact),
             }
+        } else if let Some(state) = applied.state {
+            store.put_back(state);
         }
         outputs.extend(applied.outputs);
         if self.clock == TimerClock::StreamTime {
@@ -117,17 +122,22 @@ impl PartitionStream {
                 break;
             }
             self.timers.pop_first();
-            let Some(state) = store.load(&contact) else {
+            let Some(state) = store.take(&contact) else {
                 continue;
             };
             if state.next_timer_ms != Some(due) {
                 self.track(&state);
+                store.put_back(state);
                 continue;
             }
             let applied = scoring::on_timer(rules, state, now_ms);
             if let Some(state) = applied.state {
                 self.track(&state);
-                store.save(state);
+                if applied.outcome == Outcome::Scored {
+                    store.save(state);
+                } else {
+                    store.put_back(state);
+                }
             }
             outputs.extend(applied.outputs);
         }

@@ -103,9 +103,9 @@ impl<'a> BatchStore<'a> {
 }
 
 impl ContactStore for BatchStore<'_> {
-    fn load(&mut self, contact: &str) -> Option<ContactState> {
+    fn take(&mut self, contact: &str) -> Option<ContactState> {
         match self.entry(contact) {
-            Ok(entry) => entry.stored.state.clone(),
+            Ok(entry) => entry.stored.state.take(),
             Err(err) => {
                 self.error.get_or_insert(err);
                 None
@@ -122,6 +122,12 @@ impl ContactStore for BatchStore<'_> {
             Err(err) => {
                 self.error.get_or_insert(err);
             }
+        }
+    }
+
+    fn put_back(&mut self, state: ContactState) {
+        if let Some(entry) = self.entries.get_mut(&state.contact) {
+            entry.stored.state = Some(state);
         }
     }
 

@@ -627,7 +627,7 @@ proptest! {
         // Among the 16 most recently applied events, each is within its contact's duplicate window.
         prop_assume!(!scored.is_empty());
         let event = &scored[scored.len() - 1 - pick.min(scored.len() - 1)];
-        if let Some(state) = store.load(&event.contact) {
+        if let Some(state) = store.contacts().get(&event.contact).cloned() {
             let applied = apply(&rules, Some(state.clone()), event);
             prop_assert_eq!(applied.outcome, Outcome::Duplicate);
             prop_assert!(applied.outputs.is_empty());
