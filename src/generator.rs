@@ -194,6 +194,56 @@ impl EventGenerator {
     }
 }
 
+/// Produces `count` generated events as JSON, keyed by contact, with event times from now on; at `rate`
+/// events per second, or as fast as the broker takes them when `rate` is 0. Returns the number sent.
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    count: u64,
+    contacts: u64,
+    rate: u32,
+    seed: u64,
+) -> Result<u64, rdkafka::error::KafkaError> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "10")
+        .set("compression.type", "lz4")
+        .create()?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64);
+    let mut generator = EventGenerator::new(seed, contacts, now, 10);
+    let started = Instant::now();
+    for sent in 0..count {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let event = generator.next_event();
+        let payload = crate::event::json::encode(&event);
+        let mut record = BaseRecord::to(topic).key(event.contact.as_bytes()).payload(&payload);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    back,
+                )) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((err, _)) => return Err(err),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60))?;
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

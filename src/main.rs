@@ -55,6 +55,27 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Produce generated interaction events (JSON, keyed by contact) to a Kafka topic.
+    Generate {
+        /// Bootstrap servers.
+        #[arg(long)]
+        brokers: String,
+        /// Input topic.
+        #[arg(long, default_value = "leadscore.events")]
+        topic: String,
+        /// Events to produce.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        /// Contacts in the generated population.
+        #[arg(long, default_value_t = 10_000)]
+        contacts: u64,
+        /// Events per second (0: as fast as the broker takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run everything on an embedded Kafka broker with generated events, and show live scores.
     Demo {
         /// Stop after this long, such as "20s" or "5m" (default: until Ctrl-C).
@@ -88,6 +109,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::Generate { brokers, topic, count, contacts, rate, seed } => {
+            leadscore::generator::produce(&brokers, &topic, count, contacts, rate, seed)
+                .map(|sent| {
+                    eprintln!("produced {sent} events to {topic}");
+                    ExitCode::SUCCESS
+                })
+                .map_err(anyhow::Error::from)
+        }
         Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
         Command::Check { file } => check(&file),
         Command::Score { rules, input, output, state_out, partitions } => {

@@ -74,12 +74,25 @@ fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
     duplicates
 }
 
+/// Runs against librdkafka's mock cluster, hosted in this test process and reached over loopback by the
+/// `leadscore run` processes. On tansu 0.6.0 a group sometimes never hands out partitions again after a
+/// member was killed (seen in about one run in five), which would make this test flaky without saying
+/// anything about leadscore; the SIGTERM test below runs on tansu.
 #[test]
 fn kill_9_at_random_points_loses_and_double_counts_nothing() {
-    let setup = setup("kill9", 20_000, 2_000);
-    produce(&setup.tansu.bootstrap, &setup.names.input, PARTITIONS, &setup.events);
-    let config = write_config(&setup.tansu, &setup.names, setup.dir.path(), "a");
-    let log = setup.dir.path().join("a.log");
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
+    let bootstrap = cluster.bootstrap_servers();
+    let names = Names::new("kill9");
+    names.create_on_mock(&cluster, PARTITIONS as i32);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let events = stream(9, 20_000, 2_000);
+    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
+    let model = model(&rules(), PARTITIONS, &lines);
+    let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
+    let config = dir.path().join("a.toml");
+    std::fs::write(&config, names.config_toml(&bootstrap, &dir.path().join("state-a"), PARTITIONS))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let log = dir.path().join("a.log");
     let mut random = SplitMix64::new(9);
     let mut instance = spawn_run(&config, &log);
     for _ in 0..5 {
@@ -87,16 +100,15 @@ fn kill_9_at_random_points_loses_and_double_counts_nothing() {
         instance.kill9();
         instance = spawn_run(&config, &log);
     }
-    wait_committed(
-        &setup.tansu.bootstrap,
-        &setup.names.group,
-        &setup.names.input,
-        &setup.expected,
-        Duration::from_secs(300),
-    );
+    wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
     assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0");
-    let duplicates = finish(&setup, &setup.dir.path().join("state-a"), "kill -9 x5");
-    eprintln!("kill -9 test: 20000 events, lost 0, double-counted 0, duplicate outputs {duplicates}");
+    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(3));
+    let duplicates = compare_outputs(&model, &published);
+    compare_states(&model, &stored_states(&rules(), &dir.path().join("state-a")));
+    eprintln!(
+        "kill -9 test: 20000 events, lost 0, double-counted 0, {} outputs, duplicate outputs {duplicates}",
+        published.len()
+    );
 }
 
 /// Runs against librdkafka's mock cluster, hosted in this test process and reached over loopback by

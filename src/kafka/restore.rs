@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::rules::Rules;
 use crate::runtime::record::StoredContact;
@@ -23,6 +23,8 @@ use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
 
 /// Records written to RocksDB per batch while restoring.
 const RESTORE_BATCH: usize = 5_000;
+/// Idle time after which the restore compares its position with the high watermark.
+const IDLE_CHECK: Duration = Duration::from_secs(3);
 /// How long a restore may see no progress before it gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -135,6 +137,15 @@ pub fn restore_partition(
     loop {
         match consumer.poll(Duration::from_millis(100)) {
             None => {
+                // Some brokers never send the end-of-partition event after a producer died mid-request.
+                // When reading has been idle a while and the position is at the reported end, that is the end.
+                if last_progress.elapsed() > IDLE_CHECK
+                    && let Ok((_, high)) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5))
+                    && summary.next_offset >= high
+                {
+                    warn!(partition, offset = summary.next_offset, "no end-of-partition event; at the high watermark");
+                    break;
+                }
                 if last_progress.elapsed() > STALL_TIMEOUT {
                     return Err(RestoreError::Stalled {
                         topic: changelog.to_owned(),
