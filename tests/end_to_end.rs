@@ -12,7 +12,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use leadscore::event::json;
 use leadscore::generator::SplitMix64;
 
 const PARTITIONS: u32 = 4;
@@ -43,8 +42,7 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(provisioned.problems.is_empty(), "{:?}", provisioned.problems);
     let events = stream(test.len() as u64, events, contacts);
-    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
-    let model = model(&rules(), PARTITIONS, &lines);
+    let model = model_of_events(&rules(), PARTITIONS, &events);
     let mut expected = BTreeMap::new();
     for event in &events {
         let partition = leadscore::hashing::partition_for_key(event.contact.as_bytes(), PARTITIONS) as i32;
@@ -54,14 +52,8 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
 }
 
 fn write_config(tansu: &Tansu, names: &Names, dir: &Path, member: &str) -> std::path::PathBuf {
-    write_config_with_http(tansu, names, dir, member, 0)
-}
-
-fn write_config_with_http(tansu: &Tansu, names: &Names, dir: &Path, member: &str, port: u16) -> std::path::PathBuf {
     let path = dir.join(format!("{member}.toml"));
-    let toml = names
-        .config_toml(&tansu.bootstrap, &dir.join(format!("state-{member}")), PARTITIONS)
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    let toml = names.config_toml(&tansu.bootstrap, &dir.join(format!("state-{member}")), PARTITIONS);
     std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
     path
 }
@@ -80,14 +72,10 @@ fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
 /// anything about leadscore; the SIGTERM test below runs on tansu.
 #[test]
 fn kill_9_at_random_points_loses_and_double_counts_nothing() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
-    let bootstrap = cluster.bootstrap_servers();
-    let names = Names::new("kill9");
-    names.create_on_mock(&cluster, PARTITIONS as i32);
+    let (_cluster, bootstrap, names) = mock_broker("kill9", PARTITIONS);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let events = stream(9, 20_000, 2_000);
-    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
-    let model = model(&rules(), PARTITIONS, &lines);
+    let model = model_of_events(&rules(), PARTITIONS, &events);
     let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
     let config = dir.path().join("a.toml");
     std::fs::write(&config, names.config_toml(&bootstrap, &dir.path().join("state-a"), PARTITIONS))
@@ -117,14 +105,10 @@ fn kill_9_at_random_points_loses_and_double_counts_nothing() {
 /// make this test flaky without saying anything about leadscore.
 #[test]
 fn a_surviving_member_restores_the_dead_members_partitions() {
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
-    let bootstrap = cluster.bootstrap_servers();
-    let names = Names::new("rebalance");
-    names.create_on_mock(&cluster, PARTITIONS as i32);
+    let (_cluster, bootstrap, names) = mock_broker("rebalance", PARTITIONS);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let events = stream(5, 10_000, 1_000);
-    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
-    let model = model(&rules(), PARTITIONS, &lines);
+    let model = model_of_events(&rules(), PARTITIONS, &events);
     let (first, second) = events.split_at(events.len() / 2);
     let mut expected = produce(&bootstrap, &names.input, PARTITIONS, first);
     let port_b = free_port();

@@ -17,7 +17,6 @@ use leadscore::app::Instance;
 use leadscore::config::Config;
 use leadscore::event::json;
 use leadscore::runtime::status::Status;
-use rdkafka::mocking::MockCluster;
 
 const PARTITIONS: u32 = 3;
 
@@ -65,10 +64,7 @@ fn run_until(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMa
 
 #[test]
 fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
-    let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
-    let bootstrap = cluster.bootstrap_servers();
-    let names = Names::new("equivalence");
-    names.create_on_mock(&cluster, PARTITIONS as i32);
+    let (_cluster, bootstrap, names) = mock_broker("equivalence", PARTITIONS);
     let rules = rules();
     let events = stream(11, 4_000, 400);
     let mut records: Vec<(Vec<u8>, Vec<u8>)> =
@@ -140,15 +136,11 @@ fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
 /// prove that aborted records are hidden; that needs Apache Kafka 2.5 or later).
 #[test]
 fn exactly_once_mode_commits_through_transactions() {
-    let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
-    let bootstrap = cluster.bootstrap_servers();
-    let names = Names::new("eos");
-    names.create_on_mock(&cluster, PARTITIONS as i32);
+    let (_cluster, bootstrap, names) = mock_broker("eos", PARTITIONS);
     let rules = rules();
     let events = stream(23, 2_000, 300);
     let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
-    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
-    let model = model(&rules, PARTITIONS, &lines);
+    let model = model_of_events(&rules, PARTITIONS, &events);
 
     let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let config_path = state.path().join("leadscore.toml");

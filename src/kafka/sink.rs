@@ -296,11 +296,6 @@ impl Sink {
         }
         self.producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)
     }
-
-    /// Flushes the producer (at shutdown).
-    pub fn flush(&self, budget: Duration) -> Result<(), SinkError> {
-        self.producer.flush(budget).map_err(|err| SinkError::Delivery { topic: "all".into(), reason: err.to_string() })
-    }
 }
 
 /// Sets a librdkafka property unless the configuration (or its pass-through map) already did.

@@ -320,6 +320,24 @@ pub fn read_all(bootstrap: &str, topics: &[&str], idle: Duration) -> Vec<ReadRec
     records
 }
 
+/// A mock cluster hosted by this test process (reachable over loopback), with the topics of `test` created.
+pub fn mock_broker(
+    test: &str,
+    partitions: u32,
+) -> (rdkafka::mocking::MockCluster<'static, DefaultProducerContext>, String, Names) {
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
+    let bootstrap = cluster.bootstrap_servers();
+    let names = Names::new(test);
+    names.create_on_mock(&cluster, partitions as i32);
+    (cluster, bootstrap, names)
+}
+
+/// The model of a stream of events, as JSON lines.
+pub fn model_of_events(rules: &Rules, partitions: u32, events: &[Event]) -> Model {
+    let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
+    model(rules, partitions, &lines)
+}
+
 /// What the offline model says for a stream: outputs by id (JSON) and encoded final states.
 pub struct Model {
     pub outputs: BTreeMap<String, Vec<u8>>,
