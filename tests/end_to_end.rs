@@ -1,6 +1,6 @@
-//! End-to-end tests with `leadscore run` processes against a tansu broker (started by
-//! `scripts/tansu.sh`): kill -9 at random points, a rebalance after one of two members dies, and a clean
-//! SIGTERM. After each, the final state equals the offline model (nothing lost, nothing double-counted)
+//! End-to-end tests with `leadscore run` processes against real Kafka-protocol brokers (the mock cluster
+//! hosted in the test process, and tansu started by `scripts/tansu.sh`): kill -9 at random points, a
+//! rebalance after one of two members dies, and a clean SIGTERM. After each, the final state equals the offline model (nothing lost, nothing double-counted)
 //! and every expected output was published, with no unexpected one.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
@@ -29,18 +29,7 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
     let tansu = Tansu::start();
     let names = Names::new(test);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    // Create the topics the way `leadscore run` would, before producing to explicit partitions.
-    let config = write_config(&tansu, &names, dir.path(), "a");
-    let config = leadscore::config::Config::load(&config).unwrap_or_else(|err| panic!("{err}"));
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
-    let provisioned = runtime
-        .block_on(leadscore::kafka::topics::create_missing(
-            &config.kafka.client_config(),
-            &leadscore::app::topic_specs(&config),
-            Duration::from_secs(10),
-        ))
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(provisioned.problems.is_empty(), "{:?}", provisioned.problems);
+    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
     let events = stream(test.len() as u64, events, contacts);
     let model = model_of_events(&rules(), PARTITIONS, &events);
     let mut expected = BTreeMap::new();
@@ -51,11 +40,25 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
     Setup { tansu, names, dir, model, events, expected }
 }
 
-fn write_config(tansu: &Tansu, names: &Names, dir: &Path, member: &str) -> std::path::PathBuf {
+fn write_config(bootstrap: &str, names: &Names, dir: &Path, member: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{member}.toml"));
-    let toml = names.config_toml(&tansu.bootstrap, &dir.join(format!("state-{member}")), PARTITIONS);
+    let toml = names.config_toml(bootstrap, &dir.join(format!("state-{member}")), PARTITIONS);
     std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
     path
+}
+
+/// Creates the topics the way `leadscore run` would, before producing to explicit partitions.
+fn provision(config: &Path) {
+    let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let provisioned = runtime
+        .block_on(leadscore::kafka::topics::create_missing(
+            &config.kafka.client_config(),
+            &leadscore::app::topic_specs(&config),
+            Duration::from_secs(10),
+        ))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(provisioned.problems.is_empty(), "{:?}", provisioned.problems);
 }
 
 fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
@@ -67,34 +70,74 @@ fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
 }
 
 /// Runs against librdkafka's mock cluster, hosted in this test process and reached over loopback by the
-/// `leadscore run` processes. On tansu 0.6.0 a group sometimes never hands out partitions again after a
-/// member was killed (seen in about one run in five), which would make this test flaky without saying
-/// anything about leadscore; the SIGTERM test below runs on tansu.
+/// `leadscore run` processes.
 #[test]
 fn kill_9_at_random_points_loses_and_double_counts_nothing() {
     let (_cluster, bootstrap, names) = mock_broker("kill9", PARTITIONS);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    kill_9_loop(&bootstrap, &names, dir.path(), "mock cluster");
+}
+
+/// The same loop on tansu. Not part of the default run: on tansu 0.6.0 a group sometimes never hands out
+/// partitions again after a member was killed (about one run in five), which would make the suite flaky
+/// without saying anything about leadscore. Run it with `cargo test --release --test end_to_end -- --ignored`.
+#[test]
+#[ignore = "tansu 0.6.0 sometimes never reassigns partitions after a member dies"]
+fn kill_9_on_tansu_loses_and_double_counts_nothing() {
+    let tansu = Tansu::start();
+    let names = Names::new("kill9tansu");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    kill_9_loop(&tansu.bootstrap, &names, dir.path(), "tansu");
+}
+
+/// Kills one `leadscore run` process 5 times at random points while a 20,000-event stream arrives,
+/// restarting it each time; then the final state must equal the model and every expected output must be published.
+fn kill_9_loop(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
     let events = stream(9, 20_000, 2_000);
     let model = model_of_events(&rules(), PARTITIONS, &events);
-    let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
-    let config = dir.path().join("a.toml");
-    std::fs::write(&config, names.config_toml(&bootstrap, &dir.path().join("state-a"), PARTITIONS))
-        .unwrap_or_else(|err| panic!("{err}"));
-    let log = dir.path().join("a.log");
+    let config = write_config(bootstrap, names, dir, "a");
+    let log = dir.join("a.log");
     let mut random = SplitMix64::new(9);
+    let started = std::time::Instant::now();
+    // The stream arrives in six parts, one before the first start and one before each kill, so every
+    // kill lands while records are being scored, published and committed.
+    let mut parts = events.chunks(events.len() / 6 + 1);
+    let mut expected = BTreeMap::new();
+    let restores = || std::fs::read_to_string(&log).unwrap_or_default().matches("restored partition").count();
     let mut instance = spawn_run(&config, &log);
-    for _ in 0..5 {
-        std::thread::sleep(Duration::from_millis(800 + random.below(2_000)));
-        instance.kill9();
+    let mut restored = 0;
+    while let Some(part) = parts.next() {
+        // Wait until this process has restored its partitions (a killed member's session expires first).
+        wait_for(Duration::from_secs(60), || restores() >= restored + PARTITIONS as usize);
+        let last = parts.len() == 0;
+        let produced = std::thread::scope(|scope| {
+            let producer = scope.spawn(|| produce(bootstrap, &names.input, PARTITIONS, part));
+            if !last {
+                // Kill while the part is still arriving and being scored.
+                std::thread::sleep(Duration::from_millis(random.below(400)));
+                instance.kill9();
+            }
+            producer.join().unwrap_or_else(|_| panic!("the producer thread failed"))
+        });
+        for (partition, count) in produced {
+            *expected.entry(partition).or_insert(0) += count;
+        }
+        if last {
+            break;
+        }
+        restored = restores();
         instance = spawn_run(&config, &log);
     }
-    wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
+    wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
+    let elapsed = started.elapsed().as_secs_f64();
     assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0");
-    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(3));
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
-    compare_states(&model, &stored_states(&rules(), &dir.path().join("state-a")));
+    compare_states(&model, &stored_states(&rules(), &dir.join("state-a")));
     eprintln!(
-        "kill -9 test: 20000 events, lost 0, double-counted 0, {} outputs, duplicate outputs {duplicates}",
+        "kill -9 test on {broker}: 20000 events in {elapsed:.1} s with 5 kills, lost 0, double-counted 0, \
+         {} outputs, duplicate outputs {duplicates}",
         published.len()
     );
 }
@@ -185,7 +228,7 @@ fn owned_partitions(port: u16) -> Option<Vec<i64>> {
 fn sigterm_drains_commits_and_a_restart_reprocesses_nothing() {
     let setup = setup("sigterm", 5_000, 500);
     produce(&setup.tansu.bootstrap, &setup.names.input, PARTITIONS, &setup.events);
-    let config = write_config(&setup.tansu, &setup.names, setup.dir.path(), "a");
+    let config = write_config(&setup.tansu.bootstrap, &setup.names, setup.dir.path(), "a");
     let log = setup.dir.path().join("a.log");
     let mut instance = spawn_run(&config, &log);
     wait_committed(

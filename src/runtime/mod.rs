@@ -41,7 +41,7 @@ pub struct ProcessorSettings {
     pub consumer: Vec<(String, String)>,
     /// librdkafka properties of the producer.
     pub producer: Vec<(String, String)>,
-    /// librdkafka properties for the changelog reader (connection and security only).
+    /// librdkafka properties for the changelog reader (connection, security and fetch wait).
     pub client: Vec<(String, String)>,
     /// Task settings.
     pub task: TaskSettings,
