@@ -78,11 +78,8 @@ fn kill_9_at_random_points_loses_and_double_counts_nothing() {
     kill_9_loop(&bootstrap, &names, dir.path(), "mock cluster");
 }
 
-/// The same loop on tansu. Not part of the default run: on tansu 0.6.0 a group sometimes never hands out
-/// partitions again after a member was killed (about one run in five), which would make the suite flaky
-/// without saying anything about leadscore. Run it with `cargo test --release --test end_to_end -- --ignored`.
+/// The same loop on tansu, with the broker in another process.
 #[test]
-#[ignore = "tansu 0.6.0 sometimes never reassigns partitions after a member dies"]
 fn kill_9_on_tansu_loses_and_double_counts_nothing() {
     let tansu = Tansu::start();
     let names = Names::new("kill9tansu");
@@ -143,50 +140,67 @@ fn kill_9_loop(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
 }
 
 /// Runs against librdkafka's mock cluster, hosted in this test process and reached over loopback by
-/// both `leadscore run` processes. On tansu 0.6.0 the group occasionally never completes the rebalance
-/// that follows a member's death (about one run in five was seen waiting for minutes), which would
-/// make this test flaky without saying anything about leadscore.
+/// both `leadscore run` processes.
 #[test]
 fn a_surviving_member_restores_the_dead_members_partitions() {
     let (_cluster, bootstrap, names) = mock_broker("rebalance", PARTITIONS);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    rebalance_after_a_death(&bootstrap, &names, dir.path(), "mock cluster");
+}
+
+/// The same rebalance on tansu. Not part of the default run: tansu 0.6.0 keeps a member that died in the
+/// group, so the rebalance its session expiry starts hands the dead member's partitions back to it, and
+/// the survivor never gets them (seen in 3 runs of 3; a restarted member, as in the kill -9 test, is
+/// not affected). Run it with `cargo test --release --test end_to_end -- --ignored`.
+#[test]
+#[ignore = "tansu 0.6.0 keeps a dead member in the group and reassigns its partitions to it"]
+fn on_tansu_a_surviving_member_restores_the_dead_members_partitions() {
+    let tansu = Tansu::start();
+    let names = Names::new("rebalancetansu");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    rebalance_after_a_death(&tansu.bootstrap, &names, dir.path(), "tansu");
+}
+
+/// Two members share the partitions of the first half of a stream; one dies without a goodbye, the
+/// second half arrives, and the survivor must restore the dead member's partitions and finish the job.
+fn rebalance_after_a_death(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
     let events = stream(5, 10_000, 1_000);
     let model = model_of_events(&rules(), PARTITIONS, &events);
     let (first, second) = events.split_at(events.len() / 2);
-    let mut expected = produce(&bootstrap, &names.input, PARTITIONS, first);
+    let mut expected = produce(bootstrap, &names.input, PARTITIONS, first);
     let port_b = free_port();
     let config = |member: &str, port: u16| {
-        let path = dir.path().join(format!("{member}.toml"));
+        let path = dir.join(format!("{member}.toml"));
         let toml = names
-            .config_toml(&bootstrap, &dir.path().join(format!("state-{member}")), PARTITIONS)
+            .config_toml(bootstrap, &dir.join(format!("state-{member}")), PARTITIONS)
             .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
         std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
         path
     };
-    let mut a = spawn_run(&config("a", 0), &dir.path().join("a.log"));
-    let mut b = spawn_run(&config("b", port_b), &dir.path().join("b.log"));
-    // Both members work on the first half, then one dies without a goodbye.
+    let mut a = spawn_run(&config("a", 0), &dir.join("a.log"));
+    let mut b = spawn_run(&config("b", port_b), &dir.join("b.log"));
     wait_for(Duration::from_secs(60), || {
         owned_partitions(port_b).is_some_and(|owned| !owned.is_empty() && owned.len() < PARTITIONS as usize)
     });
     std::thread::sleep(Duration::from_secs(2));
     a.kill9();
-    for (partition, count) in produce(&bootstrap, &names.input, PARTITIONS, second) {
+    for (partition, count) in produce(bootstrap, &names.input, PARTITIONS, second) {
         *expected.entry(partition).or_insert(0) += count;
     }
     let taken_over = try_wait_for(Duration::from_secs(90), || {
         owned_partitions(port_b).is_some_and(|owned| owned.len() == PARTITIONS as usize)
     });
-    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap_or_default();
     assert!(taken_over, "b never owned every partition; its log:\n{}", &log[log.len().saturating_sub(6000)..]);
-    wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
+    wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
     assert_eq!(b.terminate(Duration::from_secs(30)), Some(0));
-    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(dir.join("b.log")).unwrap_or_default();
     assert!(log.contains("restored partition from the changelog"), "b restored partitions");
-    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(3));
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
-    compare_states(&model, &stored_states(&rules(), &dir.path().join("state-b")));
-    eprintln!("rebalance: {} outputs, {duplicates} duplicate copies", published.len());
+    compare_states(&model, &stored_states(&rules(), &dir.join("state-b")));
+    eprintln!("rebalance on {broker}: {} outputs, {duplicates} duplicate copies", published.len());
 }
 
 fn free_port() -> u16 {
