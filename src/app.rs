@@ -108,10 +108,13 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
         max_in_flight: 4,
         transactional_id: match config.processing.guarantee {
             Guarantee::AtLeastOnce => None,
+            // One transactional id per instance, stable across its restarts so that a restart fences
+            // its previous incarnation: the client id tells apart the pods of a StatefulSet (whose state
+            // directories share one path), the state directory the instances on one machine.
             Guarantee::ExactlyOnce => Some(format!(
                 "{}-{:08x}",
                 config.kafka.group_id,
-                crate::hashing::name_key(&config.state.dir.display().to_string())
+                crate::hashing::name_key(&format!("{}\n{}", config.kafka.client_id, config.state.dir.display()))
             )),
         },
     }
