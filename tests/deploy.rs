@@ -520,3 +520,53 @@ fn the_kubernetes_manifests_are_complete_and_consistent() {
     let api_ports = api["spec"]["ports"].as_sequence().into_iter().flatten();
     assert!(api_ports.clone().any(|port| port["name"] == endpoint["port"]), "the ServiceMonitor's port is not named");
 }
+
+// ---- the operator's documentation ----------------------------------------------------------------------
+
+/// The first cell of each row of the README table that follows `heading`.
+fn readme_table_keys(heading: &str) -> BTreeSet<String> {
+    let readme = read(&manifest("README.md"));
+    let section = readme.split_once(heading).map(|(_, rest)| rest).unwrap_or_else(|| panic!("no {heading:?}"));
+    section
+        .lines()
+        .skip_while(|line| !line.starts_with('|'))
+        .take_while(|line| line.starts_with('|'))
+        .skip(2)
+        .map(|row| row.split('|').nth(1).unwrap_or_default().trim().trim_matches('`').to_owned())
+        .collect()
+}
+
+#[test]
+fn every_alert_rule_is_explained_in_the_readme() {
+    let rules = yaml(&deploy().join("prometheus/alerts.yaml"));
+    let alerts: BTreeSet<String> = rules["groups"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_sequence().into_iter().flatten())
+        .filter_map(|rule| rule["alert"].as_str().map(str::to_owned))
+        .collect();
+    let expected =
+        ["LeadscoreConsumerLagGrowing", "LeadscoreDlqRateHigh", "LeadscoreNotReady", "LeadscoreRestoreStuck"];
+    assert_eq!(alerts, expected.iter().map(|name| name.to_string()).collect());
+    assert_eq!(readme_table_keys("### Alerts\n"), alerts, "the README's alert table and alerts.yaml differ");
+}
+
+#[test]
+fn every_metric_is_documented_in_the_readme() {
+    let documented: BTreeSet<String> = readme_table_keys("### Metrics\n")
+        .into_iter()
+        .map(|metric| metric.split('{').next().unwrap_or_default().to_owned())
+        .collect();
+    let telemetry = read(&manifest("src/telemetry.rs"));
+    let names: Vec<&str> = telemetry
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|literal| literal.starts_with("leadscore_") && !literal.contains(' '))
+        .collect();
+    assert!(names.len() >= 10, "src/telemetry.rs names only {names:?}");
+    for name in names {
+        assert!(documented.contains(name), "{name} is not in the README's metrics table");
+    }
+}
