@@ -115,6 +115,24 @@ fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
     assert_eq!(run.status.code(), Some(1), "leadscore run started on a mis-partitioned changelog");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains(&format!("error: topics: {changelog}: changelog has 2 partitions")), "{stderr}");
+
+    // Inputs that exist with another partition count than topics.partitions: the changelog follows them.
+    let existing = Names::new("topics-existing");
+    let toml =
+        other.config_toml(&tansu.bootstrap, &dir.path().join("state-maker"), 2).replace(&other.input, &existing.input);
+    let input_maker = write_config(dir.path(), "input-maker.toml", &toml);
+    assert_eq!(leadscore(&["topics", "create"], &input_maker).status.code(), Some(1), "its changelog is still bad");
+    let follows = write_config(
+        dir.path(),
+        "follows.toml",
+        &existing.config_toml(&tansu.bootstrap, &dir.path().join("state-follows"), PARTITIONS),
+    );
+    let fourth = leadscore(&["topics", "create"], &follows);
+    assert_eq!(fourth.status.code(), Some(0));
+    let report = stdout(&fourth);
+    assert!(report.contains(&format!("exists    {} (2 partitions)\n", existing.input)), "{report}");
+    assert!(report.contains(&format!("created   {} (2 partitions)\n", existing.changelog)), "{report}");
+    assert!(report.contains(&format!("created   {} ({PARTITIONS} partitions)\n", existing.dlq)), "{report}");
 }
 
 #[test]
