@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{Clock, Config, Format, Guarantee};
 use crate::event::DecodeLimits;
 use crate::kafka::sink::SinkTopics;
-use crate::kafka::topics::{self, TopicRole, TopicSpec};
+use crate::kafka::topics::{self, Provisioned, TopicRole, TopicSpec};
 use crate::rules::{Rules, RulesError};
 use crate::runtime::status::Status;
 use crate::runtime::task::{TaskSettings, WireFormat};
 use crate::runtime::{self, ProcessorError, ProcessorSettings, RunSummary};
 use crate::store::{RocksOptions, RocksStore, StateStore, StoreError};
 use crate::stream::TimerClock;
+
+/// How long topic provisioning waits for the brokers' metadata and admin answers.
+const TOPIC_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why `leadscore run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -105,10 +108,13 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
         max_in_flight: 4,
         transactional_id: match config.processing.guarantee {
             Guarantee::AtLeastOnce => None,
+            // One transactional id per instance, stable across its restarts so that a restart fences
+            // its previous incarnation: the client id tells apart the pods of a StatefulSet (whose state
+            // directories share one path), the state directory the instances on one machine.
             Guarantee::ExactlyOnce => Some(format!(
                 "{}-{:08x}",
                 config.kafka.group_id,
-                crate::hashing::name_key(&config.state.dir.display().to_string())
+                crate::hashing::name_key(&format!("{}\n{}", config.kafka.client_id, config.state.dir.display()))
             )),
         },
     }
@@ -131,6 +137,14 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     specs
 }
 
+/// Creates the config's missing topics and checks the existing ones: `leadscore topics create`, and the
+/// first step of `leadscore run`, which refuses to start on any problem found.
+pub async fn provision_topics(config: &Config) -> Result<Provisioned, AppError> {
+    topics::create_missing(&config.kafka.client_config(), &topic_specs(config), TOPIC_TIMEOUT)
+        .await
+        .map_err(|err| AppError::Topics(format!("cannot read cluster metadata: {err}")))
+}
+
 /// Opens the state store of a config.
 pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, StoreError> {
     let options = RocksOptions { cache_mb: config.state.cache_mb as usize, ..RocksOptions::default() };
@@ -143,18 +157,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
     info!(version = %rules.version, "rules loaded");
     let store = open_store(&config)?;
     let specs = topic_specs(&config);
-    let provisioned = topics::create_missing(&config.kafka.client_config(), &specs, Duration::from_secs(10))
-        .await
-        .map_err(|err| AppError::Topics(format!("cannot read cluster metadata: {err}")))?;
+    let provisioned = provision_topics(&config).await?;
+    for unverified in &provisioned.unverified {
+        warn!(topic = %unverified.topic, reason = %unverified.problem, "topic setting not checked");
+    }
     if !provisioned.problems.is_empty() {
         let problems: Vec<String> =
             provisioned.problems.iter().map(|problem| format!("{}: {}", problem.topic, problem.problem)).collect();
         return Err(AppError::Topics(problems.join("; ")));
     }
-    let partitions = topics::partition_counts(&config.kafka.client_config(), Duration::from_secs(10))
-        .ok()
-        .and_then(|counts| counts.get(&config.topics.inputs[0]).copied())
-        .unwrap_or(config.topics.partitions as i32) as u32;
+    let partitions = provisioned.input_partitions(&specs).unwrap_or(config.topics.partitions as i32) as u32;
     let status = Arc::new(Status::default());
     let instance = Arc::new(Instance { rules, store, status, partitions, config });
     run_instance(instance, shutdown).await

@@ -55,6 +55,11 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Manage the Kafka topics a configuration needs.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Produce generated interaction events (JSON, keyed by contact) to a Kafka topic.
     Generate {
         /// Bootstrap servers.
@@ -93,6 +98,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the missing input, output, dead-letter and changelog topics and check the existing ones:
+    /// exits 1 when a topic has the wrong partition count or the changelog is not compacted.
+    Create {
+        /// The configuration file (TOML), as for `leadscore run`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     leadscore::rules::parse_duration_ms(text).map(|ms| Duration::from_millis(ms as u64))
 }
@@ -109,6 +125,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
+        Command::Topics { action: TopicsAction::Create { config } } => topics_create(&config),
         Command::Generate { brokers, topic, count, contacts, rate, seed } => {
             leadscore::generator::produce(&brokers, &topic, count, contacts, rate, seed)
                 .map(|sent| {
@@ -289,6 +306,24 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             eprintln!("error: {err}");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let provisioned = runtime()?.block_on(leadscore::app::provision_topics(&config))?;
+    print!("{provisioned}");
+    if provisioned.problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {} topic problem(s); `leadscore run` would refuse to start", provisioned.problems.len());
+        Ok(ExitCode::FAILURE)
     }
 }
 

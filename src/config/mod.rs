@@ -292,7 +292,7 @@ impl Default for RulesConfig {
 pub const FIELDS: &[(&str, &str, &str)] = &[
     ("kafka.brokers", "127.0.0.1:9092", "bootstrap servers, host:port separated by commas"),
     ("kafka.group_id", "leadscore", "consumer group; also names the default changelog topic"),
-    ("kafka.client_id", "leadscore", "client id shown in broker logs and quotas"),
+    ("kafka.client_id", "leadscore", "client id in broker logs and quotas; one per instance with exactly_once"),
     ("kafka.security_protocol", "plaintext", "plaintext, ssl, sasl_plaintext or sasl_ssl"),
     ("kafka.sasl_mechanism", "", "plain, scram-sha-256 or scram-sha-512; required by the sasl_* protocols"),
     ("kafka.sasl_username", "", "SASL user name (secret)"),

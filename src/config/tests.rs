@@ -312,3 +312,29 @@ fn fields_lists_every_key_with_its_default() {
         }
     }
 }
+
+/// The README's configuration reference, as it must read: one row per key of [`FIELDS`], in order.
+fn reference_table() -> Vec<String> {
+    let mut rows = vec!["| key | default | what it does |".to_owned(), "|---|---|---|".to_owned()];
+    for (key, default, description) in FIELDS {
+        let default = if default.is_empty() { "unset".to_owned() } else { format!("`{default}`") };
+        rows.push(format!("| `{key}` | {default} | {description} |"));
+    }
+    rows
+}
+
+#[test]
+fn the_readme_reference_has_every_key_and_default() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    let heading = "### Configuration reference\n";
+    let section = readme.split_once(heading).map(|(_, rest)| rest).unwrap_or_else(|| panic!("no {heading:?}"));
+    let table: Vec<&str> =
+        section.lines().skip_while(|line| !line.starts_with('|')).take_while(|line| line.starts_with('|')).collect();
+    let expected = reference_table();
+    assert!(
+        table == expected,
+        "the README's configuration reference differs from config::FIELDS; it should read:\n\n{}\n",
+        expected.join("\n")
+    );
+}

@@ -1,11 +1,15 @@
 //! Topic provisioning: create what is missing with the right partitions, replication and (for the
 //! changelog) compaction, and check that what exists fits. Every topic config is set explicitly, because
 //! some brokers report no defaults.
+//!
+//! `leadscore topics create` and `leadscore run` both go through [`create_missing`], so an operator who
+//! provisions topics ahead of time gets the same verdict `run` would give at start-up.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -45,15 +49,52 @@ pub struct TopicProblem {
     pub problem: String,
 }
 
-/// What provisioning did.
+/// What provisioning did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Provisioned {
     /// Topics created.
     pub created: Vec<String>,
     /// Topics that already existed.
     pub existing: Vec<String>,
-    /// Existing topics with the wrong settings.
+    /// Topics with the wrong settings, or missing and not creatable: `leadscore run` refuses to start.
     pub problems: Vec<TopicProblem>,
+    /// Settings the broker would not describe, so they could not be checked (librdkafka's mock cluster
+    /// has no DescribeConfigs); not a problem, but not a clean bill of health either.
+    pub unverified: Vec<TopicProblem>,
+    /// Partition count of every needed topic that exists after provisioning.
+    pub partitions: BTreeMap<String, i32>,
+}
+
+impl Provisioned {
+    /// The partition count of the inputs, which every task and API lookup is laid out by.
+    pub fn input_partitions(&self, specs: &[TopicSpec]) -> Option<i32> {
+        let first_input = specs.iter().find(|spec| spec.role == TopicRole::Input)?;
+        self.partitions.get(&first_input.name).copied()
+    }
+}
+
+/// One line per topic, then the problems and what could not be checked: what `leadscore topics create`
+/// prints.
+impl fmt::Display for Provisioned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let partitions = |topic: &str| match self.partitions.get(topic) {
+            Some(count) => format!("{count} partitions"),
+            None => "missing".to_owned(),
+        };
+        for topic in &self.created {
+            writeln!(f, "created   {topic} ({})", partitions(topic))?;
+        }
+        for topic in &self.existing {
+            writeln!(f, "exists    {topic} ({})", partitions(topic))?;
+        }
+        for TopicProblem { topic, problem } in &self.problems {
+            writeln!(f, "WRONG     {topic}: {problem}")?;
+        }
+        for TopicProblem { topic, problem } in &self.unverified {
+            writeln!(f, "unchecked {topic}: {problem}")?;
+        }
+        Ok(())
+    }
 }
 
 fn client_config(properties: &[(String, String)]) -> ClientConfig {
@@ -69,18 +110,44 @@ pub fn partition_counts(
     properties: &[(String, String)],
     timeout: Duration,
 ) -> Result<HashMap<String, i32>, KafkaError> {
+    cluster_metadata(properties, timeout).map(|(counts, _)| counts)
+}
+
+/// Partition counts of the topics that exist, and the id of a broker.
+fn cluster_metadata(
+    properties: &[(String, String)],
+    timeout: Duration,
+) -> Result<(HashMap<String, i32>, Option<i32>), KafkaError> {
     let consumer: BaseConsumer = client_config(properties).create()?;
     let metadata = consumer.fetch_metadata(None, timeout)?;
-    Ok(metadata
+    let counts = metadata
         .topics()
         .iter()
         .filter(|topic| topic.error().is_none() && !topic.partitions().is_empty())
         .map(|topic| (topic.name().to_owned(), topic.partitions().len() as i32))
-        .collect())
+        .collect();
+    Ok((counts, metadata.brokers().first().map(|broker| broker.id())))
 }
 
-/// Creates the missing topics. Brokers without CreateTopics are reported in the log, not fatal: their
-/// topics must then exist already.
+/// The settings a topic of this role is created with. All explicit: a broker's defaults are not ours to
+/// rely on, and some brokers (tansu) report only the settings a topic was created with.
+fn new_topic(spec: &TopicSpec, partitions: i32) -> NewTopic<'_> {
+    let topic = NewTopic::new(&spec.name, partitions, TopicReplication::Fixed(spec.replication));
+    match spec.role {
+        TopicRole::Changelog => {
+            topic.set("cleanup.policy", "compact").set("min.compaction.lag.ms", "0").set("segment.ms", "3600000")
+        }
+        TopicRole::Input | TopicRole::Output => topic.set("cleanup.policy", "delete").set("retention.ms", "604800000"),
+    }
+}
+
+/// Creates the missing topics, then checks every needed topic: inputs co-partitioned, the changelog
+/// partitioned like the inputs and compacted. Idempotent: a second run creates nothing and finds the
+/// same. A missing changelog or input is created with the partition count of the inputs that already
+/// exist, so provisioning never builds the mismatch it would then report.
+///
+/// Brokers without CreateTopics (librdkafka's mock cluster) are reported in the log, not fatal: their
+/// topics must then exist already, and the checks say so if they don't.
 pub async fn create_missing(
     properties: &[(String, String)],
     specs: &[TopicSpec],
@@ -88,27 +155,21 @@ pub async fn create_missing(
 ) -> Result<Provisioned, KafkaError> {
     let existing = partition_counts(properties, timeout)?;
     let mut provisioned = Provisioned::default();
+    let existing_inputs = specs.iter().filter(|spec| spec.role == TopicRole::Input);
+    let input_partitions = existing_inputs.filter_map(|spec| existing.get(&spec.name).copied()).next();
     let missing: Vec<&TopicSpec> = specs.iter().filter(|spec| !existing.contains_key(&spec.name)).collect();
     provisioned.existing =
-        specs.iter().filter(|spec| existing.contains_key(&spec.name)).map(|s| s.name.clone()).collect();
+        specs.iter().filter(|spec| existing.contains_key(&spec.name)).map(|spec| spec.name.clone()).collect();
+    let admin: AdminClient<DefaultClientContext> = client_config(properties).create()?;
+    let options = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
     if !missing.is_empty() {
-        let admin: AdminClient<DefaultClientContext> = client_config(properties).create()?;
         let new_topics: Vec<NewTopic<'_>> = missing
             .iter()
-            .map(|spec| {
-                let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(spec.replication));
-                match spec.role {
-                    TopicRole::Changelog => topic
-                        .set("cleanup.policy", "compact")
-                        .set("min.compaction.lag.ms", "0")
-                        .set("segment.ms", "3600000"),
-                    TopicRole::Input | TopicRole::Output => {
-                        topic.set("cleanup.policy", "delete").set("retention.ms", "604800000")
-                    }
-                }
+            .map(|spec| match spec.role {
+                TopicRole::Input | TopicRole::Changelog => new_topic(spec, input_partitions.unwrap_or(spec.partitions)),
+                TopicRole::Output => new_topic(spec, spec.partitions),
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(timeout));
         match admin.create_topics(new_topics.iter(), &options).await {
             Ok(results) => {
                 for result in results {
@@ -130,8 +191,17 @@ pub async fn create_missing(
             Err(err) => warn!(error = %err, "the broker does not create topics; they must exist already"),
         }
     }
-    let counts = partition_counts(properties, timeout)?;
+    let (counts, broker) = cluster_metadata(properties, timeout)?;
     provisioned.problems.extend(check(specs, &counts));
+    provisioned.partitions =
+        specs.iter().filter_map(|spec| counts.get(&spec.name).map(|count| (spec.name.clone(), *count))).collect();
+    let changelogs: Vec<&str> = specs
+        .iter()
+        .filter(|spec| spec.role == TopicRole::Changelog && counts.contains_key(&spec.name))
+        .map(|spec| spec.name.as_str())
+        .collect();
+    // Any broker answers DescribeConfigs for a topic. Naming one spares the controller lookup, which never ends on a cluster that reports no controller (the mock cluster).
+    check_compaction(&admin, &options.broker_id(broker), &changelogs, &mut provisioned).await;
     Ok(provisioned)
 }
 
@@ -173,4 +243,93 @@ pub fn check(specs: &[TopicSpec], counts: &HashMap<String, i32>) -> Vec<TopicPro
         }
     }
     problems
+}
+
+/// The verdict on one changelog's `cleanup.policy` as the broker reports it (`None`: not reported).
+/// Without compaction the broker deletes old segments, and with them the only durable copy of the state
+/// of contacts that have been quiet for longer than the retention.
+pub fn compaction_problem(cleanup_policy: Option<&str>) -> Option<String> {
+    match cleanup_policy {
+        Some(policy) if policy.split(',').any(|part| part.trim() == "compact") => None,
+        Some(policy) => Some(format!(
+            "changelog is not compacted (cleanup.policy={policy}); old state would be deleted: \
+             set cleanup.policy=compact"
+        )),
+        None => Some(
+            "changelog reports no cleanup.policy, so it is not known to be compacted: set cleanup.policy=compact"
+                .to_owned(),
+        ),
+    }
+}
+
+/// Asks the broker for the changelogs' `cleanup.policy` (DescribeConfigs). A broker that cannot answer
+/// leaves them unverified rather than wrong.
+async fn check_compaction(
+    admin: &AdminClient<DefaultClientContext>,
+    options: &AdminOptions,
+    changelogs: &[&str],
+    provisioned: &mut Provisioned,
+) {
+    if changelogs.is_empty() {
+        return;
+    }
+    let resources: Vec<ResourceSpecifier<'_>> = changelogs.iter().map(|name| ResourceSpecifier::Topic(name)).collect();
+    let unverified = |topic: &str, reason: String| TopicProblem {
+        topic: topic.to_owned(),
+        problem: format!("cleanup.policy could not be read ({reason})"),
+    };
+    match admin.describe_configs(resources.iter(), options).await {
+        Ok(results) => {
+            for (topic, result) in changelogs.iter().zip(results) {
+                match result {
+                    Ok(resource) => {
+                        let policy = resource.get("cleanup.policy").and_then(|entry| entry.value.as_deref());
+                        if let Some(problem) = compaction_problem(policy) {
+                            provisioned.problems.push(TopicProblem { topic: (*topic).to_owned(), problem });
+                        }
+                    }
+                    Err(code) => provisioned.unverified.push(unverified(topic, code.to_string())),
+                }
+            }
+        }
+        Err(err) => {
+            warn!(error = %err, "the broker does not describe topic configs; changelog compaction is not checked");
+            provisioned.unverified.extend(changelogs.iter().map(|topic| unverified(topic, err.to_string())));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_compacting_policy_passes() {
+        assert_eq!(compaction_problem(Some("compact")), None);
+        assert_eq!(compaction_problem(Some("compact,delete")), None);
+        assert_eq!(compaction_problem(Some("delete, compact")), None);
+        let deleting = compaction_problem(Some("delete")).unwrap_or_default();
+        assert!(deleting.starts_with("changelog is not compacted (cleanup.policy=delete)"), "{deleting}");
+        let unreported = compaction_problem(None).unwrap_or_default();
+        assert!(unreported.contains("reports no cleanup.policy"), "{unreported}");
+    }
+
+    #[test]
+    fn the_report_names_every_topic_and_problem() {
+        let provisioned = Provisioned {
+            created: vec!["events".into()],
+            existing: vec!["changelog".into()],
+            problems: vec![TopicProblem { topic: "changelog".into(), problem: "has 3 partitions".into() }],
+            unverified: vec![TopicProblem {
+                topic: "other".into(),
+                problem: "cleanup.policy could not be read".into(),
+            }],
+            partitions: [("events".to_owned(), 6), ("changelog".to_owned(), 3)].into_iter().collect(),
+        };
+        assert_eq!(
+            provisioned.to_string(),
+            "created   events (6 partitions)\nexists    changelog (3 partitions)\n\
+             WRONG     changelog: has 3 partitions\nunchecked other: cleanup.policy could not be read\n"
+        );
+    }
 }

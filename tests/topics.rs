@@ -1,0 +1,166 @@
+//! `leadscore topics create` against real brokers: on tansu it creates every topic, a second run
+//! changes nothing, and a mis-partitioned or uncompacted changelog is reported with a non-zero exit,
+//! which `leadscore run` also refuses. On librdkafka's mock cluster (no CreateTopics, no DescribeConfigs)
+//! the partition checks still hold and compaction is reported as unchecked, not as fine.
+
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Names, Tansu, mock_broker};
+
+const PARTITIONS: u32 = 4;
+
+fn write_config(dir: &Path, name: &str, toml: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
+    path
+}
+
+fn leadscore(args: &[&str], config: &Path) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run leadscore: {err}"));
+    eprintln!(
+        "leadscore {args:?} exited {:?}\n{}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn all_topics(names: &Names) -> Vec<&str> {
+    vec![
+        &names.input,
+        &names.score_changed,
+        &names.threshold_crossed,
+        &names.phase_changed,
+        &names.dlq,
+        &names.changelog,
+    ]
+}
+
+#[test]
+fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
+    let tansu = Tansu::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let names = Names::new("topics");
+    let config =
+        write_config(dir.path(), "a.toml", &names.config_toml(&tansu.bootstrap, &dir.path().join("state"), PARTITIONS));
+
+    let first = leadscore(&["topics", "create"], &config);
+    assert_eq!(first.status.code(), Some(0));
+    let report = stdout(&first);
+    for topic in all_topics(&names) {
+        assert!(report.contains(&format!("created   {topic} ({PARTITIONS} partitions)\n")), "{topic}: {report}");
+    }
+    assert!(!report.contains("WRONG") && !report.contains("unchecked"), "{report}");
+
+    let second = leadscore(&["topics", "create"], &config);
+    assert_eq!(second.status.code(), Some(0));
+    let report = stdout(&second);
+    assert!(!report.contains("created"), "the second run created a topic: {report}");
+    for topic in all_topics(&names) {
+        assert!(report.contains(&format!("exists    {topic} ({PARTITIONS} partitions)\n")), "{topic}: {report}");
+    }
+
+    // Another deployment whose changelog was created by hand with 2 partitions, as a plain topic.
+    let other = Names::new("topics-bad");
+    let maker = format!(
+        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[topics]\ninputs = [\"{}.maker\"]\nscore_changed = \"{}\"\n\
+         partitions = 2\n[rules]\npath = \"{}\"\n",
+        tansu.bootstrap,
+        other.group,
+        other.input,
+        other.changelog,
+        common::manifest("examples/rules.toml").display()
+    );
+    let maker = write_config(dir.path(), "maker.toml", &maker);
+    assert_eq!(leadscore(&["topics", "create"], &maker).status.code(), Some(0));
+
+    let bad = write_config(
+        dir.path(),
+        "bad.toml",
+        &other.config_toml(&tansu.bootstrap, &dir.path().join("state-bad"), PARTITIONS),
+    );
+    let third = leadscore(&["topics", "create"], &bad);
+    assert_eq!(third.status.code(), Some(1), "a bad changelog must fail the command");
+    let report = stdout(&third);
+    let changelog = &other.changelog;
+    assert!(report.contains(&format!("exists    {changelog} (2 partitions)\n")), "{report}");
+    assert!(
+        report
+            .contains(&format!("WRONG     {changelog}: changelog has 2 partitions but the inputs have {PARTITIONS}\n")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("WRONG     {changelog}: changelog is not compacted (cleanup.policy=delete)")),
+        "{report}"
+    );
+    assert!(report.contains(&format!("created   {} ({PARTITIONS} partitions)\n", other.input)), "{report}");
+
+    let run = leadscore(&["run"], &bad);
+    assert_eq!(run.status.code(), Some(1), "leadscore run started on a mis-partitioned changelog");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains(&format!("error: topics: {changelog}: changelog has 2 partitions")), "{stderr}");
+
+    // Inputs that exist with another partition count than topics.partitions: the changelog follows them.
+    let existing = Names::new("topics-existing");
+    let toml =
+        other.config_toml(&tansu.bootstrap, &dir.path().join("state-maker"), 2).replace(&other.input, &existing.input);
+    let input_maker = write_config(dir.path(), "input-maker.toml", &toml);
+    assert_eq!(leadscore(&["topics", "create"], &input_maker).status.code(), Some(1), "its changelog is still bad");
+    let follows = write_config(
+        dir.path(),
+        "follows.toml",
+        &existing.config_toml(&tansu.bootstrap, &dir.path().join("state-follows"), PARTITIONS),
+    );
+    let fourth = leadscore(&["topics", "create"], &follows);
+    assert_eq!(fourth.status.code(), Some(0));
+    let report = stdout(&fourth);
+    assert!(report.contains(&format!("exists    {} (2 partitions)\n", existing.input)), "{report}");
+    assert!(report.contains(&format!("created   {} (2 partitions)\n", existing.changelog)), "{report}");
+    assert!(report.contains(&format!("created   {} ({PARTITIONS} partitions)\n", existing.dlq)), "{report}");
+}
+
+#[test]
+fn on_the_mock_cluster_partitions_are_checked_and_compaction_is_unchecked() {
+    let (_cluster, bootstrap, names) = mock_broker("topics-mock", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let config = load_config(dir.path(), "a.toml", &names, &bootstrap);
+    let provisioned = runtime.block_on(leadscore::app::provision_topics(&config)).unwrap_or_else(|err| panic!("{err}"));
+    assert!(provisioned.problems.is_empty(), "{provisioned}");
+    assert!(provisioned.created.is_empty(), "{provisioned}");
+    assert_eq!(provisioned.partitions.get(&names.changelog), Some(&(PARTITIONS as i32)), "{provisioned}");
+    assert_eq!(provisioned.unverified.len(), 1, "{provisioned}");
+    assert_eq!(provisioned.unverified[0].topic, names.changelog);
+    assert!(provisioned.unverified[0].problem.starts_with("cleanup.policy could not be read ("), "{provisioned}");
+
+    // A changelog partitioned unlike the inputs, on a broker that cannot be asked for configs either.
+    let (cluster, bootstrap, names) = mock_broker("topics-mock-bad", PARTITIONS);
+    let mut config = load_config(dir.path(), "b.toml", &names, &bootstrap);
+    let short = format!("{}.short", names.changelog);
+    cluster.create_topic(&short, 3, 1).unwrap_or_else(|err| panic!("{err}"));
+    config.topics.changelog = Some(short);
+    let provisioned = runtime.block_on(leadscore::app::provision_topics(&config)).unwrap_or_else(|err| panic!("{err}"));
+    let problems: Vec<String> = provisioned.problems.iter().map(|problem| problem.problem.clone()).collect();
+    assert_eq!(problems, [format!("changelog has 3 partitions but the inputs have {PARTITIONS}")], "{provisioned}");
+}
+
+fn load_config(dir: &Path, name: &str, names: &Names, bootstrap: &str) -> leadscore::config::Config {
+    let toml = names.config_toml(bootstrap, &dir.join(name).with_extension("state"), PARTITIONS);
+    leadscore::config::Config::load(&write_config(dir, name, &toml)).unwrap_or_else(|err| panic!("{err}"))
+}
