@@ -2,7 +2,32 @@
 //! `leadscore_<noun>_<unit>[_total]`; label values come from small fixed sets, never a contact id.
 //! Metrics are recorded per batch, not per event.
 
+use std::io::IsTerminal;
+
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global tracing subscriber: level filter from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+    if let Err(err) = installed {
+        eprintln!("logging is not set up: {err}");
+    }
+}
 
 /// Events consumed, by `outcome` (scored, ignored, duplicate, replayed, dlq) and `class` (interaction,
 /// phase_change, manual_adjustment, erase, requalify, unknown).

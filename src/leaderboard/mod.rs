@@ -27,13 +27,11 @@ pub enum LeaderboardError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored contact could not be decoded.
-    #[error("partition {partition}: contact {contact:?} cannot be read: {reason}")]
+    /// A stored contact could not be decoded (its id stays out of the message: ids are logged at debug).
+    #[error("partition {partition}: a stored contact cannot be read: {reason}")]
     Corrupt {
         /// Partition.
         partition: i32,
-        /// Contact.
-        contact: String,
         /// Decoding error.
         reason: String,
     },
@@ -65,11 +63,8 @@ impl Leaderboard {
                     true
                 }
                 Err(err) => {
-                    failure = Some(LeaderboardError::Corrupt {
-                        partition,
-                        contact: contact.to_owned(),
-                        reason: err.to_string(),
-                    });
+                    tracing::debug!(partition, contact, error = %err, "stored contact cannot be read");
+                    failure = Some(LeaderboardError::Corrupt { partition, reason: err.to_string() });
                     false
                 }
             },
