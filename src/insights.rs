@@ -61,6 +61,11 @@ pub const OUTCOMES: [&str; 5] = ["scored", "ignored", "duplicate", "replayed", "
 /// Output kinds, the `kind` label of `leadscore_outputs_total`.
 pub const OUTPUT_KINDS: [&str; 4] = ["score_changed", "threshold_crossed", "phase_changed", "contact_erased"];
 
+/// Dead-letter reasons, the `reason` label of `leadscore_dlq_records_total`: the decoder's error kinds,
+/// a key that is not the contact id, and events the rules reject.
+pub const DLQ_REASONS: [&str; 7] =
+    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "rejected"];
+
 /// The class of an event type.
 pub fn event_class(kind: &str) -> usize {
     match kind {
@@ -91,6 +96,8 @@ pub struct BatchInsight {
     pub event_times_ms: Vec<i64>,
     /// Outputs per kind (score_changed, threshold_crossed, phase_changed, contact_erased).
     pub outputs: [u64; 4],
+    /// Dead letters per reason, as in [`DLQ_REASONS`].
+    pub dead_letters: [u64; DLQ_REASONS.len()],
 }
 
 impl BatchInsight {
@@ -98,6 +105,13 @@ impl BatchInsight {
     pub fn count_event(&mut self, outcome: usize, class: usize) {
         if let Some(slot) = self.events.get_mut(outcome).and_then(|row| row.get_mut(class)) {
             *slot += 1;
+        }
+    }
+
+    /// Counts a dead letter by reason (one of [`DLQ_REASONS`]).
+    pub fn count_dead_letter(&mut self, reason: &str) {
+        if let Some(index) = DLQ_REASONS.iter().position(|known| *known == reason) {
+            self.dead_letters[index] += 1;
         }
     }
 
@@ -147,6 +161,11 @@ impl BatchInsight {
         for (kind, count) in OUTPUT_KINDS.iter().zip(&self.outputs) {
             if *count > 0 {
                 counter!(telemetry::OUTPUTS_TOTAL, "kind" => *kind).increment(*count);
+            }
+        }
+        for (reason, count) in DLQ_REASONS.iter().zip(&self.dead_letters) {
+            if *count > 0 {
+                counter!(telemetry::DLQ_TOTAL, "reason" => *reason).increment(*count);
             }
         }
         let mut per_rule: BTreeMap<usize, (u64, f64)> = BTreeMap::new();

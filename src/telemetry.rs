@@ -97,6 +97,13 @@ pub const LATENCY_BUCKETS: &[f64] =
 /// Histogram buckets of [`BATCH_RECORDS`].
 pub const RECORD_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
 
+/// Registers the unlabelled counters at 0, so rates and alerts see a series before the first increment.
+pub fn register_zeroes() {
+    for name in [BATCHES_TOTAL, COMMITS_TOTAL, RESTORED_RECORDS_TOTAL, TIMERS_FIRED_TOTAL, RESENT_OUTPUTS_TOTAL] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
 /// Registers every metric with its unit and help text.
 pub fn describe() {
     describe_counter!(EVENTS_TOTAL, Unit::Count, "Events consumed, by outcome and class.");

@@ -31,6 +31,7 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
             }
             let handle = builder.install_recorder().ok();
             telemetry::describe();
+            telemetry::register_zeroes();
             handle
         })
         .as_ref()

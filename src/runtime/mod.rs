@@ -205,6 +205,8 @@ impl<'a> Processor<'a> {
                 counter!(telemetry::BATCHES_TOTAL).increment(1);
                 histogram!(telemetry::BATCH_RECORDS).record(count as f64);
                 histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                let pending: usize = self.tasks.values().map(PartitionTask::pending_timers).sum();
+                gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
                 self.summary.records += count as u64;
                 self.status.events.fetch_add(count as u64, Ordering::Relaxed);
             }

@@ -296,9 +296,10 @@ impl PartitionTask {
             }
             let event = match decode(settings, record) {
                 Ok(event) => event,
-                Err(reason) => {
+                Err((kind, reason)) => {
                     counts.dead_lettered += 1;
                     insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
+                    insight.count_dead_letter(kind);
                     publish.push(dead_letter(settings, self.partition, record, &reason));
                     continue;
                 }
@@ -327,6 +328,7 @@ impl PartitionTask {
                 }
                 Outcome::Rejected(reason) => {
                     counts.dead_lettered += 1;
+                    insight.count_dead_letter("rejected");
                     publish.push(dead_letter(settings, self.partition, record, reason));
                     DEAD_LETTERED
                 }
@@ -476,18 +478,20 @@ impl PartitionTask {
     }
 }
 
-fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, String> {
+/// Decodes a record; an error carries its metric label (a [`DecodeError::kind`] or `key`) and message.
+fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, (&'static str, String)> {
     let payload = record.payload.as_deref().unwrap_or_default();
     let event = match settings.input_format {
         WireFormat::Json => json::decode(payload, &settings.limits),
         WireFormat::Protobuf => protobuf::decode(payload, &settings.limits),
     }
-    .map_err(|err: DecodeError| err.to_string())?;
+    .map_err(|err: DecodeError| (err.kind(), err.to_string()))?;
     match record.key.as_deref() {
-        None => Err("record has no key; the key must be the contact id".to_owned()),
-        Some(key) if key != event.contact.as_bytes() => {
-            Err(format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact))
-        }
+        None => Err(("key", "record has no key; the key must be the contact id".to_owned())),
+        Some(key) if key != event.contact.as_bytes() => Err((
+            "key",
+            format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact),
+        )),
         Some(_) => Ok(event),
     }
 }
