@@ -6,7 +6,7 @@
 //! the groups' sets in parallel from the top, computes the exact total of every contact it meets, and
 //! stops as soon as the k-th best total is at least the best total an unseen contact could still have.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 use super::key::RankKey;
 use crate::rules::{DecayLaw, Rules};
@@ -92,13 +92,15 @@ pub struct Board {
     sets: Vec<Vec<BTreeSet<(RankKey, u32)>>>,
     /// Contacts whose step keys go stale at a time: re-keyed before a query reads past it.
     expiries: BTreeSet<(i64, u32)>,
+    /// The latest time any key was made at; from then on keys read back exactly as values.
+    latest_key_ms: i64,
 }
 
 impl Board {
     /// An empty index for `rules`.
     pub fn new(rules: &Rules) -> Board {
         let sets = (0..=rules.phases.len()).map(|_| rules.groups.iter().map(|_| BTreeSet::new()).collect()).collect();
-        Board { sets, ..Board::default() }
+        Board { sets, latest_key_ms: i64::MIN, ..Board::default() }
     }
 
     /// Contacts indexed.
@@ -135,6 +137,7 @@ impl Board {
         };
         let mut slot = Slot { contact: contact.to_owned(), entry, keys: Vec::new(), next_expiry: None };
         let since = slot.entry.groups.iter().map(|score| score.since_ms).max().unwrap_or(i64::MIN);
+        self.latest_key_ms = self.latest_key_ms.max(since);
         rekey(rules, &mut slot, since);
         self.link(index, &slot);
         self.ids.insert(contact.to_owned(), index);
@@ -239,37 +242,52 @@ impl Board {
         now_ms: i64,
     ) -> Vec<(f64, u32)> {
         // Each stream yields contacts in order of decreasing weighted group value.
-        let mut streams: Vec<(usize, Box<dyn Iterator<Item = u32> + '_>)> = Vec::new();
+        let mut streams: Vec<(usize, Box<dyn Iterator<Item = &(RankKey, u32)> + '_>)> = Vec::new();
         for (group, set) in sets.iter().enumerate() {
             let weight = rules.groups[group].weight;
             if weight > 0.0 {
-                streams.push((group, Box::new(set.iter().rev().map(|(_, index)| *index))));
+                streams.push((group, Box::new(set.iter().rev())));
             } else if weight < 0.0 {
-                streams.push((group, Box::new(set.iter().map(|(_, index)| *index))));
+                streams.push((group, Box::new(set.iter())));
             }
         }
+        // Keys read back exactly once the query time is past every key's time; before that (event times
+        // ahead of the wall clock), bounds come from the contacts themselves.
+        let keys_exact = now_ms >= self.latest_key_ms;
+        let mut seen = vec![0u64; self.slots.len().div_ceil(64)];
         if streams.is_empty() {
             // Every weight is 0: every total is 0; any contacts will do.
             return sets
                 .first()
                 .map_or_else(Vec::new, |set| set.iter().take(limit).map(|(_, index)| (0.0, *index)).collect());
         }
-        let mut seen: HashSet<u32> = HashSet::new();
         let mut best: Vec<(f64, u32)> = Vec::with_capacity(limit + 1);
         let mut bounds = vec![f64::INFINITY; streams.len()];
         loop {
             let mut advanced = false;
             for (position, (group, stream)) in streams.iter_mut().enumerate() {
-                let Some(index) = stream.next() else {
+                let Some(&(key, index)) = stream.next() else {
                     bounds[position] = f64::NEG_INFINITY;
                     continue;
                 };
                 advanced = true;
+                let weight = rules.groups[*group].weight;
+                let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
+                let unseen = seen[word] & bit == 0;
+                if keys_exact {
+                    bounds[position] = weight * key.value_at(rules.groups[*group].decay, now_ms);
+                    if !unseen {
+                        continue;
+                    }
+                }
                 let Some(entry) = self.entry(index) else {
                     continue;
                 };
-                bounds[position] = rules.groups[*group].weight * entry.value(rules, *group, now_ms);
-                if seen.insert(index) {
+                if !keys_exact {
+                    bounds[position] = weight * entry.value(rules, *group, now_ms);
+                }
+                if unseen {
+                    seen[word] |= bit;
                     let total = entry.total(rules, now_ms);
                     let at = best.partition_point(|(score, _)| *score >= total);
                     if at < limit {

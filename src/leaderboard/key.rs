@@ -76,6 +76,27 @@ impl RankKey {
         };
         RankKey { class, level }
     }
+
+    /// The value the key stands for at `at_ms` under `decay`, exact for any `at_ms` not before the time
+    /// the key was made at (for a step key: until its next expiry). The threshold algorithm reads its
+    /// bounds from keys this way, without touching the contacts.
+    pub fn value_at(self, decay: DecayLaw, at_ms: i64) -> f64 {
+        if self.class == 0 {
+            return 0.0;
+        }
+        let positive = self.class > 0;
+        match decay {
+            DecayLaw::None | DecayLaw::Step { .. } => self.level,
+            DecayLaw::Exponential { half_life_ms } => {
+                let at = at_ms as f64 / half_life_ms;
+                if positive { (self.level - at).exp2() } else { -(-self.level - at).exp2() }
+            }
+            DecayLaw::Linear { per_ms } => {
+                let moved = per_ms * at_ms as f64;
+                if positive { (self.level - moved).max(0.0) } else { (self.level + moved).min(0.0) }
+            }
+        }
+    }
 }
 
 fn class(value: f64) -> i8 {
@@ -147,6 +168,15 @@ mod tests {
     }
 
     proptest! {
+        /// A key reads back as the value it was made from, decayed.
+        #[test]
+        fn keys_read_back_as_decayed_values(decay in decay_law(), a in contact(), extra in 0i64..400 * DAY_MS) {
+            let at = a.1 + extra;
+            let read = RankKey::of(decay, a.0, a.1).value_at(decay, at);
+            let expected = value_at(decay, a.0, a.1, at);
+            prop_assert!((read - expected).abs() <= 1e-9 * expected.abs().max(1.0), "{read} vs {expected}");
+        }
+
         /// Whenever two keys compare, the values compare the same way at every later time: ordering by
         /// key is sorting by decayed value, whenever the index is read.
         #[test]
