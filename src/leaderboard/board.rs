@@ -82,6 +82,9 @@ struct Slot {
     next_expiry: Option<i64>,
 }
 
+/// One group's ordered entries, read from the best end.
+type KeyStream<'a> = Box<dyn Iterator<Item = &'a (RankKey, u32)> + 'a>;
+
 /// The index of one partition.
 #[derive(Default)]
 pub struct Board {
@@ -242,7 +245,7 @@ impl Board {
         now_ms: i64,
     ) -> Vec<(f64, u32)> {
         // Each stream yields contacts in order of decreasing weighted group value.
-        let mut streams: Vec<(usize, Box<dyn Iterator<Item = &(RankKey, u32)> + '_>)> = Vec::new();
+        let mut streams: Vec<(usize, KeyStream<'_>)> = Vec::new();
         for (group, set) in sets.iter().enumerate() {
             let weight = rules.groups[group].weight;
             if weight > 0.0 {
