@@ -92,6 +92,10 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         "  contact API and metrics: http://{}/v1/contacts/contact-0000000  http://{}/metrics",
         options.http, options.http
     );
+    println!(
+        "  leaderboard and rule statistics: http://{}/v1/leaderboard?limit=10  http://{}/v1/rules",
+        options.http, options.http
+    );
 
     let rules = Arc::new(Rules::parse(DEMO_RULES, Path::new("examples/rules.toml"))?);
     let store = app::open_store(&config)?;
