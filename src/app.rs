@@ -11,6 +11,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{Clock, Config, Format, Guarantee};
 use crate::event::DecodeLimits;
+use crate::insights::Insights;
 use crate::kafka::sink::SinkTopics;
 use crate::kafka::topics::{self, Provisioned, TopicRole, TopicSpec};
 use crate::rules::{Rules, RulesError};
@@ -63,6 +64,21 @@ pub struct Instance {
     pub partitions: u32,
     /// Configuration.
     pub config: Config,
+    /// The leaderboard index and rule statistics the runtime keeps for the API.
+    pub insights: Arc<Insights>,
+}
+
+impl Instance {
+    /// An instance with empty read models.
+    pub fn new(
+        rules: Arc<Rules>,
+        store: Arc<dyn StateStore>,
+        status: Arc<Status>,
+        partitions: u32,
+        config: Config,
+    ) -> Self {
+        Instance { rules, store, status, partitions, config, insights: Arc::new(Insights::default()) }
+    }
 }
 
 /// Loads the rules named by the config, with the config's history override.
@@ -168,7 +184,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
     }
     let partitions = provisioned.input_partitions(&specs).unwrap_or(config.topics.partitions as i32) as u32;
     let status = Arc::new(Status::default());
-    let instance = Arc::new(Instance { rules, store, status, partitions, config });
+    let instance = Arc::new(Instance::new(rules, store, status, partitions, config));
     run_instance(instance, shutdown).await
 }
 
@@ -183,7 +199,14 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         let stop = stop.clone();
         std::thread::Builder::new().name("processor".into()).spawn(move || {
             let settings = processor_settings(&instance.config);
-            runtime::run(&settings, &instance.rules, instance.store.as_ref(), &instance.status, &stop)
+            runtime::run(
+                &settings,
+                &instance.rules,
+                instance.store.as_ref(),
+                &instance.status,
+                &instance.insights,
+                &stop,
+            )
         })
     }
     .map_err(|_| AppError::Crashed)?;

@@ -92,17 +92,15 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         "  contact API and metrics: http://{}/v1/contacts/contact-0000000  http://{}/metrics",
         options.http, options.http
     );
+    println!(
+        "  leaderboard and rule statistics: http://{}/v1/leaderboard?limit=10  http://{}/v1/rules",
+        options.http, options.http
+    );
 
     let rules = Arc::new(Rules::parse(DEMO_RULES, Path::new("examples/rules.toml"))?);
     let store = app::open_store(&config)?;
     let status = Arc::new(Status::default());
-    let instance = Arc::new(Instance {
-        rules,
-        store,
-        status: status.clone(),
-        partitions: PARTITIONS as u32,
-        config: config.clone(),
-    });
+    let instance = Arc::new(Instance::new(rules, store, status.clone(), PARTITIONS as u32, config.clone()));
 
     let stop = Arc::new(AtomicBool::new(false));
     let generator = spawn_generator(&config, options.rate, options.contacts, stop.clone())?;

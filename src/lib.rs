@@ -13,6 +13,7 @@
 //! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations,
 //!   outputs and the stored-state codec.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
+//! - [`leaderboard`]: the top contacts per group or total, from an index with time-invariant keys.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
 //! - [`generator`]: deterministic, realistic event streams for the demo, tests and benchmarks.
 //! - [`hashing`]: stable name keys, event-id fingerprints and Kafka's key partitioner.
@@ -23,7 +24,9 @@
 //! - [`store`]: byte-level state storage behind a trait: RocksDB, and in memory for tests.
 //! - [`runtime`]: the processor: per-partition tasks, contact records, rebalances, readiness.
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
-//! - [`http`]: the contact API, health checks and Prometheus metrics.
+//! - [`http`]: the contact, leaderboard and rules API, health checks and Prometheus metrics.
+//! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.
+//! - [`rule_stats`]: rule firings and conversion attribution, counted per partition.
 //! - [`telemetry`]: metric names and their descriptions.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
@@ -35,9 +38,12 @@ pub mod event;
 pub mod generator;
 pub mod hashing;
 pub mod http;
+pub mod insights;
 pub mod kafka;
+pub mod leaderboard;
 pub mod offline;
 pub mod proto;
+pub mod rule_stats;
 pub mod rules;
 pub mod runtime;
 pub mod scoring;

@@ -1,7 +1,7 @@
 //! The `leadscore` command line. It parses arguments, sets up logging and hands over to the library.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -13,6 +13,7 @@ use leadscore::config::Config;
 use leadscore::demo::DemoOptions;
 use leadscore::offline::OfflineScorer;
 use leadscore::rules::{DecayLaw, Effect, Rules, Target};
+use leadscore::telemetry::LogFormat;
 
 /// Exit status for a bad rules or config file.
 const EXIT_BAD_INPUT: u8 = 2;
@@ -20,6 +21,10 @@ const EXIT_BAD_INPUT: u8 = 2;
 #[derive(Parser)]
 #[command(name = "leadscore", version, about = "Kafka-native lead scoring with exact decay and exactly-once state")]
 struct Cli {
+    /// Log format on standard error: human-readable lines, or one JSON object per line. The level
+    /// filter comes from RUST_LOG (default "info"); contact ids appear at debug level only.
+    #[arg(long, global = true, value_enum, default_value = "human", env = "LEADSCORE_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,15 +119,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    leadscore::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Topics { action: TopicsAction::Create { config } } => topics_create(&config),

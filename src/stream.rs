@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::event::Event;
 use crate::rules::Rules;
-use crate::scoring::{self, ContactState, Outcome, Output};
+use crate::scoring::{self, Attribution, ContactState, Outcome, Output};
 
 /// Where a partition's contact states live: a map in the offline model, RocksDB in the runtime.
 pub trait ContactStore {
@@ -48,6 +48,8 @@ pub struct Processed {
     pub outcome: Outcome,
     /// Outputs of due timers and of the event, in order.
     pub outputs: Vec<Output>,
+    /// Rules the event fired and phases it entered.
+    pub attribution: Attribution,
 }
 
 impl PartitionStream {
@@ -111,7 +113,7 @@ impl PartitionStream {
         if self.clock == TimerClock::StreamTime {
             outputs.extend(self.fire_due(rules, store, self.stream_time_ms));
         }
-        Processed { outcome: applied.outcome, outputs }
+        Processed { outcome: applied.outcome, outputs, attribution: applied.attribution }
     }
 
     /// Fires every timer due at `now_ms`, in time order.

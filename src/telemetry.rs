@@ -2,9 +2,35 @@
 //! `leadscore_<noun>_<unit>[_total]`; label values come from small fixed sets, never a contact id.
 //! Metrics are recorded per batch, not per event.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use std::io::IsTerminal;
 
-/// Events consumed, by `outcome` (scored, ignored, duplicate, replayed, dlq).
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    Human,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Installs the global tracing subscriber: level filter from `RUST_LOG` (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+    };
+    if let Err(err) = installed {
+        eprintln!("logging is not set up: {err}");
+    }
+}
+
+/// Events consumed, by `outcome` (scored, ignored, duplicate, replayed, dlq) and `class` (interaction,
+/// phase_change, manual_adjustment, erase, requalify, unknown).
 pub const EVENTS_TOTAL: &str = "leadscore_events_total";
 /// Outputs published, by `kind` (score_changed, threshold_crossed, phase_changed, contact_erased).
 pub const OUTPUTS_TOTAL: &str = "leadscore_outputs_total";
@@ -35,9 +61,52 @@ pub const REBALANCES_TOTAL: &str = "leadscore_rebalances_total";
 /// Outputs re-sent after a restart or rebalance.
 pub const RESENT_OUTPUTS_TOTAL: &str = "leadscore_resent_outputs_total";
 
+/// Rule firings, by `rule` (rule ids are bounded by the rules file).
+pub const RULE_FIRES_TOTAL: &str = "leadscore_rule_fires_total";
+/// Points given by rules (absolute, after clamping, rounded per batch), by `rule`.
+pub const RULE_POINTS_TOTAL: &str = "leadscore_rule_points_total";
+/// Threshold crossings, by `threshold` and `direction` (up, down).
+pub const THRESHOLD_CROSSINGS_TOTAL: &str = "leadscore_threshold_crossings_total";
+/// Phase changes, by `from` and `to`.
+pub const PHASE_CHANGES_TOTAL: &str = "leadscore_phase_changes_total";
+/// Time from an event's timestamp to the hand-over of its outputs for publishing.
+pub const EVENT_LATENCY_SECONDS: &str = "leadscore_event_latency_seconds";
+/// Records behind the partition's end, by `topic` and `partition` (librdkafka statistics).
+pub const CONSUMER_LAG_RECORDS: &str = "leadscore_consumer_lag_records";
+/// Time to restore one partition from the changelog.
+pub const RESTORE_SECONDS: &str = "leadscore_restore_duration_seconds";
+/// RocksDB's estimate of the keys in a column family, by `cf`.
+pub const ROCKSDB_ESTIMATED_KEYS: &str = "leadscore_rocksdb_estimated_keys";
+/// RocksDB's estimate of live data, in bytes.
+pub const ROCKSDB_LIVE_DATA_BYTES: &str = "leadscore_rocksdb_live_data_bytes";
+/// Bytes held by RocksDB's block cache.
+pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "leadscore_rocksdb_block_cache_bytes";
+/// Ranked contacts (not disqualified) by `phase`, over the owned partitions.
+pub const CONTACTS: &str = "leadscore_contacts";
+/// 1 when ready to serve (restored, polling, no fatal error), else 0.
+pub const READY: &str = "leadscore_ready";
+/// Always 1, with the `version` of the binary and the `rules_version`.
+pub const BUILD_INFO: &str = "leadscore_build_info";
+
+/// Histogram buckets, in seconds, of [`BATCH_SECONDS`] and [`RESTORE_SECONDS`].
+pub const DURATION_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+/// Histogram buckets, in seconds, of [`EVENT_LATENCY_SECONDS`]: from milliseconds to a day of backlog.
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0];
+/// Histogram buckets of [`BATCH_RECORDS`].
+pub const RECORD_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
+/// Registers the unlabelled counters at 0, so rates and alerts see a series before the first increment.
+pub fn register_zeroes() {
+    for name in [BATCHES_TOTAL, COMMITS_TOTAL, RESTORED_RECORDS_TOTAL, TIMERS_FIRED_TOTAL, RESENT_OUTPUTS_TOTAL] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
 /// Registers every metric with its unit and help text.
 pub fn describe() {
-    describe_counter!(EVENTS_TOTAL, Unit::Count, "Events consumed, by outcome.");
+    describe_counter!(EVENTS_TOTAL, Unit::Count, "Events consumed, by outcome and class.");
     describe_counter!(OUTPUTS_TOTAL, Unit::Count, "Outputs published, by kind.");
     describe_counter!(DLQ_TOTAL, Unit::Count, "Records sent to the dead-letter topic, by reason.");
     describe_counter!(BATCHES_TOTAL, Unit::Count, "Batches processed.");
@@ -56,4 +125,17 @@ pub fn describe() {
     describe_counter!(TIMERS_FIRED_TOTAL, Unit::Count, "Decay timers fired by the wall-clock ticker.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer-group rebalances, by kind.");
     describe_counter!(RESENT_OUTPUTS_TOTAL, Unit::Count, "Outputs re-sent because their input was not committed.");
+    describe_counter!(RULE_FIRES_TOTAL, Unit::Count, "Rule firings, by rule.");
+    describe_counter!(RULE_POINTS_TOTAL, Unit::Count, "Absolute points given by rules after clamping, by rule.");
+    describe_counter!(THRESHOLD_CROSSINGS_TOTAL, Unit::Count, "Threshold crossings, by threshold and direction.");
+    describe_counter!(PHASE_CHANGES_TOTAL, Unit::Count, "Phase changes, by from and to.");
+    describe_histogram!(EVENT_LATENCY_SECONDS, Unit::Seconds, "Event timestamp to output hand-over for publishing.");
+    describe_gauge!(CONSUMER_LAG_RECORDS, Unit::Count, "Consumer lag per input partition, from librdkafka statistics.");
+    describe_histogram!(RESTORE_SECONDS, Unit::Seconds, "Time to restore one partition from the changelog.");
+    describe_gauge!(ROCKSDB_ESTIMATED_KEYS, Unit::Count, "Estimated keys per RocksDB column family.");
+    describe_gauge!(ROCKSDB_LIVE_DATA_BYTES, Unit::Bytes, "Estimated live data in RocksDB, memtables included.");
+    describe_gauge!(ROCKSDB_BLOCK_CACHE_BYTES, Unit::Bytes, "Bytes held by the RocksDB block cache.");
+    describe_gauge!(CONTACTS, Unit::Count, "Ranked (not disqualified) contacts of the owned partitions, by phase.");
+    describe_gauge!(READY, Unit::Count, "1 when the instance is ready to serve, else 0.");
+    describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; labels carry the binary version and the rules version.");
 }

@@ -37,8 +37,7 @@ fn run_until(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMa
     let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
     let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
     let status = Arc::new(Status::default());
-    let instance =
-        Arc::new(Instance { rules, store, status: status.clone(), partitions: PARTITIONS, config: config.clone() });
+    let instance = Arc::new(Instance::new(rules, store, status.clone(), PARTITIONS, config.clone()));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
         let _ = stopped.await;

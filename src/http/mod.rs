@@ -2,35 +2,35 @@
 //! Prometheus metrics for SREs. `/v1/*` may require a bearer token; `/healthz`, `/readyz` and `/metrics`
 //! stay open for probes and scrapers.
 
-use std::sync::{Arc, OnceLock};
+mod api;
+pub mod metrics;
 
+use std::sync::Arc;
+
+use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use crate::app::Instance;
-use crate::hashing::partition_for_key;
-use crate::runtime::now_ms;
-use crate::runtime::record::StoredContact;
-use crate::scoring::ContactView;
+pub use api::{DEFAULT_LIMIT, LeaderboardQuery};
+pub use metrics::metrics_handle;
 
-/// The process-wide Prometheus recorder (installed once).
-pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let handle = PrometheusBuilder::new().install_recorder().ok();
-            crate::telemetry::describe();
-            handle
-        })
-        .as_ref()
-}
+use crate::app::Instance;
+
+/// Every route served, as (method, path template): the one list the router and the OpenAPI test share.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/contacts/{id}"),
+    ("GET", "/v1/leaderboard"),
+    ("GET", "/v1/rules"),
+];
 
 /// Binds the configured address and serves until the returned task is aborted.
 pub async fn serve(instance: Arc<Instance>) -> Result<JoinHandle<()>, String> {
@@ -38,19 +38,22 @@ pub async fn serve(instance: Arc<Instance>) -> Result<JoinHandle<()>, String> {
     let listener = tokio::net::TcpListener::bind(instance.config.http.listen).await.map_err(|err| err.to_string())?;
     let address = listener.local_addr().map_err(|err| err.to_string())?;
     tracing::info!(%address, "HTTP API and metrics listening");
+    let refresher = metrics::spawn_refresher(instance.clone());
     let app = router(instance);
     Ok(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
             tracing::error!(error = %err, "HTTP server stopped");
         }
+        refresher.abort();
     }))
 }
 
 /// The routes, for the server and for tests.
 pub fn router(instance: Arc<Instance>) -> Router {
     let api = Router::new()
-        .route("/v1/contacts/{id}", get(contact))
-        .route("/v1/rules", get(rules))
+        .route("/v1/contacts/{id}", get(api::contact))
+        .route("/v1/leaderboard", get(api::leaderboard))
+        .route("/v1/rules", get(api::rules))
         .route_layer(middleware::from_fn_with_state(instance.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "alive" })) }))
@@ -58,17 +61,18 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })
         .with_state(instance)
 }
-
-use axum::Json;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
 async fn ready(State(instance): State<Arc<Instance>>) -> Response {
-    match instance.status.not_ready_reason() {
+    let reason = instance.status.not_ready_reason();
+    ::metrics::gauge!(crate::telemetry::READY).set(if reason.is_none() { 1.0 } else { 0.0 });
+    match reason {
         None => Json(json!({ "status": "ready", "partitions": instance.status.owned() })).into_response(),
         Some(reason) => error(StatusCode::SERVICE_UNAVAILABLE, reason),
     }
@@ -78,52 +82,6 @@ async fn metrics() -> Response {
     match metrics_handle() {
         Some(handle) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render()).into_response(),
         None => error(StatusCode::INTERNAL_SERVER_ERROR, "metrics recorder unavailable"),
-    }
-}
-
-async fn rules(State(instance): State<Arc<Instance>>) -> Response {
-    let rules = &instance.rules;
-    Json(json!({
-        "version": rules.version,
-        "name": rules.name,
-        "groups": rules.groups.iter().map(|group| &group.name).collect::<Vec<_>>(),
-        "rules": rules.rules.iter().map(|rule| json!({ "id": rule.id, "on": rule.event_type })).collect::<Vec<_>>(),
-        "thresholds": rules.thresholds.iter().map(|threshold| &threshold.name).collect::<Vec<_>>(),
-        "phases": rules.phases.iter().map(|phase| &phase.name).collect::<Vec<_>>(),
-    }))
-    .into_response()
-}
-
-async fn contact(State(instance): State<Arc<Instance>>, Path(id): Path<String>) -> Response {
-    if id.is_empty() || id.len() > crate::event::MAX_FIELD_BYTES {
-        return error(StatusCode::BAD_REQUEST, "invalid contact id");
-    }
-    let partition = partition_for_key(id.as_bytes(), instance.partitions) as i32;
-    if instance.status.is_restoring(partition) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("partition {partition} is restoring; retry shortly"));
-    }
-    if !instance.status.owns(partition) {
-        return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("partition {partition} is not owned by this instance; ask the instance that owns it"),
-        );
-    }
-    let store = instance.store.clone();
-    let rules = instance.rules.clone();
-    let lookup = tokio::task::spawn_blocking(move || {
-        let bytes = store.get(partition, &id).map_err(|err| err.to_string())?;
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        let stored = StoredContact::decode(&rules, &id, &bytes).map_err(|err| err.to_string())?;
-        Ok::<_, String>(stored.state.map(|state| ContactView::new(&rules, &state, now_ms())))
-    })
-    .await;
-    match lookup {
-        Ok(Ok(Some(view))) => Json(view).into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "unknown contact"),
-        Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
     }
 }
 

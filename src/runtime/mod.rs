@@ -25,8 +25,10 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+use crate::insights::Insights;
 use crate::kafka::restore::{RestoreError, restore_partition};
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
+use crate::leaderboard::LeaderboardError;
 use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
@@ -81,6 +83,9 @@ pub enum ProcessorError {
     /// A revocation could not be finished.
     #[error("revocation: {0}")]
     Revocation(String),
+    /// A partition's leaderboard could not be built from the restored state.
+    #[error(transparent)]
+    Leaderboard(#[from] LeaderboardError),
 }
 
 /// Counts of a run, for logs and the demo.
@@ -98,9 +103,10 @@ pub fn run(
     rules: &Rules,
     store: &dyn StateStore,
     status: &Status,
+    insights: &Insights,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, ProcessorError> {
-    let mut processor = Processor::new(settings, rules, store, status)?;
+    let mut processor = Processor::new(settings, rules, store, status, insights)?;
     let result = processor.run(shutdown);
     if let Err(err) = &result {
         status.set_fatal(err.to_string());
@@ -113,6 +119,7 @@ struct Processor<'a> {
     rules: &'a Rules,
     store: &'a dyn StateStore,
     status: &'a Status,
+    insights: &'a Insights,
     consumer: BaseConsumer<GroupHooks>,
     sink: SharedSink,
     tasks: BTreeMap<i32, PartitionTask>,
@@ -128,6 +135,7 @@ impl<'a> Processor<'a> {
         rules: &'a Rules,
         store: &'a dyn StateStore,
         status: &'a Status,
+        insights: &'a Insights,
     ) -> Result<Self, ProcessorError> {
         let sink = Arc::new(Mutex::new(Sink::new(
             &settings.producer,
@@ -153,6 +161,8 @@ impl<'a> Processor<'a> {
             .set("isolation.level", "read_committed");
         set_default(&mut config, "auto.offset.reset", "earliest");
         set_default(&mut config, "partition.assignment.strategy", assignor);
+        // Consumer lag per partition comes from librdkafka's statistics (see `GroupHooks::stats`).
+        set_default(&mut config, "statistics.interval.ms", "5000");
         let consumer: BaseConsumer<GroupHooks> = config.create_with_context(hooks)?;
         let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;
@@ -163,6 +173,7 @@ impl<'a> Processor<'a> {
             rules,
             store,
             status,
+            insights,
             consumer,
             sink,
             tasks: BTreeMap::new(),
@@ -194,6 +205,8 @@ impl<'a> Processor<'a> {
                 counter!(telemetry::BATCHES_TOTAL).increment(1);
                 histogram!(telemetry::BATCH_RECORDS).record(count as f64);
                 histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                let pending: usize = self.tasks.values().map(PartitionTask::pending_timers).sum();
+                gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
                 self.summary.records += count as u64;
                 self.status.events.fetch_add(count as u64, Ordering::Relaxed);
             }
@@ -300,6 +313,9 @@ impl<'a> Processor<'a> {
                         self.assigned.remove(&entry);
                     }
                     let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
+                    for gone in self.tasks.keys().filter(|partition| !still.contains(partition)) {
+                        self.insights.drop_partition(*gone);
+                    }
                     self.tasks.retain(|partition, _| still.contains(partition));
                     records.retain(|partition, _| still.contains(partition));
                     self.status.set_owned(still);
@@ -330,6 +346,7 @@ impl<'a> Processor<'a> {
         let mut report = |progress: crate::kafka::restore::RestoreProgress| {
             info!(partition = progress.partition, records = progress.records, offset = progress.offset, "restoring");
         };
+        let started = Instant::now();
         let summary = restore_partition(
             &self.settings.client,
             &self.settings.topics.changelog,
@@ -341,6 +358,8 @@ impl<'a> Processor<'a> {
         counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(summary.records);
         let committed = self.committed_offsets(partition)?;
         let task = PartitionTask::open(partition, self.store, &self.settings.task, committed)?;
+        self.insights.open_partition(partition, self.rules, self.store)?;
+        histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
         let resend = task.unacknowledged(self.rules, self.store, &self.settings.task)?;
         if !resend.is_empty() {
             info!(partition, outputs = resend.len(), "re-sending outputs of uncommitted input");
@@ -405,8 +424,8 @@ impl<'a> Processor<'a> {
         Ok(())
     }
 
-    fn publish(&mut self, partition: i32, batch: TaskBatch) -> Result<(), ProcessorError> {
-        record_counts(&batch);
+    fn publish(&mut self, partition: i32, mut batch: TaskBatch) -> Result<(), ProcessorError> {
+        self.insights.apply(partition, self.rules, std::mem::take(&mut batch.insight), now_ms());
         self.summary.outputs += batch.counts.outputs;
         if !batch.write.is_empty() {
             if self.settings.transactional_id.is_some() {
@@ -499,24 +518,6 @@ impl Status {
             self.set_brokers_up(true);
         }
         was_down
-    }
-}
-
-fn record_counts(batch: &TaskBatch) {
-    let counts = batch.counts;
-    for (outcome, value) in [
-        ("scored", counts.scored),
-        ("ignored", counts.ignored),
-        ("duplicate", counts.duplicate),
-        ("replayed", counts.replayed),
-        ("dlq", counts.dead_lettered),
-    ] {
-        if value > 0 {
-            counter!(telemetry::EVENTS_TOTAL, "outcome" => outcome).increment(value);
-        }
-    }
-    if counts.outputs > 0 {
-        counter!(telemetry::OUTPUTS_TOTAL).increment(counts.outputs);
     }
 }
 

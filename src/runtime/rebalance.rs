@@ -90,6 +90,26 @@ fn partitions(list: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl ClientContext for GroupHooks {
+    /// Consumer lag per input partition, every `statistics.interval.ms`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, details) in &statistics.topics {
+            if !self.inputs.contains(topic) {
+                continue;
+            }
+            for (partition, stats) in &details.partitions {
+                // -1 is librdkafka's internal partition; a negative lag means not fetching it.
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    metrics::gauge!(
+                        crate::telemetry::CONSUMER_LAG_RECORDS,
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string()
+                    )
+                    .set(stats.consumer_lag as f64);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {

@@ -62,7 +62,9 @@ impl Status {
         }
     }
 
-    pub(crate) fn restoring(&self, partition: i32, restoring: bool) {
+    /// Marks input partition `partition` as restoring (or done). Public so embedders and tests can show
+    /// a restore to the HTTP API.
+    pub fn restoring(&self, partition: i32, restoring: bool) {
         if let Ok(mut set) = self.restoring.lock() {
             if restoring {
                 set.insert(partition);
@@ -72,7 +74,8 @@ impl Status {
         }
     }
 
-    pub(crate) fn set_owned(&self, partitions: impl IntoIterator<Item = i32>) {
+    /// Sets the partitions this instance owns.
+    pub fn set_owned(&self, partitions: impl IntoIterator<Item = i32>) {
         if let Ok(mut owned) = self.owned.lock() {
             *owned = partitions.into_iter().collect();
         }

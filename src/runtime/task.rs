@@ -12,6 +12,8 @@
 use super::batch_store::BatchStore;
 use super::record::{Route, RoutedOutput, StoredContact};
 use crate::event::{DecodeError, DecodeLimits, Event, json, protobuf};
+use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
+use crate::leaderboard::BoardEntry;
 use crate::rules::Rules;
 use crate::scoring::{Outcome, Output};
 use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
@@ -28,6 +30,13 @@ pub enum WireFormat {
 
 /// Changelog key of the per-batch checkpoint record; contact ids cannot start with NUL.
 pub const CHECKPOINT_KEY: &[u8] = b"\0checkpoint";
+
+/// Indices in [`crate::insights::OUTCOMES`].
+const SCORED: usize = 0;
+const IGNORED: usize = 1;
+const DUPLICATE: usize = 2;
+const REPLAYED: usize = 3;
+const DEAD_LETTERED: usize = 4;
 
 /// Bytes of an oversized record kept in its dead-letter copy.
 const DEAD_LETTER_HEAD: usize = 64 * 1024;
@@ -121,6 +130,8 @@ pub struct TaskBatch {
     pub commit: Vec<(usize, i64)>,
     /// Counts.
     pub counts: BatchCounts,
+    /// Changed contacts, rule firings, phase entries and crossings, for the read models and metrics.
+    pub insight: BatchInsight,
 }
 
 /// Why a batch could not be processed: internal errors, which stop the processor without committing.
@@ -270,6 +281,7 @@ impl PartitionTask {
         let mut batch = BatchStore::new(rules, store, self.partition);
         let mut publish = Vec::new();
         let mut counts = BatchCounts::default();
+        let mut insight = BatchInsight::default();
         let mut commit: Vec<(usize, i64)> = Vec::new();
         for record in records {
             let topic_key = TaskSettings::topic_key(&settings.inputs[record.topic]);
@@ -279,34 +291,51 @@ impl PartitionTask {
             }
             if self.next_offsets[record.topic].is_some_and(|next| record.offset < next) {
                 counts.replayed += 1;
+                insight.count_event(REPLAYED, UNKNOWN_CLASS);
                 continue;
             }
             let event = match decode(settings, record) {
                 Ok(event) => event,
-                Err(reason) => {
+                Err((kind, reason)) => {
                     counts.dead_lettered += 1;
+                    insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
+                    insight.count_dead_letter(kind);
                     publish.push(dead_letter(settings, self.partition, record, &reason));
                     continue;
                 }
             };
+            let class = event_class(&event.kind);
             if batch.applied_offset(&event.contact, topic_key)?.is_some_and(|applied| record.offset <= applied) {
                 counts.replayed += 1;
+                insight.count_event(REPLAYED, class);
                 continue;
             }
             let processed = self.stream.process(rules, &mut batch, &event);
             batch.check()?;
-            match &processed.outcome {
+            let outcome = match &processed.outcome {
                 Outcome::Scored => {
                     counts.scored += 1;
                     batch.mark_applied(&event.contact, topic_key, record.offset);
+                    SCORED
                 }
-                Outcome::Ignored => counts.ignored += 1,
-                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Ignored => {
+                    counts.ignored += 1;
+                    IGNORED
+                }
+                Outcome::Duplicate => {
+                    counts.duplicate += 1;
+                    DUPLICATE
+                }
                 Outcome::Rejected(reason) => {
                     counts.dead_lettered += 1;
+                    insight.count_dead_letter("rejected");
                     publish.push(dead_letter(settings, self.partition, record, reason));
+                    DEAD_LETTERED
                 }
-            }
+            };
+            insight.count_event(outcome, class);
+            insight.add_attribution(processed.attribution);
+            insight.add_outputs(&processed.outputs, Some(event.ts_ms));
             counts.outputs += processed.outputs.len() as u64;
             publish.extend(self.route(settings, &mut batch, topic_key, record.offset, processed.outputs));
         }
@@ -314,7 +343,7 @@ impl PartitionTask {
             let slot = &mut self.next_offsets[*topic];
             *slot = Some(slot.map_or(*next, |old| old.max(*next)));
         }
-        Ok(self.finish(rules, settings, batch, publish, commit, counts))
+        Ok(self.finish(rules, settings, batch, publish, commit, counts, insight))
     }
 
     /// Fires decay timers due at wall-clock time `now_ms`.
@@ -332,8 +361,10 @@ impl PartitionTask {
         let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
         let counts = BatchCounts { outputs: outputs.len() as u64, ..BatchCounts::default() };
+        let mut insight = BatchInsight::default();
+        insight.add_outputs(&outputs, None);
         let publish = self.route(settings, &mut batch, topic_key, cause, outputs);
-        Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts))
+        Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts, insight))
     }
 
     /// Encodes outputs, remembers them in their contacts' records, and routes them.
@@ -363,6 +394,7 @@ impl PartitionTask {
         publish
     }
 
+    #[allow(clippy::too_many_arguments)] // one call per batch kind; a struct would only rename them
     fn finish(
         &mut self,
         rules: &Rules,
@@ -371,6 +403,7 @@ impl PartitionTask {
         mut publish: Vec<Publish>,
         commit: Vec<(usize, i64)>,
         counts: BatchCounts,
+        mut insight: BatchInsight,
     ) -> TaskBatch {
         let mut write = PartitionBatch::new(self.partition);
         let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
@@ -395,6 +428,8 @@ impl PartitionTask {
         for change in batch.into_changes() {
             let mut stored = change.stored;
             stored.forget_committed(committed);
+            let entry = stored.state.as_ref().and_then(|state| BoardEntry::of(rules, state));
+            insight.contacts.push((change.contact.clone(), entry));
             if let Some(due) = change.old_timer {
                 write.timer_deletes.push((due, change.contact.clone()));
             }
@@ -439,22 +474,24 @@ impl PartitionTask {
             headers: Vec::new(),
         });
         write.meta = Some(meta);
-        TaskBatch { write, publish, commit, counts }
+        TaskBatch { write, publish, commit, counts, insight }
     }
 }
 
-fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, String> {
+/// Decodes a record; an error carries its metric label (a [`DecodeError::kind`] or `key`) and message.
+fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, (&'static str, String)> {
     let payload = record.payload.as_deref().unwrap_or_default();
     let event = match settings.input_format {
         WireFormat::Json => json::decode(payload, &settings.limits),
         WireFormat::Protobuf => protobuf::decode(payload, &settings.limits),
     }
-    .map_err(|err: DecodeError| err.to_string())?;
+    .map_err(|err: DecodeError| (err.kind(), err.to_string()))?;
     match record.key.as_deref() {
-        None => Err("record has no key; the key must be the contact id".to_owned()),
-        Some(key) if key != event.contact.as_bytes() => {
-            Err(format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact))
-        }
+        None => Err(("key", "record has no key; the key must be the contact id".to_owned())),
+        Some(key) if key != event.contact.as_bytes() => Err((
+            "key",
+            format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact),
+        )),
         Some(_) => Ok(event),
     }
 }

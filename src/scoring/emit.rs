@@ -1,6 +1,7 @@
 //! Builds the outputs of one event or timer, with deterministic ids, and mutes them for disqualified
 //! contacts.
 
+use super::attribution::{Attribution, Conversion, RuleFire};
 use super::grade;
 use super::output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
 use super::state::ContactState;
@@ -14,11 +15,35 @@ pub(super) struct Emitter<'a> {
     /// Per output: published even while the contact is disqualified (the change of qualification itself).
     unmuted: Vec<bool>,
     sequence: u32,
+    attribution: Attribution,
 }
 
 impl<'a> Emitter<'a> {
     pub fn new(rules: &'a Rules, contact: &'a str, event_id: &'a str) -> Self {
-        Emitter { rules, contact, event_id, outputs: Vec::new(), unmuted: Vec::new(), sequence: 0 }
+        Emitter {
+            rules,
+            contact,
+            event_id,
+            outputs: Vec::new(),
+            unmuted: Vec::new(),
+            sequence: 0,
+            attribution: Attribution::default(),
+        }
+    }
+
+    /// Counts a rule firing (never muted: statistics count what the engine did).
+    pub fn rule_fired(&mut self, fire: RuleFire) {
+        self.attribution.fired.push(fire);
+    }
+
+    /// Records a phase entry with the explanation just before it.
+    pub fn converted(&mut self, conversion: Conversion) {
+        self.attribution.conversions.push(conversion);
+    }
+
+    /// The rule firings and phase entries gathered so far.
+    pub fn take_attribution(&mut self) -> Attribution {
+        std::mem::take(&mut self.attribution)
     }
 
     pub fn event_id(&self) -> &str {

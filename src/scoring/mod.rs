@@ -5,6 +5,7 @@
 //! exactly when a value is read. [`apply`] scores one event; [`on_timer`] fires the decay-driven threshold
 //! falls that are due. Replaying the same input gives the same states and outputs, bit for bit.
 
+mod attribution;
 pub mod codec;
 mod crossing;
 mod emit;
@@ -12,6 +13,7 @@ mod output;
 mod state;
 mod view;
 
+pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
 pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
 pub use state::{ContactState, Contribution, GroupScore, HistoryEntry, RuleCount};
@@ -45,6 +47,8 @@ pub struct Applied {
     pub outputs: Vec<Output>,
     /// What happened.
     pub outcome: Outcome,
+    /// Rules fired and phases entered, for rule statistics.
+    pub attribution: Attribution,
 }
 
 /// What an event will do, decided before any state changes.
@@ -59,7 +63,8 @@ enum Plan {
 
 /// Scores one event against a contact's state (`None` for a contact not seen before).
 pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Applied {
-    let unchanged = |state, outcome| Applied { state, outputs: Vec::new(), outcome };
+    let unchanged =
+        |state, outcome| Applied { state, outputs: Vec::new(), outcome, attribution: Attribution::default() };
     let fingerprint = id_fingerprint(&event.id);
     if state.as_ref().is_some_and(|state| state.recent_ids.contains(&fingerprint)) {
         return unchanged(state, Outcome::Duplicate);
@@ -80,7 +85,8 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
     if let Plan::Erase = plan {
         let mut outputs = emit.finish(&state);
         outputs.push(emit::erased(rules, &event.contact, &event.id, at_ms));
-        return Applied { state: None, outputs, outcome: Outcome::Scored };
+        let attribution = emit.take_attribution();
+        return Applied { state: None, outputs, outcome: Outcome::Scored, attribution };
     }
 
     let old_total = state.total(rules, at_ms);
@@ -108,7 +114,8 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
         }
         Plan::Rules(indices) => {
             for index in indices {
-                fire_rule(rules, &mut state, index, event, at_ms);
+                let points = fire_rule(rules, &mut state, index, event, at_ms);
+                emit.rule_fired(RuleFire { rule: index, points });
                 fired_rules.push(rules.rules[index].id.clone());
             }
             if !was_disqualified && state.disqualified.is_some() {
@@ -126,13 +133,19 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
     remember(&mut state.recent_ids, fingerprint, rules.dedup_window);
     state.next_timer_ms = next_timer(rules, &state);
     let outputs = emit.finish(&state);
-    Applied { state: Some(state), outputs, outcome: Outcome::Scored }
+    let attribution = emit.take_attribution();
+    Applied { state: Some(state), outputs, outcome: Outcome::Scored, attribution }
 }
 
 /// Fires the decay-driven threshold falls of one contact that are due at `now_ms`.
 pub fn on_timer(rules: &Rules, state: ContactState, now_ms: i64) -> Applied {
     if state.next_timer_ms.is_none_or(|due| due > now_ms) {
-        return Applied { state: Some(state), outputs: Vec::new(), outcome: Outcome::Ignored };
+        return Applied {
+            state: Some(state),
+            outputs: Vec::new(),
+            outcome: Outcome::Ignored,
+            attribution: Attribution::default(),
+        };
     }
     let mut state = state;
     let contact = state.contact.clone();
@@ -140,7 +153,7 @@ pub fn on_timer(rules: &Rules, state: ContactState, now_ms: i64) -> Applied {
     fire_due_timers(rules, &mut state, now_ms, &mut emit);
     state.next_timer_ms = next_timer(rules, &state);
     let outputs = emit.finish(&state);
-    Applied { state: Some(state), outputs, outcome: Outcome::Scored }
+    Applied { state: Some(state), outputs, outcome: Outcome::Scored, attribution: Attribution::default() }
 }
 
 fn plan(rules: &Rules, state: Option<&ContactState>, event: &Event, at_ms: i64) -> Result<Plan, String> {
@@ -191,7 +204,8 @@ fn within_limit(rules: &Rules, state: &ContactState, index: usize, at_ms: i64) -
     }
 }
 
-fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Event, at_ms: i64) {
+/// Fires rule `index`; returns the points it gave (after clamping; 0 for a disqualification).
+fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Event, at_ms: i64) -> f64 {
     let rule = &rules.rules[index];
     if let Some(limit) = rule.limit {
         match state.rule_counts.iter_mut().find(|count| count.rule == rule.key) {
@@ -206,11 +220,10 @@ fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Even
         }
     }
     match &rule.effect {
-        Effect::Points(points) => {
-            if let Some(group) = rule.group {
-                add_points(rules, state, group, rule.key, *points, event, at_ms);
-            }
-        }
+        Effect::Points(points) => match rule.group {
+            Some(group) => add_points(rules, state, group, rule.key, *points, event, at_ms),
+            None => 0.0,
+        },
         Effect::Disqualify(reason) => {
             if state.disqualified.is_none() {
                 state.disqualified = Some(reason.clone());
@@ -226,10 +239,12 @@ fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Even
                 };
                 push_history(state, entry, rules.history_limit);
             }
+            0.0
         }
     }
 }
 
+/// Adds points to a group; returns the change of its value (after clamping).
 fn add_points(
     rules: &Rules,
     state: &mut ContactState,
@@ -238,9 +253,9 @@ fn add_points(
     points: f64,
     event: &Event,
     at_ms: i64,
-) {
+) -> f64 {
     let (Some(group_rules), Some(score)) = (rules.groups.get(group), state.groups.get_mut(group)) else {
-        return;
+        return 0.0;
     };
     let delta = score.add(group_rules, source, points, at_ms);
     let entry = HistoryEntry {
@@ -254,11 +269,13 @@ fn add_points(
         actor: None,
     };
     push_history(state, entry, rules.history_limit);
+    delta
 }
 
 fn enter_phase(rules: &Rules, state: &mut ContactState, phase: usize, at_ms: i64, cause: String, emit: &mut Emitter) {
     let old_total = state.total(rules, at_ms);
     let from = state.phase;
+    emit.converted(Conversion::snapshot(rules, state, from, phase, at_ms));
     state.phase = phase;
     let entered = &rules.phases[phase];
     for group in &entered.resets {

@@ -166,6 +166,17 @@ pub struct StoreSize {
     pub estimated_keys: u64,
 }
 
+/// Estimates a store reports for metrics (RocksDB properties; exact counts for the in-memory store).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreEstimates {
+    /// Estimated keys per column family.
+    pub keys: Vec<(&'static str, u64)>,
+    /// Estimated live data in bytes, memtables included.
+    pub live_bytes: u64,
+    /// Bytes held by the block cache.
+    pub block_cache_bytes: u64,
+}
+
 /// The runtime's storage interface: the RocksDB store in production, the in-memory store in tests,
 /// each usable as `Arc<dyn StateStore>` from the task threads.
 pub trait StateStore: Send + Sync {
@@ -200,6 +211,16 @@ pub trait StateStore: Send + Sync {
 
     /// The estimated size of the contacts column family.
     fn approximate_size(&self) -> Result<StoreSize>;
+
+    /// The store's own estimates, for metrics: keys per column family, live data and block-cache use.
+    fn estimates(&self) -> Result<StoreEstimates> {
+        let size = self.approximate_size()?;
+        Ok(StoreEstimates {
+            keys: vec![(CF_CONTACTS, size.estimated_keys)],
+            live_bytes: size.live_bytes,
+            block_cache_bytes: 0,
+        })
+    }
 
     /// Fully compacts every column family, so deleted (erased) contacts leave no trace in data files.
     /// Slow on a large store: for maintenance, not the hot path.

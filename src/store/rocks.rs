@@ -10,8 +10,8 @@ use rocksdb::{
 
 use super::{
     ALL_CFS, CF_CONTACTS, CF_META, CF_TIMERS, FORMAT_KEY, PartitionBatch, PartitionMeta, Result, STORE_FORMAT,
-    StateStore, StoreError, StoreSize, contact_from_key, contact_key, decode_meta, meta_key, partition_of_meta_key,
-    partition_range, timer_from_key, timer_key,
+    StateStore, StoreError, StoreEstimates, StoreSize, contact_from_key, contact_key, decode_meta, meta_key,
+    partition_of_meta_key, partition_range, timer_from_key, timer_key,
 };
 
 /// Tuning of the RocksDB store, from the config file.
@@ -274,6 +274,24 @@ impl StateStore for RocksStore {
         let live_bytes =
             property("rocksdb.estimate-live-data-size")?.saturating_add(property("rocksdb.cur-size-all-mem-tables")?);
         Ok(StoreSize { live_bytes, estimated_keys: property("rocksdb.estimate-num-keys")? })
+    }
+
+    fn estimates(&self) -> Result<StoreEstimates> {
+        let property = |cf: &'static str, name: &'static str| -> Result<u64> {
+            let value = self.db.property_int_value_cf(self.cf(cf)?, name).map_err(rocks_error("read a property"))?;
+            Ok(value.unwrap_or(0))
+        };
+        let mut estimates = StoreEstimates::default();
+        for cf in ALL_CFS {
+            estimates.keys.push((cf, property(cf, "rocksdb.estimate-num-keys")?));
+            estimates.live_bytes = estimates
+                .live_bytes
+                .saturating_add(property(cf, "rocksdb.estimate-live-data-size")?)
+                .saturating_add(property(cf, "rocksdb.cur-size-all-mem-tables")?);
+        }
+        // One cache is shared by every column family, so any of them reports the whole of it.
+        estimates.block_cache_bytes = property(CF_CONTACTS, "rocksdb.block-cache-usage")?;
+        Ok(estimates)
     }
 
     /// Leaves no deleted key in data files or the write-ahead log once followed by [`flush`]. The

@@ -1,0 +1,161 @@
+//! The `/v1` handlers: one contact with its explanation, the leaderboard, and the rules with their
+//! statistics.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::error;
+use crate::app::Instance;
+use crate::event::format_rfc3339;
+use crate::hashing::partition_for_key;
+use crate::leaderboard::{MAX_LIMIT, Ranking};
+use crate::runtime::now_ms;
+use crate::runtime::record::StoredContact;
+use crate::scoring::ContactView;
+
+/// Contacts a leaderboard returns when no limit is given.
+pub const DEFAULT_LIMIT: usize = 50;
+
+/// `GET /v1/contacts/{id}`.
+pub async fn contact(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let Ok(Path(id)) = id else {
+        return error(StatusCode::BAD_REQUEST, "invalid contact id");
+    };
+    if id.is_empty() || id.len() > crate::event::MAX_FIELD_BYTES {
+        return error(StatusCode::BAD_REQUEST, "invalid contact id");
+    }
+    let partition = partition_for_key(id.as_bytes(), instance.partitions) as i32;
+    if instance.status.is_restoring(partition) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("partition {partition} is restoring; retry shortly"));
+    }
+    if !instance.status.owns(partition) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("partition {partition} is not owned by this instance; ask the instance that owns it"),
+        );
+    }
+    let store = instance.store.clone();
+    let rules = instance.rules.clone();
+    let lookup = tokio::task::spawn_blocking(move || {
+        let bytes = store.get(partition, &id).map_err(|err| err.to_string())?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        let stored = StoredContact::decode(&rules, &id, &bytes).map_err(|err| err.to_string())?;
+        Ok::<_, String>(stored.state.map(|state| ContactView::new(&rules, &state, now_ms())))
+    })
+    .await;
+    match lookup {
+        Ok(Ok(Some(view))) => Json(view).into_response(),
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "unknown contact"),
+        Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
+    }
+}
+
+/// Query of `GET /v1/leaderboard`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderboardQuery {
+    /// Group to rank by; the weighted total if absent.
+    group: Option<String>,
+    /// Most contacts returned.
+    limit: Option<usize>,
+    /// Only contacts in this phase.
+    phase: Option<String>,
+}
+
+/// One leaderboard row.
+#[derive(Debug, Serialize)]
+struct Row {
+    rank: usize,
+    contact: String,
+    score: f64,
+    phase: String,
+}
+
+/// `GET /v1/leaderboard`: the top contacts of the partitions this instance owns, decayed to now.
+pub async fn leaderboard(
+    State(instance): State<Arc<Instance>>,
+    query: Result<Query<LeaderboardQuery>, QueryRejection>,
+) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let rules = &instance.rules;
+    let ranking = match query.group.as_deref() {
+        None | Some("total") => Ranking::Total,
+        Some(name) => match rules.group_index(name) {
+            Some(group) => Ranking::Group(group),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown group {name:?}")),
+        },
+    };
+    let phase = match query.phase.as_deref() {
+        None => None,
+        Some(name) => match rules.phase_index(name) {
+            Some(phase) => Some(phase),
+            None => return error(StatusCode::BAD_REQUEST, format!("unknown phase {name:?}")),
+        },
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_LIMIT}"));
+    }
+    let now = now_ms();
+    let instance_for_query = instance.clone();
+    let top = tokio::task::spawn_blocking(move || {
+        let rules = &instance_for_query.rules;
+        instance_for_query.insights.leaderboard.top(rules, ranking, phase, limit, now)
+    })
+    .await
+    .unwrap_or_default();
+    let rows: Vec<Row> = top
+        .into_iter()
+        .enumerate()
+        .map(|(position, ranked)| Row {
+            rank: position + 1,
+            contact: ranked.contact,
+            score: ranked.score,
+            phase: rules.phases.get(ranked.phase).map_or_else(String::new, |phase| phase.name.clone()),
+        })
+        .collect();
+    let restoring: Vec<i32> =
+        instance.status.owned().into_iter().filter(|partition| instance.status.is_restoring(*partition)).collect();
+    Json(json!({
+        "ranking": match ranking {
+            Ranking::Group(group) => rules.groups[group].name.clone(),
+            Ranking::Total => "total".to_owned(),
+        },
+        "phase": query.phase,
+        "at": format_rfc3339(now),
+        "partitions": instance.status.owned(),
+        "restoring": restoring,
+        "contacts": rows,
+    }))
+    .into_response()
+}
+
+/// `GET /v1/rules`: the active rules and what each rule did on this instance's partitions.
+pub async fn rules(State(instance): State<Arc<Instance>>) -> Response {
+    let rules = &instance.rules;
+    let (by_rule, by_phase) = instance.insights.rule_stats.report(rules);
+    Json(json!({
+        "version": rules.version,
+        "name": rules.name,
+        "groups": rules.groups.iter().map(|group| &group.name).collect::<Vec<_>>(),
+        "rules": by_rule,
+        "thresholds": rules.thresholds.iter().map(|threshold| &threshold.name).collect::<Vec<_>>(),
+        "phases": rules.phases.iter().map(|phase| &phase.name).collect::<Vec<_>>(),
+        "conversions": by_phase,
+        "partitions": instance.status.owned(),
+    }))
+    .into_response()
+}
