@@ -310,6 +310,9 @@ impl<'a> Processor<'a> {
                 GroupEvent::Revoked(revoked) => {
                     counter!(telemetry::REBALANCES_TOTAL, "kind" => "revoke").increment(1);
                     for entry in revoked {
+                        // The new owner reports this partition's lag from now on.
+                        gauge!(telemetry::CONSUMER_LAG_RECORDS, "topic" => entry.0.clone(), "partition" => entry.1.to_string())
+                            .set(0.0);
                         self.assigned.remove(&entry);
                     }
                     let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
