@@ -21,6 +21,7 @@ use crate::app::{self, Instance};
 use crate::config::Config;
 use crate::event::json;
 use crate::generator::EventGenerator;
+use crate::reload::ActiveRules;
 use crate::rules::Rules;
 use crate::runtime::now_ms;
 use crate::runtime::status::Status;
@@ -93,7 +94,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         options.http, options.http
     );
 
-    let rules = Arc::new(Rules::parse(DEMO_RULES, Path::new("examples/rules.toml"))?);
+    let rules = Arc::new(ActiveRules::new(Arc::new(Rules::parse(DEMO_RULES, Path::new("examples/rules.toml"))?)));
     let store = app::open_store(&config)?;
     let status = Arc::new(Status::default());
     let instance = Arc::new(Instance {

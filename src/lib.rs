@@ -25,6 +25,7 @@
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
 //! - [`http`]: the contact API, health checks and Prometheus metrics.
 //! - [`telemetry`]: metric names and their descriptions.
+//! - [`reload`]: hot rules reload: the rules in force, the file watcher and SIGHUP.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
 
@@ -38,6 +39,7 @@ pub mod http;
 pub mod kafka;
 pub mod offline;
 pub mod proto;
+pub mod reload;
 pub mod rules;
 pub mod runtime;
 pub mod scoring;

@@ -34,6 +34,11 @@ pub const TIMERS_FIRED_TOTAL: &str = "leadscore_timers_fired_total";
 pub const REBALANCES_TOTAL: &str = "leadscore_rebalances_total";
 /// Outputs re-sent after a restart or rebalance.
 pub const RESENT_OUTPUTS_TOTAL: &str = "leadscore_resent_outputs_total";
+/// Rules reloads, by `outcome` (applied, rejected).
+pub const RULES_RELOADS_TOTAL: &str = "leadscore_rules_reloads_total";
+/// 1 for the rules version the processor scores with, 0 for versions it scored with before, by
+/// `rules_version` (one series per version loaded since start-up).
+pub const RULES_INFO: &str = "leadscore_rules_info";
 
 /// Registers every metric with its unit and help text.
 pub fn describe() {
@@ -56,4 +61,10 @@ pub fn describe() {
     describe_counter!(TIMERS_FIRED_TOTAL, Unit::Count, "Decay timers fired by the wall-clock ticker.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer-group rebalances, by kind.");
     describe_counter!(RESENT_OUTPUTS_TOTAL, Unit::Count, "Outputs re-sent because their input was not committed.");
+    describe_counter!(
+        RULES_RELOADS_TOTAL,
+        Unit::Count,
+        "Rules file reloads, by outcome: applied, or rejected because the new file is invalid."
+    );
+    describe_gauge!(RULES_INFO, Unit::Count, "1 for the active rules version, 0 for versions replaced since start-up.");
 }

@@ -34,7 +34,8 @@ fn run_until(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMa
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
-    let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
+    let rules = leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}"));
+    let rules = Arc::new(leadscore::reload::ActiveRules::new(Arc::new(rules)));
     let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
     let status = Arc::new(Status::default());
     let instance =

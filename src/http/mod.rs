@@ -82,7 +82,7 @@ async fn metrics() -> Response {
 }
 
 async fn rules(State(instance): State<Arc<Instance>>) -> Response {
-    let rules = &instance.rules;
+    let rules = instance.rules.get();
     Json(json!({
         "version": rules.version,
         "name": rules.name,
@@ -109,7 +109,7 @@ async fn contact(State(instance): State<Arc<Instance>>, Path(id): Path<String>) 
         );
     }
     let store = instance.store.clone();
-    let rules = instance.rules.clone();
+    let rules = instance.rules.get();
     let lookup = tokio::task::spawn_blocking(move || {
         let bytes = store.get(partition, &id).map_err(|err| err.to_string())?;
         let Some(bytes) = bytes else {
