@@ -14,6 +14,7 @@
 //!   outputs and the stored-state codec.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
+//! - [`replay`]: `leadscore replay`: what-if rescoring into shadow topics, and the diff report.
 //! - [`generator`]: deterministic, realistic event streams for the demo, tests and benchmarks.
 //! - [`hashing`]: stable name keys, event-id fingerprints and Kafka's key partitioner.
 //! - [`proto`]: the generated `leadscore.v1` protobuf types.
@@ -40,6 +41,7 @@ pub mod kafka;
 pub mod offline;
 pub mod proto;
 pub mod reload;
+pub mod replay;
 pub mod rules;
 pub mod runtime;
 pub mod scoring;
