@@ -11,12 +11,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ReplayError;
 use super::position::{self, Position, Range};
@@ -94,7 +95,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
     // One consumer per input topic: the end-of-partition event names only the partition.
     let mut consumers = Vec::with_capacity(inputs.len());
     for _ in inputs {
-        consumers.push(config.create::<BaseConsumer>().map_err(kafka)?);
+        consumers.push(config.create_with_context::<_, BaseConsumer<EndIsNotAnError>>(EndIsNotAnError).map_err(kafka)?);
     }
     let ranges =
         position::resolve(&consumers[0], inputs, partitions, &options.from, options.to.as_ref(), LOOKUP_TIMEOUT)?;
@@ -122,7 +123,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
         tasks.insert(partition, PartitionTask::open(partition, store, &settings, vec![None; inputs.len()])?);
     }
     let mut sink = Sink::new(&options.producer, options.shadow.clone(), None)?;
-    let mut progress = Progress::new("events", total, options.progress_bar);
+    let mut progress = Progress::new("replay", "events", total, options.progress_bar);
     let mut summary = KafkaReplaySummary { partitions, ..KafkaReplaySummary::default() };
     let mut last_record = Instant::now();
     while !reading.finished() {
@@ -218,6 +219,19 @@ pub fn input_partitions(client: &[(String, String)], inputs: &[String]) -> Resul
     partitions.ok_or_else(|| ReplayError::Usage("no input topics".into()))
 }
 
+/// Consumer context that keeps the end-of-partition events the replay asks for out of the error log.
+struct EndIsNotAnError;
+
+impl ClientContext for EndIsNotAnError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            warn!(error = %error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNotAnError {}
+
 fn input_record(topic: usize, message: &rdkafka::message::BorrowedMessage<'_>) -> InputRecord {
     InputRecord {
         topic,
@@ -283,7 +297,7 @@ impl Reading {
 
     /// Reading has been idle and no end-of-partition event came: partitions at the high watermark the
     /// broker reports are finished.
-    fn idle(&mut self, consumer: &BaseConsumer, inputs: &[String]) {
+    fn idle(&mut self, consumer: &BaseConsumer<EndIsNotAnError>, inputs: &[String]) {
         let open: Vec<(usize, i32)> = self.ranges.keys().filter(|key| !self.done.contains(key)).copied().collect();
         for key in open {
             if let Ok((_, high)) = consumer.fetch_watermarks(&inputs[key.0], key.1, LOOKUP_TIMEOUT)

@@ -25,7 +25,10 @@ pub fn load_changelog(
     store: &dyn StateStore,
     progress_bar: bool,
 ) -> Result<u64, ReplayError> {
-    let mut progress = Progress::new("live records", 0, progress_bar);
+    // The total is what the broker reports up front (low on brokers whose ListOffsets lags); it grows as
+    // the restore goes.
+    let total = watermark_total(client, changelog, partitions);
+    let mut progress = Progress::new("live scores", "changelog records", total, progress_bar);
     let mut records = 0;
     for partition in 0..partitions {
         let mut last = 0;
@@ -41,6 +44,23 @@ pub fn load_changelog(
     }
     progress.finish();
     Ok(records)
+}
+
+fn watermark_total(client: &[(String, String)], changelog: &str, partitions: i32) -> u64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = rdkafka::ClientConfig::new();
+    for (key, value) in client {
+        config.set(key, value);
+    }
+    let Ok(consumer) = config.create::<BaseConsumer>() else {
+        return 0;
+    };
+    (0..partitions)
+        .filter_map(|partition| {
+            consumer.fetch_watermarks(changelog, partition, std::time::Duration::from_secs(10)).ok()
+        })
+        .map(|(low, high)| (high - low).max(0) as u64)
+        .sum()
 }
 
 /// Compares every contact of the replayed store (new rules) with the live store (live rules).

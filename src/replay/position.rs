@@ -67,8 +67,8 @@ pub struct Range {
 }
 
 /// Resolves `from` and `to` to offset ranges for every partition of every input topic.
-pub fn resolve(
-    consumer: &BaseConsumer,
+pub fn resolve<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     inputs: &[String],
     partitions: i32,
     from: &Position,
@@ -105,8 +105,8 @@ fn given(list: &[(Option<String>, i32, i64)], topic: &str, partition: i32) -> Re
 }
 
 /// The first offset with a timestamp at or after `ms`; `None` when every record is older.
-fn time_offset(
-    consumer: &BaseConsumer,
+fn time_offset<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     topic: &str,
     partition: i32,
     ms: i64,

@@ -12,28 +12,29 @@ const LOG_EVERY: Duration = Duration::from_secs(5);
 /// A progress display over a known (and possibly growing) number of records.
 pub struct Progress {
     bar: ProgressBar,
-    what: &'static str,
+    label: &'static str,
     drawn: bool,
     started: Instant,
     last_log: Instant,
 }
 
 impl Progress {
-    /// A display of `total` `what` (such as "events"); a bar when `draw`, log lines otherwise.
-    pub fn new(what: &'static str, total: u64, draw: bool) -> Progress {
+    /// A display labelled `label` of `total` `unit`s (such as "events"); a bar when `draw`, log lines
+    /// otherwise.
+    pub fn new(label: &'static str, unit: &'static str, total: u64, draw: bool) -> Progress {
         let bar = ProgressBar::with_draw_target(
             Some(total),
             if draw { ProgressDrawTarget::stderr_with_hz(4) } else { ProgressDrawTarget::hidden() },
         );
         let template = format!(
-            "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {what} \
-             {{per_sec}} ETA {{eta}}"
+            "{{prefix}} [{{elapsed_precise}}] {{wide_bar}} {{human_pos}}/{{human_len}} {unit} \
+             {{per_sec:0}} ETA {{eta}}"
         );
         if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix(what);
-        Progress { bar, what, drawn: draw, started: Instant::now(), last_log: Instant::now() }
+        bar.set_prefix(label);
+        Progress { bar, label, drawn: draw, started: Instant::now(), last_log: Instant::now() }
     }
 
     /// Raises the total when the log turned out longer than first known.
@@ -70,6 +71,6 @@ impl Progress {
         let total = self.bar.length().unwrap_or(done).max(done);
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         let eta = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
-        info!(what = self.what, done, total, rate = rate.round(), eta_seconds = eta.round(), "{message}");
+        info!(progress = self.label, done, total, rate = rate.round(), eta_seconds = eta.round(), "{message}");
     }
 }
