@@ -195,6 +195,11 @@ fn run_kafka(
     if let Some(topics) = &request.topics {
         config.topics.inputs = topics.clone();
     }
+    if let (Position::Time(from), Some(Position::Time(to))) = (&request.from, &request.to)
+        && to <= from
+    {
+        return Err(ReplayError::Usage("--to must be later than --from".into()));
+    }
     let prefix = request.output_prefix.trim();
     if prefix.is_empty() {
         return Err(ReplayError::Usage("--output-prefix must not be empty: a replay never writes live topics".into()));

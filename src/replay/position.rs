@@ -90,6 +90,7 @@ pub fn resolve<C: rdkafka::consumer::ConsumerContext>(
                 Some(Position::Time(ms)) => time_offset(consumer, topic, partition, *ms, timeout)?,
                 Some(Position::Offsets(list)) => Some(given(list, topic, partition)?),
             };
+            tracing::debug!(topic = %topic, partition, low, start, end, "replay range");
             ranges.insert((topic.clone(), partition), Range { start, end });
         }
     }
