@@ -16,6 +16,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::EndIsNotAnError;
 use crate::rules::Rules;
 use crate::runtime::record::StoredContact;
 use crate::runtime::task::CHECKPOINT_KEY;
@@ -121,7 +122,7 @@ pub fn restore_partition(
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = config.create().map_err(kafka)?;
+    let consumer: BaseConsumer<EndIsNotAnError> = config.create_with_context(EndIsNotAnError).map_err(kafka)?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(changelog, partition, Offset::Offset(start)).map_err(kafka)?;
     consumer.assign(&assignment).map_err(kafka)?;

@@ -11,17 +11,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::ReplayError;
 use super::position::{self, Position, Range};
 use super::progress::Progress;
+use crate::kafka::EndIsNotAnError;
 use crate::kafka::sink::{Sink, SinkTopics};
 use crate::rules::Rules;
 use crate::runtime::task::{Destination, InputRecord, PartitionTask, TaskSettings};
@@ -218,19 +218,6 @@ pub fn input_partitions(client: &[(String, String)], inputs: &[String]) -> Resul
     }
     partitions.ok_or_else(|| ReplayError::Usage("no input topics".into()))
 }
-
-/// Consumer context that keeps the end-of-partition events the replay asks for out of the error log.
-struct EndIsNotAnError;
-
-impl ClientContext for EndIsNotAnError {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
-            warn!(error = %error, reason, "Kafka client error");
-        }
-    }
-}
-
-impl ConsumerContext for EndIsNotAnError {}
 
 fn input_record(topic: usize, message: &rdkafka::message::BorrowedMessage<'_>) -> InputRecord {
     InputRecord {
