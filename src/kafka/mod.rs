@@ -3,7 +3,7 @@
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::ConsumerContext;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 pub mod restore;
 pub mod sink;
@@ -15,7 +15,7 @@ pub struct EndIsNotAnError;
 
 impl ClientContext for EndIsNotAnError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             tracing::error!(error = %error, reason, "Kafka client error");
         }
     }

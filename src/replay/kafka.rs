@@ -67,6 +67,9 @@ pub struct KafkaReplaySummary {
     pub outputs: u64,
     /// Records dead-lettered to the shadow dead-letter topic.
     pub dead_lettered: u64,
+    /// Offsets in range with no record: compaction, transaction markers, or a broker that answers a fetch
+    /// from inside a record batch with the next batch.
+    pub skipped: u64,
     /// Input partitions per topic.
     pub partitions: i32,
     /// Wall-clock seconds.
@@ -139,6 +142,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
                 match consumer.poll(wait) {
                     None => {}
                     Some(Err(KafkaError::PartitionEOF(partition))) => {
+                        tracing::debug!(topic = index, partition, next = ?reading.next.get(&(index, partition)), "end of partition");
                         reading.done.insert((index, partition));
                         polled = true;
                     }
@@ -196,6 +200,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
         progress.advance(count as u64);
         progress.grow_to(progress.position());
     }
+    summary.skipped = reading.skipped;
     sink.drain(DRAIN_TIMEOUT)?;
     store.flush()?;
     progress.finish();
@@ -238,6 +243,8 @@ struct Reading {
     /// Next offset to read.
     next: BTreeMap<(usize, i32), i64>,
     done: BTreeSet<(usize, i32)>,
+    /// Offsets in range that the broker returned no record for.
+    skipped: u64,
 }
 
 impl Reading {
@@ -254,7 +261,7 @@ impl Reading {
             .map(|(key, _)| *key)
             .collect();
         let next = ranges.iter().map(|(key, range)| (*key, range.start)).collect();
-        Reading { ranges, next, done }
+        Reading { ranges, next, done, skipped: 0 }
     }
 
     fn finished(&self) -> bool {
@@ -275,6 +282,13 @@ impl Reading {
             self.done.insert(key);
             return false;
         }
+        let expected = self.next.get(&key).copied().unwrap_or(offset);
+        if offset > expected {
+            // Compaction or transaction markers leave gaps; so do brokers that fetch from the batch after
+            // the one holding the requested offset.
+            tracing::debug!(topic = key.0, partition = key.1, expected, offset, "offsets skipped");
+            self.skipped += (offset - expected) as u64;
+        }
         self.next.insert(key, offset + 1);
         if end.is_some_and(|end| offset + 1 >= end) {
             self.done.insert(key);
@@ -290,6 +304,7 @@ impl Reading {
             if let Ok((_, high)) = consumer.fetch_watermarks(&inputs[key.0], key.1, LOOKUP_TIMEOUT)
                 && self.next.get(&key).is_some_and(|next| *next >= high)
             {
+                tracing::debug!(topic = key.0, partition = key.1, high, "idle at the high watermark");
                 self.done.insert(key);
             }
         }

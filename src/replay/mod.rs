@@ -250,6 +250,14 @@ fn run_kafka(
         summary.dead_lettered,
         if request.state_dir.is_some() { state_dir.display().to_string() } else { "a temporary directory".into() }
     )?;
+    if summary.skipped > 0 {
+        writeln!(
+            out,
+            "warning: {} offsets in the range had no record (compaction, transaction markers, or a broker that \
+             fetches from the next record batch when asked to start inside one)",
+            summary.skipped
+        )?;
+    }
     let Some(baseline) = baseline else {
         writeln!(out, "no diff report: give --baseline-rules (or --config) with the rules the live scores use")?;
         return Ok(());
