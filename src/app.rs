@@ -14,6 +14,7 @@ use crate::event::DecodeLimits;
 use crate::insights::Insights;
 use crate::kafka::sink::SinkTopics;
 use crate::kafka::topics::{self, Provisioned, TopicRole, TopicSpec};
+use crate::reload::{ActiveRules, RulesSource};
 use crate::rules::{Rules, RulesError};
 use crate::runtime::status::Status;
 use crate::runtime::task::{TaskSettings, WireFormat};
@@ -54,8 +55,8 @@ pub enum AppError {
 
 /// Everything a running instance shares with its HTTP server and with the demo's live view.
 pub struct Instance {
-    /// The compiled rules.
-    pub rules: Arc<Rules>,
+    /// The rules in force; a reload replaces them while the instance runs.
+    pub rules: Arc<ActiveRules>,
     /// The state store.
     pub store: Arc<dyn StateStore>,
     /// Processor status.
@@ -77,6 +78,7 @@ impl Instance {
         partitions: u32,
         config: Config,
     ) -> Self {
+        let rules = Arc::new(ActiveRules::new(rules));
         Instance { rules, store, status, partitions, config, insights: Arc::new(Insights::default()) }
     }
 }
@@ -88,6 +90,11 @@ pub fn load_rules(config: &Config) -> Result<Rules, RulesError> {
         rules.history_limit = history as usize;
     }
     Ok(rules)
+}
+
+/// Where a reload reads the rules of a config from.
+pub fn rules_source(config: &Config) -> RulesSource {
+    RulesSource { path: config.rules.path.clone(), history: config.state.history }
 }
 
 /// The processor settings a config gives.
@@ -184,8 +191,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
     }
     let partitions = provisioned.input_partitions(&specs).unwrap_or(config.topics.partitions as i32) as u32;
     let status = Arc::new(Status::default());
+    let watch = Duration::from_millis(config.rules.watch_ms);
+    let source = rules_source(&config);
     let instance = Arc::new(Instance::new(rules, store, status, partitions, config));
-    run_instance(instance, shutdown).await
+    let reloads = tokio::spawn(crate::reload::watch(source, watch, instance.rules.clone()));
+    let result = run_instance(instance, shutdown).await;
+    reloads.abort();
+    result
 }
 
 /// Runs the processor (and the HTTP server) of an already set-up instance.

@@ -15,6 +15,7 @@
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
 //! - [`leaderboard`]: the top contacts per group or total, from an index with time-invariant keys.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
+//! - [`replay`]: `leadscore replay`: what-if rescoring into shadow topics, and the diff report.
 //! - [`generator`]: deterministic, realistic event streams for the demo, tests and benchmarks.
 //! - [`hashing`]: stable name keys, event-id fingerprints and Kafka's key partitioner.
 //! - [`proto`]: the generated `leadscore.v1` protobuf types.
@@ -28,6 +29,7 @@
 //! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.
 //! - [`rule_stats`]: rule firings and conversion attribution, counted per partition.
 //! - [`telemetry`]: metric names and their descriptions.
+//! - [`reload`]: hot rules reload: the rules in force, the file watcher and SIGHUP.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
 
@@ -43,6 +45,8 @@ pub mod kafka;
 pub mod leaderboard;
 pub mod offline;
 pub mod proto;
+pub mod reload;
+pub mod replay;
 pub mod rule_stats;
 pub mod rules;
 pub mod runtime;

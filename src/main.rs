@@ -1,7 +1,7 @@
 //! The `leadscore` command line. It parses arguments, sets up logging and hands over to the library.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use leadscore::config::Config;
 use leadscore::demo::DemoOptions;
 use leadscore::offline::OfflineScorer;
+use leadscore::replay::{Position, ReplayRequest};
 use leadscore::rules::{DecayLaw, Effect, Rules, Target};
 use leadscore::telemetry::LogFormat;
 
@@ -53,6 +54,52 @@ enum Command {
         /// Model this many input partitions (decay timers follow each partition's stream time).
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+    },
+    /// Re-score history with new rules into shadow topics (or a JSON-lines export offline), and report
+    /// how the scores would differ from the live ones.
+    Replay {
+        /// The new rules file (TOML).
+        #[arg(long)]
+        rules: PathBuf,
+        /// The live instance's configuration: brokers, security, topics, formats and its rules.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The rules the live scores were computed with (default: the config's rules.path).
+        #[arg(long)]
+        baseline_rules: Option<PathBuf>,
+        /// Bootstrap servers (overrides the config).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Input topics, comma-separated (overrides the config).
+        #[arg(long, value_delimiter = ',')]
+        topics: Option<Vec<String>>,
+        /// Start: earliest, an RFC 3339 time (record timestamps), or offsets such as 0:1200,1:300.
+        #[arg(long, default_value = "earliest", value_parser = Position::parse)]
+        from: Position,
+        /// End (exclusive), in the same forms; default: the end of the log when the replay gets there.
+        #[arg(long, value_parser = Position::parse)]
+        to: Option<Position>,
+        /// Prefix of the shadow output topics.
+        #[arg(long, default_value = "shadow.")]
+        output_prefix: String,
+        /// State directory of the replay (default: a temporary directory).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// The live changelog topic (default: the config's).
+        #[arg(long)]
+        changelog: Option<String>,
+        /// Offline: replay this JSON-lines export instead of the topics ("-" for standard input).
+        #[arg(long)]
+        input: Option<String>,
+        /// Offline: write the new rules' outputs here as JSON lines.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Offline: model this many input partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Contacts listed as top movers.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
     },
     /// Run the stream processor against a Kafka cluster.
     Run {
@@ -134,6 +181,38 @@ fn main() -> ExitCode {
         }
         Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
         Command::Check { file } => check(&file),
+        Command::Replay {
+            rules,
+            config,
+            baseline_rules,
+            brokers,
+            topics,
+            from,
+            to,
+            output_prefix,
+            state_dir,
+            changelog,
+            input,
+            output,
+            partitions,
+            top,
+        } => replay(&ReplayRequest {
+            rules,
+            baseline_rules,
+            config,
+            brokers,
+            topics,
+            from,
+            to,
+            output_prefix,
+            state_dir,
+            changelog,
+            input,
+            output,
+            partitions,
+            top,
+            progress_bar: std::io::stderr().is_terminal(),
+        }),
         Command::Score { rules, input, output, state_out, partitions } => {
             score(&rules, &input, &output, state_out.as_deref(), partitions)
         }
@@ -262,6 +341,17 @@ fn score(
         scorer.store().contacts().len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn replay(request: &ReplayRequest) -> anyhow::Result<ExitCode> {
+    match leadscore::replay::run(request, &mut std::io::stdout().lock()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) if err.is_bad_input() => {
+            eprintln!("error: {err}");
+            Ok(ExitCode::from(EXIT_BAD_INPUT))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

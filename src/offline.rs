@@ -99,6 +99,26 @@ impl<'r> OfflineScorer<'r> {
         Ok(processed.outputs)
     }
 
+    /// Scores the following lines with `rules`, as a rules reload does between two batches of the
+    /// runtime: every state is written under the old rules and read back under the new ones, just as the
+    /// runtime reads its stored records.
+    pub fn switch_rules(&mut self, rules: &'r Rules) {
+        for state in self.store.contacts.values_mut() {
+            let bytes = crate::scoring::codec::encode(self.rules, state);
+            match crate::scoring::codec::decode(rules, &state.contact, &bytes) {
+                Ok(read) => *state = read,
+                // Unreachable: the bytes were encoded by this build a moment ago.
+                Err(_) => continue,
+            }
+        }
+        self.rules = rules;
+    }
+
+    /// The rules scoring now.
+    pub fn rules(&self) -> &'r Rules {
+        self.rules
+    }
+
     /// What happened so far.
     pub fn summary(&self) -> Summary {
         self.summary

@@ -60,6 +60,8 @@ pub const TIMERS_FIRED_TOTAL: &str = "leadscore_timers_fired_total";
 pub const REBALANCES_TOTAL: &str = "leadscore_rebalances_total";
 /// Outputs re-sent after a restart or rebalance.
 pub const RESENT_OUTPUTS_TOTAL: &str = "leadscore_resent_outputs_total";
+/// Rules reloads, by `outcome` (applied, rejected).
+pub const RULES_RELOADS_TOTAL: &str = "leadscore_rules_reloads_total";
 
 /// Rule firings, by `rule` (rule ids are bounded by the rules file).
 pub const RULE_FIRES_TOTAL: &str = "leadscore_rule_fires_total";
@@ -85,7 +87,7 @@ pub const ROCKSDB_BLOCK_CACHE_BYTES: &str = "leadscore_rocksdb_block_cache_bytes
 pub const CONTACTS: &str = "leadscore_contacts";
 /// 1 when ready to serve (restored, polling, no fatal error), else 0.
 pub const READY: &str = "leadscore_ready";
-/// Always 1, with the `version` of the binary and the `rules_version`.
+/// 1 with the `version` of the binary and the `rules_version` in force; 0 for rules versions replaced.
 pub const BUILD_INFO: &str = "leadscore_build_info";
 
 /// Histogram buckets, in seconds, of [`BATCH_SECONDS`] and [`RESTORE_SECONDS`].
@@ -96,6 +98,16 @@ pub const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0];
 /// Histogram buckets of [`BATCH_RECORDS`].
 pub const RECORD_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0];
+
+/// Marks `current` as the rules version in force in [`BUILD_INFO`], and `previous` (replaced by a reload)
+/// as no longer in force.
+pub fn set_rules_version(previous: Option<&str>, current: &str) {
+    let version = env!("CARGO_PKG_VERSION");
+    if let Some(previous) = previous {
+        metrics::gauge!(BUILD_INFO, "version" => version, "rules_version" => previous.to_owned()).set(0.0);
+    }
+    metrics::gauge!(BUILD_INFO, "version" => version, "rules_version" => current.to_owned()).set(1.0);
+}
 
 /// Registers the unlabelled counters at 0, so rates and alerts see a series before the first increment.
 pub fn register_zeroes() {
@@ -137,5 +149,14 @@ pub fn describe() {
     describe_gauge!(ROCKSDB_BLOCK_CACHE_BYTES, Unit::Bytes, "Bytes held by the RocksDB block cache.");
     describe_gauge!(CONTACTS, Unit::Count, "Ranked (not disqualified) contacts of the owned partitions, by phase.");
     describe_gauge!(READY, Unit::Count, "1 when the instance is ready to serve, else 0.");
-    describe_gauge!(BUILD_INFO, Unit::Count, "Always 1; labels carry the binary version and the rules version.");
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "1 with the binary version and the rules version in force; 0 for rules versions a reload replaced."
+    );
+    describe_counter!(
+        RULES_RELOADS_TOTAL,
+        Unit::Count,
+        "Rules file reloads, by outcome: applied, or rejected because the new file is invalid."
+    );
 }

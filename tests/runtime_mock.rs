@@ -11,54 +11,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use std::sync::Arc;
 
-use leadscore::app::Instance;
 use leadscore::config::Config;
 use leadscore::event::json;
-use leadscore::runtime::status::Status;
 
 const PARTITIONS: u32 = 3;
 
-/// Runs an instance until it owns and has restored every partition and the group has committed everything.
 fn run_until_committed(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMap<i32, i64>) {
-    run_until(config, bootstrap, names, expected, true);
+    run_in_process(config, bootstrap, names, expected, PARTITIONS, true);
 }
 
-/// As [`run_until_committed`]; when `offsets_visible` is false (transactional offset commits, which the
-/// mock cluster accepts but does not serve back), waits until every record was processed instead.
 fn run_until(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMap<i32, i64>, offsets_visible: bool) {
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
-    let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
-    let status = Arc::new(Status::default());
-    let instance = Arc::new(Instance::new(rules, store, status.clone(), PARTITIONS, config.clone()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
-        let _ = stopped.await;
-    }));
-    let started = std::time::Instant::now();
-    while !(status.ready() && status.owned().len() == PARTITIONS as usize) {
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if offsets_visible {
-        wait_committed(bootstrap, &names.group, &names.input, expected, Duration::from_secs(120));
-    } else {
-        let total: i64 = expected.values().sum();
-        while (status.events.load(std::sync::atomic::Ordering::Relaxed) as i64) < total {
-            assert!(started.elapsed() < Duration::from_secs(120), "records were not all processed");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let _ = stop.send(());
-    let result = runtime.block_on(handle).unwrap_or_else(|err| panic!("{err}"));
-    result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+    run_in_process(config, bootstrap, names, expected, PARTITIONS, offsets_visible);
 }
 
 #[test]

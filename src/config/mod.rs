@@ -279,11 +279,18 @@ impl Default for HttpConfig {
 pub struct RulesConfig {
     /// The rules file, relative to the config file unless absolute.
     pub path: PathBuf,
+    /// How often `leadscore run` looks for a changed rules file, in ms; 0 reloads on SIGHUP only.
+    pub watch_ms: u64,
+}
+
+/// Often enough that an edit is live within seconds, rarely enough that a stat call costs nothing.
+const fn default_watch_ms() -> u64 {
+    2_000
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        RulesConfig { path: PathBuf::from("rules.toml") }
+        RulesConfig { path: PathBuf::from("rules.toml"), watch_ms: default_watch_ms() }
     }
 }
 
@@ -327,4 +334,5 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("http.listen", "127.0.0.1:9464", "address of the API, health checks and metrics"),
     ("http.token", "", "bearer token required by /v1/* (secret)"),
     ("rules.path", "rules.toml", "the rules file"),
+    ("rules.watch_ms", "2000", "how often a changed rules file is looked for (0: reload on SIGHUP only)"),
 ];

@@ -42,7 +42,7 @@ pub async fn contact(State(instance): State<Arc<Instance>>, id: Result<Path<Stri
         );
     }
     let store = instance.store.clone();
-    let rules = instance.rules.clone();
+    let rules = instance.rules.get();
     let lookup = tokio::task::spawn_blocking(move || {
         let bytes = store.get(partition, &id).map_err(|err| err.to_string())?;
         let Some(bytes) = bytes else {
@@ -90,7 +90,7 @@ pub async fn leaderboard(
         Ok(query) => query,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    let rules = &instance.rules;
+    let rules = &instance.rules.get();
     let ranking = match query.group.as_deref() {
         None | Some("total") => Ranking::Total,
         Some(name) => match rules.group_index(name) {
@@ -112,8 +112,8 @@ pub async fn leaderboard(
     let now = now_ms();
     let instance_for_query = instance.clone();
     let top = tokio::task::spawn_blocking(move || {
-        let rules = &instance_for_query.rules;
-        instance_for_query.insights.leaderboard.top(rules, ranking, phase, limit, now)
+        let rules = instance_for_query.rules.get();
+        instance_for_query.insights.leaderboard.top(&rules, ranking, phase, limit, now)
     })
     .await
     .unwrap_or_default();
@@ -145,7 +145,7 @@ pub async fn leaderboard(
 
 /// `GET /v1/rules`: the active rules and what each rule did on this instance's partitions.
 pub async fn rules(State(instance): State<Arc<Instance>>) -> Response {
-    let rules = &instance.rules;
+    let rules = &instance.rules.get();
     let (by_rule, by_phase) = instance.insights.rule_stats.report(rules);
     Json(json!({
         "version": rules.version,

@@ -40,7 +40,8 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 /// Sets the sampled gauges once now.
 pub async fn refresh(instance: &Arc<Instance>) {
     gauge!(telemetry::READY).set(if instance.status.ready() { 1.0 } else { 0.0 });
-    let phases = &instance.rules.phases;
+    let rules = instance.rules.get();
+    let phases = &rules.phases;
     for (phase, count) in phases.iter().zip(instance.insights.leaderboard.count_by_phase(phases.len())) {
         gauge!(telemetry::CONTACTS, "phase" => phase.name.clone()).set(count as f64);
     }
@@ -58,14 +59,8 @@ pub async fn refresh(instance: &Arc<Instance>) {
     }
 }
 
-/// Sets the build info and refreshes the sampled gauges every [`REFRESH`] until aborted.
+/// Refreshes the sampled gauges every [`REFRESH`] until aborted.
 pub fn spawn_refresher(instance: Arc<Instance>) -> JoinHandle<()> {
-    gauge!(
-        telemetry::BUILD_INFO,
-        "version" => env!("CARGO_PKG_VERSION"),
-        "rules_version" => instance.rules.version.clone()
-    )
-    .set(1.0);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(REFRESH);
         loop {

@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::EndIsNotAnError;
 use crate::rules::Rules;
 use crate::runtime::record::StoredContact;
 use crate::runtime::task::CHECKPOINT_KEY;
@@ -27,22 +27,6 @@ const RESTORE_BATCH: usize = 5_000;
 const IDLE_CHECK: Duration = Duration::from_secs(3);
 /// How long a restore may see no progress before it gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The changelog reader's client context: the end of the partition is how a restore finishes, so it is
-/// not reported as a client error; anything else is a warning (the poll loop decides what is fatal).
-struct ChangelogReader;
-
-impl ClientContext for ChangelogReader {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !end_of_partition {
-            warn!(error = %error, reason, "changelog reader error");
-        }
-    }
-}
-
-impl ConsumerContext for ChangelogReader {}
 
 /// What a restore did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -137,7 +121,7 @@ pub fn restore_partition(
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer<ChangelogReader> = config.create_with_context(ChangelogReader).map_err(kafka)?;
+    let consumer: BaseConsumer<EndIsNotAnError> = config.create_with_context(EndIsNotAnError).map_err(kafka)?;
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(changelog, partition, Offset::Offset(start)).map_err(kafka)?;
     consumer.assign(&assignment).map_err(kafka)?;

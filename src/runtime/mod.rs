@@ -29,6 +29,7 @@ use crate::insights::Insights;
 use crate::kafka::restore::{RestoreError, restore_partition};
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
 use crate::leaderboard::LeaderboardError;
+use crate::reload::ActiveRules;
 use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
@@ -98,9 +99,10 @@ pub struct RunSummary {
 }
 
 /// Runs the processor on the calling thread until `shutdown` is set, then drains, commits and flushes.
+/// It scores with the rules in force in `rules` at the top of each poll cycle.
 pub fn run(
     settings: &ProcessorSettings,
-    rules: &Rules,
+    rules: &ActiveRules,
     store: &dyn StateStore,
     status: &Status,
     insights: &Insights,
@@ -116,7 +118,10 @@ pub fn run(
 
 struct Processor<'a> {
     settings: &'a ProcessorSettings,
-    rules: &'a Rules,
+    active_rules: &'a ActiveRules,
+    /// The rules of the current cycle, and the generation of `active_rules` they came from.
+    rules: Arc<Rules>,
+    rules_generation: u64,
     store: &'a dyn StateStore,
     status: &'a Status,
     insights: &'a Insights,
@@ -132,7 +137,7 @@ struct Processor<'a> {
 impl<'a> Processor<'a> {
     fn new(
         settings: &'a ProcessorSettings,
-        rules: &'a Rules,
+        active_rules: &'a ActiveRules,
         store: &'a dyn StateStore,
         status: &'a Status,
         insights: &'a Insights,
@@ -168,9 +173,14 @@ impl<'a> Processor<'a> {
         consumer.subscribe(&inputs)?;
         status.set_subscribed();
         status.set_brokers_up(true);
+        let rules_generation = active_rules.generation();
+        let rules = active_rules.get();
+        telemetry::set_rules_version(None, &rules.version);
         Ok(Processor {
             settings,
+            active_rules,
             rules,
+            rules_generation,
             store,
             status,
             insights,
@@ -187,6 +197,7 @@ impl<'a> Processor<'a> {
         let mut last_tick = Instant::now();
         let mut last_probe = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
+            self.adopt_rules();
             let records = self.poll_batch()?;
             let started = Instant::now();
             let count: usize = records.values().map(Vec::len).sum();
@@ -196,7 +207,7 @@ impl<'a> Processor<'a> {
                     let Some(task) = self.tasks.get_mut(&partition) else {
                         continue;
                     };
-                    let batch = task.process(self.rules, self.store, &self.settings.task, &records)?;
+                    let batch = task.process(&self.rules, self.store, &self.settings.task, &records)?;
                     self.publish(partition, batch)?;
                 }
                 self.end()?;
@@ -244,6 +255,24 @@ impl<'a> Processor<'a> {
         self.store.flush()?;
         info!(records = self.summary.records, outputs = self.summary.outputs, "stopped cleanly");
         Ok(self.summary)
+    }
+
+    /// Switches to rules reloaded since the last cycle. Called between cycles only, so every record of a
+    /// batch, its RocksDB write and its outputs belong to one rules version.
+    fn adopt_rules(&mut self) {
+        let generation = self.active_rules.generation();
+        if generation == self.rules_generation {
+            return;
+        }
+        let rules = self.active_rules.get();
+        self.rules_generation = generation;
+        if rules.version == self.rules.version {
+            return;
+        }
+        info!(from = %self.rules.version, to = %rules.version, "rules applied");
+        counter!(telemetry::RULES_RELOADS_TOTAL, "outcome" => "applied").increment(1);
+        telemetry::set_rules_version(Some(&self.rules.version), &rules.version);
+        self.rules = rules;
     }
 
     fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {
@@ -355,15 +384,15 @@ impl<'a> Processor<'a> {
             &self.settings.topics.changelog,
             partition,
             self.store,
-            self.rules,
+            &self.rules,
             &mut report,
         )?;
         counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(summary.records);
         let committed = self.committed_offsets(partition)?;
         let task = PartitionTask::open(partition, self.store, &self.settings.task, committed)?;
-        self.insights.open_partition(partition, self.rules, self.store)?;
+        self.insights.open_partition(partition, &self.rules, self.store)?;
         histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
-        let resend = task.unacknowledged(self.rules, self.store, &self.settings.task)?;
+        let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
         if !resend.is_empty() {
             info!(partition, outputs = resend.len(), "re-sending outputs of uncommitted input");
             counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(resend.len() as u64);
@@ -428,7 +457,7 @@ impl<'a> Processor<'a> {
     }
 
     fn publish(&mut self, partition: i32, mut batch: TaskBatch) -> Result<(), ProcessorError> {
-        self.insights.apply(partition, self.rules, std::mem::take(&mut batch.insight), now_ms());
+        self.insights.apply(partition, &self.rules, std::mem::take(&mut batch.insight), now_ms());
         self.summary.outputs += batch.counts.outputs;
         if !batch.write.is_empty() {
             if self.settings.transactional_id.is_some() {
@@ -451,7 +480,7 @@ impl<'a> Processor<'a> {
             let Some(task) = self.tasks.get_mut(&partition) else {
                 continue;
             };
-            let batch = task.tick(self.rules, self.store, &self.settings.task, now)?;
+            let batch = task.tick(&self.rules, self.store, &self.settings.task, now)?;
             pending += task.pending_timers();
             if batch.counts.outputs > 0 {
                 counter!(telemetry::TIMERS_FIRED_TOTAL).increment(batch.counts.outputs);

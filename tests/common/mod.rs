@@ -418,6 +418,98 @@ pub fn compare_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
+/// Runs an instance in this process until it owns and has restored every partition and the group has
+/// committed `expected`; when `offsets_visible` is false (transactional offset commits, which the mock
+/// cluster accepts but does not serve back), until every record was processed instead.
+pub fn run_in_process(
+    config: &leadscore::config::Config,
+    bootstrap: &str,
+    names: &Names,
+    expected: &BTreeMap<i32, i64>,
+    partitions: u32,
+    offsets_visible: bool,
+) {
+    use std::sync::Arc;
+    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
+    let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
+    let status = Arc::new(leadscore::runtime::status::Status::default());
+    let instance = Arc::new(leadscore::app::Instance::new(rules, store, status.clone(), partitions, config.clone()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
+        let _ = stopped.await;
+    }));
+    let started = Instant::now();
+    while !(status.ready() && status.owned().len() == partitions as usize) {
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if offsets_visible {
+        wait_committed(bootstrap, &names.group, &names.input, expected, Duration::from_secs(120));
+    } else {
+        let total: i64 = expected.values().sum();
+        while (status.events.load(std::sync::atomic::Ordering::Relaxed) as i64) < total {
+            assert!(started.elapsed() < Duration::from_secs(120), "records were not all processed");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = stop.send(());
+    let result = runtime.block_on(handle).unwrap_or_else(|err| panic!("{err}"));
+    result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+}
+
+/// The model of a rules reload: `first` scores lines before `switch_at`, `second` the rest, with the
+/// states carried over as the runtime carries them (stored under one version, read under the next).
+pub fn model_switching(first: &Rules, second: &Rules, partitions: u32, lines: &[Vec<u8>], switch_at: usize) -> Model {
+    let mut scorer = OfflineScorer::new(first, partitions);
+    let mut outputs = BTreeMap::new();
+    for (index, line) in lines.iter().enumerate() {
+        if index == switch_at {
+            scorer.switch_rules(second);
+        }
+        if let Ok(produced) = scorer.score_line(line) {
+            for output in produced {
+                let previous = outputs.insert(output.id.clone(), output.to_json());
+                assert!(previous.is_none(), "the model produced {} twice", output.id);
+            }
+        }
+    }
+    if switch_at >= lines.len() {
+        scorer.switch_rules(second);
+    }
+    let states = scorer
+        .store()
+        .contacts()
+        .iter()
+        .map(|(contact, state)| (contact.clone(), codec::encode(second, state)))
+        .collect();
+    Model { outputs, states }
+}
+
+/// Waits until the log file has a line containing `needle`, and returns that line.
+pub fn wait_for_log(log: &Path, needle: &str, timeout: Duration) -> String {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|line| line.contains(needle)) {
+            return line.to_owned();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    panic!("no log line with {needle:?} within {timeout:?}; the log ends with:\n{}", tail(&text, 20));
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A `leadscore run` process.
 pub struct Instance {
     pub child: Child,
