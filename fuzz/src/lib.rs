@@ -74,15 +74,20 @@ pub fn check_rules_file(data: &[u8]) {
     }
 }
 
-/// A changelog or RocksDB value: decoding never panics; a decoded record round-trips, and the engine
-/// goes on from the decoded state.
+/// A changelog or RocksDB value: decoding never panics; a decoded record's encoding is stable (decoding
+/// and encoding it again gives the same bytes), and the engine goes on from the decoded state.
+///
+/// Stable bytes, not equal states: the encoding leaves out groups at 0 without contributions, whose
+/// `since` time means nothing, so a crafted record with such a group decodes to a state that differs
+/// from its re-decoded self only there (the first crash this target found).
 pub fn check_contact_state(data: &[u8]) {
     let rules = example_rules();
     let Ok(stored) = StoredContact::decode(rules, "contact-fuzz", data) else {
         return;
     };
-    let again = StoredContact::decode(rules, "contact-fuzz", &stored.encode(rules));
-    assert_eq!(again.as_ref().map(|record| &record.state), Ok(&stored.state));
+    let encoded = stored.encode(rules);
+    let again = StoredContact::decode(rules, "contact-fuzz", &encoded);
+    assert_eq!(again.map(|record| record.encode(rules)), Ok(encoded));
     if let Some(state) = stored.state {
         let event = Event {
             id: "fuzz-event".into(),

@@ -218,6 +218,7 @@ impl<'a> Processor<'a> {
                 done
             };
             self.commit(&done, CommitMode::Async)?;
+            self.settle_erasures()?;
             if self.consumer.context().brokers_down.load(Ordering::Relaxed)
                 && last_probe.elapsed() > Duration::from_secs(2)
             {
@@ -438,6 +439,23 @@ impl<'a> Processor<'a> {
         }
         gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
         Ok(())
+    }
+
+    /// Deletes erased contacts and writes their tombstones once their erasure is committed, also when no
+    /// later record comes to their partition.
+    fn settle_erasures(&mut self) -> Result<(), ProcessorError> {
+        let due: Vec<i32> = self.tasks.iter().filter(|(_, task)| task.erasure_due()).map(|(p, _)| *p).collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        for partition in due {
+            if let Some(task) = self.tasks.get_mut(&partition) {
+                let batch = task.settle_erasures(self.rules, self.store, &self.settings.task)?;
+                self.publish(partition, batch)?;
+            }
+        }
+        self.end()
     }
 
     fn commit(&mut self, batches: &[PendingBatch], mode: CommitMode) -> Result<(), ProcessorError> {

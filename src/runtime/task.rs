@@ -336,6 +336,25 @@ impl PartitionTask {
         Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts))
     }
 
+    /// Whether an erased contact's erasure is committed and its tombstone not written yet.
+    pub fn erasure_due(&self) -> bool {
+        self.erased_waiting
+            .iter()
+            .any(|(_, topic, offset)| self.committed.get(*topic).copied().flatten().is_some_and(|next| *offset < next))
+    }
+
+    /// A batch of nothing but the deletes and changelog tombstones of committed erasures, for a partition
+    /// whose erase was its last record (otherwise the next batch writes them).
+    pub fn settle_erasures(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+    ) -> Result<TaskBatch, TaskError> {
+        let batch = BatchStore::new(rules, store, self.partition);
+        Ok(self.finish(rules, settings, batch, Vec::new(), Vec::new(), BatchCounts::default()))
+    }
+
     /// Encodes outputs, remembers them in their contacts' records, and routes them.
     fn route(
         &self,

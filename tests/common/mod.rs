@@ -123,11 +123,21 @@ impl Names {
         cluster: &rdkafka::mocking::MockCluster<'_, C>,
         partitions: i32,
     ) {
+        self.create_on_mock_with(cluster, partitions, 2);
+    }
+
+    /// As [`Names::create_on_mock`], with `outputs` partitions for the output and dead-letter topics.
+    pub fn create_on_mock_with<C: rdkafka::ClientContext>(
+        &self,
+        cluster: &rdkafka::mocking::MockCluster<'_, C>,
+        partitions: i32,
+        outputs: i32,
+    ) {
         for topic in [&self.input, &self.changelog] {
             cluster.create_topic(topic, partitions, 1).unwrap_or_else(|err| panic!("{err}"));
         }
         for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.dlq] {
-            cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
+            cluster.create_topic(topic, outputs, 1).unwrap_or_else(|err| panic!("{err}"));
         }
     }
 
@@ -362,6 +372,26 @@ pub fn mock_broker(
     let names = Names::new(test);
     names.create_on_mock(&cluster, partitions as i32);
     (cluster, bootstrap, names)
+}
+
+/// The mock cluster keeps at most 5 MB (and 100 000 produce batches) per partition and silently drops
+/// the oldest records beyond that. Returns the partitions of `topics` whose log no longer starts at 0,
+/// so a test can tell the broker's loss from leadscore's.
+pub fn truncated_partitions(bootstrap: &str, topics: &[&str]) -> Vec<(String, i32, i64)> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    let mut truncated = Vec::new();
+    for topic in metadata.topics().iter().filter(|topic| topics.contains(&topic.name())) {
+        for partition in topic.partitions() {
+            let (low, _) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
+                .unwrap_or_else(|err| panic!("{err}"));
+            if low > 0 {
+                truncated.push((topic.name().to_owned(), partition.id(), low));
+            }
+        }
+    }
+    truncated
 }
 
 /// The model of a stream of events, as JSON lines.
