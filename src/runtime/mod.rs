@@ -9,6 +9,7 @@
 pub mod batch_store;
 mod rebalance;
 pub mod record;
+mod recovery;
 pub mod status;
 pub mod task;
 
@@ -93,6 +94,8 @@ pub struct RunSummary {
 }
 
 /// Runs the processor on the calling thread until `shutdown` is set, then drains, commits and flushes.
+/// When Kafka refuses or loses records, the processor is rebuilt from the changelog and rejoins the
+/// group ([`recovery`]); other failures stop it with the reason in `status`.
 pub fn run(
     settings: &ProcessorSettings,
     rules: &Rules,
@@ -100,12 +103,37 @@ pub fn run(
     status: &Status,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, ProcessorError> {
-    let mut processor = Processor::new(settings, rules, store, status)?;
-    let result = processor.run(shutdown);
-    if let Err(err) = &result {
-        status.set_fatal(err.to_string());
+    let mut total = RunSummary::default();
+    loop {
+        let result = Processor::new(settings, rules, store, status).and_then(|mut processor| processor.run(shutdown));
+        match result {
+            Ok(summary) => {
+                total.records += summary.records;
+                total.outputs += summary.outputs;
+                return Ok(total);
+            }
+            Err(err) if recovery::recoverable(settings, &err) => {
+                warn!(error = %err, "Kafka failed; dropping local state to restore it from the changelog, then rejoining");
+                status.set_brokers_up(false);
+                for partition in status.owned() {
+                    status.restoring(partition, false);
+                }
+                status.set_owned([]);
+                if let Err(store_err) = recovery::drop_local_state(store) {
+                    let err = ProcessorError::Store(store_err);
+                    status.set_fatal(err.to_string());
+                    return Err(err);
+                }
+                if !recovery::back_off(shutdown) {
+                    return Ok(total);
+                }
+            }
+            Err(err) => {
+                status.set_fatal(err.to_string());
+                return Err(err);
+            }
+        }
     }
-    result
 }
 
 struct Processor<'a> {
@@ -134,12 +162,14 @@ impl<'a> Processor<'a> {
             settings.topics.clone(),
             settings.transactional_id.as_deref(),
         )?));
+        let presume_down = status.is_subscribed();
         let hooks = GroupHooks {
             sink: sink.clone(),
             inputs: settings.task.inputs.clone(),
             drain_timeout: settings.drain_timeout,
             events: Mutex::new(Vec::new()),
-            brokers_down: AtomicBool::new(false),
+            // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
+            brokers_down: AtomicBool::new(presume_down),
         };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
@@ -156,8 +186,8 @@ impl<'a> Processor<'a> {
         let consumer: BaseConsumer<GroupHooks> = config.create_with_context(hooks)?;
         let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;
+        status.set_brokers_up(!presume_down);
         status.set_subscribed();
-        status.set_brokers_up(true);
         Ok(Processor {
             settings,
             rules,
