@@ -16,8 +16,6 @@ use leadscore::app::Instance;
 use leadscore::config::Config;
 use leadscore::runtime::status::Status;
 use leadscore::store::{PartitionBatch, PartitionMeta, RocksOptions, RocksStore, StateStore, StoreError, StoreSize};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: u32 = 3;
 
@@ -132,21 +130,7 @@ impl StateStore for FailingStore {
 }
 
 fn committed(bootstrap: &str, names: &Names) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer =
-        client(bootstrap).set("group.id", &names.group).create().unwrap_or_else(|err| panic!("{err}"));
-    let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS as i32 {
-        list.add_partition(&names.input, partition);
-    }
-    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
-    committed
-        .elements()
-        .iter()
-        .filter_map(|element| match element.offset() {
-            Offset::Offset(offset) => Some((element.partition(), offset)),
-            _ => None,
-        })
-        .collect()
+    committed_offsets(bootstrap, &names.group, &names.input, PARTITIONS)
 }
 
 /// Runs an instance on `store` in this process until it stops by itself (`Err`) or has committed

@@ -128,6 +128,8 @@ fn run_soak(soak: &Soak) {
         kills[victim] += 1;
         members[victim].start();
     }
+    // How much was processed while members were being killed (the rest is processed after the last kill).
+    let during_kills: i64 = committed_offsets(&bootstrap, &names.group, &names.input, soak.partitions).values().sum();
     wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(600));
 
     // Take each partition's state from the member that owns it once the group is stable.
@@ -177,7 +179,7 @@ fn run_soak(soak: &Soak) {
     let lost = outputs.missing.len() + state.missing.len();
     let double_counted = outputs.wrong.len() + state.differing.len();
     println!(
-        "soak: cycles = {}, kills = {} + {}, events = {}, contacts = {}, outputs = {}, changelog = {} MB, lost = {lost}, \
+        "soak: cycles = {}, kills = {} + {}, events = {} ({during_kills} committed during the kills), contacts = {}, outputs = {}, changelog = {} MB, lost = {lost}, \
          double-counted = {double_counted}, duplicate outputs = {}, took {:?}",
         soak.cycles,
         kills[0],

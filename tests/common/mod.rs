@@ -299,6 +299,25 @@ pub fn produce_placed(bootstrap: &str, topic: &str, records: &[PlacedRecord]) ->
     counts
 }
 
+/// The group's committed offsets of `topic`, by partition (partitions without a commit left out).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    committed
+        .elements()
+        .iter()
+        .filter_map(|element| match element.offset() {
+            Offset::Offset(offset) => Some((element.partition(), offset)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits until the group has committed `expected` records on every partition.
 pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTreeMap<i32, i64>, timeout: Duration) {
     let consumer: BaseConsumer =
