@@ -50,13 +50,16 @@ fn a_30_second_broker_outage_is_ridden_out() {
     tansu.stop();
     let outage = Instant::now();
     let (mut not_ready, mut unreachable, mut ready_late) = (0, 0, 0);
+    let mut answers: Vec<String> = Vec::new();
     while outage.elapsed() < Duration::from_secs(30) {
         assert!(
             instance.child.try_wait().ok().flatten().is_none(),
             "leadscore exited during the outage; its log:\n{}",
             tail(&log)
         );
-        match http_get_status(port, "/readyz") {
+        let answer = http_get_status(port, "/readyz");
+        answers.push(format!("{:.1}s {answer:?}", outage.elapsed().as_secs_f64()));
+        match answer {
             Some((503, body)) => {
                 not_ready += 1;
                 unreachable += usize::from(body.contains("brokers unreachable"));
@@ -67,8 +70,8 @@ fn a_30_second_broker_outage_is_ridden_out() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(unreachable > 0, "/readyz never said the brokers are unreachable; log:\n{}", tail(&log));
-    assert_eq!(ready_late, 0, "/readyz said ready with the broker gone; log:\n{}", tail(&log));
+    assert!(unreachable > 0, "/readyz never said the brokers are unreachable: {answers:?}; log:\n{}", tail(&log));
+    assert_eq!(ready_late, 0, "/readyz said ready with the broker gone: {answers:?}; log:\n{}", tail(&log));
     tansu.restart();
     eprintln!("outage: broker back after {:?}; /readyz said not ready {not_ready} times", outage.elapsed());
     add(produce(&tansu.bootstrap, &names.input, PARTITIONS, after));

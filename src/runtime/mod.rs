@@ -24,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::kafka::restore::{RestoreError, restore_partition};
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
@@ -308,7 +308,7 @@ impl<'a> Processor<'a> {
                 None => break,
                 Some((partition, record)) => {
                     if self.status.brokers_up_flag_reset(&self.consumer) {
-                        debug!("brokers reachable again");
+                        info!("brokers reachable again");
                     }
                     if self.tasks.contains_key(&partition) {
                         records.entry(partition).or_default().push(record);
