@@ -194,6 +194,7 @@ impl EventGenerator {
     }
 }
 
+#[cfg(feature = "runtime")]
 /// Produces `count` generated events as JSON, keyed by contact, with event times from now on; at `rate`
 /// events per second, or as fast as the broker takes them when `rate` is 0. Returns the number sent.
 pub fn produce(

@@ -32,25 +32,45 @@
 //! - [`reload`]: hot rules reload: the rules in force, the file watcher and SIGHUP.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
+//!
+//! The shell is the default `runtime` feature; without it the crate builds only the core and the
+//! contact record codec (`runtime::record`), which is what the fuzz targets in `fuzz/` link against.
 
+#[cfg(feature = "runtime")]
 pub mod app;
+#[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod demo;
 pub mod event;
 pub mod generator;
 pub mod hashing;
+#[cfg(feature = "runtime")]
 pub mod http;
+#[cfg(feature = "runtime")]
 pub mod insights;
+#[cfg(feature = "runtime")]
 pub mod kafka;
+#[cfg(feature = "runtime")]
 pub mod leaderboard;
 pub mod offline;
 pub mod proto;
+#[cfg(feature = "runtime")]
 pub mod reload;
+#[cfg(feature = "runtime")]
 pub mod replay;
 pub mod rule_stats;
 pub mod rules;
+#[cfg(feature = "runtime")]
 pub mod runtime;
+/// Without the shell, only the runtime's contact record (the changelog value and its decoder).
+#[cfg(not(feature = "runtime"))]
+pub mod runtime {
+    pub mod record;
+}
 pub mod scoring;
+#[cfg(feature = "runtime")]
 pub mod store;
 pub mod stream;
+#[cfg(feature = "runtime")]
 pub mod telemetry;

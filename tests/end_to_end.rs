@@ -29,7 +29,7 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
     let tansu = Tansu::start();
     let names = Names::new(test);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
     let events = stream(test.len() as u64, events, contacts);
     let model = model_of_events(&rules(), PARTITIONS, &events);
     let mut expected = BTreeMap::new();
@@ -45,20 +45,6 @@ fn write_config(bootstrap: &str, names: &Names, dir: &Path, member: &str) -> std
     let toml = names.config_toml(bootstrap, &dir.join(format!("state-{member}")), PARTITIONS);
     std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
     path
-}
-
-/// Creates the topics the way `leadscore run` would, before producing to explicit partitions.
-fn provision(config: &Path) {
-    let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
-    let provisioned = runtime
-        .block_on(leadscore::kafka::topics::create_missing(
-            &config.kafka.client_config(),
-            &leadscore::app::topic_specs(&config),
-            Duration::from_secs(10),
-        ))
-        .unwrap_or_else(|err| panic!("{err}"));
-    assert!(provisioned.problems.is_empty(), "{:?}", provisioned.problems);
 }
 
 fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
@@ -84,7 +70,7 @@ fn kill_9_on_tansu_loses_and_double_counts_nothing() {
     let tansu = Tansu::start();
     let names = Names::new("kill9tansu");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
     kill_9_loop(&tansu.bootstrap, &names, dir.path(), "tansu");
 }
 
@@ -158,7 +144,7 @@ fn on_tansu_a_surviving_member_restores_the_dead_members_partitions() {
     let tansu = Tansu::start();
     let names = Names::new("rebalancetansu");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
     rebalance_after_a_death(&tansu.bootstrap, &names, dir.path(), "tansu");
 }
 
@@ -203,13 +189,6 @@ fn rebalance_after_a_death(bootstrap: &str, names: &Names, dir: &Path, broker: &
     eprintln!("rebalance on {broker}: {} outputs, {duplicates} duplicate copies", published.len());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or(0)
-}
-
 fn wait_for(timeout: Duration, done: impl FnMut() -> bool) {
     assert!(try_wait_for(timeout, done), "condition not met within {timeout:?}");
 }
@@ -223,19 +202,6 @@ fn try_wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     true
-}
-
-/// The partitions an instance reports as ready on `/readyz`, if it is ready.
-fn owned_partitions(port: u16) -> Option<Vec<i64>> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let body = response.split("\r\n\r\n").nth(1)?;
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    Some(value["partitions"].as_array()?.iter().filter_map(serde_json::Value::as_i64).collect())
 }
 
 #[test]

@@ -23,6 +23,8 @@ use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
 
 /// Records written to RocksDB per batch while restoring.
 const RESTORE_BATCH: usize = 5_000;
+/// How long a changelog fetch may wait for more data, in ms.
+const RESTORE_FETCH_WAIT_MS: &str = "10";
 /// Idle time after which the restore compares its position with the high watermark.
 const IDLE_CHECK: Duration = Duration::from_secs(3);
 /// How long a restore may see no progress before it gives up.
@@ -119,6 +121,9 @@ pub fn restore_partition(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // The restore reads to the end and stops: a fetch held for librdkafka's default 500 ms at the end
+        // of every partition adds up over a rebalance that assigns many, all inside one poll interval.
+        .set("fetch.wait.max.ms", RESTORE_FETCH_WAIT_MS)
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
     let consumer: BaseConsumer<EndIsNotAnError> = config.create_with_context(EndIsNotAnError).map_err(kafka)?;

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use compile::RulesError;
+#[cfg(feature = "runtime")]
 pub(crate) use compile::line_column;
 pub use duration::parse_duration_ms;
 pub use glob::Glob;

@@ -9,6 +9,7 @@
 pub mod batch_store;
 mod rebalance;
 pub mod record;
+mod recovery;
 pub mod status;
 pub mod task;
 
@@ -23,7 +24,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::insights::Insights;
 use crate::kafka::restore::{RestoreError, restore_partition};
@@ -35,7 +36,7 @@ use crate::store::{StateStore, StoreError};
 use crate::telemetry;
 use rebalance::{GroupEvent, GroupHooks, commit_list};
 use status::Status;
-use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
+use task::{Destination, InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
 
 /// Everything the processor needs besides rules, store and status.
 #[derive(Debug, Clone)]
@@ -99,7 +100,9 @@ pub struct RunSummary {
 }
 
 /// Runs the processor on the calling thread until `shutdown` is set, then drains, commits and flushes.
-/// It scores with the rules in force in `rules` at the top of each poll cycle.
+/// It scores with the rules in force in `rules` at the top of each poll cycle. When Kafka refuses or
+/// loses records, the processor is rebuilt from the changelog and rejoins the group ([`recovery`]);
+/// other failures stop it with the reason in `status`.
 pub fn run(
     settings: &ProcessorSettings,
     rules: &ActiveRules,
@@ -108,12 +111,38 @@ pub fn run(
     insights: &Insights,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, ProcessorError> {
-    let mut processor = Processor::new(settings, rules, store, status, insights)?;
-    let result = processor.run(shutdown);
-    if let Err(err) = &result {
-        status.set_fatal(err.to_string());
+    let mut total = RunSummary::default();
+    loop {
+        let result =
+            Processor::new(settings, rules, store, status, insights).and_then(|mut processor| processor.run(shutdown));
+        match result {
+            Ok(summary) => {
+                total.records += summary.records;
+                total.outputs += summary.outputs;
+                return Ok(total);
+            }
+            Err(err) if recovery::recoverable(settings, &err) => {
+                warn!(error = %err, "Kafka failed; dropping local state to restore it from the changelog, then rejoining");
+                status.set_brokers_up(false);
+                for partition in status.owned() {
+                    status.restoring(partition, false);
+                }
+                status.set_owned([]);
+                if let Err(store_err) = recovery::drop_local_state(store) {
+                    let err = ProcessorError::Store(store_err);
+                    status.set_fatal(err.to_string());
+                    return Err(err);
+                }
+                if !recovery::back_off(shutdown) {
+                    return Ok(total);
+                }
+            }
+            Err(err) => {
+                status.set_fatal(err.to_string());
+                return Err(err);
+            }
+        }
     }
-    result
 }
 
 struct Processor<'a> {
@@ -147,12 +176,14 @@ impl<'a> Processor<'a> {
             settings.topics.clone(),
             settings.transactional_id.as_deref(),
         )?));
+        let presume_down = status.is_subscribed();
         let hooks = GroupHooks {
             sink: sink.clone(),
             inputs: settings.task.inputs.clone(),
             drain_timeout: settings.drain_timeout,
             events: Mutex::new(Vec::new()),
-            brokers_down: AtomicBool::new(false),
+            // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
+            brokers_down: AtomicBool::new(presume_down),
         };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
@@ -171,8 +202,8 @@ impl<'a> Processor<'a> {
         let consumer: BaseConsumer<GroupHooks> = config.create_with_context(hooks)?;
         let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;
+        status.set_brokers_up(!presume_down);
         status.set_subscribed();
-        status.set_brokers_up(true);
         let rules_generation = active_rules.generation();
         let rules = active_rules.get();
         telemetry::set_rules_version(None, &rules.version);
@@ -242,6 +273,7 @@ impl<'a> Processor<'a> {
                 done
             };
             self.commit(&done, CommitMode::Async)?;
+            self.settle_erasures()?;
             if self.consumer.context().brokers_down.load(Ordering::Relaxed)
                 && last_probe.elapsed() > Duration::from_secs(2)
             {
@@ -319,7 +351,7 @@ impl<'a> Processor<'a> {
                 None => break,
                 Some((partition, record)) => {
                     if self.status.brokers_up_flag_reset(&self.consumer) {
-                        debug!("brokers reachable again");
+                        info!("brokers reachable again");
                     }
                     if self.tasks.contains_key(&partition) {
                         records.entry(partition).or_default().push(record);
@@ -394,8 +426,14 @@ impl<'a> Processor<'a> {
         histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
         let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
         if !resend.is_empty() {
-            info!(partition, outputs = resend.len(), "re-sending outputs of uncommitted input");
-            counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(resend.len() as u64);
+            let outputs = resend.iter().filter(|publish| matches!(publish.destination, Destination::Output(_))).count();
+            info!(
+                partition,
+                outputs,
+                records = resend.len(),
+                "re-sending outputs and changelog records of uncommitted input"
+            );
+            counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(outputs as u64);
             self.begin()?;
             self.lock_sink()?.send(partition, resend)?;
             self.end()?;
@@ -489,6 +527,23 @@ impl<'a> Processor<'a> {
         }
         gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
         Ok(())
+    }
+
+    /// Deletes erased contacts and writes their tombstones once their erasure is committed, also when no
+    /// later record comes to their partition.
+    fn settle_erasures(&mut self) -> Result<(), ProcessorError> {
+        let due: Vec<i32> = self.tasks.iter().filter(|(_, task)| task.erasure_due()).map(|(p, _)| *p).collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        self.begin()?;
+        for partition in due {
+            if let Some(task) = self.tasks.get_mut(&partition) {
+                let batch = task.settle_erasures(&self.rules, self.store, &self.settings.task)?;
+                self.publish(partition, batch)?;
+            }
+        }
+        self.end()
     }
 
     fn commit(&mut self, batches: &[PendingBatch], mode: CommitMode) -> Result<(), ProcessorError> {

@@ -227,7 +227,8 @@ impl PartitionTask {
         })
     }
 
-    /// Outputs of applied but uncommitted input records, to re-send after a restart or rebalance.
+    /// Outputs of applied but uncommitted input records, and the changelog records of their contacts, to
+    /// re-send after a restart or rebalance.
     pub fn unacknowledged(
         &self,
         rules: &Rules,
@@ -244,10 +245,12 @@ impl PartitionTask {
             self.partition,
             &mut |contact, bytes| match StoredContact::decode(rules, contact, bytes) {
                 Ok(stored) => {
+                    let mut uncommitted = false;
                     for recent in &stored.recent {
                         let topic = keys.iter().position(|key| *key == recent.topic);
                         let committed = topic.and_then(|index| self.committed[index]);
                         if committed.is_none_or(|next| recent.offset >= next) {
+                            uncommitted = true;
                             publish.extend(recent.outputs.iter().map(|out| Publish {
                                 destination: Destination::Output(out.route),
                                 key: contact.as_bytes().to_vec(),
@@ -255,6 +258,17 @@ impl PartitionTask {
                                 headers: Vec::new(),
                             }));
                         }
+                    }
+                    if uncommitted {
+                        // The changelog record of that input may have been lost with the crash, while
+                        // RocksDB kept the update: publish the record again, so that an instance which
+                        // restores this partition from the changelog sees what the replay will skip.
+                        publish.push(Publish {
+                            destination: Destination::Changelog,
+                            key: contact.as_bytes().to_vec(),
+                            payload: Some(bytes.to_vec()),
+                            headers: Vec::new(),
+                        });
                     }
                     true
                 }
@@ -365,6 +379,25 @@ impl PartitionTask {
         insight.add_outputs(&outputs, None);
         let publish = self.route(settings, &mut batch, topic_key, cause, outputs);
         Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts, insight))
+    }
+
+    /// Whether an erased contact's erasure is committed and its tombstone not written yet.
+    pub fn erasure_due(&self) -> bool {
+        self.erased_waiting
+            .iter()
+            .any(|(_, topic, offset)| self.committed.get(*topic).copied().flatten().is_some_and(|next| *offset < next))
+    }
+
+    /// A batch of nothing but the deletes and changelog tombstones of committed erasures, for a partition
+    /// whose erase was its last record (otherwise the next batch writes them).
+    pub fn settle_erasures(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        settings: &TaskSettings,
+    ) -> Result<TaskBatch, TaskError> {
+        let batch = BatchStore::new(rules, store, self.partition);
+        Ok(self.finish(rules, settings, batch, Vec::new(), Vec::new(), BatchCounts::default(), BatchInsight::default()))
     }
 
     /// Encodes outputs, remembers them in their contacts' records, and routes them.

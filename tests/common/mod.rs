@@ -123,11 +123,21 @@ impl Names {
         cluster: &rdkafka::mocking::MockCluster<'_, C>,
         partitions: i32,
     ) {
+        self.create_on_mock_with(cluster, partitions, 2);
+    }
+
+    /// As [`Names::create_on_mock`], with `outputs` partitions for the output and dead-letter topics.
+    pub fn create_on_mock_with<C: rdkafka::ClientContext>(
+        &self,
+        cluster: &rdkafka::mocking::MockCluster<'_, C>,
+        partitions: i32,
+        outputs: i32,
+    ) {
         for topic in [&self.input, &self.changelog] {
             cluster.create_topic(topic, partitions, 1).unwrap_or_else(|err| panic!("{err}"));
         }
         for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.dlq] {
-            cluster.create_topic(topic, 2, 1).unwrap_or_else(|err| panic!("{err}"));
+            cluster.create_topic(topic, outputs, 1).unwrap_or_else(|err| panic!("{err}"));
         }
     }
 
@@ -190,6 +200,21 @@ path = "{rules}"
     }
 }
 
+/// Creates the topics of a `leadscore run` configuration the way `leadscore run` would (for brokers with
+/// CreateTopics, such as tansu), so that a test can produce to explicit partitions before it starts.
+pub fn provision_topics(config: &Path) {
+    let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let provisioned = runtime
+        .block_on(leadscore::kafka::topics::create_missing(
+            &config.kafka.client_config(),
+            &leadscore::app::topic_specs(&config),
+            Duration::from_secs(10),
+        ))
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(provisioned.problems.is_empty(), "{:?}", provisioned.problems);
+}
+
 pub fn client(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", bootstrap).set("fetch.wait.max.ms", "10");
@@ -232,6 +257,18 @@ pub fn produce_raw(
     partitions: u32,
     records: &[(Vec<u8>, Vec<u8>)],
 ) -> BTreeMap<i32, i64> {
+    let placed: Vec<PlacedRecord> = records
+        .iter()
+        .map(|(key, value)| (partition_for_key(key, partitions) as i32, Some(key.clone()), Some(value.clone())))
+        .collect();
+    produce_placed(bootstrap, topic, &placed)
+}
+
+/// A record with an explicit partition, and a key and value that may be null.
+pub type PlacedRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Produces records to their given partitions, in order; returns the count per partition.
+pub fn produce_placed(bootstrap: &str, topic: &str, records: &[PlacedRecord]) -> BTreeMap<i32, i64> {
     let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -239,9 +276,14 @@ pub fn produce_raw(
         .create()
         .unwrap_or_else(|err| panic!("{err}"));
     let mut counts = BTreeMap::new();
-    for (key, value) in records {
-        let partition = partition_for_key(key, partitions) as i32;
-        let mut record = BaseRecord::to(topic).key(&key[..]).payload(&value[..]).partition(partition);
+    for (partition, key, value) in records {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(*partition);
+        if let Some(key) = key {
+            record = record.key(&key[..]);
+        }
+        if let Some(value) = value {
+            record = record.payload(&value[..]);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -251,10 +293,29 @@ pub fn produce_raw(
                 }
             }
         }
-        *counts.entry(partition).or_insert(0) += 1;
+        *counts.entry(*partition).or_insert(0) += 1;
     }
-    producer.flush(Duration::from_secs(30)).unwrap_or_else(|err| panic!("{err}"));
+    producer.flush(Duration::from_secs(60)).unwrap_or_else(|err| panic!("{err}"));
     counts
+}
+
+/// The group's committed offsets of `topic`, by partition (partitions without a commit left out).
+pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer =
+        client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions as i32 {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    committed
+        .elements()
+        .iter()
+        .filter_map(|element| match element.offset() {
+            Offset::Offset(offset) => Some((element.partition(), offset)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Waits until the group has committed `expected` records on every partition.
@@ -332,6 +393,26 @@ pub fn mock_broker(
     (cluster, bootstrap, names)
 }
 
+/// The mock cluster keeps at most 5 MB (and 100 000 produce batches) per partition and silently drops
+/// the oldest records beyond that. Returns the partitions of `topics` whose log no longer starts at 0,
+/// so a test can tell the broker's loss from leadscore's.
+pub fn truncated_partitions(bootstrap: &str, topics: &[&str]) -> Vec<(String, i32, i64)> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    let mut truncated = Vec::new();
+    for topic in metadata.topics().iter().filter(|topic| topics.contains(&topic.name())) {
+        for partition in topic.partitions() {
+            let (low, _) = consumer
+                .fetch_watermarks(topic.name(), partition.id(), Duration::from_secs(10))
+                .unwrap_or_else(|err| panic!("{err}"));
+            if low > 0 {
+                truncated.push((topic.name().to_owned(), partition.id(), low));
+            }
+        }
+    }
+    truncated
+}
+
 /// The model of a stream of events, as JSON lines.
 pub fn model_of_events(rules: &Rules, partitions: u32, events: &[Event]) -> Model {
     let lines: Vec<Vec<u8>> = events.iter().map(json::encode).collect();
@@ -366,9 +447,15 @@ pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
 
 /// Encoded states of every contact in a state directory (erased records left out).
 pub fn stored_states(rules: &Rules, dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    stored_states_of(rules, dir, None)
+}
+
+/// Encoded states of the contacts of `only` partitions (all when `None`) in a state directory.
+pub fn stored_states_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, Vec<u8>> {
     let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let mut states = BTreeMap::new();
-    for partition in store.partitions().unwrap_or_else(|err| panic!("{err}")) {
+    let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
+    for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
         store
             .for_each_contact(partition, &mut |contact, bytes| {
                 let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
@@ -382,40 +469,130 @@ pub fn stored_states(rules: &Rules, dir: &Path) -> BTreeMap<String, Vec<u8>> {
     states
 }
 
-/// Compares published outputs with the model: every expected id with the same value, none unexpected.
-/// Returns the number of duplicate copies.
-pub fn compare_outputs(model: &Model, published: &[ReadRecord]) -> usize {
+/// How published outputs differ from the model.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OutputDiff {
+    /// Expected output ids never published.
+    pub missing: Vec<String>,
+    /// Published ids the model never produced, or published with other content.
+    pub wrong: Vec<String>,
+    /// Copies published beyond the first of each id.
+    pub duplicates: usize,
+}
+
+/// Compares published outputs with the model, by id and content.
+pub fn diff_outputs(model: &Model, published: &[ReadRecord]) -> OutputDiff {
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut diff = OutputDiff::default();
     for (topic, _, payload, _) in published {
         let payload = payload.as_deref().unwrap_or_default();
         let value: serde_json::Value = serde_json::from_slice(payload).unwrap_or_else(|err| panic!("{topic}: {err}"));
         let id = value["id"].as_str().unwrap_or_default().to_owned();
-        let expected = model.outputs.get(&id).unwrap_or_else(|| panic!("unexpected output {id} on {topic}"));
-        assert_eq!(
-            String::from_utf8_lossy(expected),
-            String::from_utf8_lossy(payload),
-            "output {id} differs from the model"
-        );
+        if model.outputs.get(&id).is_none_or(|expected| expected[..] != payload[..]) {
+            diff.wrong.push(id.clone());
+        }
         *seen.entry(id).or_default() += 1;
     }
-    let missing: Vec<&String> = model.outputs.keys().filter(|id| !seen.contains_key(*id)).collect();
+    diff.missing = model.outputs.keys().filter(|id| !seen.contains_key(*id)).cloned().collect();
+    diff.duplicates = seen.values().map(|count| count - 1).sum();
+    diff
+}
+
+/// Compares published outputs with the model: every expected id with the same value, none unexpected.
+/// Returns the number of duplicate copies.
+pub fn compare_outputs(model: &Model, published: &[ReadRecord]) -> usize {
+    let diff = diff_outputs(model, published);
+    if let Some(id) = diff.wrong.first() {
+        let expected = model.outputs.get(id).map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+        let actual = published.iter().find(|(_, _, payload, _)| {
+            payload.as_deref().is_some_and(|bytes| String::from_utf8_lossy(bytes).contains(&format!("\"id\":\"{id}\"")))
+        });
+        panic!(
+            "{} outputs differ from the model or are unexpected, such as {id}: expected {expected:?}, published {:?}",
+            diff.wrong.len(),
+            actual.and_then(|(_, _, payload, _)| payload.as_deref().map(String::from_utf8_lossy))
+        );
+    }
     assert!(
-        missing.is_empty(),
+        diff.missing.is_empty(),
         "{} expected outputs never published, such as {:?}",
-        missing.len(),
-        &missing[..missing.len().min(5)]
+        diff.missing.len(),
+        &diff.missing[..diff.missing.len().min(5)]
     );
-    seen.values().map(|count| count - 1).sum()
+    diff.duplicates
+}
+
+/// How final states differ from the model: contacts missing, and contacts whose state differs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StateDiff {
+    /// Contacts the model has and the state does not.
+    pub missing: Vec<String>,
+    /// Contacts whose state differs, or that the model does not have.
+    pub differing: Vec<String>,
+}
+
+pub fn diff_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for (contact, expected) in &model.states {
+        match states.get(contact) {
+            None => diff.missing.push(contact.clone()),
+            Some(actual) if actual != expected => diff.differing.push(contact.clone()),
+            Some(_) => {}
+        }
+    }
+    diff.differing.extend(states.keys().filter(|contact| !model.states.contains_key(*contact)).cloned());
+    diff
 }
 
 pub fn compare_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) {
-    let model_contacts: Vec<&String> = model.states.keys().collect();
-    let stored_contacts: Vec<&String> = states.keys().collect();
-    assert_eq!(model_contacts.len(), stored_contacts.len(), "contact counts differ");
-    for (contact, expected) in &model.states {
-        let actual = states.get(contact).unwrap_or_else(|| panic!("contact {contact} is missing from the state"));
-        assert!(actual == expected, "state of {contact} differs from the model (lost or double-counted events)");
+    let diff = diff_states(model, states);
+    assert!(
+        diff.missing.is_empty(),
+        "contacts missing from the state: {:?}",
+        &diff.missing[..diff.missing.len().min(5)]
+    );
+    assert!(
+        diff.differing.is_empty(),
+        "{} contacts differ from the model (lost or double-counted events), such as {:?}",
+        diff.differing.len(),
+        &diff.differing[..diff.differing.len().min(5)]
+    );
+}
+
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or(0)
+}
+
+/// The body of `GET path` on an instance's HTTP port, whatever the status; `None` if it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    http_get_status(port, path).map(|(_, body)| body)
+}
+
+/// The status code and body of `GET path` on an instance's HTTP port.
+pub fn http_get_status(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1)?.to_owned();
+    Some((status, body))
+}
+
+/// The partitions an instance reports on `/readyz`, if it answers and is ready.
+pub fn owned_partitions(port: u16) -> Option<Vec<i32>> {
+    let (status, body) = http_get_status(port, "/readyz")?;
+    if status != 200 {
+        return None;
     }
+    let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+    Some(value["partitions"].as_array()?.iter().filter_map(serde_json::Value::as_i64).map(|p| p as i32).collect())
 }
 
 /// Runs an instance in this process until it owns and has restored every partition and the group has
