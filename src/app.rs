@@ -107,7 +107,7 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
     ProcessorSettings {
         consumer: config.kafka.consumer_config(),
         producer: config.kafka.producer_config(),
-        client: config.kafka.reader_config(),
+        client: config.kafka.client_config(),
         task: TaskSettings {
             inputs: topics.inputs.clone(),
             input_format: wire(config.input.format),

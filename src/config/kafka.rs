@@ -106,11 +106,6 @@ impl KafkaConfig {
         self.properties(Vec::new())
     }
 
-    /// librdkafka properties of the changelog reader: connection, security and the fetch wait.
-    pub fn reader_config(&self) -> Vec<(String, String)> {
-        self.properties(vec![("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())])
-    }
-
     /// [`client_config`](Self::client_config) plus the consumer's typed settings, still before the
     /// pass-through map so that it can override them too.
     pub fn consumer_config(&self) -> Vec<(String, String)> {

@@ -45,7 +45,7 @@ pub struct ProcessorSettings {
     pub consumer: Vec<(String, String)>,
     /// librdkafka properties of the producer.
     pub producer: Vec<(String, String)>,
-    /// librdkafka properties for the changelog reader (connection, security and fetch wait).
+    /// librdkafka properties for the changelog reader (connection and security only).
     pub client: Vec<(String, String)>,
     /// Task settings.
     pub task: TaskSettings,
