@@ -27,8 +27,10 @@
 //! - [`telemetry`]: metric names and their descriptions.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
+//! - [`bench`]: `leadscore bench`: the end-to-end load harness next to a bare pipe, and `leadscore pipe`.
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod event;
