@@ -92,6 +92,16 @@ pub struct BenchReport {
     pub restore: Option<Restore>,
 }
 
+/// The last line of a mode's error, cut to fit a table row (the JSON keeps all of it).
+fn short(error: &str) -> String {
+    let last = error.rsplit(" | ").next().unwrap_or(error);
+    let mut note: String = last.chars().take(110).collect();
+    if note.len() < last.len() {
+        note.push('…');
+    }
+    note
+}
+
 fn figure(value: Option<f64>, decimals: usize) -> String {
     match value {
         Some(value) if value.is_finite() => format!("{value:.decimals$}"),
@@ -123,7 +133,7 @@ impl BenchReport {
                 figure(mode.cpu_seconds_per_million, 2),
                 figure(mode.peak_rss_mib, 0) + " MiB",
                 figure(mode.state_bytes_per_contact, 0),
-                mode.error.as_deref().unwrap_or(""),
+                mode.error.as_deref().map(short).unwrap_or_default(),
             );
         }
         match (&self.latency, &self.latency_error) {
