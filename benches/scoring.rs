@@ -21,7 +21,8 @@ const CONTACTS: u64 = 5_000;
 const START_MS: i64 = 1_772_366_400_000;
 
 fn setup() -> (Rules, Vec<Event>) {
-    let rules = Rules::load(Path::new("examples/rules.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let rules = Rules::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml")))
+        .unwrap_or_else(|err| panic!("{err}"));
     let mut generator = EventGenerator::new(42, CONTACTS, START_MS, 60_000);
     let events = (0..EVENTS).map(|_| generator.next_event()).collect();
     (rules, events)

@@ -32,12 +32,15 @@
 //! - [`reload`]: hot rules reload: the rules in force, the file watcher and SIGHUP.
 //! - [`app`]: `leadscore run`: wiring and shutdown.
 //! - [`demo`]: `leadscore demo`: everything on an embedded broker with a live view.
+//! - [`bench`]: `leadscore bench`: the end-to-end load harness next to a bare pipe, and `leadscore pipe`.
 //!
 //! The shell is the default `runtime` feature; without it the crate builds only the core and the
 //! contact record codec (`runtime::record`), which is what the fuzz targets in `fuzz/` link against.
 
 #[cfg(feature = "runtime")]
 pub mod app;
+#[cfg(feature = "runtime")]
+pub mod bench;
 #[cfg(feature = "runtime")]
 pub mod config;
 #[cfg(feature = "runtime")]

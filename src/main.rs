@@ -133,6 +133,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Measure throughput, latency and restore time end to end, next to a bare consume-produce pipe.
+    Bench(BenchArgs),
+    /// Copy the input topics of a config to another topic with leadscore's client settings and no
+    /// scoring: the I/O ceiling `leadscore bench` compares against.
+    Pipe {
+        /// The configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The topic to copy to.
+        #[arg(long)]
+        to: String,
+    },
     /// Run everything on an embedded Kafka broker with generated events, and show live scores.
     Demo {
         /// Stop after this long, such as "20s" or "5m" (default: until Ctrl-C).
@@ -161,6 +173,43 @@ enum TopicsAction {
     },
 }
 
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Bootstrap servers (default: an embedded mock cluster).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Events pre-loaded for the throughput phases.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Contacts in the generated population (Zipf-distributed).
+    #[arg(long, default_value_t = 100_000)]
+    contacts: u64,
+    /// Input partitions.
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
+    /// Offered load of the latency phase, events per second (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    rate: u32,
+    /// Seconds of the latency phase's measured window.
+    #[arg(long, default_value_t = 10)]
+    latency_seconds: u64,
+    /// Contacts in the restore phase's changelog (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    restore_contacts: u64,
+    /// Wire format of events and outputs: json or protobuf.
+    #[arg(long, default_value = "json", value_parser = ["json", "protobuf"])]
+    format: String,
+    /// Skip exactly-once mode (for brokers without transactions).
+    #[arg(long)]
+    no_exactly_once: bool,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     leadscore::rules::parse_duration_ms(text).map(|ms| Duration::from_millis(ms as u64))
 }
@@ -179,6 +228,8 @@ fn main() -> ExitCode {
                 })
                 .map_err(anyhow::Error::from)
         }
+        Command::Bench(args) => bench(args),
+        Command::Pipe { config, to } => pipe(&config, &to),
         Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
         Command::Check { file } => check(&file),
         Command::Replay {
@@ -417,5 +468,64 @@ fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
 
 fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(leadscore::demo::run(options, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let options = leadscore::bench::BenchOptions {
+        brokers: args.brokers,
+        events: args.events,
+        contacts: args.contacts,
+        partitions: args.partitions,
+        rate: args.rate,
+        latency_seconds: args.latency_seconds,
+        restore_contacts: args.restore_contacts,
+        format: if args.format == "protobuf" {
+            leadscore::config::Format::Protobuf
+        } else {
+            leadscore::config::Format::Json
+        },
+        exactly_once: !args.no_exactly_once,
+        seed: args.seed,
+        executable: std::env::current_exe()?,
+        progress: !args.json && std::io::stderr().is_terminal(),
+    };
+    let report = leadscore::bench::run(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pipe(path: &Path, to: &str) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let copier = {
+        let stop = stop.clone();
+        let to = to.to_owned();
+        std::thread::spawn(move || leadscore::bench::pipe::run(&config, &to, &stop))
+    };
+    runtime()?.block_on(async {
+        let finished = async {
+            while !copier.is_finished() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = finished => {}
+        }
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let copied = copier.join().map_err(|_| anyhow::anyhow!("the pipe thread panicked"))??;
+    eprintln!("copied {copied} records to {to}");
     Ok(ExitCode::SUCCESS)
 }

@@ -66,9 +66,11 @@ const fn default_fetch_wait_max_ms() -> u32 {
     500
 }
 
-/// Large enough to amortise a RocksDB write and an offset commit, small enough to keep latency low.
+/// Large enough to amortise a RocksDB write, an offset commit and, in exactly-once mode, a transaction
+/// (`leadscore bench`: 8k → 23k events/s exactly-once on the mock cluster going from 1000 to 5000); a
+/// batch only fills when input is waiting, so it adds no latency when the processor keeps up.
 const fn default_batch_size() -> u32 {
-    1_000
+    5_000
 }
 
 /// librdkafka's default `linger.ms` (`queue.buffering.max.ms`) since 1.5.

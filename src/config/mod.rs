@@ -310,7 +310,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("kafka.ssl_key_password", "", "password of the private key (secret)"),
     ("kafka.session_timeout_ms", "45000", "consumer group session timeout"),
     ("kafka.fetch_wait_max_ms", "500", "longest a fetch waits for data"),
-    ("kafka.batch_size", "1000", "most records scored per poll batch (1..=100000)"),
+    ("kafka.batch_size", "5000", "most records scored per poll batch (1..=100000)"),
     ("kafka.linger_ms", "5", "how long the producer waits to fill a batch"),
     ("kafka.librdkafka", "{}", "other librdkafka properties, applied last"),
     ("topics.inputs", "leadscore.events", "input topics (comma-separated in the environment)"),

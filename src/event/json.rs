@@ -12,6 +12,13 @@ use super::{AttrValue, DecodeError, DecodeLimits, Event, EventFields, check_payl
 pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeError> {
     check_payload(payload, limits)?;
     check_depth(payload)?;
+    // The fast path; only a payload that fails is decoded again to name the field at fault.
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    if let Ok(raw) = RawEvent::deserialize(&mut deserializer)
+        && deserializer.end().is_ok()
+    {
+        return raw.into_fields().validate(limits);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
     let raw: RawEvent<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

@@ -13,12 +13,32 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
 pub fn format_rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        // Written digit by digit: every output carries a time, and `format!` cost more than the rest of it.
+        Ok(at) if (0..=9999).contains(&at.year()) => {
+            let mut text = *b"0000-00-00T00:00:00.000Z";
+            put_digits(&mut text[0..4], at.year() as u32);
+            put_digits(&mut text[5..7], u32::from(u8::from(at.month())));
+            put_digits(&mut text[8..10], u32::from(at.day()));
+            put_digits(&mut text[11..13], u32::from(at.hour()));
+            put_digits(&mut text[14..16], u32::from(at.minute()));
+            put_digits(&mut text[17..19], u32::from(at.second()));
+            put_digits(&mut text[20..23], u32::from(at.millisecond()));
+            text.iter().map(|&byte| char::from(byte)).collect()
+        }
         Ok(at) => {
             let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
             let (hour, minute, second, milli) = (at.hour(), at.minute(), at.second(), at.millisecond());
             format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z")
         }
         Err(_) => format!("{ms}ms"),
+    }
+}
+
+/// Writes `value` as decimal digits filling `slot`, zero-padded on the left.
+fn put_digits(slot: &mut [u8], mut value: u32) {
+    for byte in slot.iter_mut().rev() {
+        *byte = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 
@@ -32,6 +52,9 @@ mod tests {
         assert_eq!(ms, 1_772_368_205_250);
         assert_eq!(format_rfc3339(ms), "2026-03-01T12:30:05.250Z");
         assert_eq!(parse_rfc3339("2026-03-01T13:30:05.250+01:00"), Ok(ms));
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_rfc3339(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

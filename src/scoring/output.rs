@@ -9,8 +9,9 @@ use serde::{Serialize, Serializer};
 use crate::event::format_rfc3339;
 use crate::proto::v1;
 
-/// One published record; keyed by `contact` on the output topics.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One published record; keyed by `contact` on the output topics. Its JSON is the common fields, then
+/// `type` and the body's fields, in one flat object (see the `Serialize` impl).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Output {
     /// Deterministic id: the cause's event id and a sequence number, or contact, threshold and t*.
     pub id: String,
@@ -19,10 +20,8 @@ pub struct Output {
     /// The rules version that produced it.
     pub rules_version: String,
     /// Contact time of the output, epoch ms.
-    #[serde(rename = "ts", serialize_with = "as_rfc3339")]
     pub ts_ms: i64,
     /// What happened.
-    #[serde(flatten)]
     pub body: OutputBody,
 }
 
@@ -121,6 +120,51 @@ pub struct PhaseChanged {
     pub to: String,
     /// `event:<id>` or `threshold:<name>`.
     pub cause: String,
+}
+
+/// Written by hand: `#[serde(flatten)]` of an internally tagged enum buffers every field through
+/// serde's content tree, which made encoding outputs the costliest step of scoring an event.
+impl Serialize for Output {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        map.serialize_entry("contact", &self.contact)?;
+        map.serialize_entry("rules_version", &self.rules_version)?;
+        map.serialize_entry("ts", &format_rfc3339(self.ts_ms))?;
+        map.serialize_entry("type", self.body.kind())?;
+        match &self.body {
+            OutputBody::ScoreChanged(change) => {
+                map.serialize_entry("old_total", &change.old_total)?;
+                map.serialize_entry("new_total", &change.new_total)?;
+                map.serialize_entry("delta", &change.delta)?;
+                map.serialize_entry("groups", &change.groups)?;
+                map.serialize_entry("rules_fired", &change.rules_fired)?;
+                map.serialize_entry("phase", &change.phase)?;
+                if let Some(grade) = change.grade {
+                    map.serialize_entry("grade", grade)?;
+                }
+                map.serialize_entry("cause", &change.cause)?;
+                if let Some(reason) = &change.disqualified {
+                    map.serialize_entry("disqualified", reason)?;
+                }
+            }
+            OutputBody::ThresholdCrossed(crossing) => {
+                map.serialize_entry("threshold", &crossing.threshold)?;
+                map.serialize_entry("direction", &crossing.direction)?;
+                map.serialize_entry("value", &crossing.value)?;
+                map.serialize_entry("crossed_at", &format_rfc3339(crossing.crossed_at))?;
+                map.serialize_entry("phase", &crossing.phase)?;
+            }
+            OutputBody::PhaseChanged(change) => {
+                map.serialize_entry("from", &change.from)?;
+                map.serialize_entry("to", &change.to)?;
+                map.serialize_entry("cause", &change.cause)?;
+            }
+            OutputBody::ContactErased => {}
+        }
+        map.end()
+    }
 }
 
 fn as_rfc3339<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {

@@ -25,9 +25,15 @@ pub struct RocksOptions {
     pub disable_wal: bool,
 }
 
+/// The WAL is off by default: the changelog is the durability source. A crash rolls the store back to
+/// its last (atomic) flush, whose meta names the changelog offset it reflects; the restore on start
+/// replays the changelog from there, and every committed input has its changelog records acknowledged
+/// before its offset was committed. So losing the WAL's tail loses nothing the changelog lacks, and the
+/// per-contact offsets make the replayed window idempotent. The WAL write was 5% of the instructions
+/// per event of `examples/profile_engine.rs`.
 impl Default for RocksOptions {
     fn default() -> Self {
-        RocksOptions { cache_mb: 64, disable_wal: false }
+        RocksOptions { cache_mb: 64, disable_wal: true }
     }
 }
 

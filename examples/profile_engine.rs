@@ -1,0 +1,91 @@
+//! A fixed amount of work for instruction-count profiling (`valgrind --tool=callgrind`) of the engine
+//! with RocksDB state and no Kafka: a partition task scores `BATCHES` batches of 1000 encoded events, as
+//! `benches/store.rs` does, but deterministically, so before/after counts compare.
+//!
+//! ```text
+//! cargo build --release --example profile_engine
+//! valgrind --tool=callgrind --toggle-collect='profile_engine::score_batches' \
+//!     target/release/examples/profile_engine json 20
+//! ```
+
+#![allow(clippy::panic, reason = "a profiling driver without its rules file cannot run")]
+
+use std::path::Path;
+
+use leadscore::event::{DecodeLimits, json, protobuf};
+use leadscore::generator::EventGenerator;
+use leadscore::rules::Rules;
+use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
+use leadscore::store::{RocksOptions, RocksStore, StateStore};
+use leadscore::stream::TimerClock;
+
+const BATCH: usize = 1_000;
+
+#[inline(never)]
+fn score_batches(
+    task: &mut PartitionTask,
+    rules: &Rules,
+    store: &RocksStore,
+    settings: &TaskSettings,
+    batches: &[Vec<InputRecord>],
+) -> usize {
+    let mut published = 0;
+    for records in batches {
+        let batch = task.process(rules, store, settings, records).unwrap_or_else(|err| panic!("{err}"));
+        store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
+        published += batch.publish.len();
+        if let Some(last) = records.last() {
+            task.committed(0, last.offset + 1);
+        }
+    }
+    published
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let format = match args.next().as_deref() {
+        Some("protobuf") => WireFormat::Protobuf,
+        _ => WireFormat::Json,
+    };
+    let count: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(20);
+    let rules = Rules::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml")))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+    let settings = TaskSettings {
+        inputs: vec!["events".into()],
+        input_format: format,
+        output_format: format,
+        limits: DecodeLimits::default(),
+        clock: TimerClock::StreamTime,
+    };
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));
+    let mut generator = EventGenerator::new(5, 100_000, 1_772_366_400_000, 1_000);
+    let mut offset = 0;
+    let batches: Vec<Vec<InputRecord>> = (0..count)
+        .map(|_| {
+            (0..BATCH)
+                .map(|_| {
+                    let event = generator.next_event();
+                    offset += 1;
+                    let payload = match format {
+                        WireFormat::Json => json::encode(&event),
+                        WireFormat::Protobuf => protobuf::encode(&event),
+                    };
+                    InputRecord {
+                        topic: 0,
+                        offset,
+                        key: Some(event.contact.into_bytes()),
+                        payload: Some(payload),
+                        headers: Vec::new(),
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let published = score_batches(&mut task, &rules, &store, &settings, &batches);
+    let seconds = started.elapsed().as_secs_f64();
+    let events = count * BATCH;
+    println!("{events} events, {published} records to publish, {:.0} events/s", events as f64 / seconds);
+}

@@ -1,0 +1,147 @@
+//! The bare pipe: consume → produce passthrough with the processor's own client settings, consumer
+//! group and delivery tracking, and no decoding, scoring or state. It is the I/O ceiling `leadscore bench`
+//! compares the processor with, and `leadscore pipe` runs it on its own.
+//!
+//! It does what the processor does around its scoring: poll up to a batch, copy each record out of the
+//! client, send it through the same [`Sink`] (idempotent, acks=all, same linger and compression), and
+//! commit input offsets only once their batch is acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::app::processor_settings;
+use crate::config::Config;
+use crate::kafka::sink::{PendingBatch, Sink, SinkError, SinkTopics, set_default};
+use crate::runtime::record::Route;
+use crate::runtime::task::{Destination, Publish};
+
+/// Why the pipe stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    /// The consumer failed.
+    #[error("Kafka consumer: {0}")]
+    Consumer(#[from] KafkaError),
+    /// Publishing failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Copies the config's input topics to `to` until `shutdown` is set; returns the records copied.
+pub fn run(config: &Config, to: &str, shutdown: &AtomicBool) -> Result<u64, PipeError> {
+    let settings = processor_settings(config);
+    let mut client = ClientConfig::new();
+    for (key, value) in &settings.consumer {
+        client.set(key, value);
+    }
+    client
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    set_default(&mut client, "auto.offset.reset", "earliest");
+    set_default(&mut client, "partition.assignment.strategy", "cooperative-sticky");
+    let consumer: BaseConsumer = client.create()?;
+    let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
+    consumer.subscribe(&inputs)?;
+    let topics = SinkTopics {
+        score_changed: to.to_owned(),
+        threshold_crossed: to.to_owned(),
+        phase_changed: to.to_owned(),
+        dlq: to.to_owned(),
+        changelog: to.to_owned(),
+    };
+    let mut sink = Sink::new(&settings.producer, topics, None)?;
+    let mut copied = 0u64;
+    while !shutdown.load(Ordering::Relaxed) {
+        let mut records: BTreeMap<i32, Vec<Publish>> = BTreeMap::new();
+        let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+        let mut count = 0;
+        let mut wait = Duration::from_millis(50);
+        while count < settings.batch_size {
+            let message = match consumer.poll(wait) {
+                None => break,
+                Some(Err(err)) => {
+                    warn!(error = %err, "poll error");
+                    if matches!(err, KafkaError::MessageConsumptionFatal(_)) {
+                        return Err(err.into());
+                    }
+                    break;
+                }
+                Some(Ok(message)) => message,
+            };
+            wait = Duration::ZERO;
+            let topic = settings.task.inputs.iter().position(|topic| topic == message.topic()).unwrap_or(0);
+            let headers = message
+                .headers()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .map(|header| (header.key.to_owned(), header.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            records.entry(message.partition()).or_default().push(Publish {
+                destination: Destination::Output(Route::ScoreChanged),
+                key: message.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                payload: message.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            let slot = next.entry((topic, message.partition())).or_insert(0);
+            *slot = (*slot).max(message.offset() + 1);
+            count += 1;
+        }
+        if count > 0 {
+            sink.open();
+            for (partition, publish) in records {
+                sink.send(partition, publish)?;
+            }
+            sink.commit_after(next.into_iter().map(|((topic, partition), offset)| (topic, partition, offset)));
+            copied += count as u64;
+        }
+        sink.close();
+        let wait =
+            if sink.batches_in_flight() > settings.max_in_flight { Duration::from_millis(50) } else { Duration::ZERO };
+        let done = sink.collect(wait)?;
+        commit(&consumer, &settings.task.inputs, &done, CommitMode::Async)?;
+    }
+    let done = sink.drain(settings.drain_timeout)?;
+    commit(&consumer, &settings.task.inputs, &done, CommitMode::Sync)?;
+    info!(copied, "pipe stopped");
+    Ok(copied)
+}
+
+fn commit(
+    consumer: &BaseConsumer,
+    inputs: &[String],
+    batches: &[PendingBatch],
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
+    let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+    for (topic, partition, offset) in batches.iter().flat_map(|batch| &batch.commits) {
+        let slot = next.entry((*topic, *partition)).or_insert(*offset);
+        *slot = (*slot).max(*offset);
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in next {
+        if let Some(name) = inputs.get(topic) {
+            list.add_partition_offset(name, partition, Offset::Offset(offset))?;
+        }
+    }
+    match consumer.commit(&list, mode) {
+        Err(err) if matches!(mode, CommitMode::Async) => {
+            warn!(error = %err, "offset commit failed; the next commit covers it");
+            Ok(())
+        }
+        other => other,
+    }
+}
