@@ -226,20 +226,10 @@ pub fn produce(
         }
         let event = generator.next_event();
         let payload = crate::event::json::encode(&event);
-        let mut record = BaseRecord::to(topic).key(event.contact.as_bytes()).payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err((err, _)) => return Err(err),
-            }
-        }
+        crate::kafka::send_when_queued(
+            &producer,
+            BaseRecord::to(topic).key(event.contact.as_bytes()).payload(&payload),
+        )?;
     }
     producer.flush(Duration::from_secs(60))?;
     Ok(count)

@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use prost::Message as _;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -89,17 +89,7 @@ fn send(producer: &ThreadedProducer<Acks>, topic: &str, event: &Event, format: F
         Format::Json => json::encode(event),
         Format::Protobuf => protobuf::encode(event),
     };
-    let mut record = BaseRecord::to(topic).key(event.contact.as_bytes()).payload(&payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((err, _)) => return Err(err),
-        }
-    }
+    crate::kafka::send_when_queued(producer, BaseRecord::to(topic).key(event.contact.as_bytes()).payload(&payload))
 }
 
 fn finish(producer: &ThreadedProducer<Acks>) -> Result<Vec<i64>, String> {

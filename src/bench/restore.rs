@@ -65,20 +65,8 @@ pub(crate) fn write_changelog(
         let stored = StoredContact { state, offsets: vec![(topic_key, index as i64)], recent: Vec::new() };
         let payload = stored.encode(rules);
         let partition = partition_for_key(contact.as_bytes(), partitions) as i32;
-        let mut record = BaseRecord::to(changelog).key(contact.as_bytes()).payload(&payload).partition(partition);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((
-                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    back,
-                )) => {
-                    record = back;
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-                Err((err, _)) => return Err(format!("producing the changelog: {err}")),
-            }
-        }
+        let record = BaseRecord::to(changelog).key(contact.as_bytes()).payload(&payload).partition(partition);
+        crate::kafka::send_when_queued(&producer, record).map_err(|err| format!("producing the changelog: {err}"))?;
         if index % 4096 == 0 {
             bar.set_position(index);
         }
