@@ -107,7 +107,7 @@ pub fn run(
     settings: &ProcessorSettings,
     rules: &ActiveRules,
     store: &dyn StateStore,
-    status: &Status,
+    status: &Arc<Status>,
     insights: &Insights,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, ProcessorError> {
@@ -168,7 +168,7 @@ impl<'a> Processor<'a> {
         settings: &'a ProcessorSettings,
         active_rules: &'a ActiveRules,
         store: &'a dyn StateStore,
-        status: &'a Status,
+        status: &'a Arc<Status>,
         insights: &'a Insights,
     ) -> Result<Self, ProcessorError> {
         let sink = Arc::new(Mutex::new(Sink::new(
@@ -184,6 +184,7 @@ impl<'a> Processor<'a> {
             events: Mutex::new(Vec::new()),
             // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
             brokers_down: AtomicBool::new(presume_down),
+            status: status.clone(),
         };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
@@ -350,9 +351,6 @@ impl<'a> Processor<'a> {
             match message {
                 None => break,
                 Some((partition, record)) => {
-                    if self.status.brokers_up_flag_reset(&self.consumer) {
-                        info!("brokers reachable again");
-                    }
                     if self.tasks.contains_key(&partition) {
                         records.entry(partition).or_default().push(record);
                         count += 1;
@@ -594,17 +592,6 @@ impl<'a> Processor<'a> {
         } else {
             self.status.set_brokers_up(false);
         }
-    }
-}
-
-impl Status {
-    /// Clears a broker outage once records flow again; returns whether it was set.
-    fn brokers_up_flag_reset(&self, consumer: &BaseConsumer<GroupHooks>) -> bool {
-        let was_down = consumer.context().brokers_down.swap(false, Ordering::Relaxed);
-        if was_down {
-            self.set_brokers_up(true);
-        }
-        was_down
     }
 }
 

@@ -32,6 +32,8 @@ pub struct GroupHooks {
     pub(super) drain_timeout: Duration,
     pub(super) events: Mutex<Vec<GroupEvent>>,
     pub(super) brokers_down: std::sync::atomic::AtomicBool,
+    /// Readiness: an outage is reported the moment librdkafka sees it, even while the poll loop waits.
+    pub(super) status: std::sync::Arc<super::Status>,
 }
 
 impl GroupHooks {
@@ -114,6 +116,7 @@ impl ClientContext for GroupHooks {
         use rdkafka::types::RDKafkaErrorCode;
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
             self.brokers_down.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.status.set_brokers_up(false);
         }
         warn!(error = %error, reason, "Kafka client error");
     }
