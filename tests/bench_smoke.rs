@@ -27,9 +27,12 @@ fn bench_reports_every_mode_over_all_events() {
         // The window starts at the first commit seen, so it may leave out what came before it.
         let events = mode["events"].as_u64().unwrap_or(0);
         assert!(events > 0 && events <= 20_000, "{}: {events} events", mode["mode"]);
-        for figure in ["events_per_second", "cpu_seconds_per_million", "peak_rss_mib"] {
+        for figure in ["events_per_second", "peak_rss_mib"] {
             assert!(mode[figure].as_f64().is_some_and(|value| value > 0.0), "{}: {figure} missing", mode["mode"]);
         }
+        // CPU time is read in clock ticks (10 ms): a fast pipe over a short window can measure 0.
+        let cpu = mode["cpu_seconds_per_million"].as_f64();
+        assert!(cpu.is_some_and(|value| value >= 0.0), "{}: cpu_seconds_per_million missing", mode["mode"]);
     }
     assert!(modes[0]["state_bytes_per_contact"].is_null(), "the pipe keeps no state");
     assert!(modes[1]["state_bytes_per_contact"].as_f64().is_some_and(|bytes| bytes > 0.0));
