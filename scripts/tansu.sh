@@ -5,7 +5,12 @@
 #   scripts/tansu.sh start DIR      start a broker whose pid, port and log live in DIR; prints the bootstrap address
 #   scripts/tansu.sh stop DIR       stop the broker started in DIR
 #
-# Set TANSU_STORAGE=sqlite to keep the broker's data in DIR/tansu.db across restarts (memory otherwise).
+#   scripts/tansu.sh user DIR NAME PASSWORD [scram256|scram512]
+#                                   create a SCRAM user on the broker started in DIR (before authentication is on)
+#
+# Set TANSU_STORAGE=sqlite to keep the broker's data in DIR/tansu.db across restarts (memory otherwise),
+# TANSU_AUTHENTICATION=1 to require SASL from every client, and TANSU_ADVERTISED=HOST:PORT to advertise
+# another address than the listener's (a TLS-terminating proxy in front of the broker, for example).
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -36,10 +41,14 @@ start_tansu() {
   if [ "${TANSU_STORAGE:-memory}" = sqlite ]; then
     storage="sqlite://tansu.db"
   fi
+  local authentication=()
+  if [ "${TANSU_AUTHENTICATION:-0}" = 1 ]; then
+    authentication=(--authentication)
+  fi
   (cd "$dir" && exec "$TANSU_BIN" broker \
       --listener-url "tcp://127.0.0.1:$port" \
-      --advertised-listener-url "tcp://127.0.0.1:$port" \
-      --storage-engine "$storage" >>"$dir/tansu.log" 2>&1) &
+      --advertised-listener-url "tcp://${TANSU_ADVERTISED:-127.0.0.1:$port}" \
+      --storage-engine "$storage" "${authentication[@]}" >>"$dir/tansu.log" 2>&1) &
   echo $! >"$dir/tansu.pid"
   echo "$port" >"$dir/tansu.port"
   for _ in $(seq 1 100); do
@@ -56,14 +65,28 @@ start_tansu() {
 stop_tansu() {
   local dir=$1
   if [ -f "$dir/tansu.pid" ]; then
-    kill "$(cat "$dir/tansu.pid")" 2>/dev/null || true
+    local pid
+    pid=$(cat "$dir/tansu.pid")
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to let go of its port and storage, so that a restart can take them.
+    for _ in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
     rm -f "$dir/tansu.pid"
   fi
+}
+
+create_user() {
+  local dir=$1 name=$2 password=$3 mechanism=${4:-scram512}
+  "$TANSU_BIN" user create --broker "tcp://127.0.0.1:$(cat "$dir/tansu.port")" --mechanism "$mechanism" \
+    "$name" "$password" >>"$dir/tansu.log" 2>&1
 }
 
 case "${1:-}" in
   install) install_tansu ;;
   start) start_tansu "${2:?usage: tansu.sh start DIR}" ;;
   stop) stop_tansu "${2:?usage: tansu.sh stop DIR}" ;;
-  *) echo "usage: $0 install | start DIR | stop DIR" >&2; exit 2 ;;
+  user) create_user "${2:?usage: tansu.sh user DIR NAME PASSWORD [MECHANISM]}" "${3:?NAME}" "${4:?PASSWORD}" "${5:-scram512}" ;;
+  *) echo "usage: $0 install | start DIR | stop DIR | user DIR NAME PASSWORD [MECHANISM]" >&2; exit 2 ;;
 esac

@@ -124,7 +124,7 @@ impl Broker {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let provisioned = runtime
                     .block_on(topics::create_missing(&properties, specs, Duration::from_secs(30)))
-                    .map_err(BenchError::Kafka)?;
+                    .map_err(|err| BenchError::Phase { phase: "topics", reason: err.to_string() })?;
                 match provisioned.problems.first() {
                     Some(problem) => Err(BenchError::Phase {
                         phase: "topics",

@@ -16,6 +16,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{info, warn};
 
+use super::FirstConnectionError;
+
 /// What a topic is for, which decides its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicRole {
@@ -105,11 +107,29 @@ fn client_config(properties: &[(String, String)]) -> ClientConfig {
     config
 }
 
+/// A failed request for cluster metadata (or for topic creation), with the reason the client gave for
+/// not reaching a broker, such as "SASL authentication error: … invalid-proof", when it gave one.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}{}", connection.as_ref().map(|reason| format!("; the client reported: {reason}")).unwrap_or_default())]
+pub struct ClusterError {
+    /// The request's own error.
+    #[source]
+    pub error: KafkaError,
+    /// What the client reported about its broker connections meanwhile.
+    pub connection: Option<String>,
+}
+
+impl From<KafkaError> for ClusterError {
+    fn from(error: KafkaError) -> ClusterError {
+        ClusterError { error, connection: None }
+    }
+}
+
 /// Partition counts of the topics that exist, from cluster metadata.
 pub fn partition_counts(
     properties: &[(String, String)],
     timeout: Duration,
-) -> Result<HashMap<String, i32>, KafkaError> {
+) -> Result<HashMap<String, i32>, ClusterError> {
     cluster_metadata(properties, timeout).map(|(counts, _)| counts)
 }
 
@@ -117,9 +137,19 @@ pub fn partition_counts(
 fn cluster_metadata(
     properties: &[(String, String)],
     timeout: Duration,
-) -> Result<(HashMap<String, i32>, Option<i32>), KafkaError> {
-    let consumer: BaseConsumer = client_config(properties).create()?;
-    let metadata = consumer.fetch_metadata(None, timeout)?;
+) -> Result<(HashMap<String, i32>, Option<i32>), ClusterError> {
+    let consumer: BaseConsumer<FirstConnectionError> =
+        client_config(properties).create_with_context(FirstConnectionError::default())?;
+    let metadata = match consumer.fetch_metadata(None, timeout) {
+        Ok(metadata) => metadata,
+        Err(error) => {
+            // The connection errors wait in the client's queue until it is polled.
+            for _ in 0..10 {
+                let _ = consumer.poll(Duration::from_millis(10));
+            }
+            return Err(ClusterError { error, connection: consumer.context().reason() });
+        }
+    };
     let counts = metadata
         .topics()
         .iter()
@@ -152,7 +182,7 @@ pub async fn create_missing(
     properties: &[(String, String)],
     specs: &[TopicSpec],
     timeout: Duration,
-) -> Result<Provisioned, KafkaError> {
+) -> Result<Provisioned, ClusterError> {
     let existing = partition_counts(properties, timeout)?;
     let mut provisioned = Provisioned::default();
     let existing_inputs = specs.iter().filter(|spec| spec.role == TopicRole::Input);

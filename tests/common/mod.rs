@@ -71,12 +71,18 @@ impl Tansu {
 
     /// Starts the broker again on the same port and storage.
     pub fn restart(&self) {
+        self.restart_with(&[]);
+    }
+
+    /// [`restart`](Self::restart) with more of `scripts/tansu.sh`'s settings.
+    pub fn restart_with(&self, env: &[(&str, &str)]) {
         let port = self.bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
         let status = Command::new(manifest("scripts/tansu.sh"))
             .arg("start")
             .arg(self.dir.path())
             .env("TANSU_PORT", port)
             .env("TANSU_STORAGE", "sqlite")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .status()
             .unwrap_or_else(|err| panic!("{err}"));
@@ -245,9 +251,14 @@ pub fn stream(seed: u64, events: usize, contacts: u64) -> Vec<Event> {
 
 /// Produces events as JSON to their model partitions; returns the record count per partition.
 pub fn produce(bootstrap: &str, topic: &str, partitions: u32, events: &[Event]) -> BTreeMap<i32, i64> {
+    produce_with(client(bootstrap), topic, partitions, events)
+}
+
+/// [`produce`] through a client of the caller's (a secured connection, for example).
+pub fn produce_with(client: ClientConfig, topic: &str, partitions: u32, events: &[Event]) -> BTreeMap<i32, i64> {
     let payloads: Vec<(Vec<u8>, Vec<u8>)> =
         events.iter().map(|event| (event.contact.as_bytes().to_vec(), json::encode(event))).collect();
-    produce_raw(bootstrap, topic, partitions, &payloads)
+    produce_placed_with(client, topic, &placed_by_key(partitions, &payloads))
 }
 
 /// Produces (key, value) records to the partition of their key; returns the count per partition.
@@ -257,11 +268,14 @@ pub fn produce_raw(
     partitions: u32,
     records: &[(Vec<u8>, Vec<u8>)],
 ) -> BTreeMap<i32, i64> {
-    let placed: Vec<PlacedRecord> = records
+    produce_placed(bootstrap, topic, &placed_by_key(partitions, records))
+}
+
+fn placed_by_key(partitions: u32, records: &[(Vec<u8>, Vec<u8>)]) -> Vec<PlacedRecord> {
+    records
         .iter()
         .map(|(key, value)| (partition_for_key(key, partitions) as i32, Some(key.clone()), Some(value.clone())))
-        .collect();
-    produce_placed(bootstrap, topic, &placed)
+        .collect()
 }
 
 /// A record with an explicit partition, and a key and value that may be null.
@@ -269,7 +283,12 @@ pub type PlacedRecord = (i32, Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// Produces records to their given partitions, in order; returns the count per partition.
 pub fn produce_placed(bootstrap: &str, topic: &str, records: &[PlacedRecord]) -> BTreeMap<i32, i64> {
-    let producer: ThreadedProducer<DefaultProducerContext> = client(bootstrap)
+    produce_placed_with(client(bootstrap), topic, records)
+}
+
+/// [`produce_placed`] through a client of the caller's (a secured connection, for example).
+pub fn produce_placed_with(mut client: ClientConfig, topic: &str, records: &[PlacedRecord]) -> BTreeMap<i32, i64> {
+    let producer: ThreadedProducer<DefaultProducerContext> = client
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("message.max.bytes", "20000000")
@@ -320,8 +339,18 @@ pub fn committed_offsets(bootstrap: &str, group: &str, topic: &str, partitions: 
 
 /// Waits until the group has committed `expected` records on every partition.
 pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTreeMap<i32, i64>, timeout: Duration) {
-    let consumer: BaseConsumer =
-        client(bootstrap).set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
+    wait_committed_with(client(bootstrap), group, topic, expected, timeout);
+}
+
+/// [`wait_committed`] through a client of the caller's.
+pub fn wait_committed_with(
+    mut client: ClientConfig,
+    group: &str,
+    topic: &str,
+    expected: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    let consumer: BaseConsumer = client.set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
     let started = Instant::now();
     let mut last = Vec::new();
     while started.elapsed() < timeout {
@@ -348,7 +377,12 @@ pub type ReadRecord = (String, Option<Vec<u8>>, Option<Vec<u8>>, Vec<(String, Ve
 
 /// Reads every record of `topics` from the start until they are idle.
 pub fn read_all(bootstrap: &str, topics: &[&str], idle: Duration) -> Vec<ReadRecord> {
-    let consumer: BaseConsumer = client(bootstrap)
+    read_all_with(client(bootstrap), topics, idle)
+}
+
+/// [`read_all`] through a client of the caller's.
+pub fn read_all_with(mut client: ClientConfig, topics: &[&str], idle: Duration) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = client
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
