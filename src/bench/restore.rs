@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 
 use crate::generator::EventGenerator;
 use crate::hashing::partition_for_key;
-use crate::kafka::restore::restore_partition;
+use crate::kafka::restore::restore_partitions;
 use crate::rules::Rules;
 use crate::runtime::record::StoredContact;
 use crate::runtime::task::TaskSettings;
@@ -94,15 +94,12 @@ pub(crate) fn restore_all(
     let properties = vec![("bootstrap.servers".to_owned(), bootstrap.to_owned())];
     bar.set_length(contacts);
     let started = Instant::now();
-    let mut records = 0;
-    for partition in 0..partitions as i32 {
-        let base = records;
-        let mut progress = |step: crate::kafka::restore::RestoreProgress| bar.set_position(base + step.records);
-        let summary = restore_partition(&properties, changelog, partition, &store, rules, &mut progress)
-            .map_err(|err| err.to_string())?;
-        records += summary.records;
-        bar.set_position(records);
-    }
+    let mut progress = |step: crate::kafka::restore::RestoreProgress| bar.set_position(step.records);
+    let all: Vec<i32> = (0..partitions as i32).collect();
+    let restored = restore_partitions(&properties, changelog, &all, &store, rules, &mut progress)
+        .map_err(|err| err.to_string())?;
+    let records: u64 = restored.values().map(|summary| summary.records).sum();
+    bar.set_position(records);
     store.flush().map_err(|err| err.to_string())?;
     let seconds = started.elapsed().as_secs_f64();
     drop(store);

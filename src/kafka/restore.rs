@@ -1,4 +1,4 @@
-//! Restoring a partition's state from the changelog.
+//! Restoring partitions' state from the changelog.
 //!
 //! The changelog is compacted and keyed by contact; partition p holds the contacts of input partition p,
 //! plus checkpoint records with the partition's applied offsets and stream time. A restore replays it
@@ -6,12 +6,13 @@
 //! Its end is detected by the partition-EOF event of fetching, never by a watermark query: some brokers
 //! report a low high watermark through ListOffsets.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -67,6 +68,9 @@ pub enum RestoreError {
         /// What is wrong.
         reason: String,
     },
+    /// The changelog delivered a partition the restore did not ask for.
+    #[error("the changelog restore received partition {0}, which it did not assign")]
+    Unassigned(i32),
     /// No progress and no end of partition for too long.
     #[error("restore of {topic} partition {partition} stalled at offset {offset}")]
     Stalled {
@@ -79,39 +83,119 @@ pub enum RestoreError {
     },
 }
 
-/// Progress callback data: records so far, and records per second.
+/// Progress callback data.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreProgress {
-    /// Partition.
-    pub partition: i32,
-    /// Records applied so far.
+    /// Records applied so far, over every partition of the restore.
     pub records: u64,
-    /// Current offset.
-    pub offset: i64,
+    /// Partitions not yet at their end.
+    pub partitions_left: usize,
 }
 
-/// Replays changelog partition `partition` into `store`, from the local checkpoint or the start.
-pub fn restore_partition(
+/// Replays changelog partitions `partitions` into `store`, each from its local checkpoint or the start.
+/// One consumer reads them all at once, so a rebalance that assigns many partitions pays for one client
+/// and one round of fetches rather than one per partition.
+pub fn restore_partitions(
     properties: &[(String, String)],
     changelog: &str,
-    partition: i32,
+    partitions: &[i32],
     store: &dyn StateStore,
     rules: &Rules,
     progress: &mut dyn FnMut(RestoreProgress),
-) -> Result<RestoreSummary, RestoreError> {
-    let kafka = |source| RestoreError::Kafka { topic: changelog.to_owned(), partition, source };
-    let local = store.meta(partition)?;
-    let start = match local.as_ref().and_then(|meta| meta.changelog_offset) {
-        Some(offset) => offset,
-        None => {
-            // No checkpoint: whatever is there is not known to match the changelog, so start clean.
-            store.drop_partition(partition)?;
-            0
-        }
+) -> Result<BTreeMap<i32, RestoreSummary>, RestoreError> {
+    let started = Instant::now();
+    let mut restores = BTreeMap::new();
+    for &partition in partitions {
+        restores.insert(partition, PartitionRestore::start(changelog, partition, store)?);
+    }
+    let Some(&first) = partitions.first() else {
+        return Ok(BTreeMap::new());
     };
-    let incremental = start > 0;
-    let mut meta = local.unwrap_or_default();
+    let consumer = restore_consumer(properties, changelog).map_err(|source| kafka_error(changelog, first, source))?;
+    let mut assignment = TopicPartitionList::new();
+    for restore in restores.values() {
+        assignment
+            .add_partition_offset(changelog, restore.partition, Offset::Offset(restore.summary.next_offset))
+            .map_err(|source| restore.kafka(source))?;
+    }
+    consumer.assign(&assignment).map_err(|source| kafka_error(changelog, first, source))?;
 
+    let mut left: BTreeSet<i32> = restores.keys().copied().collect();
+    let mut records = 0u64;
+    let mut last_progress = Instant::now();
+    let mut last_report = Instant::now();
+    while let Some(&first_left) = left.first() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {
+                // Some brokers never send the end-of-partition event after a producer died mid-request.
+                // When reading has been idle a while and a position is at the reported end, that is its end.
+                if last_progress.elapsed() > IDLE_CHECK {
+                    for partition in left.clone() {
+                        let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
+                        if let Ok((_, high)) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5))
+                            && restore.summary.next_offset >= high
+                        {
+                            warn!(
+                                partition,
+                                offset = restore.summary.next_offset,
+                                "no end-of-partition event; at the high watermark"
+                            );
+                            restore.finish(store)?;
+                            left.remove(&partition);
+                        }
+                    }
+                }
+                if last_progress.elapsed() > STALL_TIMEOUT {
+                    let offset = restores.get(&first_left).map_or(0, |restore| restore.summary.next_offset);
+                    return Err(RestoreError::Stalled { topic: changelog.to_owned(), partition: first_left, offset });
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                if left.remove(&partition) {
+                    let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
+                    restore.finish(store)?;
+                    // Nothing after its end belongs to this restore.
+                    let mut done = TopicPartitionList::new();
+                    done.add_partition(changelog, partition);
+                    consumer.pause(&done).map_err(|source| restore.kafka(source))?;
+                }
+            }
+            Some(Err(err)) => return Err(kafka_error(changelog, first_left, err)),
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                if !left.contains(&partition) {
+                    continue;
+                }
+                last_progress = Instant::now();
+                records += 1;
+                let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
+                restore.apply(&message, store, rules)?;
+                if last_report.elapsed() >= Duration::from_secs(1) {
+                    last_report = Instant::now();
+                    progress(RestoreProgress { records, partitions_left: left.len() });
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        partitions = restores.len(),
+        records,
+        seconds,
+        rate = records as f64 / seconds.max(1e-3),
+        "changelog restore finished"
+    );
+    Ok(restores.into_iter().map(|(partition, restore)| (partition, restore.summary)).collect())
+}
+
+fn kafka_error(changelog: &str, partition: i32, source: KafkaError) -> RestoreError {
+    RestoreError::Kafka { topic: changelog.to_owned(), partition, source }
+}
+
+fn restore_consumer(
+    properties: &[(String, String)],
+    changelog: &str,
+) -> Result<BaseConsumer<EndIsNotAnError>, KafkaError> {
     let mut config = ClientConfig::new();
     for (key, value) in properties {
         config.set(key, value);
@@ -122,123 +206,134 @@ pub fn restore_partition(
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
         // The restore reads to the end and stops: a fetch held for librdkafka's default 500 ms at the end
-        // of every partition adds up over a rebalance that assigns many, all inside one poll interval.
+        // of a partition only delays noticing that end.
         .set("fetch.wait.max.ms", RESTORE_FETCH_WAIT_MS)
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer<EndIsNotAnError> = config.create_with_context(EndIsNotAnError).map_err(kafka)?;
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(changelog, partition, Offset::Offset(start)).map_err(kafka)?;
-    consumer.assign(&assignment).map_err(kafka)?;
-
-    let started = Instant::now();
-    let mut last_progress = Instant::now();
-    let mut last_report = Instant::now();
-    let mut summary = RestoreSummary { records: 0, next_offset: start };
-    let mut batch = PartitionBatch::new(partition);
-    let mut pending = 0usize;
-    // The last timer of each contact in the current batch (a contact can appear more than once).
-    let mut timers: HashMap<String, Option<i64>> = HashMap::new();
-    loop {
-        match consumer.poll(Duration::from_millis(100)) {
-            None => {
-                // Some brokers never send the end-of-partition event after a producer died mid-request.
-                // When reading has been idle a while and the position is at the reported end, that is the end.
-                if last_progress.elapsed() > IDLE_CHECK
-                    && let Ok((_, high)) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5))
-                    && summary.next_offset >= high
-                {
-                    warn!(partition, offset = summary.next_offset, "no end-of-partition event; at the high watermark");
-                    break;
-                }
-                if last_progress.elapsed() > STALL_TIMEOUT {
-                    return Err(RestoreError::Stalled {
-                        topic: changelog.to_owned(),
-                        partition,
-                        offset: summary.next_offset,
-                    });
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(err)) => return Err(kafka(err)),
-            Some(Ok(message)) => {
-                last_progress = Instant::now();
-                let offset = message.offset();
-                summary.next_offset = offset + 1;
-                summary.records += 1;
-                let key = message.key().unwrap_or_default();
-                let corrupt =
-                    |reason: String| RestoreError::Corrupt { topic: changelog.to_owned(), partition, offset, reason };
-                if key == CHECKPOINT_KEY {
-                    if let Some(payload) = message.payload() {
-                        let checkpoint = PartitionMeta::decode(payload).map_err(|err| corrupt(err.to_string()))?;
-                        meta.input_offsets = checkpoint.input_offsets;
-                        meta.stream_time_ms = checkpoint.stream_time_ms;
-                    }
-                } else {
-                    let contact = std::str::from_utf8(key).map_err(|_| corrupt("key is not UTF-8".into()))?;
-                    if timers.contains_key(contact) {
-                        // One record per contact and write batch keeps puts and deletes unambiguous.
-                        batch.meta = Some(PartitionMeta { changelog_offset: Some(offset), ..meta.clone() });
-                        add_timers(&mut batch, &mut timers);
-                        store.write(std::mem::replace(&mut batch, PartitionBatch::new(partition)))?;
-                        pending = 0;
-                    }
-                    if incremental && let Some(old) = store.get(partition, contact)? {
-                        let old =
-                            StoredContact::decode(rules, contact, &old).map_err(|err| corrupt(err.to_string()))?;
-                        if let Some(due) = old.state.and_then(|state| state.next_timer_ms) {
-                            batch.timer_deletes.push((due, contact.to_owned()));
-                        }
-                    }
-                    let due = match message.payload() {
-                        None => {
-                            batch.deletes.push(contact.to_owned());
-                            None
-                        }
-                        Some(payload) => {
-                            let stored = StoredContact::decode(rules, contact, payload)
-                                .map_err(|err| corrupt(err.to_string()))?;
-                            batch.puts.push((contact.to_owned(), payload.to_vec()));
-                            stored.state.as_ref().and_then(|state| state.next_timer_ms)
-                        }
-                    };
-                    timers.insert(contact.to_owned(), due);
-                    pending += 1;
-                }
-                if pending >= RESTORE_BATCH {
-                    meta.changelog_offset = Some(summary.next_offset);
-                    batch.meta = Some(meta.clone());
-                    add_timers(&mut batch, &mut timers);
-                    store.write(std::mem::replace(&mut batch, PartitionBatch::new(partition)))?;
-                    pending = 0;
-                }
-                if last_report.elapsed() >= Duration::from_secs(1) {
-                    last_report = Instant::now();
-                    progress(RestoreProgress { partition, records: summary.records, offset: offset + 1 });
-                }
-            }
-        }
-    }
-    meta.changelog_offset = Some(summary.next_offset);
-    batch.meta = Some(meta);
-    add_timers(&mut batch, &mut timers);
-    store.write(batch)?;
-    let seconds = started.elapsed().as_secs_f64();
-    info!(
-        partition,
-        records = summary.records,
-        seconds,
-        rate = summary.records as f64 / seconds.max(1e-3),
-        "restored partition from the changelog"
-    );
-    Ok(summary)
+    config.create_with_context(EndIsNotAnError)
 }
 
-fn add_timers(batch: &mut PartitionBatch, timers: &mut HashMap<String, Option<i64>>) {
-    for (contact, due) in timers.drain() {
-        if let Some(due) = due {
-            batch.timer_puts.push((due, contact));
+/// One partition's share of a restore: what it has read and the RocksDB batch it is filling.
+struct PartitionRestore {
+    changelog: String,
+    partition: i32,
+    /// Whether the restore continues from a local checkpoint, so that older state exists.
+    incremental: bool,
+    meta: PartitionMeta,
+    summary: RestoreSummary,
+    batch: PartitionBatch,
+    pending: usize,
+    /// The last timer of each contact in the current batch (a contact can appear more than once).
+    timers: HashMap<String, Option<i64>>,
+}
+
+impl PartitionRestore {
+    fn start(changelog: &str, partition: i32, store: &dyn StateStore) -> Result<PartitionRestore, RestoreError> {
+        let local = store.meta(partition)?;
+        let start = match local.as_ref().and_then(|meta| meta.changelog_offset) {
+            Some(offset) => offset,
+            None => {
+                // No checkpoint: whatever is there is not known to match the changelog, so start clean.
+                store.drop_partition(partition)?;
+                0
+            }
+        };
+        Ok(PartitionRestore {
+            changelog: changelog.to_owned(),
+            partition,
+            incremental: start > 0,
+            meta: local.unwrap_or_default(),
+            summary: RestoreSummary { records: 0, next_offset: start },
+            batch: PartitionBatch::new(partition),
+            pending: 0,
+            timers: HashMap::new(),
+        })
+    }
+
+    fn corrupt(&self, offset: i64, reason: String) -> RestoreError {
+        RestoreError::Corrupt { topic: self.changelog.clone(), partition: self.partition, offset, reason }
+    }
+
+    fn kafka(&self, source: KafkaError) -> RestoreError {
+        kafka_error(&self.changelog, self.partition, source)
+    }
+
+    fn apply(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        store: &dyn StateStore,
+        rules: &Rules,
+    ) -> Result<(), RestoreError> {
+        let offset = message.offset();
+        self.summary.next_offset = offset + 1;
+        self.summary.records += 1;
+        let key = message.key().unwrap_or_default();
+        if key == CHECKPOINT_KEY {
+            if let Some(payload) = message.payload() {
+                let checkpoint = PartitionMeta::decode(payload).map_err(|err| self.corrupt(offset, err.to_string()))?;
+                self.meta.input_offsets = checkpoint.input_offsets;
+                self.meta.stream_time_ms = checkpoint.stream_time_ms;
+            }
+        } else {
+            let contact = std::str::from_utf8(key).map_err(|_| self.corrupt(offset, "key is not UTF-8".into()))?;
+            if self.timers.contains_key(contact) {
+                // One record per contact and write batch keeps puts and deletes unambiguous.
+                self.write(store, offset)?;
+            }
+            if self.incremental
+                && let Some(old) = store.get(self.partition, contact)?
+            {
+                let old =
+                    StoredContact::decode(rules, contact, &old).map_err(|err| self.corrupt(offset, err.to_string()))?;
+                if let Some(due) = old.state.and_then(|state| state.next_timer_ms) {
+                    self.batch.timer_deletes.push((due, contact.to_owned()));
+                }
+            }
+            let due = match message.payload() {
+                None => {
+                    self.batch.deletes.push(contact.to_owned());
+                    None
+                }
+                Some(payload) => {
+                    let stored = StoredContact::decode(rules, contact, payload)
+                        .map_err(|err| self.corrupt(offset, err.to_string()))?;
+                    self.batch.puts.push((contact.to_owned(), payload.to_vec()));
+                    stored.state.as_ref().and_then(|state| state.next_timer_ms)
+                }
+            };
+            self.timers.insert(contact.to_owned(), due);
+            self.pending += 1;
         }
+        if self.pending >= RESTORE_BATCH {
+            self.write(store, self.summary.next_offset)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch so far, checkpointed at changelog offset `next`.
+    fn write(&mut self, store: &dyn StateStore, next: i64) -> Result<(), RestoreError> {
+        let mut batch = std::mem::replace(&mut self.batch, PartitionBatch::new(self.partition));
+        batch.meta = Some(PartitionMeta { changelog_offset: Some(next), ..self.meta.clone() });
+        for (contact, due) in self.timers.drain() {
+            if let Some(due) = due {
+                batch.timer_puts.push((due, contact));
+            }
+        }
+        store.write(batch)?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Writes the rest, checkpointed at the end reached.
+    fn finish(&mut self, store: &dyn StateStore) -> Result<(), RestoreError> {
+        self.write(store, self.summary.next_offset)?;
+        self.meta.changelog_offset = Some(self.summary.next_offset);
+        info!(
+            partition = self.partition,
+            records = self.summary.records,
+            next_offset = self.summary.next_offset,
+            "restored partition from the changelog"
+        );
+        Ok(())
     }
 }

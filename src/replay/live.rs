@@ -6,7 +6,7 @@
 //! throw-away RocksDB with the runtime's own restore, so memory stays bounded however many contacts there
 //! are, and nothing is committed for the live group.
 
-use crate::kafka::restore::{RestoreProgress, restore_partition};
+use crate::kafka::restore::{RestoreProgress, restore_partitions};
 use crate::rules::Rules;
 use crate::runtime::record::StoredContact;
 use crate::scoring::ContactState;
@@ -29,19 +29,17 @@ pub fn load_changelog(
     // the restore goes.
     let total = watermark_total(client, changelog, partitions);
     let mut progress = Progress::new("live scores", "changelog records", total, progress_bar);
-    let mut records = 0;
-    for partition in 0..partitions {
-        let mut last = 0;
-        let mut report = |step: RestoreProgress| {
-            progress.grow_to(records + step.records);
-            progress.advance(step.records - last);
-            last = step.records;
-        };
-        let summary = restore_partition(client, changelog, partition, store, live_rules, &mut report)?;
-        records += summary.records;
-        progress.grow_to(records);
-        progress.advance(summary.records - last);
-    }
+    let mut last = 0;
+    let mut report = |step: RestoreProgress| {
+        progress.grow_to(step.records);
+        progress.advance(step.records - last);
+        last = step.records;
+    };
+    let all: Vec<i32> = (0..partitions).collect();
+    let restored = restore_partitions(client, changelog, &all, store, live_rules, &mut report)?;
+    let records: u64 = restored.values().map(|summary| summary.records).sum();
+    progress.grow_to(records);
+    progress.advance(records - last);
     progress.finish();
     Ok(records)
 }

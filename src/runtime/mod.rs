@@ -27,7 +27,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::insights::Insights;
-use crate::kafka::restore::{RestoreError, restore_partition};
+use crate::kafka::restore::{RestoreError, restore_partitions};
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
 use crate::leaderboard::LeaderboardError;
 use crate::reload::ActiveRules;
@@ -391,8 +391,8 @@ impl<'a> Processor<'a> {
                         .collect();
                     self.assigned.extend(added);
                     self.status.set_owned(self.assigned.iter().map(|(_, partition)| *partition));
-                    for partition in new {
-                        self.start_task(partition)?;
+                    if !new.is_empty() {
+                        self.start_tasks(&new.into_iter().collect::<Vec<_>>())?;
                     }
                 }
             }
@@ -401,65 +401,78 @@ impl<'a> Processor<'a> {
         Ok(())
     }
 
-    /// Restores a newly assigned partition, opens its task and re-sends unacknowledged outputs.
-    fn start_task(&mut self, partition: i32) -> Result<(), ProcessorError> {
-        self.status.restoring(partition, true);
-        gauge!(telemetry::RESTORING_PARTITIONS).increment(1.0);
+    /// Restores newly assigned partitions (all at once), opens their tasks and re-sends their
+    /// unacknowledged outputs.
+    fn start_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
+        for &partition in partitions {
+            self.status.restoring(partition, true);
+        }
+        gauge!(telemetry::RESTORING_PARTITIONS).increment(partitions.len() as f64);
         let mut report = |progress: crate::kafka::restore::RestoreProgress| {
-            info!(partition = progress.partition, records = progress.records, offset = progress.offset, "restoring");
+            info!(records = progress.records, partitions_left = progress.partitions_left, "restoring");
         };
         let started = Instant::now();
-        let summary = restore_partition(
+        let restored = restore_partitions(
             &self.settings.client,
             &self.settings.topics.changelog,
-            partition,
+            partitions,
             self.store,
             &self.rules,
             &mut report,
         )?;
-        counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(summary.records);
-        let committed = self.committed_offsets(partition)?;
-        let task = PartitionTask::open(partition, self.store, &self.settings.task, committed)?;
-        self.insights.open_partition(partition, &self.rules, self.store)?;
-        histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
-        let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
-        if !resend.is_empty() {
-            let outputs = resend.iter().filter(|publish| matches!(publish.destination, Destination::Output(_))).count();
-            info!(
-                partition,
-                outputs,
-                records = resend.len(),
-                "re-sending outputs and changelog records of uncommitted input"
-            );
-            counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(outputs as u64);
-            self.begin()?;
-            self.lock_sink()?.send(partition, resend)?;
-            self.end()?;
+        counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(restored.values().map(|summary| summary.records).sum());
+        let committed = self.committed_offsets(partitions)?;
+        for &partition in partitions {
+            let offsets = committed.get(&partition).cloned().unwrap_or_default();
+            let task = PartitionTask::open(partition, self.store, &self.settings.task, offsets)?;
+            self.insights.open_partition(partition, &self.rules, self.store)?;
+            let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
+            if !resend.is_empty() {
+                let outputs =
+                    resend.iter().filter(|publish| matches!(publish.destination, Destination::Output(_))).count();
+                info!(
+                    partition,
+                    outputs,
+                    records = resend.len(),
+                    "re-sending outputs and changelog records of uncommitted input"
+                );
+                counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(outputs as u64);
+                self.begin()?;
+                self.lock_sink()?.send(partition, resend)?;
+                self.end()?;
+            }
+            self.tasks.insert(partition, task);
+            self.status.restoring(partition, false);
+            gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
         }
-        self.tasks.insert(partition, task);
-        self.status.restoring(partition, false);
-        gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
+        histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    fn committed_offsets(&self, partition: i32) -> Result<Vec<Option<i64>>, ProcessorError> {
+    /// The group's committed offsets of `partitions`, one per input topic (`None` where nothing is
+    /// committed), in one request.
+    fn committed_offsets(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Vec<Option<i64>>>, ProcessorError> {
         let mut list = TopicPartitionList::new();
-        for topic in &self.settings.task.inputs {
-            list.add_partition(topic, partition);
+        for &partition in partitions {
+            for topic in &self.settings.task.inputs {
+                list.add_partition(topic, partition);
+            }
         }
         let committed = self.consumer.committed_offsets(list, Duration::from_secs(10))?;
-        Ok(self
-            .settings
-            .task
-            .inputs
-            .iter()
-            .map(|topic| {
-                committed.find_partition(topic, partition).and_then(|element| match element.offset() {
-                    Offset::Offset(next) => Some(next),
-                    _ => None,
+        let offsets = |partition: i32| -> Vec<Option<i64>> {
+            self.settings
+                .task
+                .inputs
+                .iter()
+                .map(|topic| {
+                    committed.find_partition(topic, partition).and_then(|element| match element.offset() {
+                        Offset::Offset(next) => Some(next),
+                        _ => None,
+                    })
                 })
-            })
-            .collect())
+                .collect()
+        };
+        Ok(partitions.iter().map(|&partition| (partition, offsets(partition))).collect())
     }
 
     /// Opens a publishing batch (and, in exactly-once mode, a transaction).
