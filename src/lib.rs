@@ -26,6 +26,7 @@
 //! - [`runtime`]: the processor: per-partition tasks, contact records, rebalances, readiness.
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
 //! - [`http`]: the contact, leaderboard and rules API, health checks and Prometheus metrics.
+//! - [`inspect`]: `leadscore inspect`: one contact read from a state directory.
 //! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.
 //! - [`rule_stats`]: rule firings and conversion attribution, counted per partition.
 //! - [`telemetry`]: metric names and their descriptions.
@@ -52,6 +53,8 @@ pub mod hashing;
 pub mod http;
 #[cfg(feature = "runtime")]
 pub mod insights;
+#[cfg(feature = "runtime")]
+pub mod inspect;
 #[cfg(feature = "runtime")]
 pub mod kafka;
 #[cfg(feature = "runtime")]

@@ -107,6 +107,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print one contact from a stopped instance's state directory, as `GET /v1/contacts/{id}` shows it
+    /// (JSON, with the partition that holds it); exits 1 when no partition knows the contact.
+    Inspect {
+        /// The configuration file (TOML), for the state directory and the rules.
+        #[arg(long)]
+        config: PathBuf,
+        /// The contact id.
+        contact: String,
+        /// The time to decay the scores to, RFC 3339 (default: now).
+        #[arg(long)]
+        at: Option<String>,
+    },
     /// Manage the Kafka topics a configuration needs.
     Topics {
         #[command(subcommand)]
@@ -220,6 +232,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::Topics { action: TopicsAction::Create { config } } => topics_create(&config),
+        Command::Inspect { config, contact, at } => inspect(&config, &contact, at.as_deref()),
         Command::Generate { brokers, topic, count, contacts, rate, seed } => {
             leadscore::generator::produce(&brokers, &topic, count, contacts, rate, seed)
                 .map(|sent| {
@@ -425,13 +438,18 @@ async fn shutdown_signal() {
     }
 }
 
+/// Loads a config file, or prints why it is bad (file:line:column) and gives the exit status.
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|err| {
+        eprintln!("error: {err}");
+        ExitCode::from(EXIT_BAD_INPUT)
+    })
+}
+
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
+        Err(code) => return Ok(code),
     };
     tracing::info!(config = %config.redacted(), "starting leadscore");
     let result = runtime()?.block_on(leadscore::app::run(config, shutdown_signal()));
@@ -448,13 +466,35 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path) {
+fn inspect(path: &Path, contact: &str, at: Option<&str>) -> anyhow::Result<ExitCode> {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
+        Err(code) => return Ok(code),
+    };
+    let at_ms = match at.map(leadscore::event::parse_rfc3339) {
+        None => leadscore::runtime::now_ms(),
+        Some(Ok(ms)) => ms,
+        Some(Err(err)) => {
+            eprintln!("error: --at: {err}");
             return Ok(ExitCode::from(EXIT_BAD_INPUT));
         }
+    };
+    match leadscore::inspect::inspect(&config, contact, at_ms)? {
+        Some(found) => {
+            println!("{}", serde_json::to_string_pretty(&found)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("contact {contact} is not in {}", config.state.dir.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
     };
     let provisioned = runtime()?.block_on(leadscore::app::provision_topics(&config))?;
     print!("{provisioned}");
@@ -500,12 +540,9 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn pipe(path: &Path, to: &str) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(path) {
+    let config = match load_config(path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
-        }
+        Err(code) => return Ok(code),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let copier = {

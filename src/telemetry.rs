@@ -75,7 +75,7 @@ pub const PHASE_CHANGES_TOTAL: &str = "leadscore_phase_changes_total";
 pub const EVENT_LATENCY_SECONDS: &str = "leadscore_event_latency_seconds";
 /// Records behind the partition's end, by `topic` and `partition` (librdkafka statistics).
 pub const CONSUMER_LAG_RECORDS: &str = "leadscore_consumer_lag_records";
-/// Time to restore one partition from the changelog.
+/// Time to restore the partitions of an assignment from the changelog.
 pub const RESTORE_SECONDS: &str = "leadscore_restore_duration_seconds";
 /// RocksDB's estimate of the keys in a column family, by `cf`.
 pub const ROCKSDB_ESTIMATED_KEYS: &str = "leadscore_rocksdb_estimated_keys";

@@ -6,6 +6,7 @@
 //! are committed once every record of their batch (and of every batch before it) is acknowledged.
 //! Assignments restore state from the changelog first; revocations drain and commit first.
 
+mod assignment;
 pub mod batch_store;
 mod rebalance;
 pub mod record;
@@ -23,20 +24,19 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::insights::Insights;
-use crate::kafka::restore::{RestoreError, restore_partitions};
+use crate::kafka::restore::RestoreError;
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError, SinkTopics, set_default};
 use crate::leaderboard::LeaderboardError;
 use crate::reload::ActiveRules;
 use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
-use rebalance::{GroupEvent, GroupHooks, commit_list};
+use rebalance::{GroupHooks, commit_list};
 use status::Status;
-use task::{Destination, InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
+use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
 
 /// Everything the processor needs besides rules, store and status.
 #[derive(Debug, Clone)]
@@ -359,120 +359,6 @@ impl<'a> Processor<'a> {
             }
         }
         Ok(records)
-    }
-
-    fn handle_group_events(&mut self, records: &mut BTreeMap<i32, Vec<InputRecord>>) -> Result<(), ProcessorError> {
-        for event in self.consumer.context().take() {
-            match event {
-                GroupEvent::Drained(batches) => self.note_committed(&batches),
-                GroupEvent::Failed(reason) => return Err(ProcessorError::Revocation(reason)),
-                GroupEvent::Revoked(revoked) => {
-                    counter!(telemetry::REBALANCES_TOTAL, "kind" => "revoke").increment(1);
-                    for entry in revoked {
-                        // The new owner reports this partition's lag from now on.
-                        gauge!(telemetry::CONSUMER_LAG_RECORDS, "topic" => entry.0.clone(), "partition" => entry.1.to_string())
-                            .set(0.0);
-                        self.assigned.remove(&entry);
-                    }
-                    let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
-                    for gone in self.tasks.keys().filter(|partition| !still.contains(partition)) {
-                        self.insights.drop_partition(*gone);
-                    }
-                    self.tasks.retain(|partition, _| still.contains(partition));
-                    records.retain(|partition, _| still.contains(partition));
-                    self.status.set_owned(still);
-                }
-                GroupEvent::Assigned(added) => {
-                    counter!(telemetry::REBALANCES_TOTAL, "kind" => "assign").increment(1);
-                    let new: BTreeSet<i32> = added
-                        .iter()
-                        .map(|(_, partition)| *partition)
-                        .filter(|partition| !self.tasks.contains_key(partition))
-                        .collect();
-                    self.assigned.extend(added);
-                    self.status.set_owned(self.assigned.iter().map(|(_, partition)| *partition));
-                    if !new.is_empty() {
-                        self.start_tasks(&new.into_iter().collect::<Vec<_>>())?;
-                    }
-                }
-            }
-        }
-        gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.tasks.len() as f64);
-        Ok(())
-    }
-
-    /// Restores newly assigned partitions (all at once), opens their tasks and re-sends their
-    /// unacknowledged outputs.
-    fn start_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
-        for &partition in partitions {
-            self.status.restoring(partition, true);
-        }
-        gauge!(telemetry::RESTORING_PARTITIONS).increment(partitions.len() as f64);
-        let mut report = |progress: crate::kafka::restore::RestoreProgress| {
-            info!(records = progress.records, partitions_left = progress.partitions_left, "restoring");
-        };
-        let started = Instant::now();
-        let restored = restore_partitions(
-            &self.settings.client,
-            &self.settings.topics.changelog,
-            partitions,
-            self.store,
-            &self.rules,
-            &mut report,
-        )?;
-        counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(restored.values().map(|summary| summary.records).sum());
-        let committed = self.committed_offsets(partitions)?;
-        for &partition in partitions {
-            let offsets = committed.get(&partition).cloned().unwrap_or_default();
-            let task = PartitionTask::open(partition, self.store, &self.settings.task, offsets)?;
-            self.insights.open_partition(partition, &self.rules, self.store)?;
-            let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
-            if !resend.is_empty() {
-                let outputs =
-                    resend.iter().filter(|publish| matches!(publish.destination, Destination::Output(_))).count();
-                info!(
-                    partition,
-                    outputs,
-                    records = resend.len(),
-                    "re-sending outputs and changelog records of uncommitted input"
-                );
-                counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(outputs as u64);
-                self.begin()?;
-                self.lock_sink()?.send(partition, resend)?;
-                self.end()?;
-            }
-            self.tasks.insert(partition, task);
-            self.status.restoring(partition, false);
-            gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
-        }
-        histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
-        Ok(())
-    }
-
-    /// The group's committed offsets of `partitions`, one per input topic (`None` where nothing is
-    /// committed), in one request.
-    fn committed_offsets(&self, partitions: &[i32]) -> Result<BTreeMap<i32, Vec<Option<i64>>>, ProcessorError> {
-        let mut list = TopicPartitionList::new();
-        for &partition in partitions {
-            for topic in &self.settings.task.inputs {
-                list.add_partition(topic, partition);
-            }
-        }
-        let committed = self.consumer.committed_offsets(list, Duration::from_secs(10))?;
-        let offsets = |partition: i32| -> Vec<Option<i64>> {
-            self.settings
-                .task
-                .inputs
-                .iter()
-                .map(|topic| {
-                    committed.find_partition(topic, partition).and_then(|element| match element.offset() {
-                        Offset::Offset(next) => Some(next),
-                        _ => None,
-                    })
-                })
-                .collect()
-        };
-        Ok(partitions.iter().map(|&partition| (partition, offsets(partition))).collect())
     }
 
     /// Opens a publishing batch (and, in exactly-once mode, a transaction).
