@@ -9,8 +9,9 @@
 #   scripts/soak.sh [CYCLES] [EVENTS] [SEED]      defaults: 100 cycles, 1000000 events, seed 1
 #
 # The mock cluster keeps at most 5 MB per partition, and the changelog takes about 1 KB per event, so the
-# topics get one partition per 3 000 events (LEADSCORE_SOAK_PARTITIONS overrides it); the test fails
-# rather than blame leadscore if the broker dropped records anyway.
+# topics get one partition per 3 000 events (LEADSCORE_SOAK_PARTITIONS overrides it) and each generated
+# contact is split into one per 30 000 events, so that no hot contact overfills its partition; the test
+# fails rather than blame leadscore if the broker dropped records anyway.
 #
 # The test suite runs a short version (5 cycles over 20 000 events) of the same test, tests/soak.rs.
 set -euo pipefail

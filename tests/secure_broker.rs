@@ -40,16 +40,9 @@ const KEY_PASSPHRASE: &str = "client-key-passphrase";
 
 #[test]
 fn scores_a_stream_over_sasl_ssl_with_scram_and_a_client_certificate() {
-    let pki = Pki::new();
-    let broker = SecuredBroker::start(&pki, Some(&[("alice", "alice-secret", "scram512")]), true);
-    let names = Names::new("secure");
-    let state = pki.dir.path().join("state");
+    let (pki, broker, names, state) = secured("secure", ("alice", "alice-secret", "scram512"), true);
     std::fs::write(pki.dir.path().join("kafka-password"), "alice-secret\n").unwrap_or_else(|err| panic!("{err}"));
-    let security = format!(
-        "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"scram-sha-512\"\nsasl_username = \"alice\"\n\
-         sasl_password = {{ file = \"kafka-password\" }}\n{}",
-        pki.client_tls(true)
-    );
+    let security = sasl_ssl("scram-sha-512", "alice", "{ file = \"kafka-password\" }") + &pki.client_tls(true);
     let config = pki.write_config("leadscore.toml", &names, &broker.bootstrap, &state, &security);
     let client = secured_client(&config);
 
@@ -80,15 +73,8 @@ fn scores_a_stream_over_sasl_ssl_with_scram_and_a_client_certificate() {
 
 #[test]
 fn scram_sha_256_and_ssl_alone_connect() {
-    let pki = Pki::new();
-    let broker = SecuredBroker::start(&pki, Some(&[("bob", "bob-secret", "scram256")]), false);
-    let names = Names::new("secure-mechanisms");
-    let state = pki.dir.path().join("state");
-    let security = format!(
-        "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"scram-sha-256\"\nsasl_username = \"bob\"\n\
-         sasl_password = \"bob-secret\"\n{}",
-        pki.client_tls(false)
-    );
+    let (pki, broker, names, state) = secured("secure-mechanisms", ("bob", "bob-secret", "scram256"), false);
+    let security = sasl_ssl("scram-sha-256", "bob", "\"bob-secret\"") + &pki.client_tls(false);
     let config = pki.write_config("scram256.toml", &names, &broker.bootstrap, &state, &security);
     let output = leadscore(&["topics", "create", "--config"], &config);
     assert!(output.status.success(), "sasl_ssl with scram-sha-256: {}", output.stderr);
@@ -106,16 +92,8 @@ fn scram_sha_256_and_ssl_alone_connect() {
 
 #[test]
 fn a_wrong_password_or_certificate_stops_start_up_with_the_reason() {
-    let pki = Pki::new();
-    let broker = SecuredBroker::start(&pki, Some(&[("carol", "carol-secret", "scram512")]), true);
-    let names = Names::new("secure-refused");
-    let state = pki.dir.path().join("state");
-    let scram = |password: &str| {
-        format!(
-            "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"scram-sha-512\"\nsasl_username = \"carol\"\n\
-             sasl_password = \"{password}\"\n"
-        )
-    };
+    let (pki, broker, names, state) = secured("secure-refused", ("carol", "carol-secret", "scram512"), true);
+    let scram = |password: &str| sasl_ssl("scram-sha-512", "carol", &format!("\"{password}\""));
     let untrusted_ca = pki.dir.path().join("untrusted-ca.pem");
     std::fs::write(&untrusted_ca, Authority::new("untrusted").certificate.to_pem().unwrap_or_default())
         .unwrap_or_else(|err| panic!("{err}"));
@@ -153,6 +131,22 @@ fn a_wrong_password_or_certificate_stops_start_up_with_the_reason() {
             assert!(!output.stderr.contains("carol-secret"), "{name}: the password stays out of the output");
         }
     }
+}
+
+/// Certificates, a broker requiring SASL with one SCRAM `user`, topic names and a state directory.
+fn secured(test: &str, user: (&str, &str, &str), client_certificates: bool) -> (Pki, SecuredBroker, Names, PathBuf) {
+    let pki = Pki::new();
+    let broker = SecuredBroker::start(&pki, Some(&[user]), client_certificates);
+    let state = pki.dir.path().join("state");
+    (pki, broker, Names::new(test), state)
+}
+
+/// The `[kafka]` SASL settings over TLS; `password` is a TOML value (a string or a secret source).
+fn sasl_ssl(mechanism: &str, user: &str, password: &str) -> String {
+    format!(
+        "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"{mechanism}\"\nsasl_username = \"{user}\"\n\
+         sasl_password = {password}\n"
+    )
 }
 
 /// What a finished `leadscore` command printed.
