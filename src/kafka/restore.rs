@@ -6,7 +6,7 @@
 //! Its end is detected by the partition-EOF event of fetching, never by a watermark query: some brokers
 //! report a low high watermark through ListOffsets.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -68,9 +68,6 @@ pub enum RestoreError {
         /// What is wrong.
         reason: String,
     },
-    /// The changelog delivered a partition the restore did not ask for.
-    #[error("the changelog restore received partition {0}, which it did not assign")]
-    Unassigned(i32),
     /// No progress and no end of partition for too long.
     #[error("restore of {topic} partition {partition} stalled at offset {offset}")]
     Stalled {
@@ -104,88 +101,86 @@ pub fn restore_partitions(
     progress: &mut dyn FnMut(RestoreProgress),
 ) -> Result<BTreeMap<i32, RestoreSummary>, RestoreError> {
     let started = Instant::now();
-    let mut restores = BTreeMap::new();
+    // Partitions still being read, and those at their end.
+    let mut reading = BTreeMap::new();
     for &partition in partitions {
-        restores.insert(partition, PartitionRestore::start(changelog, partition, store)?);
+        reading.insert(partition, PartitionRestore::start(changelog, partition, store)?);
     }
+    let mut restored = BTreeMap::new();
     let Some(&first) = partitions.first() else {
-        return Ok(BTreeMap::new());
+        return Ok(restored);
     };
     let consumer = restore_consumer(properties, changelog).map_err(|source| kafka_error(changelog, first, source))?;
     let mut assignment = TopicPartitionList::new();
-    for restore in restores.values() {
+    for restore in reading.values() {
         assignment
             .add_partition_offset(changelog, restore.partition, Offset::Offset(restore.summary.next_offset))
             .map_err(|source| restore.kafka(source))?;
     }
     consumer.assign(&assignment).map_err(|source| kafka_error(changelog, first, source))?;
 
-    let mut left: BTreeSet<i32> = restores.keys().copied().collect();
     let mut records = 0u64;
     let mut last_progress = Instant::now();
     let mut last_report = Instant::now();
-    while let Some(&first_left) = left.first() {
+    while let Some(&first_left) = reading.keys().next() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {
                 // Some brokers never send the end-of-partition event after a producer died mid-request.
                 // When reading has been idle a while and a position is at the reported end, that is its end.
                 if last_progress.elapsed() > IDLE_CHECK {
-                    for partition in left.clone() {
-                        let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
-                        if let Ok((_, high)) = consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5))
-                            && restore.summary.next_offset >= high
-                        {
-                            warn!(
-                                partition,
-                                offset = restore.summary.next_offset,
-                                "no end-of-partition event; at the high watermark"
-                            );
-                            restore.finish(store)?;
-                            left.remove(&partition);
+                    let at_end: Vec<i32> = reading
+                        .values()
+                        .filter(|restore| {
+                            consumer
+                                .fetch_watermarks(changelog, restore.partition, Duration::from_secs(5))
+                                .is_ok_and(|(_, high)| restore.summary.next_offset >= high)
+                        })
+                        .map(|restore| restore.partition)
+                        .collect();
+                    for partition in at_end {
+                        if let Some(restore) = reading.remove(&partition) {
+                            let offset = restore.summary.next_offset;
+                            warn!(partition, offset, "no end-of-partition event; at the high watermark");
+                            restored.insert(partition, restore.finish(store, &consumer)?);
                         }
                     }
                 }
-                if last_progress.elapsed() > STALL_TIMEOUT {
-                    let offset = restores.get(&first_left).map_or(0, |restore| restore.summary.next_offset);
+                if last_progress.elapsed() > STALL_TIMEOUT
+                    && let Some(restore) = reading.get(&first_left)
+                {
+                    let offset = restore.summary.next_offset;
                     return Err(RestoreError::Stalled { topic: changelog.to_owned(), partition: first_left, offset });
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
-                if left.remove(&partition) {
-                    let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
-                    restore.finish(store)?;
-                    // Nothing after its end belongs to this restore.
-                    let mut done = TopicPartitionList::new();
-                    done.add_partition(changelog, partition);
-                    consumer.pause(&done).map_err(|source| restore.kafka(source))?;
+                if let Some(restore) = reading.remove(&partition) {
+                    restored.insert(partition, restore.finish(store, &consumer)?);
                 }
             }
             Some(Err(err)) => return Err(kafka_error(changelog, first_left, err)),
             Some(Ok(message)) => {
-                let partition = message.partition();
-                if !left.contains(&partition) {
+                let Some(restore) = reading.get_mut(&message.partition()) else {
                     continue;
-                }
+                };
                 last_progress = Instant::now();
                 records += 1;
-                let restore = restores.get_mut(&partition).ok_or(RestoreError::Unassigned(partition))?;
                 restore.apply(&message, store, rules)?;
                 if last_report.elapsed() >= Duration::from_secs(1) {
                     last_report = Instant::now();
-                    progress(RestoreProgress { records, partitions_left: left.len() });
+                    progress(RestoreProgress { records, partitions_left: reading.len() });
                 }
             }
         }
     }
     let seconds = started.elapsed().as_secs_f64();
     info!(
-        partitions = restores.len(),
+        partitions = restored.len(),
         records,
         seconds,
         rate = records as f64 / seconds.max(1e-3),
         "changelog restore finished"
     );
-    Ok(restores.into_iter().map(|(partition, restore)| (partition, restore.summary)).collect())
+    Ok(restored)
 }
 
 fn kafka_error(changelog: &str, partition: i32, source: KafkaError) -> RestoreError {
@@ -324,16 +319,23 @@ impl PartitionRestore {
         Ok(())
     }
 
-    /// Writes the rest, checkpointed at the end reached.
-    fn finish(&mut self, store: &dyn StateStore) -> Result<(), RestoreError> {
+    /// Writes the rest, checkpointed at the end reached, and stops reading the partition: nothing after
+    /// its end belongs to this restore.
+    fn finish(
+        mut self,
+        store: &dyn StateStore,
+        consumer: &BaseConsumer<EndIsNotAnError>,
+    ) -> Result<RestoreSummary, RestoreError> {
         self.write(store, self.summary.next_offset)?;
-        self.meta.changelog_offset = Some(self.summary.next_offset);
+        let mut done = TopicPartitionList::new();
+        done.add_partition(&self.changelog, self.partition);
+        consumer.pause(&done).map_err(|source| self.kafka(source))?;
         info!(
             partition = self.partition,
             records = self.summary.records,
             next_offset = self.summary.next_offset,
             "restored partition from the changelog"
         );
-        Ok(())
+        Ok(self.summary)
     }
 }
