@@ -53,7 +53,7 @@ fn batch_write(c: &mut Criterion) {
                     let event = generator.next_event();
                     let state = scoring::apply(&rules, None, &event).state;
                     let due = state.as_ref().and_then(|state| state.next_timer_ms);
-                    let stored = StoredContact { state, offsets: vec![(1, 0)], recent: Vec::new() };
+                    let stored = StoredContact { state, offsets: vec![(1, 0)] };
                     if let Some(due) = due {
                         batch.timer_puts.push((due, event.contact.clone()));
                     }
@@ -86,6 +86,7 @@ fn engine_rocksdb(c: &mut Criterion) {
             input_format: format,
             output_format: format,
             limits: DecodeLimits::default(),
+            max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
             clock: TimerClock::StreamTime,
         };
         let task =

@@ -57,6 +57,7 @@ fn main() {
         input_format: format,
         output_format: format,
         limits: DecodeLimits::default(),
+        max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
         clock: TimerClock::StreamTime,
     };
     let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));

@@ -37,6 +37,9 @@ pub enum AppError {
     /// The topics are missing or mis-partitioned.
     #[error("topics: {0}")]
     Topics(String),
+    /// The rules allow records larger than the producer may send.
+    #[error("record size: {0}")]
+    RecordSize(String),
     /// The HTTP server could not start.
     #[error("HTTP server on {address}: {reason}")]
     Http {
@@ -113,6 +116,7 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
             input_format: wire(config.input.format),
             output_format: wire(config.output.format),
             limits: DecodeLimits { max_bytes: config.input.max_bytes as usize, ..DecodeLimits::default() },
+            max_record_bytes: config.kafka.message_max_bytes(),
             clock: match config.timers.clock {
                 Clock::Wall => TimerClock::WallClock,
                 Clock::Stream => TimerClock::StreamTime,
@@ -163,7 +167,8 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
 /// Creates the config's missing topics and checks the existing ones: `leadscore topics create`, and the
 /// first step of `leadscore run`, which refuses to start on any problem found.
 pub async fn provision_topics(config: &Config) -> Result<Provisioned, AppError> {
-    topics::create_missing(&config.kafka.client_config(), &topic_specs(config), TOPIC_TIMEOUT)
+    let max_record_bytes = config.kafka.message_max_bytes();
+    topics::create_missing(&config.kafka.client_config(), &topic_specs(config), max_record_bytes, TOPIC_TIMEOUT)
         .await
         .map_err(|err| AppError::Topics(format!("cannot read cluster metadata: {err}")))
 }
@@ -178,6 +183,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn StateStore>, StoreError> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<RunSummary, AppError> {
     let rules = Arc::new(load_rules(&config)?);
     info!(version = %rules.version, "rules loaded");
+    check_record_sizes(&config, &rules)?;
     let store = open_store(&config)?;
     let specs = topic_specs(&config);
     let provisioned = provision_topics(&config).await?;
@@ -198,6 +204,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
     let result = run_instance(instance, shutdown).await;
     reloads.abort();
     result
+}
+
+/// Refuses rules whose largest contact record or output would not fit the producer's
+/// `message.max.bytes`: such a record could never be written, and would stop its partition for good.
+pub fn check_record_sizes(config: &Config, rules: &Rules) -> Result<(), AppError> {
+    let limit = config.kafka.message_max_bytes();
+    // The key (the contact id) travels with every record.
+    let key = crate::event::MAX_FIELD_BYTES;
+    let output = key + crate::runtime::record::output_size_bound(rules, config.output.format == Format::Json);
+    if output > limit {
+        return Err(AppError::RecordSize(format!(
+            "an output may take {output} bytes, more than kafka message.max.bytes = {limit}: raise \
+             kafka.librdkafka.\"message.max.bytes\" (and the output topics' max.message.bytes)"
+        )));
+    }
+    match crate::runtime::record::record_size_bound(rules, config.topics.inputs.len()) {
+        Ok(record) if record + key > limit => Err(AppError::RecordSize(format!(
+            "with history = {} a contact record may take {} bytes, more than kafka message.max.bytes = {limit}: \
+             lower history in the rules file or raise kafka.librdkafka.\"message.max.bytes\" (and the \
+             changelog's max.message.bytes)",
+            rules.history_limit,
+            record + key
+        ))),
+        Ok(record) => {
+            info!(bytes = record + key, limit, "largest contact record the rules allow");
+            Ok(())
+        }
+        Err(reason) => {
+            warn!(%reason, limit, "contact records have no size bound");
+            Ok(())
+        }
+    }
 }
 
 /// Runs the processor (and the HTTP server) of an already set-up instance.

@@ -58,8 +58,6 @@ pub const PENDING_TIMERS: &str = "leadscore_pending_timers";
 pub const TIMERS_FIRED_TOTAL: &str = "leadscore_timers_fired_total";
 /// Rebalances seen, by `kind` (assign, revoke).
 pub const REBALANCES_TOTAL: &str = "leadscore_rebalances_total";
-/// Outputs re-sent after a restart or rebalance.
-pub const RESENT_OUTPUTS_TOTAL: &str = "leadscore_resent_outputs_total";
 /// Rules reloads, by `outcome` (applied, rejected).
 pub const RULES_RELOADS_TOTAL: &str = "leadscore_rules_reloads_total";
 
@@ -111,7 +109,7 @@ pub fn set_rules_version(previous: Option<&str>, current: &str) {
 
 /// Registers the unlabelled counters at 0, so rates and alerts see a series before the first increment.
 pub fn register_zeroes() {
-    for name in [BATCHES_TOTAL, COMMITS_TOTAL, RESTORED_RECORDS_TOTAL, TIMERS_FIRED_TOTAL, RESENT_OUTPUTS_TOTAL] {
+    for name in [BATCHES_TOTAL, COMMITS_TOTAL, RESTORED_RECORDS_TOTAL, TIMERS_FIRED_TOTAL] {
         metrics::counter!(name).absolute(0);
     }
 }
@@ -136,7 +134,6 @@ pub fn describe() {
     describe_gauge!(PENDING_TIMERS, Unit::Count, "Contacts with a pending decay timer.");
     describe_counter!(TIMERS_FIRED_TOTAL, Unit::Count, "Decay timers fired by the wall-clock ticker.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer-group rebalances, by kind.");
-    describe_counter!(RESENT_OUTPUTS_TOTAL, Unit::Count, "Outputs re-sent because their input was not committed.");
     describe_counter!(RULE_FIRES_TOTAL, Unit::Count, "Rule firings, by rule.");
     describe_counter!(RULE_POINTS_TOTAL, Unit::Count, "Absolute points given by rules after clamping, by rule.");
     describe_counter!(THRESHOLD_CROSSINGS_TOTAL, Unit::Count, "Threshold crossings, by threshold and direction.");

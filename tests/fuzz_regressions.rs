@@ -76,14 +76,6 @@ fn write_seed_corpora() {
         let mut stored = StoredContact::fresh(Some(state.clone()));
         write("contact_state", format!("bare-{index:03}"), &stored.encode(rules));
         stored.mark_applied(7, 42);
-        stored.remember_outputs(
-            7,
-            42,
-            vec![leadscore::runtime::record::RoutedOutput {
-                route: leadscore::runtime::record::Route::ScoreChanged,
-                payload: b"{}".to_vec(),
-            }],
-        );
         write("contact_state", format!("bookkept-{index:03}"), &stored.encode(rules));
     }
     write("contact_state", "erased".into(), &StoredContact::fresh(None).encode(rules));

@@ -24,6 +24,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 use crate::app::topic_specs;
+use crate::config::LIBRDKAFKA_MESSAGE_MAX_BYTES;
 use crate::config::{Clock, Config, Format, Guarantee};
 use crate::kafka::topics::{self, TopicRole, TopicSpec};
 use crate::rules::Rules;
@@ -123,7 +124,12 @@ impl Broker {
                 let properties = vec![("bootstrap.servers".to_owned(), brokers.clone())];
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let provisioned = runtime
-                    .block_on(topics::create_missing(&properties, specs, Duration::from_secs(30)))
+                    .block_on(topics::create_missing(
+                        &properties,
+                        specs,
+                        LIBRDKAFKA_MESSAGE_MAX_BYTES,
+                        Duration::from_secs(30),
+                    ))
                     .map_err(|err| BenchError::Phase { phase: "topics", reason: err.to_string() })?;
                 match provisioned.problems.first() {
                     Some(problem) => Err(BenchError::Phase {

@@ -14,12 +14,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::app::processor_settings;
 use crate::config::Config;
-use crate::kafka::sink::{PendingBatch, Sink, SinkError, SinkTopics, set_default};
+use crate::kafka::sink::{Sink, SinkError, SinkTopics, set_default};
+use crate::runtime::commit_batches;
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
 
@@ -109,39 +109,10 @@ pub fn run(config: &Config, to: &str, shutdown: &AtomicBool) -> Result<u64, Pipe
         let wait =
             if sink.batches_in_flight() > settings.max_in_flight { Duration::from_millis(50) } else { Duration::ZERO };
         let done = sink.collect(wait)?;
-        commit(&consumer, &settings.task.inputs, &done, CommitMode::Async)?;
+        commit_batches(&consumer, &settings.task.inputs, &done, CommitMode::Async)?;
     }
     let done = sink.drain(settings.drain_timeout)?;
-    commit(&consumer, &settings.task.inputs, &done, CommitMode::Sync)?;
+    commit_batches(&consumer, &settings.task.inputs, &done, CommitMode::Sync)?;
     info!(copied, "pipe stopped");
     Ok(copied)
-}
-
-fn commit(
-    consumer: &BaseConsumer,
-    inputs: &[String],
-    batches: &[PendingBatch],
-    mode: CommitMode,
-) -> Result<(), KafkaError> {
-    let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-    for (topic, partition, offset) in batches.iter().flat_map(|batch| &batch.commits) {
-        let slot = next.entry((*topic, *partition)).or_insert(*offset);
-        *slot = (*slot).max(*offset);
-    }
-    if next.is_empty() {
-        return Ok(());
-    }
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if let Some(name) = inputs.get(topic) {
-            list.add_partition_offset(name, partition, Offset::Offset(offset))?;
-        }
-    }
-    match consumer.commit(&list, mode) {
-        Err(err) if matches!(mode, CommitMode::Async) => {
-            warn!(error = %err, "offset commit failed; the next commit covers it");
-            Ok(())
-        }
-        other => other,
-    }
 }

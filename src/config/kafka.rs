@@ -61,6 +61,9 @@ const fn default_session_timeout_ms() -> u32 {
     45_000
 }
 
+/// librdkafka's default `message.max.bytes`: the largest record (key, value and headers) it produces.
+pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
 /// librdkafka's default `fetch.wait.max.ms`.
 const fn default_fetch_wait_max_ms() -> u32 {
     500
@@ -122,6 +125,15 @@ impl KafkaConfig {
     /// pass-through map so that it can override them too.
     pub fn producer_config(&self) -> Vec<(String, String)> {
         self.properties(vec![("linger.ms", self.linger_ms.to_string())])
+    }
+
+    /// The largest record the producer sends: `message.max.bytes` from the pass-through map, or
+    /// librdkafka's default.
+    pub fn message_max_bytes(&self) -> usize {
+        self.librdkafka
+            .get("message.max.bytes")
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES)
     }
 
     fn properties(&self, role: Vec<(&'static str, String)>) -> Vec<(String, String)> {

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use kafka::{KafkaConfig, SaslMechanism, SecurityProtocol};
+pub use kafka::{KafkaConfig, LIBRDKAFKA_MESSAGE_MAX_BYTES, SaslMechanism, SecurityProtocol};
 pub use load::ConfigError;
 pub use secret::Secret;
 pub use validate::InvalidConfig;

@@ -1,6 +1,24 @@
 //! Publishing: one idempotent producer for outputs, dead letters and the changelog, with delivery reports
 //! collected per batch so that input offsets are committed only once every record of their batch is
 //! acknowledged. Sends are never awaited one by one.
+//!
+//! # Waves
+//!
+//! A batch's records go out in three waves, each sent once the one before it is acknowledged:
+//!
+//! 1. outputs and dead letters, sent as the batch is scored;
+//! 2. the contact records of the changelog;
+//! 3. the partition checkpoint (input offsets and stream time) of the changelog.
+//!
+//! Then the batch is done: its RocksDB writes are applied and its input offsets committed. So a contact
+//! record never reaches the changelog before the outputs of the input it reflects, and a checkpoint never
+//! claims input whose contact records are missing. A producer that fails one record and delivers the next
+//! (idempotence allows that gap) cannot make a restore skip input it never saw, and an instance that
+//! restores a contact which skips input as already applied knows that input's outputs were delivered.
+//! Changelog waves go out in batch order, so a later record of a contact never lands before an older one.
+//!
+//! The first failed record poisons the sink: no wave is sent and no batch is done after it, so no offset
+//! moves past it. In exactly-once mode the transaction makes a batch atomic, and every wave is sent at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -15,6 +33,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
+use crate::store::PartitionBatch;
 
 /// How long a transaction step may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,13 +60,13 @@ impl SinkTopics {
             Destination::Output(Route::ThresholdCrossed) => &self.threshold_crossed,
             Destination::Output(Route::PhaseChanged) => &self.phase_changed,
             Destination::DeadLetter => &self.dlq,
-            Destination::Changelog => &self.changelog,
+            Destination::Changelog | Destination::Checkpoint => &self.changelog,
         }
     }
 }
 
 /// Why publishing failed. Every variant is fatal for at-least-once delivery: stop, commit nothing.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum SinkError {
     /// The producer could not be created.
     #[error("cannot create the Kafka producer: {0}")]
@@ -107,14 +126,26 @@ impl ProducerContext for DeliveryReports {
 /// A batch whose records are on their way.
 #[derive(Debug, Default)]
 pub struct PendingBatch {
-    /// Records sent and not yet acknowledged.
+    /// Records of the wave in flight sent and not yet acknowledged.
     outstanding: usize,
     /// No more records will be added.
     closed: bool,
+    /// Waves sent so far (1 to 3); the held records of later waves wait in `later`.
+    waves_sent: usize,
+    /// Records of waves 2 and 3, with the partition they belong to.
+    later: [Vec<(i32, Publish)>; 2],
     /// (input topic index, partition, next offset) to commit once acknowledged.
     pub commits: Vec<(usize, i32, i64)>,
     /// Highest changelog offset acknowledged, per partition.
     pub changelog: HashMap<i32, i64>,
+    /// RocksDB writes to apply once every wave is acknowledged, with their task's batch sequence number.
+    pub writes: Vec<(u64, PartitionBatch)>,
+}
+
+impl PendingBatch {
+    fn done(&self) -> bool {
+        self.closed && self.outstanding == 0 && self.later.iter().all(Vec::is_empty)
+    }
 }
 
 /// The producer and the batches in flight.
@@ -124,6 +155,10 @@ pub struct Sink {
     reports: Receiver<Report>,
     in_flight: VecDeque<(u64, PendingBatch)>,
     next_batch: u64,
+    /// Exactly-once mode sends every wave at once: the transaction makes the batch atomic.
+    staged: bool,
+    /// The first delivery failure; once set nothing more is sent and no batch completes.
+    failed: Option<SinkError>,
 }
 
 impl Sink {
@@ -151,14 +186,22 @@ impl Sink {
         if transactional_id.is_some() {
             producer.init_transactions(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)?;
         }
-        Ok(Sink { producer, topics, reports, in_flight: VecDeque::new(), next_batch: 0 })
+        Ok(Sink {
+            producer,
+            topics,
+            reports,
+            in_flight: VecDeque::new(),
+            next_batch: 0,
+            staged: transactional_id.is_none(),
+            failed: None,
+        })
     }
 
     /// Opens a new batch (closing the previous one); records sent until the next `open` belong to it.
     pub fn open(&mut self) -> u64 {
         self.close();
         self.next_batch += 1;
-        self.in_flight.push_back((self.next_batch, PendingBatch::default()));
+        self.in_flight.push_back((self.next_batch, PendingBatch { waves_sent: 1, ..PendingBatch::default() }));
         self.next_batch
     }
 
@@ -169,15 +212,46 @@ impl Sink {
         }
     }
 
-    /// Sends records of the current batch; the changelog goes to `partition`, everything else by key.
+    /// Adds a task's RocksDB write (with the task's batch sequence number) to apply once the current batch
+    /// is acknowledged, before its offsets are committed.
+    pub fn write_after(&mut self, sequence: u64, write: PartitionBatch) {
+        if let Some((_, batch)) = self.in_flight.back_mut() {
+            batch.writes.push((sequence, write));
+        }
+    }
+
+    /// Adds records of `partition` to the current batch: outputs and dead letters are sent now, changelog
+    /// records in their wave (see the module docs).
     pub fn send(&mut self, partition: i32, records: Vec<Publish>) -> Result<(), SinkError> {
         if self.in_flight.back().is_none_or(|(_, batch)| batch.closed) {
             self.open();
         }
         let batch_id = self.next_batch;
+        let mut now = Vec::with_capacity(records.len());
         for record in records {
+            let wave = match record.destination {
+                _ if !self.staged => 0,
+                Destination::Output(_) | Destination::DeadLetter => 0,
+                Destination::Changelog => 1,
+                Destination::Checkpoint => 2,
+            };
+            match (wave, self.in_flight.back_mut()) {
+                (1 | 2, Some((_, batch))) => batch.later[wave - 1].push((partition, record)),
+                _ => now.push((partition, record)),
+            }
+        }
+        self.produce(batch_id, now)
+    }
+
+    /// Sends records of batch `batch_id` right away.
+    fn produce(&mut self, batch_id: u64, records: Vec<(i32, Publish)>) -> Result<(), SinkError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        for (partition, record) in records {
             let topic = self.topics.topic(record.destination).to_owned();
-            let changelog_partition = (record.destination == Destination::Changelog).then_some(partition);
+            let changelog_partition =
+                matches!(record.destination, Destination::Changelog | Destination::Checkpoint).then_some(partition);
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (name, value) in &record.headers {
                 headers = headers.insert(Header { key: name, value: Some(value) });
@@ -198,9 +272,11 @@ impl Sink {
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         pending = back;
                         // The queue drains as acknowledgements arrive; take them in meanwhile.
-                        self.collect(Duration::from_millis(5))?;
+                        self.take_reports(Duration::from_millis(5))?;
                     }
-                    Err((err, _)) => return Err(SinkError::Delivery { topic, reason: err.to_string() }),
+                    Err((err, _)) => {
+                        return Err(self.fail(SinkError::Delivery { topic, reason: err.to_string() }));
+                    }
                 }
             }
             if let Some((_, batch)) = self.in_flight.iter_mut().find(|(id, _)| *id == batch_id) {
@@ -210,9 +286,28 @@ impl Sink {
         Ok(())
     }
 
-    /// Takes in delivery reports for up to `wait`, then returns the closed batches now fully acknowledged,
-    /// oldest first (a batch is only returned once every older batch is too).
+    /// Poisons the sink with its first failure and returns it.
+    fn fail(&mut self, err: SinkError) -> SinkError {
+        self.failed.get_or_insert(err).clone()
+    }
+
+    /// Takes in delivery reports for up to `wait`, sends the waves that became due, then returns the
+    /// closed batches now fully acknowledged, oldest first (a batch is only returned once every older
+    /// batch is too).
     pub fn collect(&mut self, wait: Duration) -> Result<Vec<PendingBatch>, SinkError> {
+        self.take_reports(wait)?;
+        self.send_due_waves()?;
+        let mut done = Vec::new();
+        while self.in_flight.front().is_some_and(|(_, batch)| batch.done()) {
+            if let Some((_, batch)) = self.in_flight.pop_front() {
+                done.push(batch);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Records the delivery reports that arrive within `wait`.
+    fn take_reports(&mut self, wait: Duration) -> Result<(), SinkError> {
         match self.reports.recv_timeout(wait) {
             Ok(report) => self.record(report)?,
             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
@@ -220,13 +315,33 @@ impl Sink {
         while let Ok(report) = self.reports.try_recv() {
             self.record(report)?;
         }
-        let mut done = Vec::new();
-        while self.in_flight.front().is_some_and(|(_, batch)| batch.closed && batch.outstanding == 0) {
-            if let Some((_, batch)) = self.in_flight.pop_front() {
-                done.push(batch);
-            }
+        match &self.failed {
+            Some(err) => Err(err.clone()),
+            None => Ok(()),
         }
-        Ok(done)
+    }
+
+    /// Sends the next wave of every closed batch whose current wave is acknowledged, in batch order: a
+    /// batch may send wave n only once every older batch has sent it.
+    fn send_due_waves(&mut self) -> Result<(), SinkError> {
+        let mut older_waves = usize::MAX;
+        for index in 0..self.in_flight.len() {
+            loop {
+                let (id, batch) = &mut self.in_flight[index];
+                let due = batch.closed && batch.outstanding == 0 && batch.waves_sent < 3;
+                if !due || older_waves <= batch.waves_sent {
+                    break;
+                }
+                let records = std::mem::take(&mut batch.later[batch.waves_sent - 1]);
+                batch.waves_sent += 1;
+                let id = *id;
+                if !records.is_empty() {
+                    self.produce(id, records)?;
+                }
+            }
+            older_waves = self.in_flight[index].1.waves_sent;
+        }
+        Ok(())
     }
 
     /// Closes the current batch: once its records are acknowledged, `collect` returns it.
@@ -237,7 +352,10 @@ impl Sink {
     }
 
     fn record(&mut self, report: Report) -> Result<(), SinkError> {
-        let offset = report.result.map_err(|reason| SinkError::Delivery { topic: report.topic, reason })?;
+        let offset = match report.result {
+            Ok(offset) => offset,
+            Err(reason) => return Err(self.fail(SinkError::Delivery { topic: report.topic, reason })),
+        };
         if let Some((_, batch)) = self.in_flight.iter_mut().find(|(id, _)| *id == report.batch) {
             batch.outstanding = batch.outstanding.saturating_sub(1);
             if let Some(partition) = report.changelog_partition {

@@ -181,6 +181,7 @@ fn new_topic(spec: &TopicSpec, partitions: i32) -> NewTopic<'_> {
 pub async fn create_missing(
     properties: &[(String, String)],
     specs: &[TopicSpec],
+    max_record_bytes: usize,
     timeout: Duration,
 ) -> Result<Provisioned, ClusterError> {
     let existing = partition_counts(properties, timeout)?;
@@ -225,13 +226,13 @@ pub async fn create_missing(
     provisioned.problems.extend(check(specs, &counts));
     provisioned.partitions =
         specs.iter().filter_map(|spec| counts.get(&spec.name).map(|count| (spec.name.clone(), *count))).collect();
-    let changelogs: Vec<&str> = specs
+    let written: Vec<(&str, TopicRole)> = specs
         .iter()
-        .filter(|spec| spec.role == TopicRole::Changelog && counts.contains_key(&spec.name))
-        .map(|spec| spec.name.as_str())
+        .filter(|spec| spec.role != TopicRole::Input && counts.contains_key(&spec.name))
+        .map(|spec| (spec.name.as_str(), spec.role))
         .collect();
     // Any broker answers DescribeConfigs for a topic. Naming one spares the controller lookup, which never ends on a cluster that reports no controller (the mock cluster).
-    check_compaction(&admin, &options.broker_id(broker), &changelogs, &mut provisioned).await;
+    check_configs(&admin, &options.broker_id(broker), &written, max_record_bytes, &mut provisioned).await;
     Ok(provisioned)
 }
 
@@ -292,29 +293,49 @@ pub fn compaction_problem(cleanup_policy: Option<&str>) -> Option<String> {
     }
 }
 
-/// Asks the broker for the changelogs' `cleanup.policy` (DescribeConfigs). A broker that cannot answer
-/// leaves them unverified rather than wrong.
-async fn check_compaction(
+/// The verdict on a written topic's `max.message.bytes` (`None`: not reported): a record the producer
+/// accepts but the topic refuses would stop processing until the limit is raised.
+pub fn size_problem(max_message_bytes: Option<&str>, max_record_bytes: usize) -> Option<String> {
+    let limit: usize = max_message_bytes?.trim().parse().ok()?;
+    (limit < max_record_bytes).then(|| {
+        format!(
+            "max.message.bytes={limit} is below the producer's message.max.bytes={max_record_bytes}, so records \
+             leadscore may write would be refused: raise the topic's max.message.bytes or set \
+             kafka.librdkafka.\"message.max.bytes\" to at most {limit}"
+        )
+    })
+}
+
+/// Asks the broker for the written topics' configs (DescribeConfigs): the changelogs' `cleanup.policy`
+/// and every written topic's `max.message.bytes`. A broker that cannot answer leaves them unverified
+/// rather than wrong.
+async fn check_configs(
     admin: &AdminClient<DefaultClientContext>,
     options: &AdminOptions,
-    changelogs: &[&str],
+    topics: &[(&str, TopicRole)],
+    max_record_bytes: usize,
     provisioned: &mut Provisioned,
 ) {
-    if changelogs.is_empty() {
+    if topics.is_empty() {
         return;
     }
-    let resources: Vec<ResourceSpecifier<'_>> = changelogs.iter().map(|name| ResourceSpecifier::Topic(name)).collect();
+    let resources: Vec<ResourceSpecifier<'_>> = topics.iter().map(|(name, _)| ResourceSpecifier::Topic(name)).collect();
     let unverified = |topic: &str, reason: String| TopicProblem {
         topic: topic.to_owned(),
-        problem: format!("cleanup.policy could not be read ({reason})"),
+        problem: format!("topic configs could not be read ({reason})"),
     };
     match admin.describe_configs(resources.iter(), options).await {
         Ok(results) => {
-            for (topic, result) in changelogs.iter().zip(results) {
+            for ((topic, role), result) in topics.iter().zip(results) {
                 match result {
                     Ok(resource) => {
-                        let policy = resource.get("cleanup.policy").and_then(|entry| entry.value.as_deref());
-                        if let Some(problem) = compaction_problem(policy) {
+                        let value = |key: &str| resource.get(key).and_then(|entry| entry.value.as_deref());
+                        let compaction = match role {
+                            TopicRole::Changelog => compaction_problem(value("cleanup.policy")),
+                            _ => None,
+                        };
+                        let size = size_problem(value("max.message.bytes"), max_record_bytes);
+                        for problem in compaction.into_iter().chain(size) {
                             provisioned.problems.push(TopicProblem { topic: (*topic).to_owned(), problem });
                         }
                     }
@@ -323,8 +344,8 @@ async fn check_compaction(
             }
         }
         Err(err) => {
-            warn!(error = %err, "the broker does not describe topic configs; changelog compaction is not checked");
-            provisioned.unverified.extend(changelogs.iter().map(|topic| unverified(topic, err.to_string())));
+            warn!(error = %err, "the broker does not describe topic configs; compaction and size limits are not checked");
+            provisioned.unverified.extend(topics.iter().map(|(topic, _)| unverified(topic, err.to_string())));
         }
     }
 }
@@ -350,16 +371,13 @@ mod tests {
             created: vec!["events".into()],
             existing: vec!["changelog".into()],
             problems: vec![TopicProblem { topic: "changelog".into(), problem: "has 3 partitions".into() }],
-            unverified: vec![TopicProblem {
-                topic: "other".into(),
-                problem: "cleanup.policy could not be read".into(),
-            }],
+            unverified: vec![TopicProblem { topic: "other".into(), problem: "topic configs could not be read".into() }],
             partitions: [("events".to_owned(), 6), ("changelog".to_owned(), 3)].into_iter().collect(),
         };
         assert_eq!(
             provisioned.to_string(),
             "created   events (6 partitions)\nexists    changelog (3 partitions)\n\
-             WRONG     changelog: has 3 partitions\nunchecked other: cleanup.policy could not be read\n"
+             WRONG     changelog: has 3 partitions\nunchecked other: topic configs could not be read\n"
         );
     }
 }

@@ -184,7 +184,10 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
             if !result.write.is_empty() {
                 store.write(result.write)?;
             }
-            let publish = result.publish.into_iter().filter(|record| record.destination != Destination::Changelog);
+            let publish = result
+                .publish
+                .into_iter()
+                .filter(|record| !matches!(record.destination, Destination::Changelog | Destination::Checkpoint));
             sink.send(partition, publish.collect())?;
             // Nothing is committed, so nothing will ever be re-sent: outputs need not stay in the records.
             for (topic, next) in result.commit {

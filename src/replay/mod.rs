@@ -21,6 +21,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::LIBRDKAFKA_MESSAGE_MAX_BYTES;
 use crate::config::{Config, ConfigError};
 use crate::kafka::restore::RestoreError;
 use crate::kafka::sink::{SinkError, SinkTopics};
@@ -286,7 +287,7 @@ fn create_shadow_topics(
         .build()
         .map_err(|err| ReplayError::Kafka(format!("cannot start the admin client runtime: {err}")))?;
     let provisioned = runtime
-        .block_on(topics::create_missing(client, &specs, Duration::from_secs(10)))
+        .block_on(topics::create_missing(client, &specs, LIBRDKAFKA_MESSAGE_MAX_BYTES, Duration::from_secs(10)))
         .map_err(|err| ReplayError::Kafka(format!("creating shadow topics: {err}")))?;
     for problem in provisioned.problems {
         tracing::warn!(topic = %problem.topic, problem = %problem.problem, "shadow topic");

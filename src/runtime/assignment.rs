@@ -10,7 +10,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
 use super::rebalance::GroupEvent;
-use super::task::{Destination, InputRecord, PartitionTask};
+use super::task::{InputRecord, PartitionTask};
 use super::{Processor, ProcessorError};
 use crate::kafka::restore::{RestoreProgress, restore_partitions};
 use crate::telemetry;
@@ -22,7 +22,7 @@ impl Processor<'_> {
     ) -> Result<(), ProcessorError> {
         for event in self.consumer.context().take() {
             match event {
-                GroupEvent::Drained(batches) => self.note_committed(&batches),
+                GroupEvent::Drained(mut batches) => self.write_done(&mut batches)?,
                 GroupEvent::Failed(reason) => return Err(ProcessorError::Revocation(reason)),
                 GroupEvent::Revoked(revoked) => {
                     counter!(telemetry::REBALANCES_TOTAL, "kind" => "revoke").increment(1);
@@ -59,8 +59,7 @@ impl Processor<'_> {
         Ok(())
     }
 
-    /// Restores newly assigned partitions (all at once), opens their tasks and re-sends their
-    /// unacknowledged outputs.
+    /// Restores newly assigned partitions (all at once) and opens their tasks.
     fn start_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
         for &partition in partitions {
             self.status.restoring(partition, true);
@@ -89,21 +88,6 @@ impl Processor<'_> {
             let offsets = committed.get(&partition).cloned().unwrap_or_default();
             let task = PartitionTask::open(partition, self.store, &self.settings.task, offsets)?;
             self.insights.open_partition(partition, &self.rules, self.store)?;
-            let resend = task.unacknowledged(&self.rules, self.store, &self.settings.task)?;
-            if !resend.is_empty() {
-                let outputs =
-                    resend.iter().filter(|publish| matches!(publish.destination, Destination::Output(_))).count();
-                info!(
-                    partition,
-                    outputs,
-                    records = resend.len(),
-                    "re-sending outputs and changelog records of uncommitted input"
-                );
-                counter!(telemetry::RESENT_OUTPUTS_TOTAL).increment(outputs as u64);
-                self.begin()?;
-                self.lock_sink()?.send(partition, resend)?;
-                self.end()?;
-            }
             self.tasks.insert(partition, task);
             self.status.restoring(partition, false);
             gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);

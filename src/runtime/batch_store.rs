@@ -1,9 +1,10 @@
-//! The contact store a task's batch scores against: contact records read from the state store once per
-//! batch, changed in memory, and handed back as the batch's changes for one atomic write.
+//! The contact store a task's batch scores against: contact records read once per batch (from the task's
+//! unwritten records of batches in flight, else from the state store), changed in memory, and handed back
+//! as the batch's changes for one atomic write.
 
 use std::collections::HashMap;
 
-use super::record::{RoutedOutput, StoredContact};
+use super::record::StoredContact;
 use super::task::TaskError;
 use crate::rules::Rules;
 use crate::scoring::ContactState;
@@ -17,7 +18,7 @@ struct Entry {
 }
 
 /// A changed contact record of a batch.
-pub(super) struct Change {
+pub(crate) struct Change {
     pub contact: String,
     pub stored: StoredContact,
     /// The timer the record had on disk, to remove from the timer index.
@@ -28,22 +29,33 @@ pub(super) struct BatchStore<'a> {
     rules: &'a Rules,
     store: &'a dyn StateStore,
     partition: i32,
+    /// Records of earlier batches not yet in the state store; a changed one is taken out, and goes back
+    /// with this batch's sequence number when the batch is finished.
+    unwritten: &'a mut HashMap<String, (u64, StoredContact)>,
     entries: HashMap<String, Entry>,
     order: Vec<String>,
     error: Option<TaskError>,
 }
 
 impl<'a> BatchStore<'a> {
-    pub fn new(rules: &'a Rules, store: &'a dyn StateStore, partition: i32) -> Self {
-        BatchStore { rules, store, partition, entries: HashMap::new(), order: Vec::new(), error: None }
+    pub fn new(
+        rules: &'a Rules,
+        store: &'a dyn StateStore,
+        partition: i32,
+        unwritten: &'a mut HashMap<String, (u64, StoredContact)>,
+    ) -> Self {
+        BatchStore { rules, store, partition, unwritten, entries: HashMap::new(), order: Vec::new(), error: None }
     }
 
     fn entry(&mut self, contact: &str) -> Result<&mut Entry, TaskError> {
         if !self.entries.contains_key(contact) {
-            let stored = match self.store.get(self.partition, contact)? {
-                Some(bytes) => StoredContact::decode(self.rules, contact, &bytes)
-                    .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?,
-                None => StoredContact::fresh(None),
+            let stored = match self.unwritten.get(contact) {
+                Some((_, stored)) => stored.clone(),
+                None => match self.store.get(self.partition, contact)? {
+                    Some(bytes) => StoredContact::decode(self.rules, contact, &bytes)
+                        .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?,
+                    None => StoredContact::fresh(None),
+                },
             };
             let old_timer = stored.state.as_ref().and_then(|state| state.next_timer_ms);
             self.entries.insert(contact.to_owned(), Entry { stored, old_timer, dirty: false });
@@ -65,19 +77,6 @@ impl<'a> BatchStore<'a> {
             entry.stored.mark_applied(topic, offset);
             entry.dirty = true;
         }
-    }
-
-    /// Keeps an output in its contact's record until its cause is committed.
-    pub fn remember_output(&mut self, contact: &str, topic: u32, offset: i64, output: RoutedOutput) {
-        if let Some(entry) = self.entries.get_mut(contact) {
-            entry.stored.remember_outputs(topic, offset, vec![output]);
-            entry.dirty = true;
-        }
-    }
-
-    /// Whether the batch changed the contact.
-    pub fn touched(&self, contact: &str) -> bool {
-        self.entries.get(contact).is_some_and(|entry| entry.dirty)
     }
 
     /// The first error met while loading, if any.

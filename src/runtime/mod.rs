@@ -1,10 +1,11 @@
 //! The processor: a consumer-group member that runs one [`task::PartitionTask`] per assigned input
 //! partition, as Kafka Streams' stream thread runs its tasks.
 //!
-//! Each cycle polls up to a batch of records, scores each partition's share in its task, writes the
-//! task's RocksDB batch, and hands the records to publish to the [`Sink`] without waiting. Input offsets
-//! are committed once every record of their batch (and of every batch before it) is acknowledged.
-//! Assignments restore state from the changelog first; revocations drain and commit first.
+//! Each cycle polls up to a batch of records, scores each partition's share in its task, and hands the
+//! records to publish to the [`Sink`] without waiting. Once every record of a batch (and of every batch
+//! before it) is acknowledged, the batch's RocksDB writes are applied and its input offsets committed
+//! ([`Processor::complete`], the one place that commits). Assignments restore state from the changelog
+//! first; revocations drain and commit first.
 
 mod assignment;
 pub mod batch_store;
@@ -34,6 +35,7 @@ use crate::reload::ActiveRules;
 use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
+pub use rebalance::commit_batches;
 use rebalance::{GroupHooks, commit_list};
 use status::Status;
 use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
@@ -122,17 +124,12 @@ pub fn run(
                 return Ok(total);
             }
             Err(err) if recovery::recoverable(settings, &err) => {
-                warn!(error = %err, "Kafka failed; dropping local state to restore it from the changelog, then rejoining");
+                warn!(error = %err, "Kafka failed; rejoining after a pause, from the committed offsets");
                 status.set_brokers_up(false);
                 for partition in status.owned() {
                     status.restoring(partition, false);
                 }
                 status.set_owned([]);
-                if let Err(store_err) = recovery::drop_local_state(store) {
-                    let err = ProcessorError::Store(store_err);
-                    status.set_fatal(err.to_string());
-                    return Err(err);
-                }
                 if !recovery::back_off(shutdown) {
                     return Ok(total);
                 }
@@ -159,8 +156,6 @@ struct Processor<'a> {
     tasks: BTreeMap<i32, PartitionTask>,
     assigned: BTreeSet<(String, i32)>,
     summary: RunSummary,
-    /// Exactly-once mode: RocksDB batches waiting for their transaction to commit.
-    deferred: Vec<crate::store::PartitionBatch>,
 }
 
 impl<'a> Processor<'a> {
@@ -221,7 +216,6 @@ impl<'a> Processor<'a> {
             tasks: BTreeMap::new(),
             assigned: BTreeSet::new(),
             summary: RunSummary::default(),
-            deferred: Vec::new(),
         })
     }
 
@@ -273,7 +267,7 @@ impl<'a> Processor<'a> {
                 gauge!(telemetry::IN_FLIGHT_RECORDS).set(sink.outstanding() as f64);
                 done
             };
-            self.commit(&done, CommitMode::Async)?;
+            self.complete(done, CommitMode::Async)?;
             self.settle_erasures()?;
             if self.consumer.context().brokers_down.load(Ordering::Relaxed)
                 && last_probe.elapsed() > Duration::from_secs(2)
@@ -284,7 +278,7 @@ impl<'a> Processor<'a> {
         }
         info!("shutting down: draining in-flight records");
         let drained = self.lock_sink()?.drain(self.settings.drain_timeout)?;
-        self.commit(&drained, CommitMode::Sync)?;
+        self.complete(drained, CommitMode::Sync)?;
         self.store.flush()?;
         info!(records = self.summary.records, outputs = self.summary.outputs, "stopped cleanly");
         Ok(self.summary)
@@ -372,7 +366,7 @@ impl<'a> Processor<'a> {
     }
 
     /// Closes the publishing batch. In exactly-once mode this commits the transaction with the batch's
-    /// input offsets and only then writes the deferred RocksDB batches.
+    /// input offsets, and only then are its RocksDB writes applied.
     fn end(&mut self) -> Result<(), ProcessorError> {
         if self.settings.transactional_id.is_none() {
             return Ok(());
@@ -384,26 +378,16 @@ impl<'a> Processor<'a> {
             sink.commit_transaction(&offsets, self.consumer.group_metadata().as_ref())?;
             sink.drain(self.settings.drain_timeout)?
         };
-        for write in std::mem::take(&mut self.deferred) {
-            self.store.write(write)?;
-        }
-        self.note_committed(&done);
-        Ok(())
+        self.complete(done, CommitMode::Async)
     }
 
     fn publish(&mut self, partition: i32, mut batch: TaskBatch) -> Result<(), ProcessorError> {
         self.insights.apply(partition, &self.rules, std::mem::take(&mut batch.insight), now_ms());
         self.summary.outputs += batch.counts.outputs;
-        if !batch.write.is_empty() {
-            if self.settings.transactional_id.is_some() {
-                self.deferred.push(batch.write);
-            } else {
-                self.store.write(batch.write)?;
-            }
-        }
         let mut sink = self.lock_sink()?;
         sink.send(partition, batch.publish)?;
         sink.commit_after(batch.commit.into_iter().map(|(topic, next)| (topic, partition, next)));
+        sink.write_after(batch.sequence, batch.write);
         Ok(())
     }
 
@@ -436,35 +420,40 @@ impl<'a> Processor<'a> {
         self.begin()?;
         for partition in due {
             if let Some(task) = self.tasks.get_mut(&partition) {
-                let batch = task.settle_erasures(&self.rules, self.store, &self.settings.task)?;
+                let batch = task.settle_erasures(&self.rules, &self.settings.task);
                 self.publish(partition, batch)?;
             }
         }
         self.end()
     }
 
-    fn commit(&mut self, batches: &[PendingBatch], mode: CommitMode) -> Result<(), ProcessorError> {
-        self.note_committed(batches);
+    /// Finishes acknowledged batches, oldest first: applies their RocksDB writes, then commits their input
+    /// offsets (in exactly-once mode their transaction did). Every commit of the processor goes through
+    /// here, and the revocation drain commits with the same [`commit_batches`].
+    fn complete(&mut self, mut batches: Vec<PendingBatch>, mode: CommitMode) -> Result<(), ProcessorError> {
+        self.write_done(&mut batches)?;
         if self.settings.transactional_id.is_some() {
-            // The transactions committed the offsets already.
             return Ok(());
         }
-        let list = commit_list(&self.settings.task.inputs, batches.iter().flat_map(|batch| &batch.commits));
-        if list.count() == 0 {
-            return Ok(());
-        }
-        match self.consumer.commit(&list, mode) {
-            Ok(()) => {
-                counter!(telemetry::COMMITS_TOTAL).increment(1);
-                Ok(())
+        Ok(commit_batches(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
+    }
+
+    /// Applies the RocksDB writes of acknowledged batches in order, and tells the tasks what is written,
+    /// committed and in the changelog.
+    fn write_done(&mut self, batches: &mut [PendingBatch]) -> Result<(), ProcessorError> {
+        for batch in batches.iter_mut() {
+            for (sequence, write) in std::mem::take(&mut batch.writes) {
+                let partition = write.partition;
+                if !write.is_empty() {
+                    self.store.write(write)?;
+                }
+                if let Some(task) = self.tasks.get_mut(&partition) {
+                    task.written(sequence);
+                }
             }
-            // An asynchronous commit that fails is covered by the next one; a lost one only re-sends.
-            Err(err) if matches!(mode, CommitMode::Async) => {
-                warn!(error = %err, "offset commit failed; the next commit covers it");
-                Ok(())
-            }
-            Err(err) => Err(err.into()),
         }
+        self.note_committed(batches);
+        Ok(())
     }
 
     /// Tells tasks which offsets are acknowledged (and so need no re-send) and how far their changelog is.

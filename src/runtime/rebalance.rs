@@ -53,18 +53,42 @@ impl GroupHooks {
             let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
             sink.drain(self.drain_timeout).map_err(|err| err.to_string())?
         };
-        let offsets = commit_list(&self.inputs, drained.iter().flat_map(|batch| &batch.commits));
-        if offsets.count() > 0 {
-            // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
-            // Should it be lost, the next owner replays from an older offset, which changes no state and
-            // only re-sends outputs with their ids.
-            if let Err(err) = consumer.commit(&offsets, CommitMode::Async) {
-                warn!(error = %err, "commit on revocation failed; the next owner replays the batch");
-            }
-        }
+        // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
+        // Should it be lost, the next owner replays from an older offset, which changes no state and only
+        // re-sends outputs with their ids. The batches' RocksDB writes are applied by the processor when it
+        // takes the `Drained` event; the changelog holds them already, so a restore sees them either way.
+        let _ = commit_batches(consumer, &self.inputs, &drained, CommitMode::Async);
         info!(batches = drained.len(), "revocation drained and committed");
         self.push(GroupEvent::Drained(drained));
         Ok(())
+    }
+}
+
+/// Commits the input offsets of acknowledged batches: the one rule for every commit of at-least-once
+/// mode. `batches` come from [`crate::kafka::sink::Sink::collect`] or `drain`, which return a batch only
+/// once every record of it and of every older batch is acknowledged, so no offset passes an undelivered
+/// record.
+pub fn commit_batches<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    inputs: &[String],
+    batches: &[PendingBatch],
+    mode: CommitMode,
+) -> Result<(), KafkaError> {
+    let offsets = commit_list(inputs, batches.iter().flat_map(|batch| &batch.commits));
+    if offsets.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&offsets, mode) {
+        Ok(()) => {
+            metrics::counter!(crate::telemetry::COMMITS_TOTAL).increment(1);
+            Ok(())
+        }
+        // An asynchronous commit that fails is covered by the next one; a lost one only re-sends.
+        Err(err) if matches!(mode, CommitMode::Async) => {
+            warn!(error = %err, "offset commit failed; the next commit covers it");
+            Ok(())
+        }
+        Err(err) => Err(err),
     }
 }
 

@@ -1,6 +1,11 @@
 //! The record stored per contact in RocksDB and in the changelog: the engine's state plus the runtime's
-//! bookkeeping for exactly-once state: the last input offset applied per input topic, and the outputs of
-//! recent input records, re-sent if their offsets were never committed.
+//! bookkeeping for exactly-once state, the last input offset applied per input topic.
+//!
+//! The record holds no outputs. A contact's record reaches the changelog (and RocksDB) only after every
+//! output of the input it reflects was acknowledged (see [`crate::kafka::sink`]), so an input record
+//! that a restart skips as applied never needs its outputs re-sent. Its size therefore depends on the
+//! rules file alone (groups, contributions, rule counts, the duplicate window and the history length),
+//! never on how many events the contact got since the last commit.
 
 use prost::Message;
 
@@ -28,34 +33,6 @@ impl Route {
             OutputBody::PhaseChanged(_) => Route::PhaseChanged,
         }
     }
-
-    fn from_code(code: u32) -> Route {
-        match code {
-            1 => Route::ThresholdCrossed,
-            2 => Route::PhaseChanged,
-            _ => Route::ScoreChanged,
-        }
-    }
-}
-
-/// An encoded output and its topic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoutedOutput {
-    /// Output topic.
-    pub route: Route,
-    /// The record value as published.
-    pub payload: Vec<u8>,
-}
-
-/// Outputs caused by one input record, kept until its offset is committed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecentOutputs {
-    /// Input topic key.
-    pub topic: u32,
-    /// Input offset.
-    pub offset: i64,
-    /// The outputs.
-    pub outputs: Vec<RoutedOutput>,
 }
 
 /// What is stored under a contact's key.
@@ -65,14 +42,12 @@ pub struct StoredContact {
     pub state: Option<ContactState>,
     /// Last input offset applied, per input topic key.
     pub offsets: Vec<(u32, i64)>,
-    /// Outputs of recent input records.
-    pub recent: Vec<RecentOutputs>,
 }
 
 impl StoredContact {
     /// A record for a contact seen for the first time.
     pub fn fresh(state: Option<ContactState>) -> Self {
-        StoredContact { state, offsets: Vec::new(), recent: Vec::new() }
+        StoredContact { state, offsets: Vec::new() }
     }
 
     /// The last offset of `topic` applied to this contact.
@@ -88,22 +63,6 @@ impl StoredContact {
         }
     }
 
-    /// Adds outputs caused by the input record at `offset`.
-    pub fn remember_outputs(&mut self, topic: u32, offset: i64, outputs: Vec<RoutedOutput>) {
-        if outputs.is_empty() {
-            return;
-        }
-        match self.recent.iter_mut().find(|recent| recent.topic == topic && recent.offset == offset) {
-            Some(recent) => recent.outputs.extend(outputs),
-            None => self.recent.push(RecentOutputs { topic, offset, outputs }),
-        }
-    }
-
-    /// Drops outputs whose input offsets are committed (`committed` gives the next offset to consume).
-    pub fn forget_committed(&mut self, committed: impl Fn(u32) -> Option<i64>) {
-        self.recent.retain(|recent| committed(recent.topic).is_none_or(|next| recent.offset >= next));
-    }
-
     /// Encodes the record.
     pub fn encode(&self, rules: &Rules) -> Vec<u8> {
         let mut message = match &self.state {
@@ -112,19 +71,6 @@ impl StoredContact {
         };
         message.offsets =
             self.offsets.iter().map(|(topic, offset)| v1::InputOffset { topic: *topic, offset: *offset }).collect();
-        message.recent_outputs = self
-            .recent
-            .iter()
-            .map(|recent| v1::SentOutputs {
-                topic: recent.topic,
-                offset: recent.offset,
-                outputs: recent
-                    .outputs
-                    .iter()
-                    .map(|out| v1::StoredOutput { route: out.route as u32, payload: out.payload.clone() })
-                    .collect(),
-            })
-            .collect();
         message.encode_to_vec()
     }
 
@@ -139,22 +85,131 @@ impl StoredContact {
         } else {
             Some(codec::from_proto(rules, contact, &message)?)
         };
-        Ok(StoredContact {
-            state,
-            offsets: message.offsets.iter().map(|entry| (entry.topic, entry.offset)).collect(),
-            recent: message
-                .recent_outputs
-                .into_iter()
-                .map(|recent| RecentOutputs {
-                    topic: recent.topic,
-                    offset: recent.offset,
-                    outputs: recent
-                        .outputs
-                        .into_iter()
-                        .map(|out| RoutedOutput { route: Route::from_code(out.route), payload: out.payload })
-                        .collect(),
-                })
-                .collect(),
-        })
+        Ok(StoredContact { state, offsets: message.offsets.iter().map(|entry| (entry.topic, entry.offset)).collect() })
     }
+}
+
+/// The largest contact record `rules` allow, in bytes, for `inputs` input topics: every group with a
+/// contribution from each of its rules (plus the clamp and manual points), every limited rule counted,
+/// the duplicate window and the history full, and every text field at the decoder's size limit
+/// ([`crate::event::MAX_FIELD_BYTES`]). `Err` names what leaves it unbounded: a step-expiry group keeps
+/// one contribution per firing until it expires, so a rule without a `max_times` limit (or manual points)
+/// on such a group has no bound but the number of events within the expiry time.
+pub fn record_size_bound(rules: &Rules, inputs: usize) -> Result<usize, String> {
+    use crate::rules::{CLAMP_KEY, DecayLaw, MANUAL_KEY};
+    use crate::scoring::{Contribution, GroupScore, HistoryEntry, RuleCount};
+
+    let text = "\u{1}".repeat(crate::event::MAX_FIELD_BYTES);
+    let mut state = ContactState::new(rules, "", i64::MAX);
+    for (index, group) in rules.groups.iter().enumerate() {
+        let mut contributions = Vec::new();
+        let mut add = |source: u32, copies: u64| {
+            for _ in 0..copies {
+                contributions.push(Contribution { source, points: f64::MAX, expires_at_ms: Some(i64::MAX) });
+            }
+        };
+        let copies = |limit: Option<&crate::rules::Limit>| -> Result<u64, String> {
+            let DecayLaw::Step { expire_after_ms } = group.decay else { return Ok(1) };
+            let Some(limit) = limit else {
+                return Err(format!(
+                    "step-expiry group {:?} has a rule without max_times, so it keeps a contribution per firing",
+                    group.name
+                ));
+            };
+            let windows = match limit.per_ms {
+                Some(per_ms) => (expire_after_ms / per_ms.max(1)) as u64 + 1,
+                None => rules.phases.len().max(1) as u64,
+            };
+            Ok(u64::from(limit.max_times) * windows)
+        };
+        for rule in rules.rules.iter().filter(|rule| rule.group == Some(index)) {
+            add(rule.key, copies(rule.limit.as_ref())?);
+        }
+        if index == rules.manual_group {
+            add(MANUAL_KEY, copies(None)?);
+        }
+        add(CLAMP_KEY, 1);
+        state.groups[index] = GroupScore { value: f64::MAX, since_ms: i64::MAX, contributions };
+    }
+    state.fired = vec![true; rules.thresholds.len()];
+    state.rule_counts = rules
+        .rules
+        .iter()
+        .filter(|rule| rule.limit.is_some())
+        .map(|rule| RuleCount { rule: rule.key, count: u32::MAX, window_start_ms: i64::MAX })
+        .collect();
+    state.disqualified = Some(text.clone());
+    state.recent_ids = std::iter::repeat_n(u64::MAX, rules.dedup_window).collect();
+    state.history = std::iter::repeat_n(
+        HistoryEntry {
+            source: u32::MAX,
+            event_id: text.clone(),
+            ts_ms: i64::MAX,
+            delta: f64::MAX,
+            value_after: f64::MAX,
+            group: u32::MAX,
+            reason: Some(text.clone()),
+            actor: Some(text),
+        },
+        rules.history_limit,
+    )
+    .collect();
+    state.next_timer_ms = Some(i64::MAX);
+    state.phase = rules.phases.len().saturating_sub(1);
+    let record = StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs] };
+    Ok(record.encode(rules).len())
+}
+
+/// The largest output `rules` can produce, in bytes, encoded as JSON (`json`) or protobuf: every text
+/// that comes from an event at the decoder's size limit, in characters JSON escapes six bytes wide.
+pub fn output_size_bound(rules: &Rules, json: bool) -> usize {
+    use crate::scoring::{Direction, GroupValue, Output, PhaseChanged, ScoreChanged, ThresholdCrossed};
+
+    let text = "\u{1}".repeat(crate::event::MAX_FIELD_BYTES);
+    let longest = |names: &mut dyn Iterator<Item = &String>| names.max_by_key(|name| name.len()).cloned();
+    let phase = longest(&mut rules.phases.iter().map(|phase| &phase.name)).unwrap_or_default();
+    let threshold = longest(&mut rules.thresholds.iter().map(|threshold| &threshold.name)).unwrap_or_default();
+    let bodies = [
+        OutputBody::ScoreChanged(ScoreChanged {
+            old_total: f64::MIN,
+            new_total: f64::MIN,
+            delta: f64::MIN,
+            groups: rules
+                .groups
+                .iter()
+                .map(|group| GroupValue { group: group.name.clone(), value: f64::MIN })
+                .collect(),
+            rules_fired: rules.rules.iter().map(|rule| rule.id.clone()).collect(),
+            phase: phase.clone(),
+            grade: Some("A"),
+            cause: format!("phase_reset:{phase}:{text}"),
+            disqualified: Some(text.clone()),
+        }),
+        OutputBody::ThresholdCrossed(ThresholdCrossed {
+            threshold: threshold.clone(),
+            direction: Direction::Down,
+            value: f64::MIN,
+            crossed_at: i64::MIN,
+            phase: phase.clone(),
+        }),
+        OutputBody::PhaseChanged(PhaseChanged {
+            from: phase.clone(),
+            to: phase,
+            cause: format!("threshold:{threshold}:{text}"),
+        }),
+    ];
+    bodies
+        .into_iter()
+        .map(|body| {
+            let output = Output {
+                id: format!("{text}:{threshold}:{}", i64::MIN),
+                contact: text.clone(),
+                rules_version: rules.version.clone(),
+                ts_ms: i64::MIN,
+                body,
+            };
+            if json { output.to_json().len() } else { output.to_protobuf().len() }
+        })
+        .max()
+        .unwrap_or(0)
 }

@@ -1,11 +1,11 @@
-//! Riding out Kafka failures: when the brokers refuse or lose records (an outage, a broker restart), the
-//! processor is rebuilt instead of exiting, after the instance's local state is dropped so that it is
-//! restored from the changelog.
+//! Riding out Kafka failures: when the brokers refuse or lose records (an outage, a broker restart, a
+//! record over a topic's size limit, a missing or forbidden topic), the processor is rebuilt instead of
+//! exiting, and retries after a pause until the fault is gone.
 //!
-//! Why drop it: a batch whose changelog records were refused is already in RocksDB. Reprocessing its
-//! uncommitted input on the same state would count it as replayed and commit past it, leaving the
-//! changelog without those updates for whoever restores the partition next. Restoring from the changelog
-//! instead gives a state that matches what was published, and the input after it is applied again.
+//! The local state needs no repair: RocksDB only receives a batch once all of its records were
+//! acknowledged, so it never runs ahead of the changelog, and the restore on the next assignment replays
+//! whatever the changelog holds beyond it. The input after the committed offsets is then scored again;
+//! what the restored records already applied is skipped, and its outputs were delivered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +14,6 @@ use tracing::warn;
 
 use super::{ProcessorError, ProcessorSettings};
 use crate::kafka::sink::SinkError;
-use crate::store::{StateStore, StoreError};
 
 /// Pause before rejoining the group after a Kafka failure.
 const REJOIN_BACKOFF: Duration = Duration::from_secs(5);
@@ -34,14 +33,6 @@ pub(super) fn recoverable(settings: &ProcessorSettings, err: &ProcessorError) ->
             | ProcessorError::Restore(crate::kafka::restore::RestoreError::Kafka { .. })
             | ProcessorError::Restore(crate::kafka::restore::RestoreError::Stalled { .. })
     )
-}
-
-/// Drops every partition's local state, so that the next assignment restores it from the changelog.
-pub(super) fn drop_local_state(store: &dyn StateStore) -> Result<(), StoreError> {
-    for partition in store.partitions()? {
-        store.drop_partition(partition)?;
-    }
-    Ok(())
 }
 
 /// Waits before rejoining; returns false if shutdown was requested meanwhile.

@@ -6,11 +6,16 @@
 //!
 //! Exactly-once state: every contact record carries the last input offset applied to it, and the
 //! partition's meta carries the next offset per input topic. An input record at or below either is a
-//! replay: it changes nothing. Outputs of input records that may not have been acknowledged are kept in
-//! the contact records and re-sent when a partition is assigned ([`PartitionTask::unacknowledged`]).
+//! replay: it changes nothing. A record reaches RocksDB and the changelog only after the outputs of its
+//! input were acknowledged (the sink's waves), so a replayed input record has nothing to re-send.
+//!
+//! Until a batch is acknowledged and written, its contact records wait in the task's unwritten records,
+//! which the next batches read before RocksDB.
 
-use super::batch_store::BatchStore;
-use super::record::{Route, RoutedOutput, StoredContact};
+use std::collections::HashMap;
+
+use super::batch_store::{BatchStore, Change};
+use super::record::{Route, StoredContact};
 use crate::event::{DecodeError, DecodeLimits, Event, json, protobuf};
 use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
 use crate::leaderboard::BoardEntry;
@@ -41,6 +46,9 @@ const DEAD_LETTERED: usize = 4;
 /// Bytes of an oversized record kept in its dead-letter copy.
 const DEAD_LETTER_HEAD: usize = 64 * 1024;
 
+/// What librdkafka counts per header besides its name and value.
+const DEAD_LETTER_HEADER_OVERHEAD: usize = 16;
+
 /// Settings a task needs from the configuration.
 #[derive(Debug, Clone)]
 pub struct TaskSettings {
@@ -52,6 +60,8 @@ pub struct TaskSettings {
     pub output_format: WireFormat,
     /// Decoder limits.
     pub limits: DecodeLimits,
+    /// The largest record the producer sends (`message.max.bytes`); a dead-letter copy is cut to fit.
+    pub max_record_bytes: usize,
     /// When decay timers fire.
     pub clock: TimerClock,
 }
@@ -83,8 +93,10 @@ pub struct InputRecord {
 pub enum Destination {
     /// An output topic.
     Output(Route),
-    /// The changelog, to the task's own partition.
+    /// A contact record of the changelog, to the task's own partition.
     Changelog,
+    /// The partition's checkpoint record of the changelog, sent after its contact records.
+    Checkpoint,
     /// The dead-letter topic.
     DeadLetter,
 }
@@ -128,6 +140,8 @@ pub struct TaskBatch {
     pub publish: Vec<Publish>,
     /// Next offset per input topic index, to commit once everything is acknowledged.
     pub commit: Vec<(usize, i64)>,
+    /// The task's sequence number of this batch, for [`PartitionTask::written`].
+    pub sequence: u64,
     /// Counts.
     pub counts: BatchCounts,
     /// Changed contacts, rule firings, phase entries and crossings, for the read models and metrics.
@@ -163,6 +177,10 @@ pub struct PartitionTask {
     erased_waiting: Vec<(String, usize, i64)>,
     /// Next changelog offset whose effect is already in the local state.
     changelog_next: Option<i64>,
+    /// Contact records of batches not yet written to RocksDB, with the batch that last changed them.
+    unwritten: HashMap<String, (u64, StoredContact)>,
+    /// Sequence number of the last batch built.
+    batches: u64,
 }
 
 impl PartitionTask {
@@ -193,6 +211,8 @@ impl PartitionTask {
             committed,
             erased_waiting: Vec::new(),
             changelog_next: meta.changelog_offset,
+            unwritten: HashMap::new(),
+            batches: 0,
         })
     }
 
@@ -218,70 +238,10 @@ impl PartitionTask {
         self.changelog_next = Some(self.changelog_next.map_or(next, |old| old.max(next)));
     }
 
-    /// Whether some applied input is not yet committed (the state is ahead of the group's offsets).
-    pub fn has_uncommitted(&self) -> bool {
-        self.next_offsets.iter().zip(&self.committed).any(|(next, committed)| match (next, committed) {
-            (Some(next), Some(committed)) => next > committed,
-            (Some(_), None) => true,
-            _ => false,
-        })
-    }
-
-    /// Outputs of applied but uncommitted input records, and the changelog records of their contacts, to
-    /// re-send after a restart or rebalance.
-    pub fn unacknowledged(
-        &self,
-        rules: &Rules,
-        store: &dyn StateStore,
-        settings: &TaskSettings,
-    ) -> Result<Vec<Publish>, TaskError> {
-        let mut publish = Vec::new();
-        if !self.has_uncommitted() {
-            return Ok(publish);
-        }
-        let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
-        let mut failure = None;
-        store.for_each_contact(
-            self.partition,
-            &mut |contact, bytes| match StoredContact::decode(rules, contact, bytes) {
-                Ok(stored) => {
-                    let mut uncommitted = false;
-                    for recent in &stored.recent {
-                        let topic = keys.iter().position(|key| *key == recent.topic);
-                        let committed = topic.and_then(|index| self.committed[index]);
-                        if committed.is_none_or(|next| recent.offset >= next) {
-                            uncommitted = true;
-                            publish.extend(recent.outputs.iter().map(|out| Publish {
-                                destination: Destination::Output(out.route),
-                                key: contact.as_bytes().to_vec(),
-                                payload: Some(out.payload.clone()),
-                                headers: Vec::new(),
-                            }));
-                        }
-                    }
-                    if uncommitted {
-                        // The changelog record of that input may have been lost with the crash, while
-                        // RocksDB kept the update: publish the record again, so that an instance which
-                        // restores this partition from the changelog sees what the replay will skip.
-                        publish.push(Publish {
-                            destination: Destination::Changelog,
-                            key: contact.as_bytes().to_vec(),
-                            payload: Some(bytes.to_vec()),
-                            headers: Vec::new(),
-                        });
-                    }
-                    true
-                }
-                Err(source) => {
-                    failure = Some(TaskError::Corrupt { partition: self.partition, source });
-                    false
-                }
-            },
-        )?;
-        match failure {
-            Some(err) => Err(err),
-            None => Ok(publish),
-        }
+    /// Records that the batches up to `sequence` are written to RocksDB, so their records are read from
+    /// there again.
+    pub fn written(&mut self, sequence: u64) {
+        self.unwritten.retain(|_, (batch, _)| *batch > sequence);
     }
 
     /// Scores a batch of this partition's records, in offset order.
@@ -292,7 +252,9 @@ impl PartitionTask {
         settings: &TaskSettings,
         records: &[InputRecord],
     ) -> Result<TaskBatch, TaskError> {
-        let mut batch = BatchStore::new(rules, store, self.partition);
+        // Taken out while the batch borrows it; a task error drops the task anyway.
+        let mut unwritten = std::mem::take(&mut self.unwritten);
+        let mut batch = BatchStore::new(rules, store, self.partition, &mut unwritten);
         let mut publish = Vec::new();
         let mut counts = BatchCounts::default();
         let mut insight = BatchInsight::default();
@@ -351,13 +313,15 @@ impl PartitionTask {
             insight.add_attribution(processed.attribution);
             insight.add_outputs(&processed.outputs, Some(event.ts_ms));
             counts.outputs += processed.outputs.len() as u64;
-            publish.extend(self.route(settings, &mut batch, topic_key, record.offset, processed.outputs));
+            publish.extend(route(settings, processed.outputs));
         }
         for (topic, next) in &commit {
             let slot = &mut self.next_offsets[*topic];
             *slot = Some(slot.map_or(*next, |old| old.max(*next)));
         }
-        Ok(self.finish(rules, settings, batch, publish, commit, counts, insight))
+        let changes = batch.into_changes();
+        self.unwritten = unwritten;
+        Ok(self.finish(rules, settings, changes, publish, commit, counts, insight))
     }
 
     /// Fires decay timers due at wall-clock time `now_ms`.
@@ -368,17 +332,17 @@ impl PartitionTask {
         settings: &TaskSettings,
         now_ms: i64,
     ) -> Result<TaskBatch, TaskError> {
-        let mut batch = BatchStore::new(rules, store, self.partition);
-        // Outputs of a tick belong to the uncommitted window after the last applied offset.
-        let topic_key = TaskSettings::topic_key(&settings.inputs[0]);
-        let cause = self.next_offsets[0].unwrap_or(0);
+        let mut unwritten = std::mem::take(&mut self.unwritten);
+        let mut batch = BatchStore::new(rules, store, self.partition, &mut unwritten);
         let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
         let counts = BatchCounts { outputs: outputs.len() as u64, ..BatchCounts::default() };
         let mut insight = BatchInsight::default();
         insight.add_outputs(&outputs, None);
-        let publish = self.route(settings, &mut batch, topic_key, cause, outputs);
-        Ok(self.finish(rules, settings, batch, publish, Vec::new(), counts, insight))
+        let publish = route(settings, outputs);
+        let changes = batch.into_changes();
+        self.unwritten = unwritten;
+        Ok(self.finish(rules, settings, changes, publish, Vec::new(), counts, insight))
     }
 
     /// Whether an erased contact's erasure is committed and its tombstone not written yet.
@@ -390,41 +354,16 @@ impl PartitionTask {
 
     /// A batch of nothing but the deletes and changelog tombstones of committed erasures, for a partition
     /// whose erase was its last record (otherwise the next batch writes them).
-    pub fn settle_erasures(
-        &mut self,
-        rules: &Rules,
-        store: &dyn StateStore,
-        settings: &TaskSettings,
-    ) -> Result<TaskBatch, TaskError> {
-        let batch = BatchStore::new(rules, store, self.partition);
-        Ok(self.finish(rules, settings, batch, Vec::new(), Vec::new(), BatchCounts::default(), BatchInsight::default()))
-    }
-
-    /// Encodes outputs, remembers them in their contacts' records, and routes them.
-    fn route(
-        &self,
-        settings: &TaskSettings,
-        batch: &mut BatchStore<'_>,
-        topic_key: u32,
-        offset: i64,
-        outputs: Vec<Output>,
-    ) -> Vec<Publish> {
-        let mut publish = Vec::with_capacity(outputs.len());
-        for output in outputs {
-            let route = Route::of(&output.body);
-            let payload = match settings.output_format {
-                WireFormat::Json => output.to_json(),
-                WireFormat::Protobuf => output.to_protobuf(),
-            };
-            batch.remember_output(&output.contact, topic_key, offset, RoutedOutput { route, payload: payload.clone() });
-            publish.push(Publish {
-                destination: Destination::Output(route),
-                key: output.contact.into_bytes(),
-                payload: Some(payload),
-                headers: Vec::new(),
-            });
-        }
-        publish
+    pub fn settle_erasures(&mut self, rules: &Rules, settings: &TaskSettings) -> TaskBatch {
+        self.finish(
+            rules,
+            settings,
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            BatchCounts::default(),
+            BatchInsight::default(),
+        )
     }
 
     #[allow(clippy::too_many_arguments)] // one call per batch kind; a struct would only rename them
@@ -432,35 +371,36 @@ impl PartitionTask {
         &mut self,
         rules: &Rules,
         settings: &TaskSettings,
-        batch: BatchStore<'_>,
+        changes: Vec<Change>,
         mut publish: Vec<Publish>,
         commit: Vec<(usize, i64)>,
         counts: BatchCounts,
         mut insight: BatchInsight,
     ) -> TaskBatch {
         let mut write = PartitionBatch::new(self.partition);
+        self.batches += 1;
+        let sequence = self.batches;
         let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
-        let committed = |topic: u32| keys.iter().position(|key| *key == topic).and_then(|index| self.committed[index]);
         // Erased contacts whose erasure is now committed leave no record behind.
         let mut still_waiting = Vec::new();
         for (contact, topic, offset) in std::mem::take(&mut self.erased_waiting) {
             let done = self.committed[topic].is_some_and(|next| offset < next);
-            if done && !batch.touched(&contact) {
+            if done && !changes.iter().any(|change| change.contact == contact) {
                 write.deletes.push(contact.clone());
                 publish.push(Publish {
                     destination: Destination::Changelog,
-                    key: contact.into_bytes(),
+                    key: contact.clone().into_bytes(),
                     payload: None,
                     headers: Vec::new(),
                 });
+                self.unwritten.insert(contact, (sequence, StoredContact::fresh(None)));
             } else if !done {
                 still_waiting.push((contact, topic, offset));
             }
         }
         self.erased_waiting = still_waiting;
-        for change in batch.into_changes() {
-            let mut stored = change.stored;
-            stored.forget_committed(committed);
+        for change in changes {
+            let stored = change.stored;
             let entry = stored.state.as_ref().and_then(|state| BoardEntry::of(rules, state));
             insight.contacts.push((change.contact.clone(), entry));
             if let Some(due) = change.old_timer {
@@ -469,25 +409,33 @@ impl PartitionTask {
             if let Some(due) = stored.state.as_ref().and_then(|state| state.next_timer_ms) {
                 write.timer_puts.push((due, change.contact.clone()));
             }
-            let erased = stored.state.is_none();
-            let payload = if erased && stored.recent.is_empty() {
+            // An erased contact keeps a record without state until its erasure is committed, so that a
+            // replay of the input before the erasure finds the contact's applied offsets.
+            let mut waits = false;
+            if stored.state.is_none() {
+                for (topic_key, offset) in &stored.offsets {
+                    let Some(topic) = keys.iter().position(|key| key == topic_key) else { continue };
+                    if self.committed[topic].is_none_or(|next| *offset >= next) {
+                        self.erased_waiting.push((change.contact.clone(), topic, *offset));
+                        waits = true;
+                    }
+                }
+            }
+            let payload = if stored.state.is_none() && !waits {
                 write.deletes.push(change.contact.clone());
                 None
             } else {
-                if erased && let Some(recent) = stored.recent.last() {
-                    let topic = keys.iter().position(|key| *key == recent.topic).unwrap_or(0);
-                    self.erased_waiting.push((change.contact.clone(), topic, recent.offset));
-                }
                 let bytes = stored.encode(rules);
                 write.puts.push((change.contact.clone(), bytes.clone()));
                 Some(bytes)
             };
             publish.push(Publish {
                 destination: Destination::Changelog,
-                key: change.contact.into_bytes(),
+                key: change.contact.clone().into_bytes(),
                 payload,
                 headers: Vec::new(),
             });
+            self.unwritten.insert(change.contact, (sequence, stored));
         }
         let meta = PartitionMeta {
             input_offsets: settings
@@ -501,17 +449,36 @@ impl PartitionTask {
         };
         let checkpoint = PartitionMeta { changelog_offset: None, ..meta.clone() };
         publish.push(Publish {
-            destination: Destination::Changelog,
+            destination: Destination::Checkpoint,
             key: CHECKPOINT_KEY.to_vec(),
             payload: Some(checkpoint.encode()),
             headers: Vec::new(),
         });
         write.meta = Some(meta);
-        TaskBatch { write, publish, commit, counts, insight }
+        TaskBatch { write, publish, commit, sequence, counts, insight }
     }
 }
 
 /// Decodes a record; an error carries its metric label (a [`DecodeError::kind`] or `key`) and message.
+/// Encodes outputs for their topics.
+fn route(settings: &TaskSettings, outputs: Vec<Output>) -> Vec<Publish> {
+    outputs
+        .into_iter()
+        .map(|output| {
+            let payload = match settings.output_format {
+                WireFormat::Json => output.to_json(),
+                WireFormat::Protobuf => output.to_protobuf(),
+            };
+            Publish {
+                destination: Destination::Output(Route::of(&output.body)),
+                key: output.contact.into_bytes(),
+                payload: Some(payload),
+                headers: Vec::new(),
+            }
+        })
+        .collect()
+}
+
 fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, (&'static str, String)> {
     let payload = record.payload.as_deref().unwrap_or_default();
     let event = match settings.input_format {
@@ -531,15 +498,29 @@ fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, (&'sta
 
 fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, reason: &str) -> Publish {
     let mut headers = record.headers.clone();
-    headers.push(("leadscore.error".to_owned(), reason.as_bytes().to_vec()));
+    let mut cut = reason.len().min(crate::event::MAX_FIELD_BYTES);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    headers.push(("leadscore.error".to_owned(), reason.as_bytes()[..cut].to_vec()));
     headers.push(("leadscore.source.topic".to_owned(), settings.inputs[record.topic].as_bytes().to_vec()));
     headers.push(("leadscore.source.partition".to_owned(), partition.to_string().into_bytes()));
     headers.push(("leadscore.source.offset".to_owned(), record.offset.to_string().into_bytes()));
-    // A record over the size limit cannot be republished whole; its head is kept, with its full size.
+    // A record too large to republish whole keeps its head, with its full size, and its headers if they
+    // fit: a dead letter that cannot be written would stop the partition it is meant to keep going.
     let mut payload = record.payload.clone();
-    if let Some(bytes) = payload.as_mut().filter(|bytes| bytes.len() > settings.limits.max_bytes) {
+    let header_bytes = |headers: &[(String, Vec<u8>)]| -> usize {
+        headers.iter().map(|(name, value)| name.len() + value.len() + DEAD_LETTER_HEADER_OVERHEAD).sum()
+    };
+    let key_bytes = record.key.as_ref().map_or(0, Vec::len);
+    let whole = key_bytes + header_bytes(&headers) + payload.as_ref().map_or(0, Vec::len);
+    if let Some(bytes) = payload.as_mut().filter(|_| whole > settings.max_record_bytes) {
         headers.push(("leadscore.truncated.from".to_owned(), bytes.len().to_string().into_bytes()));
-        bytes.truncate(DEAD_LETTER_HEAD);
+        let room = settings.max_record_bytes.saturating_sub(key_bytes + header_bytes(&headers));
+        bytes.truncate(DEAD_LETTER_HEAD.min(room));
+    }
+    if key_bytes + header_bytes(&headers) > settings.max_record_bytes {
+        headers.retain(|(name, _)| name.starts_with("leadscore."));
     }
     Publish { destination: Destination::DeadLetter, key: record.key.clone().unwrap_or_default(), payload, headers }
 }

@@ -8,7 +8,7 @@ use crate::rules::Rules;
 /// Rule firings and phase entries of one event.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Attribution {
-    /// Rules fired, in order.
+    /// Rules fired: per group in rules-file order, its rules by id, then disqualifying rules by id.
     pub fired: Vec<RuleFire>,
     /// Phases entered, in order.
     pub conversions: Vec<Conversion>,
@@ -19,7 +19,8 @@ pub struct Attribution {
 pub struct RuleFire {
     /// Index of the rule in [`Rules::rules`].
     pub rule: usize,
-    /// Change of the group value it caused (after clamping; 0 for a disqualification).
+    /// What it gave after clamping (0 for a disqualification): its points, less its share of what the
+    /// clamp cut when the event's points were summed into the group ([`super::GroupChange::share`]).
     pub points: f64,
 }
 

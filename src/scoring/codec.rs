@@ -73,7 +73,6 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
             .collect(),
         next_timer_ms: state.next_timer_ms,
         offsets: Vec::new(),
-        recent_outputs: Vec::new(),
         erased: false,
     }
 }

@@ -9,6 +9,7 @@ mod attribution;
 pub mod codec;
 mod crossing;
 mod emit;
+mod fire;
 mod output;
 mod state;
 mod view;
@@ -16,21 +17,23 @@ mod view;
 pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
 pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
-pub use state::{ContactState, Contribution, GroupScore, HistoryEntry, RuleCount};
+pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};
 pub use view::{ContactView, ExplanationLine, GroupView, HistoryView};
 
 use emit::Emitter;
 
-use crate::event::{ERASE, Event, MANUAL_ADJUSTMENT, PHASE_CHANGE, REQUALIFY};
+use crate::event::{ERASE, Event, MANUAL_ADJUSTMENT, ManualAdjustment, PHASE_CHANGE, REQUALIFY};
 use crate::hashing::id_fingerprint;
-use crate::rules::{Effect, Grade, MANUAL_KEY, Rules, Threshold};
+use crate::rules::{Grade, MANUAL_KEY, Rules, Threshold};
 
 /// What scoring an event or a timer did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The state changed.
+    /// The state changed. Not always a value: rules that fire on a group held at its bound change no
+    /// value, but they count toward limits, go into the history, and the event's id is remembered.
     Scored,
-    /// Nothing listens to this event (unknown type, no rule matched, or every match is at its limit).
+    /// Nothing listens to this event (unknown type, no rule matched, or every match is at its limit). The
+    /// contact is left exactly as it was: its clock, its recent ids and its thresholds.
     Ignored,
     /// The contact has seen this event id recently.
     Duplicate,
@@ -93,6 +96,9 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
     let was_disqualified = state.disqualified.is_some();
     let mut fired_rules = Vec::new();
     let mut cause = format!("event:{}", event.kind);
+    // `score_changed` is published only for a real change: of a group value (the total follows from
+    // them) or of the qualification. Rules firing on a group held at its bound change neither.
+    let mut values_changed = false;
     match plan {
         Plan::Nothing | Plan::Erase => {}
         Plan::EnterPhase(phase) => {
@@ -100,11 +106,7 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
         }
         Plan::Manual(group) => {
             if let Some(adjustment) = &event.adjustment {
-                add_points(rules, &mut state, group, MANUAL_KEY, adjustment.points, event, at_ms);
-                if let Some(entry) = state.history.back_mut() {
-                    entry.reason = Some(adjustment.reason.clone());
-                    entry.actor = adjustment.actor.clone();
-                }
+                values_changed = add_manual(rules, &mut state, group, adjustment, event, at_ms);
                 cause = format!("manual:{}", adjustment.reason);
             }
         }
@@ -113,18 +115,15 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
             cause = "requalified".to_owned();
         }
         Plan::Rules(indices) => {
-            for index in indices {
-                let points = fire_rule(rules, &mut state, index, event, at_ms);
-                emit.rule_fired(RuleFire { rule: index, points });
-                fired_rules.push(rules.rules[index].id.clone());
-            }
+            values_changed = fire::fire_rules(rules, &mut state, &indices, event, at_ms, &mut emit);
+            fired_rules = indices.iter().map(|index| rules.rules[*index].id.clone()).collect();
             if !was_disqualified && state.disqualified.is_some() {
                 cause = "disqualified".to_owned();
             }
         }
     }
     let changed_qualification = was_disqualified != state.disqualified.is_some();
-    if !fired_rules.is_empty() || event.kind == MANUAL_ADJUSTMENT || changed_qualification {
+    if values_changed || changed_qualification {
         emit.score_changed(&state, at_ms, old_total, fired_rules, cause, changed_qualification);
     }
     if state.disqualified.is_none() {
@@ -176,100 +175,48 @@ fn plan(rules: &Rules, state: Option<&ContactState>, event: &Event, at_ms: i64) 
             Ok(if state.is_some_and(|state| state.disqualified.is_some()) { Plan::Requalify } else { Plan::Nothing })
         }
         kind => {
-            let firing: Vec<usize> = rules
+            let mut firing: Vec<usize> = rules
                 .rules_for(kind)
                 .iter()
                 .copied()
                 .filter(|index| {
                     let rule = &rules.rules[*index];
-                    rule.matches(event) && state.is_none_or(|state| within_limit(rules, state, *index, at_ms))
+                    rule.matches(event) && state.is_none_or(|state| fire::within_limit(rules, state, *index, at_ms))
                 })
                 .collect();
+            // By id, not by file order: the rules of one event act together, in an order of their own.
+            firing.sort_unstable_by(|a, b| rules.rules[*a].id.cmp(&rules.rules[*b].id));
             Ok(if firing.is_empty() { Plan::Nothing } else { Plan::Rules(firing) })
         }
     }
 }
 
-fn within_limit(rules: &Rules, state: &ContactState, index: usize, at_ms: i64) -> bool {
-    let rule = &rules.rules[index];
-    let Some(limit) = rule.limit else {
-        return true;
-    };
-    match state.rule_counts.iter().find(|count| count.rule == rule.key) {
-        None => true,
-        Some(count) => {
-            let window_over = limit.per_ms.is_some_and(|per| at_ms >= count.window_start_ms.saturating_add(per));
-            window_over || count.count < limit.max_times
-        }
-    }
-}
-
-/// Fires rule `index`; returns the points it gave (after clamping; 0 for a disqualification).
-fn fire_rule(rules: &Rules, state: &mut ContactState, index: usize, event: &Event, at_ms: i64) -> f64 {
-    let rule = &rules.rules[index];
-    if let Some(limit) = rule.limit {
-        match state.rule_counts.iter_mut().find(|count| count.rule == rule.key) {
-            Some(count) => {
-                if limit.per_ms.is_some_and(|per| at_ms >= count.window_start_ms.saturating_add(per)) {
-                    count.count = 0;
-                    count.window_start_ms = at_ms;
-                }
-                count.count += 1;
-            }
-            None => state.rule_counts.push(RuleCount { rule: rule.key, count: 1, window_start_ms: at_ms }),
-        }
-    }
-    match &rule.effect {
-        Effect::Points(points) => match rule.group {
-            Some(group) => add_points(rules, state, group, rule.key, *points, event, at_ms),
-            None => 0.0,
-        },
-        Effect::Disqualify(reason) => {
-            if state.disqualified.is_none() {
-                state.disqualified = Some(reason.clone());
-                let entry = HistoryEntry {
-                    source: rule.key,
-                    event_id: event.id.clone(),
-                    ts_ms: at_ms,
-                    delta: 0.0,
-                    value_after: state.total(rules, at_ms),
-                    group: 0,
-                    reason: Some(reason.clone()),
-                    actor: None,
-                };
-                push_history(state, entry, rules.history_limit);
-            }
-            0.0
-        }
-    }
-}
-
-/// Adds points to a group; returns the change of its value (after clamping).
-fn add_points(
+/// Credits a manual adjustment; returns whether the group's value changed. Like a rule's, its history
+/// entry shows what it gave after the clamp.
+fn add_manual(
     rules: &Rules,
     state: &mut ContactState,
     group: usize,
-    source: u32,
-    points: f64,
+    adjustment: &ManualAdjustment,
     event: &Event,
     at_ms: i64,
-) -> f64 {
+) -> bool {
     let (Some(group_rules), Some(score)) = (rules.groups.get(group), state.groups.get_mut(group)) else {
-        return 0.0;
+        return false;
     };
-    let delta = score.add(group_rules, source, points, at_ms);
+    let change = score.add(group_rules, &[(MANUAL_KEY, adjustment.points)], at_ms);
     let entry = HistoryEntry {
-        source,
+        source: MANUAL_KEY,
         event_id: event.id.clone(),
         ts_ms: at_ms,
-        delta,
-        value_after: score.value,
+        delta: change.share(adjustment.points),
+        value_after: change.after,
         group: group_rules.key,
-        reason: None,
-        actor: None,
+        reason: Some(adjustment.reason.clone()),
+        actor: adjustment.actor.clone(),
     };
     push_history(state, entry, rules.history_limit);
-    delta
+    change.after != change.before
 }
 
 fn enter_phase(rules: &Rules, state: &mut ContactState, phase: usize, at_ms: i64, cause: String, emit: &mut Emitter) {
@@ -278,6 +225,7 @@ fn enter_phase(rules: &Rules, state: &mut ContactState, phase: usize, at_ms: i64
     emit.converted(Conversion::snapshot(rules, state, from, phase, at_ms));
     state.phase = phase;
     let entered = &rules.phases[phase];
+    let reset_moves_a_value = entered.resets.iter().any(|group| state.group_value(rules, *group, at_ms) != 0.0);
     for group in &entered.resets {
         if let Some(score) = state.groups.get_mut(*group) {
             score.reset(at_ms);
@@ -297,7 +245,7 @@ fn enter_phase(rules: &Rules, state: &mut ContactState, phase: usize, at_ms: i64
         actor: None,
     };
     push_history(state, entry, rules.history_limit);
-    if !entered.resets.is_empty() {
+    if reset_moves_a_value {
         emit.score_changed(state, at_ms, old_total, Vec::new(), format!("phase_reset:{}", entered.name), false);
     }
 }

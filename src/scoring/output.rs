@@ -62,7 +62,7 @@ pub struct ScoreChanged {
     pub delta: f64,
     /// Every group's value after, in rules-file order.
     pub groups: Vec<GroupValue>,
-    /// Ids of the rules that fired.
+    /// Ids of the rules that fired, sorted (they act together, whatever their order in the rules file).
     pub rules_fired: Vec<String>,
     /// The contact's phase after.
     pub phase: String,

@@ -90,6 +90,37 @@ pub struct Contribution {
     pub expires_at_ms: Option<i64>,
 }
 
+/// What one event's points did to a group: the value before and after, and what the clamp changed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupChange {
+    /// Value just before the event (decayed to it).
+    pub before: f64,
+    /// Value after the event's points and the one clamp.
+    pub after: f64,
+    /// What the clamp changed in this event: negative where the range cut points above `max`, positive
+    /// below `min` (for step groups, also points the cap gives back as the live sum moves away from it).
+    pub cut: f64,
+    /// The sum of the credits that pushed toward the bound the clamp hit (those whose sign is opposite
+    /// to `cut`).
+    pushing: f64,
+}
+
+impl GroupChange {
+    /// What a credit of `points` in this change gave, after the clamp: its points, less its share of the
+    /// cut. The cut is shared by the credits that pushed toward the bound it hit, in proportion to their
+    /// points; the others keep theirs. So each share lies between 0 and the points, has their sign, and
+    /// the shares sum to the change, up to rounding (unless the value started outside the range, after
+    /// the rules file narrowed it; then the pushing credits give 0 and the rest is the narrowing's).
+    pub fn share(&self, points: f64) -> f64 {
+        if points * self.cut >= 0.0 {
+            return points;
+        }
+        // `points` is one of the pushing credits, so `pushing` is not 0.
+        let share = points + self.cut * (points / self.pushing);
+        if points > 0.0 { share.clamp(0.0, points) } else { share.clamp(points, 0.0) }
+    }
+}
+
 /// How often a limited rule fired in the current phase and window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleCount {
@@ -110,9 +141,11 @@ pub struct HistoryEntry {
     pub event_id: String,
     /// Contact time of the change.
     pub ts_ms: i64,
-    /// Change of the group value (after clamping).
+    /// What the source gave the group (after clamping): with several rules on one event, its points
+    /// less its share of what the one clamp cut ([`GroupChange::share`]), so an event's entries sum to the
+    /// group's change. For phase entries, the change of the total.
     pub delta: f64,
-    /// Group value after the change.
+    /// Group value after the event (the total, for phase entries and disqualifications).
     pub value_after: f64,
     /// Stored key of the group changed (0 if none).
     pub group: u32,
@@ -178,29 +211,45 @@ impl GroupScore {
         live
     }
 
-    /// Decays the group to `at_ms`, adds `points` from `source` and clamps. Returns the value change.
-    pub fn add(&mut self, group: &Group, source: u32, points: f64, at_ms: i64) -> f64 {
+    /// Decays the group to `at_ms`, adds every credit of one event (points per source), and clamps once,
+    /// so the result does not depend on the order of the credits. Sums run in the order given; callers
+    /// pass a canonical one so that float rounding is the same whatever the rules file's order.
+    pub fn add(&mut self, group: &Group, credits: &[(u32, f64)], at_ms: i64) -> GroupChange {
         let before = self.value_at(group, at_ms);
-        if let DecayLaw::Step { expire_after_ms } = group.decay {
+        let cut = if let DecayLaw::Step { expire_after_ms } = group.decay {
             self.contributions.retain(|c| c.expires_at_ms.is_none_or(|end| end > at_ms));
+            let old_cut = before - self.live_sum(at_ms);
             let expires = Some(at_ms.saturating_add(expire_after_ms));
-            match self.contributions.iter_mut().find(|c| c.source == source && c.expires_at_ms == expires) {
-                Some(existing) => existing.points += points,
-                None => self.contributions.push(Contribution { source, points, expires_at_ms: expires }),
+            for &(source, points) in credits {
+                match self.contributions.iter_mut().find(|c| c.source == source && c.expires_at_ms == expires) {
+                    Some(existing) => existing.points += points,
+                    None => self.contributions.push(Contribution { source, points, expires_at_ms: expires }),
+                }
             }
             self.since_ms = at_ms;
-            self.value = clamp(group, self.live_sum(at_ms));
-            return self.value - before;
-        }
-        self.rebase(group, at_ms);
-        let wanted = self.value + points;
-        let after = clamp(group, wanted);
-        credit(&mut self.contributions, source, points);
-        if after != wanted {
-            credit(&mut self.contributions, CLAMP_KEY, after - wanted);
-        }
-        self.value = after;
-        after - before
+            let live = self.live_sum(at_ms);
+            self.value = clamp(group, live);
+            // The clamp of a step group is derived from the live sum: what this event changed is the
+            // difference between the cut after and the cut before.
+            (self.value - live) - old_cut
+        } else {
+            self.rebase(group, at_ms);
+            // The event's points first, so that points summing to 0 leave the value as it was, bit for bit.
+            let points = credits.iter().fold(0.0, |sum, (_, points)| sum + points);
+            let wanted = self.value + points;
+            let after = clamp(group, wanted);
+            for &(source, points) in credits {
+                credit(&mut self.contributions, source, points);
+            }
+            if after != wanted {
+                credit(&mut self.contributions, CLAMP_KEY, after - wanted);
+            }
+            self.value = after;
+            after - wanted
+        };
+        let pushing =
+            credits.iter().filter(|(_, points)| points * cut < 0.0).fold(0.0, |sum, (_, points)| sum + points);
+        GroupChange { before, after: self.value, cut, pushing }
     }
 
     /// Sets the group to 0 at `at_ms` (a phase reset).

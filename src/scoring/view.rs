@@ -67,7 +67,8 @@ pub struct HistoryView {
     pub event_id: String,
     /// When.
     pub ts: String,
-    /// Change of the group value (of the total, for phase entries).
+    /// What the source gave the group after clamping (its points less its share of what the clamp cut;
+    /// the change of the total, for phase entries).
     pub delta: f64,
     /// Value after.
     pub value_after: f64,
