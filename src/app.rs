@@ -249,14 +249,7 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         let stop = stop.clone();
         std::thread::Builder::new().name("processor".into()).spawn(move || {
             let settings = processor_settings(&instance.config);
-            runtime::run(
-                &settings,
-                &instance.rules,
-                instance.store.as_ref(),
-                &instance.status,
-                &instance.insights,
-                &stop,
-            )
+            runtime::run(&settings, &instance.rules, &instance.store, &instance.status, &instance.insights, &stop)
         })
     }
     .map_err(|_| AppError::Crashed)?;

@@ -36,7 +36,7 @@ use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
 pub use rebalance::commit_batches;
-use rebalance::{GroupHooks, commit_list};
+use rebalance::{GroupHooks, apply_writes, commit_list};
 use status::Status;
 use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
 
@@ -108,7 +108,7 @@ pub struct RunSummary {
 pub fn run(
     settings: &ProcessorSettings,
     rules: &ActiveRules,
-    store: &dyn StateStore,
+    store: &Arc<dyn StateStore>,
     status: &Arc<Status>,
     insights: &Insights,
     shutdown: &AtomicBool,
@@ -162,7 +162,7 @@ impl<'a> Processor<'a> {
     fn new(
         settings: &'a ProcessorSettings,
         active_rules: &'a ActiveRules,
-        store: &'a dyn StateStore,
+        store: &'a Arc<dyn StateStore>,
         status: &'a Arc<Status>,
         insights: &'a Insights,
     ) -> Result<Self, ProcessorError> {
@@ -177,6 +177,7 @@ impl<'a> Processor<'a> {
             inputs: settings.task.inputs.clone(),
             drain_timeout: settings.drain_timeout,
             events: Mutex::new(Vec::new()),
+            store: store.clone(),
             // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
             brokers_down: AtomicBool::new(presume_down),
             status: status.clone(),
@@ -208,7 +209,7 @@ impl<'a> Processor<'a> {
             active_rules,
             rules,
             rules_generation,
-            store,
+            store: store.as_ref(),
             status,
             insights,
             consumer,
@@ -441,15 +442,10 @@ impl<'a> Processor<'a> {
     /// Applies the RocksDB writes of acknowledged batches in order, and tells the tasks what is written,
     /// committed and in the changelog.
     fn write_done(&mut self, batches: &mut [PendingBatch]) -> Result<(), ProcessorError> {
-        for batch in batches.iter_mut() {
-            for (sequence, write) in std::mem::take(&mut batch.writes) {
-                let partition = write.partition;
-                if !write.is_empty() {
-                    self.store.write(write)?;
-                }
-                if let Some(task) = self.tasks.get_mut(&partition) {
-                    task.written(sequence);
-                }
+        apply_writes(self.store, batches)?;
+        for (sequence, write) in batches.iter().flat_map(|batch| &batch.writes) {
+            if let Some(task) = self.tasks.get_mut(&write.partition) {
+                task.written(*sequence);
             }
         }
         self.note_committed(batches);

@@ -11,6 +11,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::kafka::sink::{PendingBatch, SharedSink};
+use crate::store::{PartitionBatch, StateStore, StoreError};
 
 /// What the processor must act on after a poll.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct GroupHooks {
     pub(super) inputs: Vec<String>,
     pub(super) drain_timeout: Duration,
     pub(super) events: Mutex<Vec<GroupEvent>>,
+    /// The state store, for the RocksDB writes of the batches a revocation drains.
+    pub(super) store: std::sync::Arc<dyn StateStore>,
     pub(super) brokers_down: std::sync::atomic::AtomicBool,
     /// Readiness: an outage is reported the moment librdkafka sees it, even while the poll loop waits.
     pub(super) status: std::sync::Arc<super::Status>,
@@ -49,19 +52,31 @@ impl GroupHooks {
     }
 
     fn drain_and_commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), String> {
-        let drained = {
+        let mut drained = {
             let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
             sink.drain(self.drain_timeout).map_err(|err| err.to_string())?
         };
+        apply_writes(self.store.as_ref(), &mut drained).map_err(|err| format!("state store: {err}"))?;
         // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
         // Should it be lost, the next owner replays from an older offset, which changes no state and only
-        // re-sends outputs with their ids. The batches' RocksDB writes are applied by the processor when it
-        // takes the `Drained` event; the changelog holds them already, so a restore sees them either way.
+        // re-sends outputs with their ids.
         let _ = commit_batches(consumer, &self.inputs, &drained, CommitMode::Async);
         info!(batches = drained.len(), "revocation drained and committed");
         self.push(GroupEvent::Drained(drained));
         Ok(())
     }
+}
+
+/// Applies the RocksDB writes of acknowledged batches, oldest first. Each write is left empty in its
+/// batch, with its task's sequence number, so that the task learns it is written.
+pub fn apply_writes(store: &dyn StateStore, batches: &mut [PendingBatch]) -> Result<(), StoreError> {
+    for (_, write) in batches.iter_mut().flat_map(|batch| batch.writes.iter_mut()) {
+        if !write.is_empty() {
+            let partition = write.partition;
+            store.write(std::mem::replace(write, PartitionBatch::new(partition)))?;
+        }
+    }
+    Ok(())
 }
 
 /// Commits the input offsets of acknowledged batches: the one rule for every commit of at-least-once
