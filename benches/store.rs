@@ -114,7 +114,7 @@ fn engine_rocksdb(c: &mut Criterion) {
                             }
                         })
                         .collect();
-                    // The previous batch was acknowledged: its outputs need no re-send.
+                    // The previous batch was acknowledged and committed.
                     task.borrow_mut().committed(0, offset + 1 - BATCH as i64);
                     records
                 },
@@ -124,6 +124,7 @@ fn engine_rocksdb(c: &mut Criterion) {
                         .process(&rules, &store, &settings, &records)
                         .unwrap_or_else(|err| panic!("{err}"));
                     store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
+                    task.borrow_mut().written(batch.sequence);
                     batch.publish
                 },
                 BatchSize::PerIteration,

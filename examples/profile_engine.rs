@@ -33,6 +33,7 @@ fn score_batches(
     for records in batches {
         let batch = task.process(rules, store, settings, records).unwrap_or_else(|err| panic!("{err}"));
         store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
+        task.written(batch.sequence);
         published += batch.publish.len();
         if let Some(last) = records.last() {
             task.committed(0, last.offset + 1);

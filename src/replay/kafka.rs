@@ -184,12 +184,13 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
             if !result.write.is_empty() {
                 store.write(result.write)?;
             }
+            task.written(result.sequence);
             let publish = result
                 .publish
                 .into_iter()
                 .filter(|record| !matches!(record.destination, Destination::Changelog | Destination::Checkpoint));
             sink.send(partition, publish.collect())?;
-            // Nothing is committed, so nothing will ever be re-sent: outputs need not stay in the records.
+            // Shadow topics are scored once from the start: the offsets only mark what is applied.
             for (topic, next) in result.commit {
                 task.committed(topic, next);
             }
