@@ -355,6 +355,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_topic_limit_below_the_producers_is_a_problem() {
+        assert_eq!(size_problem(Some("1048588"), 1_000_000), None);
+        assert_eq!(size_problem(Some("1000000"), 1_000_000), None);
+        assert_eq!(size_problem(None, 1_000_000), None, "not reported: nothing to say");
+        let problem = size_problem(Some("1000"), 1_000_000).unwrap_or_default();
+        assert!(problem.contains("max.message.bytes=1000") && problem.contains("1000000"), "{problem}");
+    }
+
+    #[test]
     fn only_a_compacting_policy_passes() {
         assert_eq!(compaction_problem(Some("compact")), None);
         assert_eq!(compaction_problem(Some("compact,delete")), None);

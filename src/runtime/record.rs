@@ -213,3 +213,63 @@ pub fn output_size_bound(rules: &Rules, json: bool) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(source: &str) -> Rules {
+        Rules::parse(source, std::path::Path::new("test.toml")).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    const BOUNDED: &str = r#"
+[settings]
+history = 20
+[[groups]]
+name = "engagement"
+decay = "exponential"
+half_life = "30d"
+[[groups]]
+name = "intent"
+decay = "step"
+expire_after = "14d"
+[[phases]]
+name = "lead"
+[[rules]]
+id = "visit"
+on = "page_visit"
+group = "engagement"
+points = 1
+[[rules]]
+id = "cart"
+on = "add_to_cart"
+group = "intent"
+points = 10
+max_times = 3
+per = "7d"
+"#;
+
+    #[test]
+    fn the_bound_holds_for_the_fullest_record_and_grows_with_the_history() {
+        let bounded = rules(BOUNDED);
+        let bound = record_size_bound(&bounded, 1).unwrap_or_else(|reason| panic!("{reason}"));
+        // Twenty history entries of three 4 KiB texts each dominate it.
+        assert!(bound > 20 * 3 * crate::event::MAX_FIELD_BYTES && bound < 1_000_000, "{bound}");
+        let longer = rules(&BOUNDED.replace("history = 20", "history = 100"));
+        assert!(record_size_bound(&longer, 1).unwrap_or_default() > 1_000_000);
+    }
+
+    #[test]
+    fn a_step_group_rule_without_a_limit_has_no_bound() {
+        let unlimited = rules(&BOUNDED.replace("max_times = 3\nper = \"7d\"\n", ""));
+        let reason = record_size_bound(&unlimited, 1).err().unwrap_or_default();
+        assert!(reason.contains("intent"), "{reason}");
+    }
+
+    #[test]
+    fn outputs_stay_far_below_the_default_message_size() {
+        let bound = output_size_bound(&rules(BOUNDED), true);
+        assert!(bound > crate::event::MAX_FIELD_BYTES && bound < 1_000_000, "{bound}");
+        assert!(output_size_bound(&rules(BOUNDED), false) < bound);
+    }
+}
