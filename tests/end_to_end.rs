@@ -1,15 +1,18 @@
-//! End-to-end tests with `leadscore run` processes against real Kafka-protocol brokers (the mock cluster
-//! hosted in the test process, and tansu started by `scripts/tansu.sh`): kill -9 at random points, a
-//! rebalance after one of two members dies, and a clean SIGTERM. After each, the final state equals the offline model (nothing lost, nothing double-counted)
-//! and every expected output was published, with no unexpected one.
+//! End-to-end tests with `leadscore run` processes against real Kafka-protocol brokers: Apache Kafka
+//! started by `scripts/kafka.sh` (one node shared by the tests of this file, each with topics and a group
+//! of its own), and librdkafka's mock cluster hosted in the test process. kill -9 at random points, a
+//! rebalance after one of two members dies, three members joining and leaving mid-stream, a clean
+//! SIGTERM, dead letters, decay timers and a lost state directory. After each, the final state equals the
+//! offline model (nothing lost, nothing double-counted) and every expected output was published, with no
+//! unexpected one.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 use leadscore::generator::SplitMix64;
@@ -17,7 +20,7 @@ use leadscore::generator::SplitMix64;
 const PARTITIONS: u32 = 4;
 
 struct Setup {
-    tansu: Tansu,
+    kafka: &'static Kafka,
     names: Names,
     dir: tempfile::TempDir,
     model: Model,
@@ -26,10 +29,10 @@ struct Setup {
 }
 
 fn setup(test: &str, events: usize, contacts: u64) -> Setup {
-    let tansu = Tansu::start();
+    let kafka = shared_kafka();
     let names = Names::new(test);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
+    provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
     let events = stream(test.len() as u64, events, contacts);
     let model = model_of_events(&rules(), PARTITIONS, &events);
     let mut expected = BTreeMap::new();
@@ -37,18 +40,25 @@ fn setup(test: &str, events: usize, contacts: u64) -> Setup {
         let partition = leadscore::hashing::partition_for_key(event.contact.as_bytes(), PARTITIONS) as i32;
         *expected.entry(partition).or_insert(0) += 1;
     }
-    Setup { tansu, names, dir, model, events, expected }
+    Setup { kafka, names, dir, model, events, expected }
 }
 
-fn write_config(bootstrap: &str, names: &Names, dir: &Path, member: &str) -> std::path::PathBuf {
+fn write_config(bootstrap: &str, names: &Names, dir: &Path, member: &str) -> PathBuf {
+    member_config(bootstrap, names, dir, member, PARTITIONS, 0)
+}
+
+/// The config of `member`: state in `dir/state-<member>`, the HTTP API on `port` (0: any).
+fn member_config(bootstrap: &str, names: &Names, dir: &Path, member: &str, partitions: u32, port: u16) -> PathBuf {
     let path = dir.join(format!("{member}.toml"));
-    let toml = names.config_toml(bootstrap, &dir.join(format!("state-{member}")), PARTITIONS);
+    let toml = names
+        .config_toml(bootstrap, &dir.join(format!("state-{member}")), partitions)
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
     path
 }
 
 fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
-    let published = read_all(&setup.tansu.bootstrap, &setup.names.outputs(), Duration::from_secs(3));
+    let published = read_all(&setup.kafka.bootstrap, &setup.names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&setup.model, &published);
     compare_states(&setup.model, &stored_states(&rules(), state_dir));
     eprintln!("{published_from}: {} outputs, {duplicates} duplicate copies", published.len());
@@ -64,42 +74,56 @@ fn kill_9_at_random_points_loses_and_double_counts_nothing() {
     kill_9_loop(&bootstrap, &names, dir.path(), "mock cluster");
 }
 
-/// The same loop on tansu, with the broker in another process.
+/// The same loop on Apache Kafka, where a restarted member waits for the killed one's session to expire.
 #[test]
-fn kill_9_on_tansu_loses_and_double_counts_nothing() {
-    let tansu = Tansu::start();
-    let names = Names::new("kill9tansu");
+fn kill_9_on_kafka_loses_and_double_counts_nothing() {
+    let kafka = shared_kafka();
+    let names = Names::new("kill9kafka");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
-    kill_9_loop(&tansu.bootstrap, &names, dir.path(), "tansu");
+    provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
+    kill_9_loop(&kafka.bootstrap, &names, dir.path(), "Apache Kafka");
 }
 
 /// Kills one `leadscore run` process 5 times at random points while a 20,000-event stream arrives,
 /// restarting it each time; then the final state must equal the model and every expected output must be published.
 fn kill_9_loop(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
     let events = stream(9, 20_000, 2_000);
+    let mut kills = Vec::new();
     let model = model_of_events(&rules(), PARTITIONS, &events);
-    let config = write_config(bootstrap, names, dir, "a");
+    let port = free_port();
+    let config = member_config(bootstrap, names, dir, "a", PARTITIONS, port);
     let log = dir.join("a.log");
     let mut random = SplitMix64::new(9);
     let started = std::time::Instant::now();
-    // The stream arrives in six parts, one before the first start and one before each kill, so every
-    // kill lands while records are being scored, published and committed.
+    // The stream arrives in six parts. Each finds the process restored and caught up with the parts
+    // before it, and the process is killed during each but the last, once it has consumed a random share
+    // (10 to 70%) of the part, so that every kill lands while records are being scored, published and
+    // committed.
     let mut parts = events.chunks(events.len() / 6 + 1);
     let mut expected = BTreeMap::new();
     let restores = || std::fs::read_to_string(&log).unwrap_or_default().matches("restored partition").count();
     let mut instance = spawn_run(&config, &log);
     let mut restored = 0;
     while let Some(part) = parts.next() {
-        // Wait until this process has restored its partitions (a killed member's session expires first).
+        // Wait until this process has restored its partitions (a killed member's session expires first)
+        // and scored again what its predecessor left uncommitted.
         wait_for(Duration::from_secs(60), || restores() >= restored + PARTITIONS as usize);
+        wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(120));
         let last = parts.len() == 0;
+        let consumed = events_consumed(&[port]);
+        let before: i64 = expected.values().sum();
         let produced = std::thread::scope(|scope| {
             let producer = scope.spawn(|| produce(bootstrap, &names.input, PARTITIONS, part));
             if !last {
-                // Kill while the part is still arriving and being scored.
-                std::thread::sleep(Duration::from_millis(random.below(400)));
+                let consumed = wait_consumed(&[port], consumed, random_share(&mut random, part.len()));
                 instance.kill9();
+                let committed: i64 =
+                    committed_offsets(bootstrap, &names.group, &names.input, PARTITIONS).values().sum();
+                kills.push(format!(
+                    "{consumed} of the part's {} consumed, {committed} of {} committed",
+                    part.len(),
+                    before + part.len() as i64
+                ));
             }
             producer.join().unwrap_or_else(|_| panic!("the producer thread failed"))
         });
@@ -118,9 +142,12 @@ fn kill_9_loop(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
     let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
     compare_states(&model, &stored_states(&rules(), &dir.join("state-a")));
+    assert!(kills.len() >= 5, "{} kills", kills.len());
     eprintln!(
-        "kill -9 test on {broker}: 20000 events in {elapsed:.1} s with 5 kills, lost 0, double-counted 0, \
-         {} outputs, duplicate outputs {duplicates}",
+        "kill -9 test on {broker}: {} events in {elapsed:.1} s with {} kills ({kills:?}), lost 0, double-counted \
+         0, {} outputs, duplicate outputs {duplicates}",
+        events.len(),
+        kills.len(),
         published.len()
     );
 }
@@ -134,18 +161,14 @@ fn a_surviving_member_restores_the_dead_members_partitions() {
     rebalance_after_a_death(&bootstrap, &names, dir.path(), "mock cluster");
 }
 
-/// The same rebalance on tansu. Not part of the default run: tansu 0.6.0 keeps a member that died in the
-/// group, so the rebalance its session expiry starts hands the dead member's partitions back to it, and
-/// the survivor never gets them (seen in 3 runs of 3; a restarted member, as in the kill -9 test, is
-/// not affected). Run it with `cargo test --release --test end_to_end -- --ignored`.
+/// The same rebalance on Apache Kafka: the dead member's partitions move once its session expires.
 #[test]
-#[ignore = "tansu 0.6.0 keeps a dead member in the group and reassigns its partitions to it"]
-fn on_tansu_a_surviving_member_restores_the_dead_members_partitions() {
-    let tansu = Tansu::start();
-    let names = Names::new("rebalancetansu");
+fn on_kafka_a_surviving_member_restores_the_dead_members_partitions() {
+    let kafka = shared_kafka();
+    let names = Names::new("rebalancekafka");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    provision_topics(&write_config(&tansu.bootstrap, &names, dir.path(), "a"));
-    rebalance_after_a_death(&tansu.bootstrap, &names, dir.path(), "tansu");
+    provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
+    rebalance_after_a_death(&kafka.bootstrap, &names, dir.path(), "Apache Kafka");
 }
 
 /// Two members share the partitions of the first half of a stream; one dies without a goodbye, the
@@ -189,6 +212,39 @@ fn rebalance_after_a_death(bootstrap: &str, names: &Names, dir: &Path, broker: &
     eprintln!("rebalance on {broker}: {} outputs, {duplicates} duplicate copies", published.len());
 }
 
+/// A random share, 10 to 70%, of `records`.
+fn random_share(random: &mut SplitMix64, records: usize) -> u64 {
+    records as u64 * (10 + random.below(61)) / 100
+}
+
+/// Events the instances on `ports` consumed since they started, from their metrics (none from one that
+/// does not answer).
+fn events_consumed(ports: &[u16]) -> u64 {
+    let consumed = |port: u16| -> u64 {
+        http_get(port, "/metrics")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("leadscore_events_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    ports.iter().map(|port| consumed(*port)).sum()
+}
+
+/// Waits until the instances on `ports` have consumed `records` events more than `from`, so that what
+/// the test does next lands while they work through a backlog, with records in flight (at most 60 s: a
+/// stalled instance shows in the final checks); returns how many more they consumed.
+fn wait_consumed(ports: &[u16], from: u64, records: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let consumed = events_consumed(ports).saturating_sub(from);
+        if consumed >= records || started.elapsed() > Duration::from_secs(60) {
+            return consumed;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn wait_for(timeout: Duration, done: impl FnMut() -> bool) {
     assert!(try_wait_for(timeout, done), "condition not met within {timeout:?}");
 }
@@ -207,12 +263,12 @@ fn try_wait_for(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn sigterm_drains_commits_and_a_restart_reprocesses_nothing() {
     let setup = setup("sigterm", 5_000, 500);
-    produce(&setup.tansu.bootstrap, &setup.names.input, PARTITIONS, &setup.events);
-    let config = write_config(&setup.tansu.bootstrap, &setup.names, setup.dir.path(), "a");
+    produce(&setup.kafka.bootstrap, &setup.names.input, PARTITIONS, &setup.events);
+    let config = write_config(&setup.kafka.bootstrap, &setup.names, setup.dir.path(), "a");
     let log = setup.dir.path().join("a.log");
     let mut instance = spawn_run(&config, &log);
     wait_committed(
-        &setup.tansu.bootstrap,
+        &setup.kafka.bootstrap,
         &setup.names.group,
         &setup.names.input,
         &setup.expected,
@@ -230,4 +286,350 @@ fn sigterm_drains_commits_and_a_restart_reprocesses_nothing() {
     assert!(second.contains("stopped cleanly records=0 outputs=0"), "a restart reprocesses nothing: {second}");
     let duplicates = finish(&setup, &setup.dir.path().join("state-a"), "sigterm");
     assert_eq!(duplicates, 0);
+}
+
+/// One of the three members of [`three_members_join_and_leave_mid_stream_on_kafka`].
+struct Member {
+    name: &'static str,
+    config: PathBuf,
+    state: PathBuf,
+    port: u16,
+    process: Option<Instance>,
+    /// The log of each run of the process, and when the test saw that run end (`None`: still running).
+    runs: Vec<(PathBuf, Option<i128>)>,
+}
+
+impl Member {
+    fn start(&mut self, dir: &Path) {
+        let log = dir.join(format!("{}{}.log", self.name, self.runs.len() + 1));
+        self.process = Some(spawn_run(&self.config, &log));
+        self.runs.push((log, None));
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill9();
+        }
+        self.ended();
+    }
+
+    /// SIGTERM; the exit status.
+    fn terminate(&mut self) -> Option<i32> {
+        let status = self.process.take().and_then(|mut process| process.terminate(Duration::from_secs(60)));
+        self.ended();
+        status
+    }
+
+    fn ended(&mut self) {
+        if let Some(run) = self.runs.last_mut() {
+            run.1.get_or_insert_with(unix_nanos);
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text =
+            self.runs.last().map(|(log, _)| std::fs::read_to_string(log).unwrap_or_default()).unwrap_or_default();
+        text[text.len().saturating_sub(3000)..].to_owned()
+    }
+}
+
+/// Waits until the running `members` (indices) are ready and share every partition between them, each
+/// partition claimed by exactly one of them; returns each one's partitions.
+fn wait_settled(members: &[Member], running: &[usize], partitions: u32, timeout: Duration) -> Vec<Vec<i32>> {
+    let started = Instant::now();
+    let mut last = Vec::new();
+    while started.elapsed() < timeout {
+        last = running.iter().map(|&index| owned_partitions(members[index].port)).collect::<Vec<_>>();
+        let owned: Vec<Vec<i32>> = last.iter().flatten().cloned().collect();
+        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        if owned.len() == running.len()
+            && owned.iter().all(|partitions| !partitions.is_empty())
+            && all == (0..partitions as i32).collect::<Vec<_>>()
+        {
+            return owned;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tails: Vec<String> =
+        running.iter().map(|&index| format!("{}:\n{}", members[index].name, members[index].log_tail())).collect();
+    panic!(
+        "members {running:?} never shared the partitions (last seen {last:?}); their logs end:\n{}",
+        tails.join("\n")
+    );
+}
+
+/// Adds records per partition to `expected`.
+fn add_counts(expected: &mut BTreeMap<i32, i64>, counts: BTreeMap<i32, i64>) {
+    for (partition, count) in counts {
+        *expected.entry(partition).or_insert(0) += count;
+    }
+}
+
+/// Produces `part` on another thread while `during` runs on this one; returns the records per partition.
+fn producing(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    part: &[leadscore::event::Event],
+    during: impl FnOnce(),
+) -> BTreeMap<i32, i64> {
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| produce(bootstrap, topic, partitions, part));
+        during();
+        producer.join().unwrap_or_else(|_| panic!("the producer thread failed"))
+    })
+}
+
+/// Three `leadscore run` processes in one group on Apache Kafka, joining and leaving while a stream
+/// arrives in five parts: a alone; b and c join; b is killed with SIGKILL; c stops with SIGTERM; both
+/// come back. Each partition must be owned by one process at a time, read from the processes' logs (a
+/// partition is assigned only after its previous owner's revocation has drained and committed, or after
+/// that owner was killed); the final state, taken from each partition's owner, must equal the model and
+/// every expected output must be published.
+#[test]
+fn three_members_join_and_leave_mid_stream_on_kafka() {
+    const SPREAD: u32 = 6;
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap.as_str();
+    let names = Names::new("threemembers");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let mut members: Vec<Member> = ["a", "b", "c"]
+        .into_iter()
+        .map(|name| {
+            let port = free_port();
+            let config = member_config(bootstrap, &names, dir.path(), name, SPREAD, port);
+            let state = dir.path().join(format!("state-{name}"));
+            Member { name, config, state, port, process: None, runs: Vec::new() }
+        })
+        .collect();
+    provision_topics(&members[0].config);
+    let events = stream(33, 24_000, 2_400);
+    let model = model_of_events(&rules(), SPREAD, &events);
+    let parts: Vec<&[leadscore::event::Event]> = events.chunks(events.len().div_ceil(5)).collect();
+    let mut expected: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut random = SplitMix64::new(33);
+    let started = Instant::now();
+    let settle = Duration::from_secs(120);
+    let path = dir.path().to_owned();
+    let ports: Vec<u16> = members.iter().map(|member| member.port).collect();
+    let ports = ports.as_slice();
+    let mut moments = Vec::new();
+    // Each part after the first finds the group settled and caught up with the parts before it, and its
+    // change of membership lands once the members have consumed a random share (10 to 70%) of the part.
+    let mid_part = |expected: &BTreeMap<i32, i64>, index: usize, random: &mut SplitMix64| {
+        wait_committed(bootstrap, &names.group, &names.input, expected, Duration::from_secs(120));
+        let from = events_consumed(ports);
+        let size = parts[index].len();
+        let share = random_share(random, size);
+        move |what: &str| {
+            let consumed = wait_consumed(ports, from, share);
+            format!("{what} after {consumed} of the part's {size}")
+        }
+    };
+
+    // a alone.
+    add_counts(&mut expected, produce(bootstrap, &names.input, SPREAD, parts[0]));
+    members[0].start(&path);
+    wait_settled(&members, &[0], SPREAD, settle);
+    // b and c join.
+    let when = mid_part(&expected, 1, &mut random);
+    add_counts(
+        &mut expected,
+        producing(bootstrap, &names.input, SPREAD, parts[1], || {
+            moments.push(when("b and c join"));
+            members[1].start(&path);
+            members[2].start(&path);
+        }),
+    );
+    wait_settled(&members, &[0, 1, 2], SPREAD, settle);
+    // b dies without a goodbye: its partitions move once its session expires.
+    let when = mid_part(&expected, 2, &mut random);
+    add_counts(
+        &mut expected,
+        producing(bootstrap, &names.input, SPREAD, parts[2], || {
+            moments.push(when("b killed"));
+            members[1].kill9();
+        }),
+    );
+    wait_settled(&members, &[0, 2], SPREAD, settle);
+    // c leaves cleanly.
+    let when = mid_part(&expected, 3, &mut random);
+    add_counts(
+        &mut expected,
+        producing(bootstrap, &names.input, SPREAD, parts[3], || {
+            moments.push(when("c stopped"));
+            let status = members[2].terminate();
+            assert_eq!(status, Some(0), "c stops cleanly on SIGTERM; its log ends:\n{}", members[2].log_tail());
+        }),
+    );
+    wait_settled(&members, &[0], SPREAD, settle);
+    // b and c come back, b on the state directory it had when it was killed.
+    let when = mid_part(&expected, 4, &mut random);
+    add_counts(
+        &mut expected,
+        producing(bootstrap, &names.input, SPREAD, parts[4], || {
+            moments.push(when("b and c come back"));
+            members[1].start(&path);
+            members[2].start(&path);
+        }),
+    );
+    wait_settled(&members, &[0, 1, 2], SPREAD, settle);
+    wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
+    let elapsed = started.elapsed().as_secs_f64();
+    // Each partition's state is taken from its owner once everything is committed.
+    let owners = wait_settled(&members, &[0, 1, 2], SPREAD, settle);
+
+    // All three stop at once, so that none takes over another's partitions on the way out.
+    let statuses: Vec<Option<i32>> = std::thread::scope(|scope| {
+        let stopping: Vec<_> = members.iter_mut().map(|member| scope.spawn(move || member.terminate())).collect();
+        stopping.into_iter().map(|handle| handle.join().unwrap_or_else(|_| panic!("terminate failed"))).collect()
+    });
+    assert_eq!(statuses, [Some(0); 3], "every member stops cleanly on SIGTERM");
+
+    let mut owned = Vec::new();
+    let mut assignments = BTreeMap::new();
+    for member in &members {
+        for (run, (log, end)) in member.runs.iter().enumerate() {
+            let process = format!("{}{}", member.name, run + 1);
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            assignments.insert(process.clone(), text.matches("partitions assigned").count());
+            owned.extend(ownership(&process, log, end.unwrap_or(i128::MAX)));
+        }
+    }
+    let overlaps = overlapping(&owned);
+    assert!(overlaps.is_empty(), "partitions owned by two processes at once: {overlaps:#?}");
+    // Who owned each partition, in order.
+    owned.sort_by_key(|stretch| (stretch.partition, stretch.from));
+    let mut owners_in_turn: BTreeMap<i32, Vec<&str>> = BTreeMap::new();
+    for stretch in &owned {
+        owners_in_turn.entry(stretch.partition).or_default().push(&stretch.process);
+    }
+    assert_eq!(owners_in_turn.len(), SPREAD as usize, "every partition was owned: {owners_in_turn:?}");
+
+    let mut states = BTreeMap::new();
+    for (member, partitions) in members.iter().zip(&owners) {
+        states.extend(stored_states_of(&rules(), &member.state, Some(partitions)));
+    }
+    compare_states(&model, &states);
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
+    let duplicates = compare_outputs(&model, &published);
+    eprintln!(
+        "three members on Apache Kafka: {} events in {elapsed:.1} s; {moments:?}; assignments per process run \
+         {assignments:?}; {} ownership stretches, none overlapping; owners of each partition in turn \
+         {owners_in_turn:?}; final owners {owners:?}; lost 0, double-counted 0, {} outputs, duplicate outputs \
+         {duplicates}",
+        events.len(),
+        owned.len(),
+        published.len()
+    );
+}
+
+/// Dead letters, decay timers and a lost state directory on Apache Kafka, with `leadscore run`
+/// processes: bad records in the middle of the stream land in the dead-letter topic with their reasons
+/// while the events behind them are scored, decay-driven falls are published, and a run on an empty
+/// state directory restores every contact from the changelog and publishes nothing new.
+#[test]
+fn on_kafka_bad_records_timers_and_a_lost_state_directory() {
+    let kafka = shared_kafka();
+    let names = Names::new("restorekafka");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let port = free_port();
+    let config = member_config(&kafka.bootstrap, &names, dir.path(), "a", PARTITIONS, port);
+    provision_topics(&config);
+    let rules = rules();
+    let events = stream(11, 4_000, 400);
+    let mut records: Vec<(Vec<u8>, Vec<u8>)> =
+        events.iter().map(|event| (event.contact.as_bytes().to_vec(), leadscore::event::json::encode(event))).collect();
+    let bad: [(&[u8], &[u8]); 3] = [
+        (b"contact-0000001", b"{\"id\":\"broken\",\"contact\":"),
+        (b"contact-0000001", br#"{"id":"no-type","contact":"contact-0000001","ts":1772366400000}"#),
+        (b"contact-0000002", br#"{"id":"typed","contact":"contact-0000002","type":"x","ts":"yesterday"}"#),
+    ];
+    for (index, (key, value)) in bad.iter().enumerate() {
+        records.insert(500 + index * 700, (key.to_vec(), value.to_vec()));
+    }
+    let expected = produce_raw(&kafka.bootstrap, &names.input, PARTITIONS, &records);
+    let lines: Vec<Vec<u8>> = records.iter().map(|(_, value)| value.clone()).collect();
+    let model = model(&rules, PARTITIONS, &lines);
+    assert!(model.outputs.keys().any(|id| id.contains(":down:")), "the stream has decay-driven falls");
+
+    let mut instance = spawn_run(&config, &dir.path().join("a.log"));
+    wait_committed(&kafka.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(120));
+    assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0");
+    let published = read_all(&kafka.bootstrap, &names.outputs(), Duration::from_secs(3));
+    assert_eq!(compare_outputs(&model, &published), 0, "a clean run publishes each output once");
+    let falls = published
+        .iter()
+        .filter(|(_, _, payload, _)| {
+            payload.as_deref().is_some_and(|bytes| String::from_utf8_lossy(bytes).contains(":down:"))
+        })
+        .count();
+    assert!(falls > 0, "decay-driven falls were published");
+    let state = dir.path().join("state-a");
+    compare_states(&model, &stored_states(&rules, &state));
+
+    let dead = read_all(&kafka.bootstrap, &[&names.dlq], Duration::from_secs(2));
+    let reasons: Vec<String> = dead
+        .iter()
+        .map(|(_, _, _, headers)| {
+            assert!(headers.iter().any(|(name, _)| name == "leadscore.source.offset"), "{headers:?}");
+            let error = headers.iter().find(|(name, _)| name == "leadscore.error").map(|(_, value)| value.clone());
+            String::from_utf8_lossy(&error.unwrap_or_default()).into_owned()
+        })
+        .collect();
+    assert_eq!(dead.len(), bad.len(), "every bad record is dead-lettered once: {reasons:?}");
+    for needle in ["not valid JSON", "missing field `type`", "field `ts` is invalid"] {
+        assert!(reasons.iter().any(|reason| reason.contains(needle)), "no dead letter says {needle:?}: {reasons:?}");
+    }
+
+    // Lose the state directory: the next run restores every contact from the changelog.
+    std::fs::remove_dir_all(&state).unwrap_or_else(|err| panic!("{err}"));
+    let log = dir.path().join("a2.log");
+    let mut again = spawn_run(&config, &log);
+    wait_for(Duration::from_secs(60), || {
+        owned_partitions(port).is_some_and(|owned| owned.len() == PARTITIONS as usize)
+    });
+    assert_eq!(again.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(text.matches("restored partition from the changelog").count(), PARTITIONS as usize, "{text}");
+    assert!(text.contains("stopped cleanly records=0 outputs=0"), "the restore scored nothing again: {text}");
+    compare_states(&model, &stored_states(&rules, &state));
+    let again = read_all(&kafka.bootstrap, &names.outputs(), Duration::from_secs(3));
+    assert_eq!(again.len(), published.len(), "a restore publishes nothing new");
+    eprintln!(
+        "restore on Apache Kafka: {} events, {} dead letters, {falls} decay-driven falls, {} contacts restored",
+        events.len(),
+        dead.len(),
+        model.states.len()
+    );
+}
+
+/// The ownership check itself, on two made-up logs in `leadscore run`'s format: b is assigned
+/// partition 1 before a's revocation of it has drained, which must count as an overlap; partition 0
+/// moves cleanly.
+#[test]
+fn the_ownership_check_sees_two_owners_at_once() {
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let line =
+        |at: &str, message: &str| format!("2026-03-01T10:00:{at}Z  INFO leadscore::runtime::rebalance: {message}\n");
+    let a = [
+        line("00.000000", r#"partitions assigned partitions=[("t.events", 0), ("t.events", 1)]"#),
+        line(
+            "05.000000",
+            r#"partitions revoked; draining and committing partitions=[("t.events", 0), ("t.events", 1)]"#,
+        ),
+        line("05.300000", "revocation drained and committed batches=2"),
+    ]
+    .concat();
+    let b = line("05.100000", r#"partitions assigned partitions=[("t.events", 1)]"#)
+        + &line("06.000000", r#"partitions assigned partitions=[("t.events", 0)]"#);
+    std::fs::write(dir.path().join("a.log"), a).unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(dir.path().join("b.log"), b).unwrap_or_else(|err| panic!("{err}"));
+    let mut owned = ownership("a", &dir.path().join("a.log"), i128::MAX);
+    owned.extend(ownership("b", &dir.path().join("b.log"), i128::MAX));
+    assert_eq!(owned.len(), 4, "{owned:#?}");
+    let overlaps = overlapping(&owned);
+    assert_eq!(overlaps.len(), 1, "{overlaps:#?}");
+    assert_eq!((overlaps[0].0.partition, overlaps[0].1.partition), (1, 1));
 }

@@ -1,7 +1,7 @@
-//! A broker outage mid-stream: tansu (sqlite storage) is stopped for 30 s while a `leadscore run`
-//! process is working through a stream, then started again on the same storage and port. leadscore logs
-//! the outage, stays alive, reports not ready on `/readyz` while the broker is gone, resumes by itself,
-//! and its final state equals the offline model.
+//! A broker outage mid-stream: Apache Kafka (one node, its own for this test) is stopped for 30 s while a
+//! `leadscore run` process is working through a stream, then started again on the same log dirs and
+//! port. leadscore logs the outage, stays alive, reports not ready on `/readyz` while the broker is gone,
+//! resumes by itself, and its final state equals the offline model.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
@@ -16,13 +16,13 @@ const PARTITIONS: u32 = 4;
 
 #[test]
 fn a_30_second_broker_outage_is_ridden_out() {
-    let tansu = Tansu::start_with(&[("TANSU_STORAGE", "sqlite")]);
+    let kafka = Kafka::start();
     let names = Names::new("outage");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let port = free_port();
     let config = dir.path().join("leadscore.toml");
     let toml = names
-        .config_toml(&tansu.bootstrap, &dir.path().join("state"), PARTITIONS)
+        .config_toml(&kafka.bootstrap, &dir.path().join("state"), PARTITIONS)
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     std::fs::write(&config, toml).unwrap_or_else(|err| panic!("{err}"));
     provision_topics(&config);
@@ -36,7 +36,7 @@ fn a_30_second_broker_outage_is_ridden_out() {
             *expected.entry(partition).or_insert(0) += count;
         }
     };
-    add(produce(&tansu.bootstrap, &names.input, PARTITIONS, &before[..3_000]));
+    add(produce(&kafka.bootstrap, &names.input, PARTITIONS, &before[..3_000]));
     let log = dir.path().join("run.log");
     let mut instance = spawn_run(&config, &log);
     let started = Instant::now();
@@ -45,9 +45,9 @@ fn a_30_second_broker_outage_is_ridden_out() {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The broker goes away while the instance works through the second part of the stream.
-    add(produce(&tansu.bootstrap, &names.input, PARTITIONS, &before[3_000..]));
+    add(produce(&kafka.bootstrap, &names.input, PARTITIONS, &before[3_000..]));
     std::thread::sleep(Duration::from_millis(300));
-    tansu.stop();
+    kafka.stop();
     let outage = Instant::now();
     let (mut not_ready, mut unreachable, mut ready_late) = (0, 0, 0);
     let mut answers: Vec<String> = Vec::new();
@@ -72,11 +72,11 @@ fn a_30_second_broker_outage_is_ridden_out() {
     }
     assert!(unreachable > 0, "/readyz never said the brokers are unreachable: {answers:?}; log:\n{}", tail(&log));
     assert_eq!(ready_late, 0, "/readyz said ready with the broker gone: {answers:?}; log:\n{}", tail(&log));
-    tansu.restart();
+    kafka.restart();
     eprintln!("outage: broker back after {:?}; /readyz said not ready {not_ready} times", outage.elapsed());
-    add(produce(&tansu.bootstrap, &names.input, PARTITIONS, after));
+    add(produce(&kafka.bootstrap, &names.input, PARTITIONS, after));
 
-    wait_committed(&tansu.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
+    wait_committed(&kafka.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
     let resumed = Instant::now();
     while owned_partitions(port).is_none() {
         assert!(resumed.elapsed() < Duration::from_secs(30), "ready again after the outage");
@@ -87,7 +87,7 @@ fn a_30_second_broker_outage_is_ridden_out() {
     assert!(text.contains("AllBrokersDown") || text.contains("all brokers down"), "the outage is logged");
     assert!(text.contains("brokers reachable again"), "the recovery is logged");
 
-    let published = read_all(&tansu.bootstrap, &names.outputs(), Duration::from_secs(3));
+    let published = read_all(&kafka.bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
     compare_states(&model, &stored_states(&rules(), &dir.path().join("state")));
     let rebuilt = text.matches("rejoining the group").count();

@@ -1,24 +1,23 @@
-//! Kafka over TLS and SASL against a real broker. tansu (0.6.0) checks SASL itself, with SCRAM users kept
-//! in its sqlite store, but serves plain TCP even when given a certificate; so TLS is terminated by a
-//! proxy this test runs in front of it, the way a TLS-terminating load balancer would, with certificates
-//! from a certificate authority made here. The broker advertises the proxy's address, so every
-//! connection a client makes goes through TLS.
+//! Kafka over TLS and SASL against Apache Kafka's own listeners: one node for the tests of this file,
+//! started by `scripts/kafka.sh` with `KAFKA_SECURITY=1`, which adds an SSL listener that requires a
+//! client certificate and a SASL_SSL listener with SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN, both with a
+//! certificate from the authority the script makes (with a client certificate from the same authority).
+//! Every connection a client makes goes to the listener it bootstrapped from, so through TLS.
 //!
-//! - `leadscore run` scores a stream over `sasl_ssl` with SCRAM-SHA-512 and a client certificate whose
-//!   key is encrypted, with the password and the key's passphrase read from files, and the outputs and
-//!   final states equal the offline model.
-//! - SCRAM-SHA-256 authenticates too, and `ssl` alone works with a client certificate. (tansu 0.6.0
-//!   offers SCRAM and OAUTHBEARER only, so PLAIN is checked as configuration in `tests/security.rs`.)
-//! - A wrong password, an untrusted broker certificate and a missing client certificate each stop
-//!   start-up with the client's reason.
+//! - `leadscore run` scores a stream, and the outputs and final states equal the offline model, over
+//!   `sasl_ssl` with SCRAM-SHA-512 (the password read from a file), over `ssl` with a client certificate
+//!   whose key is encrypted (the passphrase read from a file), and over `sasl_ssl` with PLAIN.
+//! - SCRAM-SHA-256 authenticates too.
+//! - A wrong password (SCRAM or PLAIN), an untrusted broker certificate, a missing client certificate
+//!   and a client certificate from another authority each stop start-up with the client's reason.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -29,7 +28,6 @@ use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
-use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslVerifyMode};
 use openssl::symm::Cipher;
 use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
 use openssl::x509::{X509, X509NameBuilder};
@@ -38,16 +36,143 @@ use rdkafka::config::ClientConfig;
 const PARTITIONS: u32 = 2;
 const KEY_PASSPHRASE: &str = "client-key-passphrase";
 
-#[test]
-fn scores_a_stream_over_sasl_ssl_with_scram_and_a_client_certificate() {
-    let (pki, broker, names, state) = secured("secure", ("alice", "alice-secret", "scram512"), true);
-    std::fs::write(pki.dir.path().join("kafka-password"), "alice-secret\n").unwrap_or_else(|err| panic!("{err}"));
-    let security = sasl_ssl("scram-sha-512", "alice", "{ file = \"kafka-password\" }") + &pki.client_tls(true);
-    let config = pki.write_config("leadscore.toml", &names, &broker.bootstrap, &state, &security);
-    let client = secured_client(&config);
+/// The secured node: PLAIN user alice, SCRAM-SHA-512 user carol and SCRAM-SHA-256 user bob.
+fn broker() -> &'static Kafka {
+    static BROKER: OnceLock<Kafka> = OnceLock::new();
+    BROKER.get_or_init(|| {
+        Kafka::start_until_exit(&[
+            ("KAFKA_SECURITY", "1"),
+            ("KAFKA_PLAIN_USERS", "alice:alice-secret"),
+            ("KAFKA_SCRAM_USERS", "carol:carol-secret:scram512,bob:bob-secret:scram256"),
+        ])
+    })
+}
 
+#[test]
+fn scores_a_stream_over_sasl_ssl_with_scram_sha_512() {
+    let pki = Pki::new();
+    std::fs::write(pki.dir.path().join("kafka-password"), "carol-secret\n").unwrap_or_else(|err| panic!("{err}"));
+    let security = sasl_ssl("scram-sha-512", "carol", "{ file = \"kafka-password\" }") + &pki.trust();
+    let log = score_stream(&pki, "secure-scram512", "sasl_ssl", &security);
+    assert!(!log.contains("carol-secret"), "the password stays out of the log");
+}
+
+#[test]
+fn scores_a_stream_over_ssl_with_a_client_certificate_whose_key_is_encrypted() {
+    let pki = Pki::new();
+    let security = format!("security_protocol = \"ssl\"\n{}", pki.client_tls());
+    let log = score_stream(&pki, "secure-mtls", "ssl", &security);
+    assert!(!log.contains(KEY_PASSPHRASE), "the key's passphrase stays out of the log");
+}
+
+#[test]
+fn scores_a_stream_over_sasl_ssl_with_plain() {
+    let pki = Pki::new();
+    let security = sasl_ssl("plain", "alice", "\"alice-secret\"") + &pki.trust();
+    let log = score_stream(&pki, "secure-plain", "sasl_ssl", &security);
+    assert!(!log.contains("alice-secret"), "the password stays out of the log");
+}
+
+#[test]
+fn scram_sha_256_connects() {
+    let pki = Pki::new();
+    let names = Names::new("secure-scram256");
+    let security = sasl_ssl("scram-sha-256", "bob", "\"bob-secret\"") + &pki.trust();
+    let config = pki.write_config("scram256.toml", &names, &broker().listener("sasl_ssl"), &security);
     let output = leadscore(&["topics", "create", "--config"], &config);
-    assert!(output.status.success(), "topics create over sasl_ssl: {}", output.stderr);
+    assert!(output.status.success(), "sasl_ssl with scram-sha-256: {}", output.stderr);
+    assert!(output.stdout.contains("created"), "{}", output.stdout);
+}
+
+#[test]
+fn a_wrong_password_or_certificate_stops_start_up_with_the_reason() {
+    let pki = Pki::new();
+    let names = Names::new("secure-refused");
+    let scram = |password: &str| sasl_ssl("scram-sha-512", "carol", &format!("\"{password}\"")) + &pki.trust();
+    let untrusted = Authority::new("untrusted");
+    let untrusted_ca = pki.dir.path().join("untrusted-ca.pem");
+    std::fs::write(&untrusted_ca, untrusted.certificate.to_pem().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{err}"));
+    // A client certificate the broker's authority did not sign, with an unencrypted key.
+    let (intruder, intruder_key) = untrusted.issue("intruder");
+    let (intruder_pem, intruder_key_pem) = (pki.dir.path().join("intruder.pem"), pki.dir.path().join("intruder.key"));
+    std::fs::write(&intruder_pem, intruder.to_pem().unwrap_or_default()).unwrap_or_else(|err| panic!("{err}"));
+    std::fs::write(&intruder_key_pem, intruder_key.private_key_to_pem_pkcs8().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let ssl = "security_protocol = \"ssl\"\n";
+    let cases = [
+        ("wrong-scram-password", "sasl_ssl", scram("not-carols"), "SASL authentication error"),
+        (
+            "wrong-plain-password",
+            "sasl_ssl",
+            sasl_ssl("plain", "alice", "\"not-alices\"") + &pki.trust(),
+            "SASL authentication error",
+        ),
+        (
+            "untrusted-broker",
+            "sasl_ssl",
+            scram("carol-secret").replace(&pki.authority.display().to_string(), &untrusted_ca.display().to_string()),
+            "certificate verify failed",
+        ),
+        // Kafka's TLS (Java's) answers a missing client certificate with a bad_certificate alert.
+        ("no-client-certificate", "ssl", format!("{ssl}{}", pki.trust()), "alert bad certificate"),
+        (
+            "untrusted-client-certificate",
+            "ssl",
+            format!(
+                "{ssl}{}ssl_certificate_location = \"{}\"\nssl_key_location = \"{}\"\n",
+                pki.trust(),
+                intruder_pem.display(),
+                intruder_key_pem.display()
+            ),
+            // librdkafka does not even send a certificate the broker's list of authorities does not name.
+            "alert bad certificate",
+        ),
+    ];
+    // Each command gives up after its 10 s metadata timeout, so the cases run side by side.
+    let mut runs = Vec::new();
+    for (name, listener, security, reason) in &cases {
+        let config = pki.write_config(&format!("{name}.toml"), &names, &broker().listener(listener), security);
+        // `leadscore run` checks the topics the same way first; it is tried with the wrong passwords.
+        runs.push((*name, ["topics", "create"], config.clone(), *reason));
+        if name.starts_with("wrong-") {
+            runs.push((*name, ["run", ""], config, *reason));
+        }
+    }
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let running: Vec<_> = runs
+            .iter()
+            .map(|(_, command, config, _)| {
+                let args: Vec<&str> =
+                    command.iter().copied().filter(|arg| !arg.is_empty()).chain(["--config"]).collect();
+                scope.spawn(move || leadscore(&args, config))
+            })
+            .collect();
+        running.into_iter().map(|run| run.join().unwrap_or_else(|_| panic!("leadscore did not run"))).collect()
+    });
+    for ((name, command, _, reason), output) in runs.iter().zip(outputs) {
+        assert!(!output.status.success(), "{name}: `leadscore {}` must fail", command[0]);
+        assert!(
+            output.stderr.contains(reason),
+            "{name}: `leadscore {}` names {reason:?}: {}",
+            command[0],
+            output.stderr
+        );
+        assert!(!output.stderr.contains("carol-secret"), "{name}: the password stays out of the output");
+        let error = output.stderr.lines().find(|line| line.starts_with("error: ")).unwrap_or_default();
+        eprintln!("{name}, `leadscore {}`: {error}", command[0]);
+    }
+}
+
+/// Scores a stream with `leadscore run` over `listener` with the `[kafka]` settings `security`, and
+/// compares the outputs and final states with the offline model; returns the process's log.
+fn score_stream(pki: &Pki, test: &str, listener: &str, security: &str) -> String {
+    let names = Names::new(test);
+    let config = pki.write_config("leadscore.toml", &names, &broker().listener(listener), security);
+    let client = secured_client(&config);
+    let output = leadscore(&["topics", "create", "--config"], &config);
+    assert!(output.status.success(), "{test}: topics create: {}", output.stderr);
+    assert!(output.stdout.contains("created"), "{test}: {}", output.stdout);
     let rules = rules();
     let events = stream(23, 3_000, 300);
     let model = model_of_events(&rules, PARTITIONS, &events);
@@ -57,88 +182,11 @@ fn scores_a_stream_over_sasl_ssl_with_scram_and_a_client_certificate() {
     let mut run = spawn_run(&config, &log);
     wait_committed_with(client.clone(), &names.group, &names.input, &expected, Duration::from_secs(120));
     let published = read_all_with(client, &names.outputs(), Duration::from_secs(3));
-    assert_eq!(run.terminate(Duration::from_secs(30)), Some(0), "leadscore stops cleanly");
+    assert_eq!(run.terminate(Duration::from_secs(30)), Some(0), "{test}: leadscore stops cleanly");
     let duplicates = compare_outputs(&model, &published);
-    compare_states(&model, &stored_states(&rules, &state));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!text.contains("alice-secret") && !text.contains(KEY_PASSPHRASE), "secrets stay out of the log");
-    assert!(broker.tls_connections() > 0, "the clients went through TLS");
-    eprintln!(
-        "sasl_ssl/scram-sha-512: {} events, {} outputs ({duplicates} duplicates), {} TLS connections",
-        events.len(),
-        published.len(),
-        broker.tls_connections()
-    );
-}
-
-#[test]
-fn scram_sha_256_and_ssl_alone_connect() {
-    let (pki, broker, names, state) = secured("secure-mechanisms", ("bob", "bob-secret", "scram256"), false);
-    let security = sasl_ssl("scram-sha-256", "bob", "\"bob-secret\"") + &pki.client_tls(false);
-    let config = pki.write_config("scram256.toml", &names, &broker.bootstrap, &state, &security);
-    let output = leadscore(&["topics", "create", "--config"], &config);
-    assert!(output.status.success(), "sasl_ssl with scram-sha-256: {}", output.stderr);
-    assert!(output.stdout.contains("created"), "{}", output.stdout);
-
-    // `ssl` alone, on a broker without SASL behind a proxy that requires client certificates.
-    let unauthenticated = SecuredBroker::start(&pki, None, true);
-    let security = format!("security_protocol = \"ssl\"\n{}", pki.client_tls(true));
-    let config = pki.write_config("ssl.toml", &names, &unauthenticated.bootstrap, &state, &security);
-    let output = leadscore(&["topics", "create", "--config"], &config);
-    assert!(output.status.success(), "ssl with a client certificate: {}", output.stderr);
-    assert!(output.stdout.contains("created"), "{}", output.stdout);
-    assert!(unauthenticated.tls_connections() > 0, "the client went through TLS");
-}
-
-#[test]
-fn a_wrong_password_or_certificate_stops_start_up_with_the_reason() {
-    let (pki, broker, names, state) = secured("secure-refused", ("carol", "carol-secret", "scram512"), true);
-    let scram = |password: &str| sasl_ssl("scram-sha-512", "carol", &format!("\"{password}\""));
-    let untrusted_ca = pki.dir.path().join("untrusted-ca.pem");
-    std::fs::write(&untrusted_ca, Authority::new("untrusted").certificate.to_pem().unwrap_or_default())
-        .unwrap_or_else(|err| panic!("{err}"));
-    let cases = [
-        ("wrong-password", format!("{}{}", scram("not-carols"), pki.client_tls(true)), "SASL authentication error"),
-        (
-            "untrusted-broker",
-            format!("{}{}", scram("carol-secret"), pki.client_tls(true))
-                .replace(&pki.authority_pem().display().to_string(), &untrusted_ca.display().to_string()),
-            "certificate verify failed",
-        ),
-        (
-            "no-client-certificate",
-            format!("{}{}", scram("carol-secret"), pki.client_tls(false)),
-            "certificate required",
-        ),
-    ];
-    for (name, security, reason) in cases {
-        let config = pki.write_config(&format!("{name}.toml"), &names, &broker.bootstrap, &state, &security);
-        // `leadscore run` checks the topics the same way first; it is tried with the wrong password.
-        let commands: &[&[&str]] = if name == "wrong-password" {
-            &[&["topics", "create", "--config"], &["run", "--config"]]
-        } else {
-            &[&["topics", "create", "--config"]]
-        };
-        for command in commands {
-            let output = leadscore(command, &config);
-            assert!(!output.status.success(), "{name}: `leadscore {}` must fail", command[0]);
-            assert!(
-                output.stderr.contains(reason),
-                "{name}: `leadscore {}` names {reason:?}: {}",
-                command[0],
-                output.stderr
-            );
-            assert!(!output.stderr.contains("carol-secret"), "{name}: the password stays out of the output");
-        }
-    }
-}
-
-/// Certificates, a broker requiring SASL with one SCRAM `user`, topic names and a state directory.
-fn secured(test: &str, user: (&str, &str, &str), client_certificates: bool) -> (Pki, SecuredBroker, Names, PathBuf) {
-    let pki = Pki::new();
-    let broker = SecuredBroker::start(&pki, Some(&[user]), client_certificates);
-    let state = pki.dir.path().join("state");
-    (pki, broker, Names::new(test), state)
+    compare_states(&model, &stored_states(&rules, &pki.state("leadscore.toml")));
+    eprintln!("{test}: {} events, {} outputs ({duplicates} duplicates)", events.len(), published.len());
+    std::fs::read_to_string(&log).unwrap_or_default()
 }
 
 /// The `[kafka]` SASL settings over TLS; `password` is a TOML value (a string or a secret source).
@@ -181,7 +229,7 @@ fn secured_client(config: &Path) -> ClientConfig {
     client
 }
 
-/// A certificate authority: its key and self-signed certificate.
+/// A certificate authority other than the broker's: its key and self-signed certificate.
 struct Authority {
     key: PKey<Private>,
     certificate: X509,
@@ -240,136 +288,61 @@ fn sign(name: &str, key: &PKey<Private>, issuer: Option<&Authority>, authority: 
     built.unwrap_or_else(|err| panic!("cannot make a certificate for {name}: {err}"))
 }
 
-/// The test's certificates, as PEM files in a temporary directory, which also holds the configs.
+/// One test's files: the broker's authority and client certificate (made by `scripts/kafka.sh`), the
+/// client key encrypted with [`KEY_PASSPHRASE`] and that passphrase in a file, the configs and the state.
 struct Pki {
     dir: tempfile::TempDir,
-    authority: Authority,
-    server: (X509, PKey<Private>),
+    authority: PathBuf,
+    client: PathBuf,
 }
 
 impl Pki {
     fn new() -> Pki {
+        let tls = broker().dir.path().join("tls");
         let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-        let authority = Authority::new("leadscore test authority");
-        let server = authority.issue("broker");
-        let (client, client_key) = authority.issue("leadscore");
-        let pem = |certificate: &X509| certificate.to_pem().unwrap_or_else(|err| panic!("{err}"));
-        let encrypted = client_key
+        let key = std::fs::read(tls.join("client.key")).unwrap_or_else(|err| panic!("{err}"));
+        let key = PKey::private_key_from_pem(&key).unwrap_or_else(|err| panic!("{err}"));
+        let encrypted = key
             .private_key_to_pem_pkcs8_passphrase(Cipher::aes_256_cbc(), KEY_PASSPHRASE.as_bytes())
             .unwrap_or_else(|err| panic!("{err}"));
-        for (file, bytes) in [
-            ("ca.pem", pem(&authority.certificate)),
-            ("client.pem", pem(&client)),
-            ("client-key.pem", encrypted),
-            ("client-key-passphrase", format!("{KEY_PASSPHRASE}\n").into_bytes()),
-        ] {
+        for (file, bytes) in
+            [("client-key.pem", encrypted), ("client-key-passphrase", format!("{KEY_PASSPHRASE}\n").into_bytes())]
+        {
             std::fs::write(dir.path().join(file), bytes).unwrap_or_else(|err| panic!("{err}"));
         }
-        Pki { dir, authority, server }
+        Pki { dir, authority: tls.join("ca.pem"), client: tls.join("client.pem") }
     }
 
-    fn authority_pem(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
+    /// The state directory of the config in `file`.
+    fn state(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file).with_extension("state")
     }
 
-    /// The `[kafka]` TLS settings: trust the authority, and present the client certificate when asked.
-    fn client_tls(&self, with_certificate: bool) -> String {
-        let mut tls = format!("ssl_ca_location = \"{}\"\n", self.authority_pem().display());
-        if with_certificate {
-            tls += &format!(
-                "ssl_certificate_location = \"{}\"\nssl_key_location = \"{}\"\n\
-                 ssl_key_password = {{ file = \"client-key-passphrase\" }}\n",
-                self.dir.path().join("client.pem").display(),
-                self.dir.path().join("client-key.pem").display(),
-            );
-        }
-        tls
+    /// The `[kafka]` setting that trusts the broker's authority.
+    fn trust(&self) -> String {
+        format!("ssl_ca_location = \"{}\"\n", self.authority.display())
+    }
+
+    /// [`Pki::trust`] and the client certificate, its key encrypted, the passphrase read from a file.
+    fn client_tls(&self) -> String {
+        format!(
+            "{}ssl_certificate_location = \"{}\"\nssl_key_location = \"{}\"\n\
+             ssl_key_password = {{ file = \"client-key-passphrase\" }}\n",
+            self.trust(),
+            self.client.display(),
+            self.dir.path().join("client-key.pem").display(),
+        )
     }
 
     /// Writes a `leadscore run` config with `security` added to its `[kafka]` table.
-    fn write_config(&self, file: &str, names: &Names, bootstrap: &str, state: &Path, security: &str) -> PathBuf {
-        let toml =
-            names.config_toml(bootstrap, state, PARTITIONS).replacen("[kafka]\n", &format!("[kafka]\n{security}"), 1);
+    fn write_config(&self, file: &str, names: &Names, bootstrap: &str, security: &str) -> PathBuf {
+        let toml = names.config_toml(bootstrap, &self.state(file), PARTITIONS).replacen(
+            "[kafka]\n",
+            &format!("[kafka]\n{security}"),
+            1,
+        );
         let path = self.dir.path().join(file);
         std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
         path
-    }
-
-    fn acceptor(&self, require_client_certificate: bool) -> SslAcceptor {
-        let built = (|| -> Result<SslAcceptor, openssl::error::ErrorStack> {
-            let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
-            builder.set_certificate(&self.server.0)?;
-            builder.set_private_key(&self.server.1)?;
-            if require_client_certificate {
-                builder.cert_store_mut().add_cert(self.authority.certificate.clone())?;
-                builder.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-            }
-            Ok(builder.build())
-        })();
-        built.unwrap_or_else(|err| panic!("{err}"))
-    }
-}
-
-/// tansu behind a TLS-terminating proxy; with `users`, SASL is required and those SCRAM users exist.
-/// Dropping it stops the proxy (its runtime) and tansu.
-struct SecuredBroker {
-    _tansu: Tansu,
-    _proxy: tokio::runtime::Runtime,
-    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    bootstrap: String,
-}
-
-impl SecuredBroker {
-    fn start(pki: &Pki, users: Option<&[(&str, &str, &str)]>, require_client_certificate: bool) -> SecuredBroker {
-        let tansu = Tansu::start_with(&[("TANSU_STORAGE", "sqlite")]);
-        // Users are created through the broker before it requires authentication, which they then pass.
-        for (name, password, mechanism) in users.unwrap_or_default() {
-            let status = Command::new(manifest("scripts/tansu.sh"))
-                .args(["user"])
-                .arg(tansu.dir.path())
-                .args([name, password, mechanism])
-                .status()
-                .unwrap_or_else(|err| panic!("{err}"));
-            assert!(status.success(), "tansu did not create user {name}");
-        }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("{err}"));
-        let bootstrap = listener.local_addr().map(|address| address.to_string()).unwrap_or_else(|err| panic!("{err}"));
-        tansu.stop();
-        let authentication = if users.is_some() { "1" } else { "0" };
-        tansu.restart_with(&[("TANSU_AUTHENTICATION", authentication), ("TANSU_ADVERTISED", &bootstrap)]);
-        let proxy = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|err| panic!("{err}"));
-        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let acceptor = pki.acceptor(require_client_certificate);
-        let backend = tansu.bootstrap.clone();
-        let counter = connections.clone();
-        proxy.spawn(async move {
-            listener.set_nonblocking(true).unwrap_or_else(|err| panic!("{err}"));
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap_or_else(|err| panic!("{err}"));
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(ssl) = Ssl::new(acceptor.context()) else { continue };
-                let backend = backend.clone();
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, client) else { return };
-                    if Pin::new(&mut tls).accept().await.is_err() {
-                        return;
-                    }
-                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if let Ok(mut broker) = tokio::net::TcpStream::connect(&backend).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
-                    }
-                });
-            }
-        });
-        SecuredBroker { _tansu: tansu, _proxy: proxy, connections, bootstrap }
-    }
-
-    /// TLS handshakes the proxy completed.
-    fn tls_connections(&self) -> usize {
-        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

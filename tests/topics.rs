@@ -1,7 +1,9 @@
-//! `leadscore topics create` against real brokers: on tansu it creates every topic, a second run
-//! changes nothing, and a mis-partitioned or uncompacted changelog is reported with a non-zero exit,
-//! which `leadscore run` also refuses. On librdkafka's mock cluster (no CreateTopics, no DescribeConfigs)
-//! the partition checks still hold and compaction is reported as unchecked, not as fine.
+//! `leadscore topics create` against real brokers: on Apache Kafka, whose DescribeConfigs reports every
+//! setting with the broker's defaults, it creates every topic, a second run changes nothing, and a
+//! mis-partitioned or uncompacted changelog, or an output or changelog topic whose `max.message.bytes` is
+//! below what the producer may send, is reported with a non-zero exit, which `leadscore run` also
+//! refuses. On librdkafka's mock cluster (no CreateTopics, no DescribeConfigs) the partition checks still
+//! hold and compaction and size limits are reported as unchecked, not as fine.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
@@ -10,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{Names, Tansu, mock_broker};
+use common::{Kafka, Names, create_topic, mock_broker};
 
 const PARTITIONS: u32 = 4;
 
@@ -53,12 +55,12 @@ fn all_topics(names: &Names) -> Vec<&str> {
 }
 
 #[test]
-fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
-    let tansu = Tansu::start();
+fn topics_create_is_idempotent_and_reports_bad_topics_on_kafka() {
+    let kafka = Kafka::start();
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let names = Names::new("topics");
     let config =
-        write_config(dir.path(), "a.toml", &names.config_toml(&tansu.bootstrap, &dir.path().join("state"), PARTITIONS));
+        write_config(dir.path(), "a.toml", &names.config_toml(&kafka.bootstrap, &dir.path().join("state"), PARTITIONS));
 
     let first = leadscore(&["topics", "create"], &config);
     assert_eq!(first.status.code(), Some(0));
@@ -81,7 +83,7 @@ fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
     let maker = format!(
         "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[topics]\ninputs = [\"{}.maker\"]\nscore_changed = \"{}\"\n\
          partitions = 2\n[rules]\npath = \"{}\"\n",
-        tansu.bootstrap,
+        kafka.bootstrap,
         other.group,
         other.input,
         other.changelog,
@@ -93,7 +95,7 @@ fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
     let bad = write_config(
         dir.path(),
         "bad.toml",
-        &other.config_toml(&tansu.bootstrap, &dir.path().join("state-bad"), PARTITIONS),
+        &other.config_toml(&kafka.bootstrap, &dir.path().join("state-bad"), PARTITIONS),
     );
     let third = leadscore(&["topics", "create"], &bad);
     assert_eq!(third.status.code(), Some(1), "a bad changelog must fail the command");
@@ -119,13 +121,13 @@ fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
     // Inputs that exist with another partition count than topics.partitions: the changelog follows them.
     let existing = Names::new("topics-existing");
     let toml =
-        other.config_toml(&tansu.bootstrap, &dir.path().join("state-maker"), 2).replace(&other.input, &existing.input);
+        other.config_toml(&kafka.bootstrap, &dir.path().join("state-maker"), 2).replace(&other.input, &existing.input);
     let input_maker = write_config(dir.path(), "input-maker.toml", &toml);
     assert_eq!(leadscore(&["topics", "create"], &input_maker).status.code(), Some(1), "its changelog is still bad");
     let follows = write_config(
         dir.path(),
         "follows.toml",
-        &existing.config_toml(&tansu.bootstrap, &dir.path().join("state-follows"), PARTITIONS),
+        &existing.config_toml(&kafka.bootstrap, &dir.path().join("state-follows"), PARTITIONS),
     );
     let fourth = leadscore(&["topics", "create"], &follows);
     assert_eq!(fourth.status.code(), Some(0));
@@ -133,10 +135,42 @@ fn topics_create_is_idempotent_and_reports_a_bad_changelog_on_tansu() {
     assert!(report.contains(&format!("exists    {} (2 partitions)\n", existing.input)), "{report}");
     assert!(report.contains(&format!("created   {} (2 partitions)\n", existing.changelog)), "{report}");
     assert!(report.contains(&format!("created   {} ({PARTITIONS} partitions)\n", existing.dlq)), "{report}");
+
+    // An output topic and a changelog made by hand with max.message.bytes=1000, below the producer's
+    // 1 000 000 (librdkafka's default message.max.bytes): records leadscore writes would be refused.
+    let small = Names::new("topics-small");
+    create_topic(&kafka.bootstrap, &small.score_changed, PARTITIONS as i32, &[("max.message.bytes", "1000")]);
+    create_topic(
+        &kafka.bootstrap,
+        &small.changelog,
+        PARTITIONS as i32,
+        &[("cleanup.policy", "compact"), ("max.message.bytes", "1000")],
+    );
+    let config = write_config(
+        dir.path(),
+        "small.toml",
+        &small.config_toml(&kafka.bootstrap, &dir.path().join("state-small"), PARTITIONS),
+    );
+    let fifth = leadscore(&["topics", "create"], &config);
+    assert_eq!(fifth.status.code(), Some(1), "topics too small for the producer's records must fail the command");
+    let report = stdout(&fifth);
+    for topic in [&small.score_changed, &small.changelog] {
+        assert!(
+            report.contains(&format!(
+                "WRONG     {topic}: max.message.bytes=1000 is below the producer's message.max.bytes=1000000"
+            )),
+            "{topic}: {report}"
+        );
+    }
+    assert_eq!(report.matches("WRONG").count(), 2, "only the two small topics are wrong: {report}");
+    let run = leadscore(&["run"], &config);
+    assert_eq!(run.status.code(), Some(1), "leadscore run started on topics too small for its records");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("max.message.bytes=1000 is below"), "{stderr}");
 }
 
 #[test]
-fn on_the_mock_cluster_partitions_are_checked_and_compaction_is_unchecked() {
+fn on_the_mock_cluster_partitions_are_checked_and_topic_configs_are_unchecked() {
     let (_cluster, bootstrap, names) = mock_broker("topics-mock", PARTITIONS);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
@@ -145,9 +179,14 @@ fn on_the_mock_cluster_partitions_are_checked_and_compaction_is_unchecked() {
     assert!(provisioned.problems.is_empty(), "{provisioned}");
     assert!(provisioned.created.is_empty(), "{provisioned}");
     assert_eq!(provisioned.partitions.get(&names.changelog), Some(&(PARTITIONS as i32)), "{provisioned}");
-    assert_eq!(provisioned.unverified.len(), 1, "{provisioned}");
-    assert_eq!(provisioned.unverified[0].topic, names.changelog);
-    assert!(provisioned.unverified[0].problem.starts_with("cleanup.policy could not be read ("), "{provisioned}");
+    // Every topic leadscore writes has its configs checked (the changelog's compaction, every written
+    // topic's max.message.bytes); the inputs have none to check.
+    let unverified: Vec<&str> = provisioned.unverified.iter().map(|problem| problem.topic.as_str()).collect();
+    let written = [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq, &names.changelog];
+    assert_eq!(unverified, written, "{provisioned}");
+    for problem in &provisioned.unverified {
+        assert!(problem.problem.starts_with("topic configs could not be read ("), "{provisioned}");
+    }
 
     // A changelog partitioned unlike the inputs, on a broker that cannot be asked for configs either.
     let (cluster, bootstrap, names) = mock_broker("topics-mock-bad", PARTITIONS);

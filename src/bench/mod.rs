@@ -252,7 +252,7 @@ impl Context<'_> {
         let mut config = Config::default();
         config.kafka.brokers = self.bootstrap.to_owned();
         config.kafka.group_id = format!("{prefix}.group");
-        // Brokers that hold every fetch for the full wait (tansu) would otherwise add half a second.
+        // Brokers that hold a fetch for its full wait when little data is there would otherwise add half a second.
         config.kafka.fetch_wait_max_ms = 10;
         config.topics.inputs = vec![input.to_owned()];
         config.topics.score_changed = format!("{prefix}.score");

@@ -160,7 +160,7 @@ fn cluster_metadata(
 }
 
 /// The settings a topic of this role is created with. All explicit: a broker's defaults are not ours to
-/// rely on, and some brokers (tansu) report only the settings a topic was created with.
+/// rely on, and some Kafka-compatible brokers report only the settings a topic was created with.
 fn new_topic(spec: &TopicSpec, partitions: i32) -> NewTopic<'_> {
     let topic = NewTopic::new(&spec.name, partitions, TopicReplication::Fixed(spec.replication));
     match spec.role {

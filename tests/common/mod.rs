@@ -1,5 +1,5 @@
-//! Shared helpers of the integration tests: brokers (librdkafka's mock cluster in-process, or tansu
-//! started by the project's script), random names, producing a stream, reading topics back, and the
+//! Shared helpers of the integration tests: brokers (librdkafka's mock cluster in-process, or Apache
+//! Kafka started by `scripts/kafka.sh`), random names, producing a stream, reading topics back, and the
 //! offline model to compare against.
 
 #![allow(dead_code)]
@@ -40,60 +40,154 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-/// A tansu broker started by `scripts/tansu.sh`, stopped on drop.
-pub struct Tansu {
+/// An Apache Kafka node (KRaft, broker and controller in one process) started by `scripts/kafka.sh`,
+/// stopped on drop.
+pub struct Kafka {
     pub dir: tempfile::TempDir,
     pub bootstrap: String,
 }
 
-impl Tansu {
-    pub fn start() -> Tansu {
+impl Kafka {
+    pub fn start() -> Kafka {
         Self::start_with(&[])
     }
 
-    pub fn start_with(env: &[(&str, &str)]) -> Tansu {
+    /// A node with more of `scripts/kafka.sh`'s settings (`KAFKA_SECURITY=1`, users, ...).
+    pub fn start_with(env: &[(&str, &str)]) -> Kafka {
         let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-        let output = Command::new(manifest("scripts/tansu.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .envs(env.iter().copied())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|err| panic!("cannot run scripts/tansu.sh: {err}"));
-        assert!(output.status.success(), "tansu did not start");
-        let bootstrap = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        Tansu { dir, bootstrap }
+        let bootstrap = kafka_script("start", dir.path(), env);
+        Kafka { dir, bootstrap }
     }
 
+    /// Stops the node (SIGTERM); [`Kafka::restart`] brings it back on the same port and log dirs.
     pub fn stop(&self) {
-        let _ = Command::new(manifest("scripts/tansu.sh")).arg("stop").arg(self.dir.path()).status();
+        kafka_script("stop", self.dir.path(), &[]);
     }
 
-    /// Starts the broker again on the same port and storage.
+    /// Starts the node again on the same port and log dirs.
     pub fn restart(&self) {
-        self.restart_with(&[]);
+        kafka_script("start", self.dir.path(), &[]);
     }
 
-    /// [`restart`](Self::restart) with more of `scripts/tansu.sh`'s settings.
-    pub fn restart_with(&self, env: &[(&str, &str)]) {
-        let port = self.bootstrap.rsplit(':').next().unwrap_or_default().to_owned();
-        let status = Command::new(manifest("scripts/tansu.sh"))
-            .arg("start")
-            .arg(self.dir.path())
-            .env("TANSU_PORT", port)
-            .env("TANSU_STORAGE", "sqlite")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap_or_else(|err| panic!("{err}"));
-        assert!(status.success(), "tansu did not restart");
+    /// The port of a listener the node wrote into its directory (`ssl`, `sasl_ssl`).
+    pub fn listener(&self, name: &str) -> String {
+        let port = std::fs::read_to_string(self.dir.path().join(format!("{name}.port")))
+            .unwrap_or_else(|err| panic!("no {name} listener: {err}"));
+        format!("127.0.0.1:{}", port.trim())
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Kafka {
     fn drop(&mut self) {
-        self.stop();
+        let _ = Command::new(manifest("scripts/kafka.sh")).arg("stop").arg(self.dir.path()).status();
     }
+}
+
+/// One Kafka node for the tests of this test binary that neither stop nor reconfigure their broker: each
+/// test has topics and a group of its own ([`Names::new`]), so they can share it, and the binary pays for
+/// one start (about 6 s) instead of one per test.
+pub fn shared_kafka() -> &'static Kafka {
+    static SHARED: std::sync::OnceLock<Kafka> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| Kafka::start_until_exit(&[]))
+}
+
+impl Kafka {
+    /// A node for a `static` (see [`shared_kafka`]). A static is never dropped, so a watcher process
+    /// stops the node and removes its directory once this test binary has exited, however it exits.
+    #[allow(clippy::zombie_processes, reason = "the watcher outlives this process by design; init reaps it")]
+    pub fn start_until_exit(env: &[(&str, &str)]) -> Kafka {
+        use std::os::unix::process::CommandExt;
+        let kafka = Kafka::start_with(env);
+        // Its own process group, so that a Ctrl-C to the test run does not take the watcher with it.
+        Command::new("sh")
+            .args(["-c", "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; \"$2\" stop \"$3\"; rm -rf \"$3\""])
+            .arg("kafka-watcher")
+            .arg(std::process::id().to_string())
+            .arg(manifest("scripts/kafka.sh"))
+            .arg(kafka.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start the Kafka watcher: {err}"));
+        kafka
+    }
+}
+
+/// Creates `topic` with `partitions` and topic configs of the test's choosing (a size limit, say), where
+/// `leadscore` would create it with its own.
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime.block_on(admin.create_topics([&new_topic], &options)).unwrap_or_else(|err| panic!("{err}"));
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("creating {topic}: {code}"));
+    }
+}
+
+/// A cluster of Apache Kafka nodes started by `scripts/kafka.sh start-cluster`, stopped on drop.
+pub struct KafkaCluster {
+    pub dir: tempfile::TempDir,
+    pub bootstrap: String,
+    pub nodes: usize,
+}
+
+impl KafkaCluster {
+    pub fn start(nodes: usize) -> KafkaCluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let output = Command::new(manifest("scripts/kafka.sh"))
+            .arg("start-cluster")
+            .arg(dir.path())
+            .arg(nodes.to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run scripts/kafka.sh: {err}"));
+        assert!(output.status.success(), "the Kafka cluster did not start");
+        let bootstrap = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        KafkaCluster { dir, bootstrap, nodes }
+    }
+
+    /// The directory of node `id` (1-based), for `kill`, `stop` and `start`.
+    pub fn node(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    /// kill -9 node `id`.
+    pub fn kill(&self, id: usize) {
+        kafka_script("kill", &self.node(id), &[]);
+    }
+
+    /// Starts node `id` again on its port and log dirs.
+    pub fn restart(&self, id: usize) {
+        kafka_script("start", &self.node(id), &[]);
+    }
+}
+
+impl Drop for KafkaCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(manifest("scripts/kafka.sh")).arg("stop-cluster").arg(self.dir.path()).status();
+    }
+}
+
+/// Runs `scripts/kafka.sh COMMAND DIR`; returns what it printed (the bootstrap address for `start`).
+fn kafka_script(command: &str, dir: &Path, env: &[(&str, &str)]) -> String {
+    let output = Command::new(manifest("scripts/kafka.sh"))
+        .arg(command)
+        .arg(dir)
+        .envs(env.iter().copied())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run scripts/kafka.sh: {err}"));
+    assert!(output.status.success(), "scripts/kafka.sh {command} {} failed", dir.display());
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 /// Topic and group names of one test.
@@ -206,8 +300,8 @@ path = "{rules}"
     }
 }
 
-/// Creates the topics of a `leadscore run` configuration the way `leadscore run` would (for brokers with
-/// CreateTopics, such as tansu), so that a test can produce to explicit partitions before it starts.
+/// Creates the topics of a `leadscore run` configuration the way `leadscore run` would (on brokers with
+/// CreateTopics, such as Apache Kafka), so that a test can produce to explicit partitions before it starts.
 pub fn provision_topics(config: &Path) {
     let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
@@ -215,6 +309,7 @@ pub fn provision_topics(config: &Path) {
         .block_on(leadscore::kafka::topics::create_missing(
             &config.kafka.client_config(),
             &leadscore::app::topic_specs(&config),
+            config.kafka.message_max_bytes(),
             Duration::from_secs(10),
         ))
         .unwrap_or_else(|err| panic!("{err}"));
@@ -640,38 +735,66 @@ pub fn run_in_process(
     partitions: u32,
     offsets_visible: bool,
 ) {
-    use std::sync::Arc;
-    let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
-    let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
-    let status = Arc::new(leadscore::runtime::status::Status::default());
-    let instance = Arc::new(leadscore::app::Instance::new(rules, store, status.clone(), partitions, config.clone()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
-        let _ = stopped.await;
-    }));
-    let started = Instant::now();
-    while !(status.ready() && status.owned().len() == partitions as usize) {
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let instance = InProcess::start(config, partitions);
     if offsets_visible {
         wait_committed(bootstrap, &names.group, &names.input, expected, Duration::from_secs(120));
     } else {
         let total: i64 = expected.values().sum();
-        while (status.events.load(std::sync::atomic::Ordering::Relaxed) as i64) < total {
-            assert!(started.elapsed() < Duration::from_secs(120), "records were not all processed");
+        instance.wait_events(total as u64, Duration::from_secs(120));
+    }
+    instance.stop();
+}
+
+/// A `leadscore run` instance in this test process, ready (every partition owned and restored) when
+/// [`InProcess::start`] returns.
+pub struct InProcess {
+    runtime: tokio::runtime::Runtime,
+    handle: tokio::task::JoinHandle<Result<leadscore::runtime::RunSummary, leadscore::app::AppError>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    pub status: std::sync::Arc<leadscore::runtime::status::Status>,
+}
+
+impl InProcess {
+    pub fn start(config: &leadscore::config::Config, partitions: u32) -> InProcess {
+        use std::sync::Arc;
+        let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rules = Arc::new(leadscore::app::load_rules(config).unwrap_or_else(|err| panic!("{err}")));
+        let store = leadscore::app::open_store(config).unwrap_or_else(|err| panic!("{err}"));
+        let status = Arc::new(leadscore::runtime::status::Status::default());
+        let instance =
+            Arc::new(leadscore::app::Instance::new(rules, store, status.clone(), partitions, config.clone()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let handle = runtime.spawn(leadscore::app::run_instance(instance, async {
+            let _ = stopped.await;
+        }));
+        let started = Instant::now();
+        while !(status.ready() && status.owned().len() == partitions as usize) {
+            assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        InProcess { runtime, handle, stop, status }
+    }
+
+    /// Waits until the instance has consumed `events` records (replays included).
+    pub fn wait_events(&self, events: u64, timeout: Duration) {
+        let started = Instant::now();
+        while self.status.events.load(std::sync::atomic::Ordering::Relaxed) < events {
+            assert!(started.elapsed() < timeout, "records were not all processed");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    let _ = stop.send(());
-    let result = runtime.block_on(handle).unwrap_or_else(|err| panic!("{err}"));
-    result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+
+    /// Stops the instance (drain and commit) and fails the test if it had failed.
+    pub fn stop(self) {
+        let _ = self.stop.send(());
+        let result = self.runtime.block_on(self.handle).unwrap_or_else(|err| panic!("{err}"));
+        result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+    }
 }
 
 /// The model of a rules reload: `first` scores lines before `switch_at`, `second` the rest, with the
@@ -766,4 +889,92 @@ impl Drop for Instance {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The wall clock in Unix nanoseconds, comparable with the timestamps of `leadscore run` logs.
+pub fn unix_nanos() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as i128)
+}
+
+/// A stretch of time in which one `leadscore run` process owned an input partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    /// Which process (a name of the test's choosing).
+    pub process: String,
+    pub partition: i32,
+    /// Unix nanoseconds: the "partitions assigned" line that gave it the partition.
+    pub from: i128,
+    /// Unix nanoseconds: the end of the revocation that took the partition ("revocation drained and
+    /// committed"), the processor's end ("stopped cleanly", or a rebuild after a Kafka failure), or the
+    /// `end` given to [`ownership`] for what the process still held when its log ends (when it was killed).
+    pub to: i128,
+}
+
+/// When the process that wrote `log` owned which partitions, from its "partitions assigned" and
+/// "partitions revoked" lines and their timestamps. Both ends are on the safe side: a partition is owned
+/// from its assignment (before its restore), until its revocation has drained and committed.
+pub fn ownership(process: &str, log: &Path, end: i128) -> Vec<Ownership> {
+    let text = std::fs::read_to_string(log).unwrap_or_else(|err| panic!("{}: {err}", log.display()));
+    let mut open: BTreeMap<i32, i128> = BTreeMap::new();
+    let mut revoking: Vec<i32> = Vec::new();
+    let mut owned = Vec::new();
+    let mut close = |partition: i32, from: i128, to: i128| {
+        owned.push(Ownership { process: process.to_owned(), partition, from, to });
+    };
+    for line in text.lines() {
+        let Some(at) = line
+            .split_whitespace()
+            .next()
+            .and_then(|stamp| time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).ok())
+            .map(time::OffsetDateTime::unix_timestamp_nanos)
+        else {
+            continue;
+        };
+        if line.contains("partitions assigned partitions=[") {
+            for partition in logged_partitions(line) {
+                open.entry(partition).or_insert(at);
+            }
+        } else if line.contains("partitions revoked; draining and committing partitions=[") {
+            revoking = logged_partitions(line);
+        } else if line.contains("revocation drained and committed")
+            || line.contains("could not finish the revoked partitions")
+        {
+            for partition in revoking.drain(..) {
+                if let Some(from) = open.remove(&partition) {
+                    close(partition, from, at);
+                }
+            }
+        } else if line.contains("stopped cleanly") || line.contains("Kafka failed; rejoining") {
+            for (partition, from) in std::mem::take(&mut open) {
+                close(partition, from, at);
+            }
+        }
+    }
+    for (partition, from) in open {
+        close(partition, from, end);
+    }
+    owned
+}
+
+/// The partitions of a `partitions=[("topic", 0), ("topic", 1)]` log field.
+fn logged_partitions(line: &str) -> Vec<i32> {
+    let list = line.split("partitions=[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or_default();
+    list.split(')').filter_map(|entry| entry.rsplit(", ").next()?.trim().parse().ok()).collect()
+}
+
+/// Pairs of stretches in which two processes owned the same partition at the same time.
+pub fn overlapping(owned: &[Ownership]) -> Vec<(&Ownership, &Ownership)> {
+    let mut overlaps = Vec::new();
+    for (index, first) in owned.iter().enumerate() {
+        for second in &owned[index + 1..] {
+            if first.partition == second.partition
+                && first.process != second.process
+                && first.from < second.to
+                && second.from < first.to
+            {
+                overlaps.push((first, second));
+            }
+        }
+    }
+    overlaps
 }

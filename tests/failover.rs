@@ -1,0 +1,300 @@
+//! Replication and a broker failure: a cluster of three Apache Kafka nodes, every topic of leadscore
+//! (inputs, outputs, dead letters, changelog) created by leadscore with replication factor 3 and checked
+//! to have min.insync.replicas=2. While one `leadscore run` process (at-least-once) works through a
+//! stream that keeps arriving, the broker leading most of its input and changelog partitions is killed
+//! with SIGKILL and started again 10 s later. leadscore must carry on by itself, and lose nothing: the
+//! final state equals the offline model and every expected output is published (copies allowed, and
+//! counted). The test measures how long the group's committed offsets stood still while input waited.
+
+#![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const PARTITIONS: u32 = 4;
+/// Events in the stream, and how many of them are in the input before leadscore starts.
+const EVENTS: usize = 24_000;
+const UPFRONT: usize = 8_000;
+/// How long the killed broker stays down.
+const DOWN: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
+    let cluster = KafkaCluster::start(3);
+    let bootstrap = cluster.bootstrap.as_str();
+    let names = Names::new("failover");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let port = free_port();
+    let config = dir.path().join("a.toml");
+    let toml = names
+        .config_toml(bootstrap, &dir.path().join("state"), PARTITIONS)
+        .replace(&format!("partitions = {PARTITIONS}\n"), &format!("partitions = {PARTITIONS}\nreplication = 3\n"))
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    assert!(toml.contains("replication = 3"), "{toml}");
+    std::fs::write(&config, toml).unwrap_or_else(|err| panic!("{err}"));
+    provision_topics(&config);
+    let topics = [
+        names.input.as_str(),
+        &names.score_changed,
+        &names.threshold_crossed,
+        &names.phase_changed,
+        &names.dlq,
+        &names.changelog,
+    ];
+    check_replication(bootstrap, &topics);
+
+    let events = stream(77, EVENTS, 2_400);
+    let model = model_of_events(&rules(), PARTITIONS, &events);
+    let (upfront, rest) = events.split_at(UPFRONT);
+    let expected = Mutex::new(produce(bootstrap, &names.input, PARTITIONS, upfront));
+    let produced = AtomicI64::new(UPFRONT as i64);
+    let log = dir.path().join("a.log");
+    let mut instance = spawn_run(&config, &log);
+    let started = Instant::now();
+    let sampling = AtomicBool::new(true);
+
+    let (samples, victim, killed_at, restarted_at) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_progress(bootstrap, &names, &produced, &sampling));
+        // The rest of the stream arrives in slices of 500 every 300 ms, before, during and after the
+        // failure, so that leadscore has input waiting throughout.
+        let producer = scope.spawn(|| {
+            for slice in rest.chunks(500) {
+                let counts = produce(bootstrap, &names.input, PARTITIONS, slice);
+                let mut expected = expected.lock().unwrap_or_else(|err| panic!("{err}"));
+                for (partition, count) in counts {
+                    *expected.entry(partition).or_insert(0) += count;
+                }
+                produced.fetch_add(slice.len() as i64, Ordering::Relaxed);
+                drop(expected);
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+        // Mid-stream: once leadscore has committed part of the backlog.
+        let mid = UPFRONT as i64 + 2_000;
+        wait_until(Duration::from_secs(120), "leadscore commits part of the stream", || {
+            committed_total(bootstrap, &names.group, &names.input) >= mid
+        });
+        let leaders = leaders(bootstrap, &[&names.input, &names.changelog]);
+        let coordinator = group_coordinator(bootstrap, &names.group);
+        // The node leading the most input and changelog partitions; on a tie, the group's coordinator.
+        let victim = (1..=3)
+            .max_by_key(|node| (leaders.get(node).copied().unwrap_or(0), Some(*node) == coordinator))
+            .unwrap_or(1);
+        eprintln!(
+            "leaders of the input and changelog partitions by node: {leaders:?}; group coordinator: node \
+             {coordinator:?}; killing node {victim}"
+        );
+        let killed_at = started.elapsed();
+        cluster.kill(victim as usize);
+        std::thread::sleep(DOWN);
+        let restarting = started.elapsed();
+        cluster.restart(victim as usize);
+        eprintln!(
+            "node {victim} killed at {:.1} s, started again at {:.1} s (up at {:.1} s)",
+            killed_at.as_secs_f64(),
+            restarting.as_secs_f64(),
+            started.elapsed().as_secs_f64()
+        );
+        producer.join().unwrap_or_else(|_| panic!("the producer thread failed"));
+        let expected = expected.lock().unwrap_or_else(|err| panic!("{err}")).clone();
+        wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
+        sampling.store(false, Ordering::Relaxed);
+        let samples = sampler.join().unwrap_or_else(|_| panic!("the sampler thread failed"));
+        (samples, victim, killed_at, restarting)
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(instance.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0; log:\n{}", log_tail(&log));
+
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
+    let duplicates = compare_outputs(&model, &published);
+    compare_states(&model, &stored_states(&rules(), &dir.path().join("state")));
+    let stall = longest_stall(&samples);
+    let resumed = samples
+        .iter()
+        .find(|sample| sample.at > killed_at && sample.committed > committed_at(&samples, killed_at))
+        .map(|sample| (sample.at - killed_at).as_secs_f64());
+    let blind = samples.windows(2).map(|pair| pair[1].at - pair[0].at).max().unwrap_or_default();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let rejoins = text.matches("Kafka failed; rejoining").count();
+    eprintln!(
+        "failover on 3 Apache Kafka nodes: {} events in {elapsed:.1} s; node {victim} down from {:.1} s to {:.1} \
+         s; longest stall of the committed offsets with input waiting: {:.1} s (from {:.1} s; {} samples, at most \
+         {:.1} s apart); commits resumed \
+         {} after the kill; {rejoins} rejoins after a Kafka failure; lost 0, double-counted 0, {} outputs, \
+         duplicate outputs {duplicates}",
+        events.len(),
+        killed_at.as_secs_f64(),
+        restarted_at.as_secs_f64(),
+        stall.1.as_secs_f64(),
+        stall.0.as_secs_f64(),
+        samples.len(),
+        blind.as_secs_f64(),
+        resumed.map_or_else(|| "never seen".to_owned(), |seconds| format!("{seconds:.1} s")),
+        published.len()
+    );
+    check_replication(bootstrap, &topics);
+    wait_until(Duration::from_secs(120), "every replica is back in sync", || in_sync(bootstrap, &topics));
+}
+
+/// Every topic has 3 replicas per partition, and min.insync.replicas=2 (DescribeConfigs).
+fn check_replication(bootstrap: &str, topics: &[&str]) {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(30)).unwrap_or_else(|err| panic!("{err}"));
+    for name in topics {
+        let topic = metadata.topics().iter().find(|topic| topic.name() == *name);
+        let topic = topic.unwrap_or_else(|| panic!("no topic {name}"));
+        assert_eq!(topic.partitions().len(), PARTITIONS as usize, "{name}");
+        for partition in topic.partitions() {
+            assert_eq!(partition.replicas().len(), 3, "{name}/{}: replicas {:?}", partition.id(), partition.replicas());
+        }
+    }
+    let admin: AdminClient<DefaultClientContext> = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let specifiers: Vec<ResourceSpecifier> = topics.iter().map(|name| ResourceSpecifier::Topic(name)).collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described =
+        runtime.block_on(admin.describe_configs(&specifiers, &options)).unwrap_or_else(|err| panic!("{err}"));
+    for (name, result) in topics.iter().zip(described) {
+        let resource = result.unwrap_or_else(|code| panic!("describing {name}: {code}"));
+        let value = resource.get("min.insync.replicas").and_then(|entry| entry.value.clone());
+        assert_eq!(value.as_deref(), Some("2"), "min.insync.replicas of {name}");
+    }
+}
+
+/// Whether every partition of `topics` has its 3 replicas in sync.
+fn in_sync(bootstrap: &str, topics: &[&str]) -> bool {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let Ok(metadata) = consumer.fetch_metadata(None, Duration::from_secs(10)) else {
+        return false;
+    };
+    metadata
+        .topics()
+        .iter()
+        .filter(|topic| topics.contains(&topic.name()))
+        .flat_map(|topic| topic.partitions())
+        .all(|partition| partition.isr().len() == 3)
+}
+
+/// How many partitions of `topics` each node leads.
+fn leaders(bootstrap: &str, topics: &[&str]) -> BTreeMap<i32, usize> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(30)).unwrap_or_else(|err| panic!("{err}"));
+    let mut leaders = BTreeMap::new();
+    for topic in metadata.topics().iter().filter(|topic| topics.contains(&topic.name())) {
+        for partition in topic.partitions() {
+            *leaders.entry(partition.leader()).or_insert(0) += 1;
+        }
+    }
+    leaders
+}
+
+/// The node leading the `__consumer_offsets` partition of `group`, which Kafka picks as
+/// `abs(group.hashCode()) % partitions` with Java's `String.hashCode`.
+fn group_coordinator(bootstrap: &str, group: &str) -> Option<i32> {
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let metadata = consumer.fetch_metadata(Some("__consumer_offsets"), Duration::from_secs(30)).ok()?;
+    let partitions = metadata.topics().first()?.partitions();
+    if partitions.is_empty() {
+        return None;
+    }
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    let index = if hash == i32::MIN { 0 } else { hash.abs() } % partitions.len() as i32;
+    partitions.iter().find(|partition| partition.id() == index).map(|partition| partition.leader())
+}
+
+/// One look at the group's progress: when (since the start of sampling), the committed offsets summed
+/// over the input partitions, and the records produced (acknowledged) by then.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Duration,
+    committed: i64,
+    produced: i64,
+}
+
+/// Samples the group's committed offsets every 200 ms until `sampling` is cleared. A look that fails
+/// (the coordinator is gone) is skipped.
+fn sample_progress(bootstrap: &str, names: &Names, produced: &AtomicI64, sampling: &AtomicBool) -> Vec<Sample> {
+    let consumer: BaseConsumer =
+        client(bootstrap).set("group.id", &names.group).create().unwrap_or_else(|err| panic!("{err}"));
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while sampling.load(Ordering::Relaxed) {
+        let before = produced.load(Ordering::Relaxed);
+        if let Some(committed) = committed_sum(&consumer, &names.input) {
+            samples.push(Sample { at: started.elapsed(), committed, produced: before });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    samples
+}
+
+fn committed_sum(consumer: &BaseConsumer, topic: &str) -> Option<i64> {
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS as i32 {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer.committed_offsets(list, Duration::from_secs(2)).ok()?;
+    Some(
+        committed
+            .elements()
+            .iter()
+            .map(|element| match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            })
+            .sum(),
+    )
+}
+
+fn committed_total(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    committed_offsets(bootstrap, group, topic, PARTITIONS).values().sum()
+}
+
+/// The committed total of the last sample at or before `at`.
+fn committed_at(samples: &[Sample], at: Duration) -> i64 {
+    samples.iter().take_while(|sample| sample.at <= at).last().map_or(0, |sample| sample.committed)
+}
+
+/// The longest stretch without progress of the committed offsets while input was waiting (records
+/// produced before the stretch began were not all committed): from one sample that saw the committed
+/// offsets move to the next, or to the last sample. Its start and its length.
+fn longest_stall(samples: &[Sample]) -> (Duration, Duration) {
+    let mut longest = (Duration::ZERO, Duration::ZERO);
+    let Some(mut since) = samples.first().copied() else {
+        return longest;
+    };
+    for sample in samples {
+        if since.produced > since.committed && sample.at - since.at > longest.1 {
+            longest = (since.at, sample.at - since.at);
+        }
+        if sample.committed > since.committed {
+            since = *sample;
+        }
+    }
+    longest
+}
+
+fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
