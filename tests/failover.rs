@@ -43,7 +43,7 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     assert!(toml.contains("replication = 3"), "{toml}");
     std::fs::write(&config, toml).unwrap_or_else(|err| panic!("{err}"));
-    provision_topics(&config);
+    provision_on_cluster(&config);
     let topics = [
         names.input.as_str(),
         &names.score_changed,
@@ -65,7 +65,9 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
     let sampling = AtomicBool::new(true);
 
     let (samples, victim, killed_at, restarted_at) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample_progress(bootstrap, &names, &produced, &sampling));
+        // Stops the sampler however this closure ends, so that a failing assertion is not a hang.
+        let _stop_sampling = StopOnDrop(&sampling);
+        let sampler = scope.spawn(|| sample_progress(bootstrap, &names, port, &produced, &sampling, started));
         // The rest of the stream arrives in slices of 500 every 300 ms, before, during and after the
         // failure, so that leadscore has input waiting throughout.
         let producer = scope.spawn(|| {
@@ -82,8 +84,10 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
         });
         // Mid-stream: once leadscore has committed part of the backlog.
         let mid = UPFRONT as i64 + 2_000;
+        let watcher: BaseConsumer =
+            client(bootstrap).set("group.id", &names.group).create().unwrap_or_else(|err| panic!("{err}"));
         wait_until(Duration::from_secs(120), "leadscore commits part of the stream", || {
-            committed_total(bootstrap, &names.group, &names.input) >= mid
+            committed_sum(&watcher, &names.input).is_some_and(|committed| committed >= mid)
         });
         let leaders = leaders(bootstrap, &[&names.input, &names.changelog]);
         let coordinator = group_coordinator(bootstrap, &names.group);
@@ -119,32 +123,70 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
     let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
     compare_states(&model, &stored_states(&rules(), &dir.path().join("state")));
-    let stall = longest_stall(&samples);
-    let resumed = samples
-        .iter()
-        .find(|sample| sample.at > killed_at && sample.committed > committed_at(&samples, killed_at))
-        .map(|sample| (sample.at - killed_at).as_secs_f64());
-    let blind = samples.windows(2).map(|pair| pair[1].at - pair[0].at).max().unwrap_or_default();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let rejoins = text.matches("Kafka failed; rejoining").count();
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|line| (line.contains(" WARN ") || line.contains(" ERROR ")) && !line.contains("CONFWARN"))
+        .filter(|line| !line.contains("contact records have no size bound"))
+        .collect();
     eprintln!(
-        "failover on 3 Apache Kafka nodes: {} events in {elapsed:.1} s; node {victim} down from {:.1} s to {:.1} \
-         s; longest stall of the committed offsets with input waiting: {:.1} s (from {:.1} s; {} samples, at most \
-         {:.1} s apart); commits resumed \
-         {} after the kill; {rejoins} rejoins after a Kafka failure; lost 0, double-counted 0, {} outputs, \
-         duplicate outputs {duplicates}",
+        "leadscore's warnings and errors ({}), the first 20:\n{}",
+        problems.len(),
+        problems[..problems.len().min(20)].join("\n")
+    );
+    let describe = |stall: Option<(Duration, Duration)>| match stall {
+        Some((stopped, resumed)) => format!(
+            "{:.1} s (from {:.1} s to {:.1} s)",
+            (resumed - stopped).as_secs_f64(),
+            stopped.as_secs_f64(),
+            resumed.as_secs_f64()
+        ),
+        None => "not measured".to_owned(),
+    };
+    let commits = describe(stall_around(&samples, killed_at, |sample| sample.committed));
+    let consumption = describe(stall_around(&samples, killed_at, |sample| sample.consumed));
+    let unanswered = samples.iter().filter(|sample| sample.committed.is_none()).count();
+    let waiting = samples.iter().filter(|sample| sample.committed.is_some_and(|c| c < sample.produced)).count();
+    eprintln!(
+        "failover on 3 Apache Kafka nodes: {} events in {elapsed:.1} s; node {victim} killed at {:.1} s and started \
+         again at {:.1} s; the group's committed offsets stood still for {commits}, consumption for {consumption} \
+         ({} samples every 200 ms, {unanswered} without an answer from the group coordinator, {waiting} with input \
+         waiting); {rejoins} rejoins after a Kafka failure; lost 0, double-counted 0, {} outputs, duplicate \
+         outputs {duplicates}",
         events.len(),
         killed_at.as_secs_f64(),
         restarted_at.as_secs_f64(),
-        stall.1.as_secs_f64(),
-        stall.0.as_secs_f64(),
         samples.len(),
-        blind.as_secs_f64(),
-        resumed.map_or_else(|| "never seen".to_owned(), |seconds| format!("{seconds:.1} s")),
         published.len()
     );
     check_replication(bootstrap, &topics);
     wait_until(Duration::from_secs(120), "every replica is back in sync", || in_sync(bootstrap, &topics));
+}
+
+/// [`provision_topics`] on a cluster: `create_missing` reads the cluster metadata right after
+/// CreateTopics, and a broker that has not yet applied the new topics answers without them, so a first
+/// provisioning may report an input "does not exist". Asks again until every topic is there.
+fn provision_on_cluster(config: &Path) {
+    let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
+    let started = Instant::now();
+    loop {
+        let provisioned = runtime
+            .block_on(leadscore::kafka::topics::create_missing(
+                &config.kafka.client_config(),
+                &leadscore::app::topic_specs(&config),
+                config.kafka.message_max_bytes(),
+                Duration::from_secs(10),
+            ))
+            .unwrap_or_else(|err| panic!("{err}"));
+        if provisioned.problems.is_empty() {
+            return;
+        }
+        eprintln!("provisioning again after {:?}", provisioned.problems);
+        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", provisioned.problems);
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Every topic has 3 replicas per partition, and min.insync.replicas=2 (DescribeConfigs).
@@ -213,27 +255,34 @@ fn group_coordinator(bootstrap: &str, group: &str) -> Option<i32> {
     partitions.iter().find(|partition| partition.id() == index).map(|partition| partition.leader())
 }
 
-/// One look at the group's progress: when (since the start of sampling), the committed offsets summed
-/// over the input partitions, and the records produced (acknowledged) by then.
+/// One look at leadscore's progress, `at` since it was started: the group's committed offsets summed
+/// over the input partitions (`None` when no coordinator answered), the events the instance consumed by
+/// its metrics (`None` when it did not answer), and the records produced (acknowledged) by then.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Duration,
-    committed: i64,
+    committed: Option<i64>,
+    consumed: Option<i64>,
     produced: i64,
 }
 
-/// Samples the group's committed offsets every 200 ms until `sampling` is cleared. A look that fails
-/// (the coordinator is gone) is skipped.
-fn sample_progress(bootstrap: &str, names: &Names, produced: &AtomicI64, sampling: &AtomicBool) -> Vec<Sample> {
+/// Looks at leadscore's progress every 200 ms until `sampling` is cleared.
+fn sample_progress(
+    bootstrap: &str,
+    names: &Names,
+    port: u16,
+    produced: &AtomicI64,
+    sampling: &AtomicBool,
+    started: Instant,
+) -> Vec<Sample> {
     let consumer: BaseConsumer =
         client(bootstrap).set("group.id", &names.group).create().unwrap_or_else(|err| panic!("{err}"));
-    let started = Instant::now();
     let mut samples = Vec::new();
     while sampling.load(Ordering::Relaxed) {
-        let before = produced.load(Ordering::Relaxed);
-        if let Some(committed) = committed_sum(&consumer, &names.input) {
-            samples.push(Sample { at: started.elapsed(), committed, produced: before });
-        }
+        let produced = produced.load(Ordering::Relaxed);
+        let consumed = events_consumed(port);
+        let committed = committed_sum(&consumer, &names.input);
+        samples.push(Sample { at: started.elapsed(), committed, consumed, produced });
         std::thread::sleep(Duration::from_millis(200));
     }
     samples
@@ -257,32 +306,40 @@ fn committed_sum(consumer: &BaseConsumer, topic: &str) -> Option<i64> {
     )
 }
 
-fn committed_total(bootstrap: &str, group: &str, topic: &str) -> i64 {
-    committed_offsets(bootstrap, group, topic, PARTITIONS).values().sum()
+/// Events the instance on `port` consumed since it started, from its metrics.
+fn events_consumed(port: u16) -> Option<i64> {
+    let metrics = http_get(port, "/metrics")?;
+    let events = metrics
+        .lines()
+        .filter(|line| line.starts_with("leadscore_events_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    Some(events as i64)
 }
 
-/// The committed total of the last sample at or before `at`.
-fn committed_at(samples: &[Sample], at: Duration) -> i64 {
-    samples.iter().take_while(|sample| sample.at <= at).last().map_or(0, |sample| sample.committed)
+/// How long a measure of progress stood still around `moment`: from the first sample that showed the
+/// level it had at `moment`, to the first later sample that showed it higher (`None`: not seen to move
+/// again, or not seen before `moment`).
+fn stall_around(
+    samples: &[Sample],
+    moment: Duration,
+    measure: impl Fn(&Sample) -> Option<i64>,
+) -> Option<(Duration, Duration)> {
+    let before: Vec<(Duration, i64)> =
+        samples.iter().filter(|sample| sample.at <= moment).filter_map(|s| Some((s.at, measure(s)?))).collect();
+    let &(_, level) = before.last()?;
+    let stopped = before.iter().find(|(_, value)| *value == level)?.0;
+    let resumed = samples.iter().find(|s| s.at > moment && measure(s).is_some_and(|value| value > level))?.at;
+    Some((stopped, resumed))
 }
 
-/// The longest stretch without progress of the committed offsets while input was waiting (records
-/// produced before the stretch began were not all committed): from one sample that saw the committed
-/// offsets move to the next, or to the last sample. Its start and its length.
-fn longest_stall(samples: &[Sample]) -> (Duration, Duration) {
-    let mut longest = (Duration::ZERO, Duration::ZERO);
-    let Some(mut since) = samples.first().copied() else {
-        return longest;
-    };
-    for sample in samples {
-        if since.produced > since.committed && sample.at - since.at > longest.1 {
-            longest = (since.at, sample.at - since.at);
-        }
-        if sample.committed > since.committed {
-            since = *sample;
-        }
+/// Clears its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
-    longest
 }
 
 fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {

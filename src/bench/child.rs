@@ -95,6 +95,9 @@ impl Measured {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
+            // Read committed offsets as they are, not only stable ones: an exactly_once child nearly always
+            // has a transaction with offsets open, and a stable read waits for it.
+            .set("isolation.level", "read_uncommitted")
             .create()
             .map_err(|err| format!("offset reader: {err}"))?;
         let mut list = TopicPartitionList::new();
@@ -108,9 +111,15 @@ impl Measured {
         let mut last_progress = (Instant::now(), -1);
         loop {
             self.check_alive()?;
-            let committed = consumer
-                .committed_offsets(list.clone(), Duration::from_secs(5))
-                .map_err(|err| format!("reading committed offsets: {err}"))?;
+            // A failed read (a coordinator still loading, a timeout) is read again; the stall check below
+            // ends a child that never gets anywhere.
+            let committed = match consumer.committed_offsets(list.clone(), Duration::from_secs(5)) {
+                Ok(committed) => committed,
+                Err(err) => {
+                    tracing::debug!(error = %err, "reading committed offsets; trying again");
+                    TopicPartitionList::new()
+                }
+            };
             let done: i64 = (0..ends.len())
                 .map(|partition| match committed.find_partition(topic, partition as i32).map(|e| e.offset()) {
                     Some(Offset::Offset(next)) => next.min(ends[partition]),

@@ -222,7 +222,17 @@ pub async fn create_missing(
             Err(err) => warn!(error = %err, "the broker does not create topics; they must exist already"),
         }
     }
-    let (counts, broker) = cluster_metadata(properties, timeout)?;
+    // A broker learns of topics just created a moment later than the controller: ask again until every
+    // created topic is there, within the timeout.
+    let deadline = std::time::Instant::now() + timeout;
+    let (counts, broker) = loop {
+        let (counts, broker) = cluster_metadata(properties, timeout)?;
+        let known = provisioned.created.iter().all(|name| counts.contains_key(name));
+        if known || std::time::Instant::now() >= deadline {
+            break (counts, broker);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     provisioned.problems.extend(check(specs, &counts));
     provisioned.partitions =
         specs.iter().filter_map(|spec| counts.get(&spec.name).map(|count| (spec.name.clone(), *count))).collect();
