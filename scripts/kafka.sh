@@ -71,6 +71,7 @@ print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
 
 # A random cluster id: 16 bytes in URL-safe base64 without padding.
 new_cluster_id() {
+  # A random id may start with "-"; it is passed as --cluster-id=ID so that it is never read as an option.
   python3 -c 'import base64,uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))'
 }
 
@@ -194,7 +195,7 @@ format_node() {
     mechanism=$(scram_mechanism "${mechanism:-scram512}")
     scram+=(--add-scram "$mechanism=[name=$name,password=$password]")
   done
-  run_tool "$dir" kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" \
+  run_tool "$dir" kafka.tools.StorageTool format --ignore-formatted --cluster-id="$cluster_id" \
     -c "$dir/server.properties" "${scram[@]}"
 }
 

@@ -217,34 +217,6 @@ fn random_share(random: &mut SplitMix64, records: usize) -> u64 {
     records as u64 * (10 + random.below(61)) / 100
 }
 
-/// Events the instances on `ports` consumed since they started, from their metrics (none from one that
-/// does not answer).
-fn events_consumed(ports: &[u16]) -> u64 {
-    let consumed = |port: u16| -> u64 {
-        http_get(port, "/metrics")
-            .unwrap_or_default()
-            .lines()
-            .filter(|line| line.starts_with("leadscore_events_total{"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
-    ports.iter().map(|port| consumed(*port)).sum()
-}
-
-/// Waits until the instances on `ports` have consumed `records` events more than `from`, so that what
-/// the test does next lands while they work through a backlog, with records in flight (at most 60 s: a
-/// stalled instance shows in the final checks); returns how many more they consumed.
-fn wait_consumed(ports: &[u16], from: u64, records: u64) -> u64 {
-    let started = Instant::now();
-    loop {
-        let consumed = events_consumed(ports).saturating_sub(from);
-        if consumed >= records || started.elapsed() > Duration::from_secs(60) {
-            return consumed;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn wait_for(timeout: Duration, done: impl FnMut() -> bool) {
     assert!(try_wait_for(timeout, done), "condition not met within {timeout:?}");
 }

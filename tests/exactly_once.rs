@@ -72,12 +72,12 @@ fn exactly_once_on_kafka_publishes_each_output_once_through_kill_9() {
             restores() >= restored + PARTITIONS as usize
         });
         wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(120));
-        let from = events_consumed(port);
+        let from = events_consumed(&[port]);
         let produced = std::thread::scope(|scope| {
             let producer = scope.spawn(|| produce(bootstrap, &names.input, PARTITIONS, part));
             if !last {
                 let share = part.len() as u64 * (10 + random.below(61)) / 100;
-                let consumed = wait_consumed(port, from, share);
+                let consumed = wait_consumed(&[port], from, share);
                 let delay = random.below(201);
                 std::thread::sleep(Duration::from_millis(delay));
                 instance.kill9();
@@ -179,41 +179,4 @@ fn count_ids(records: &[ReadRecord]) -> HashMap<String, usize> {
         *counts.entry(value["id"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
     }
     counts
-}
-
-/// Events the instance on `port` consumed since it started, from its metrics (0 if it does not answer).
-fn events_consumed(port: u16) -> u64 {
-    http_get(port, "/metrics")
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.starts_with("leadscore_events_total{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// Waits until the instance on `port` has consumed `records` events more than `from` (at most 60 s: a
-/// stalled instance shows in the final checks); returns how many more it consumed.
-fn wait_consumed(port: u16, from: u64, records: u64) -> u64 {
-    let started = Instant::now();
-    loop {
-        let consumed = events_consumed(port).saturating_sub(from);
-        if consumed >= records || started.elapsed() > Duration::from_secs(60) {
-            return consumed;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
 }

@@ -341,17 +341,3 @@ impl Drop for StopOnDrop<'_> {
         self.0.store(false, Ordering::Relaxed);
     }
 }
-
-fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}

@@ -978,3 +978,45 @@ pub fn overlapping(owned: &[Ownership]) -> Vec<(&Ownership, &Ownership)> {
     }
     overlaps
 }
+
+/// Events the instances on `ports` consumed since they started, from their metrics (none from one that
+/// does not answer).
+pub fn events_consumed(ports: &[u16]) -> u64 {
+    let consumed = |port: u16| -> u64 {
+        http_get(port, "/metrics")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("leadscore_events_total{"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    ports.iter().map(|port| consumed(*port)).sum()
+}
+
+/// Waits until the instances on `ports` have consumed `records` events more than `from`, so that what
+/// the test does next lands while they work through a backlog, with records in flight (at most 60 s: a
+/// stalled instance shows in the final checks); returns how many more they consumed.
+pub fn wait_consumed(ports: &[u16], from: u64, records: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let consumed = events_consumed(ports).saturating_sub(from);
+        if consumed >= records || started.elapsed() > Duration::from_secs(60) {
+            return consumed;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < timeout, "not within {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
