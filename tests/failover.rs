@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +42,7 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     assert!(toml.contains("replication = 3"), "{toml}");
     std::fs::write(&config, toml).unwrap_or_else(|err| panic!("{err}"));
-    provision_on_cluster(&config);
+    provision_topics(&config);
     let topics = [
         names.input.as_str(),
         &names.score_changed,
@@ -162,31 +161,6 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
     );
     check_replication(bootstrap, &topics);
     wait_until(Duration::from_secs(120), "every replica is back in sync", || in_sync(bootstrap, &topics));
-}
-
-/// [`provision_topics`] on a cluster: `create_missing` reads the cluster metadata right after
-/// CreateTopics, and a broker that has not yet applied the new topics answers without them, so a first
-/// provisioning may report an input "does not exist". Asks again until every topic is there.
-fn provision_on_cluster(config: &Path) {
-    let config = leadscore::config::Config::load(config).unwrap_or_else(|err| panic!("{err}"));
-    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|err| panic!("{err}"));
-    let started = Instant::now();
-    loop {
-        let provisioned = runtime
-            .block_on(leadscore::kafka::topics::create_missing(
-                &config.kafka.client_config(),
-                &leadscore::app::topic_specs(&config),
-                config.kafka.message_max_bytes(),
-                Duration::from_secs(10),
-            ))
-            .unwrap_or_else(|err| panic!("{err}"));
-        if provisioned.problems.is_empty() {
-            return;
-        }
-        eprintln!("provisioning again after {:?}", provisioned.problems);
-        assert!(started.elapsed() < Duration::from_secs(60), "{:?}", provisioned.problems);
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// Every topic has 3 replicas per partition, and min.insync.replicas=2 (DescribeConfigs).
