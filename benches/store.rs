@@ -17,6 +17,7 @@ use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
 use leadscore::rules::Rules;
 use leadscore::runtime::record::StoredContact;
+use leadscore::runtime::record_cache::CacheBudget;
 use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
 use leadscore::scoring;
 use leadscore::store::{PartitionBatch, PartitionMeta, RocksOptions, RocksStore, StateStore};
@@ -88,6 +89,7 @@ fn engine_rocksdb(c: &mut Criterion) {
             limits: DecodeLimits::default(),
             max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
             clock: TimerClock::StreamTime,
+            record_cache: CacheBudget::default(),
         };
         let task =
             RefCell::new(PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}")));

@@ -15,6 +15,7 @@ use std::path::Path;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
 use leadscore::rules::Rules;
+use leadscore::runtime::record_cache::CacheBudget;
 use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
 use leadscore::store::{RocksOptions, RocksStore, StateStore};
 use leadscore::stream::TimerClock;
@@ -60,6 +61,7 @@ fn main() {
         limits: DecodeLimits::default(),
         max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
         clock: TimerClock::StreamTime,
+        record_cache: CacheBudget::default(),
     };
     let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));
     let mut generator = EventGenerator::new(5, 100_000, 1_772_366_400_000, 1_000);

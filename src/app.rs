@@ -16,6 +16,7 @@ use crate::kafka::sink::SinkTopics;
 use crate::kafka::topics::{self, Provisioned, TopicRole, TopicSpec};
 use crate::reload::{ActiveRules, RulesSource};
 use crate::rules::{Rules, RulesError};
+use crate::runtime::record_cache::CacheBudget;
 use crate::runtime::status::Status;
 use crate::runtime::task::{TaskSettings, WireFormat};
 use crate::runtime::{self, ProcessorError, ProcessorSettings, RunSummary};
@@ -121,6 +122,7 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
                 Clock::Wall => TimerClock::WallClock,
                 Clock::Stream => TimerClock::StreamTime,
             },
+            record_cache: CacheBudget::new((config.state.record_cache_mb as usize) << 20),
         },
         topics: SinkTopics {
             score_changed: topics.score_changed.clone(),

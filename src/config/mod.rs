@@ -135,6 +135,8 @@ pub struct StateConfig {
     pub history: Option<u32>,
     /// RocksDB block cache in MiB.
     pub cache_mb: u32,
+    /// Decoded contact records kept in memory, in MiB for the whole instance (its tasks share it).
+    pub record_cache_mb: u32,
 }
 
 /// Twice RocksDB's own 32 MiB default cache, because every event reads its contact's state.
@@ -144,7 +146,12 @@ const fn default_cache_mb() -> u32 {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig { dir: PathBuf::from("./leadscore-state"), history: None, cache_mb: default_cache_mb() }
+        StateConfig {
+            dir: PathBuf::from("./leadscore-state"),
+            history: None,
+            cache_mb: default_cache_mb(),
+            record_cache_mb: (crate::runtime::record_cache::DEFAULT_BYTES >> 20) as u32,
+        }
     }
 }
 
@@ -324,6 +331,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("state.dir", "./leadscore-state", "RocksDB state directory"),
     ("state.history", "settings.history of the rules", "history entries kept per contact (1..=10000)"),
     ("state.cache_mb", "64", "RocksDB block cache in MiB"),
+    ("state.record_cache_mb", "64", "decoded contact records kept in memory, in MiB per instance"),
     ("timers.clock", "wall", "what makes decay timers due: wall or stream time"),
     ("timers.tick_ms", "1000", "how often due timers are looked for (at least 10)"),
     ("input.format", "json", "event encoding: json or protobuf"),

@@ -9,7 +9,7 @@ mod time;
 
 use std::borrow::Cow;
 
-pub use time::{format_rfc3339, parse_rfc3339};
+pub use time::{format_rfc3339, parse_rfc3339, write_rfc3339};
 
 /// Event type of a hand-given adjustment of points; carries `points` and `reason`.
 pub const MANUAL_ADJUSTMENT: &str = "manual_adjustment";
@@ -198,9 +198,10 @@ impl EventFields<'_> {
             return Err(DecodeError::invalid("attrs", format!("more than {MAX_ATTRS} attributes")));
         }
         for (name, value) in &self.attrs {
-            check_size(&format!("attrs.{name}"), name)?;
+            let too_long = |text: &str| text.len() > MAX_FIELD_BYTES;
             match value {
-                AttrValue::Text(text) => check_size(&format!("attrs.{name}"), text)?,
+                _ if too_long(name) => return Err(too_long_error(&format!("attrs.{name}"))),
+                AttrValue::Text(text) if too_long(text) => return Err(too_long_error(&format!("attrs.{name}"))),
                 AttrValue::Number(number) if !number.is_finite() => {
                     return Err(DecodeError::invalid(&format!("attrs.{name}"), "must be a finite number"));
                 }
@@ -229,9 +230,13 @@ impl EventFields<'_> {
 
 fn check_size(field: &str, text: &str) -> Result<(), DecodeError> {
     if text.len() > MAX_FIELD_BYTES {
-        return Err(DecodeError::invalid(field, format!("longer than {MAX_FIELD_BYTES} bytes")));
+        return Err(too_long_error(field));
     }
     Ok(())
+}
+
+fn too_long_error(field: &str) -> DecodeError {
+    DecodeError::invalid(field, format!("longer than {MAX_FIELD_BYTES} bytes"))
 }
 
 fn required_text(field: &'static str, value: Option<Cow<'_, str>>) -> Result<String, DecodeError> {

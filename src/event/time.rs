@@ -11,20 +11,11 @@ pub fn parse_rfc3339(text: &str) -> Result<i64, String> {
 
 /// Formats epoch milliseconds as RFC 3339 in UTC, with millisecond precision.
 pub fn format_rfc3339(ms: i64) -> String {
+    if let Some(text) = rfc3339_digits(ms) {
+        return text.iter().map(|&byte| char::from(byte)).collect();
+    }
     let nanos = i128::from(ms) * 1_000_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        // Written digit by digit: every output carries a time, and `format!` cost more than the rest of it.
-        Ok(at) if (0..=9999).contains(&at.year()) => {
-            let mut text = *b"0000-00-00T00:00:00.000Z";
-            put_digits(&mut text[0..4], at.year() as u32);
-            put_digits(&mut text[5..7], u32::from(u8::from(at.month())));
-            put_digits(&mut text[8..10], u32::from(at.day()));
-            put_digits(&mut text[11..13], u32::from(at.hour()));
-            put_digits(&mut text[14..16], u32::from(at.minute()));
-            put_digits(&mut text[17..19], u32::from(at.second()));
-            put_digits(&mut text[20..23], u32::from(at.millisecond()));
-            text.iter().map(|&byte| char::from(byte)).collect()
-        }
         Ok(at) => {
             let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
             let (hour, minute, second, milli) = (at.hour(), at.minute(), at.second(), at.millisecond());
@@ -32,6 +23,32 @@ pub fn format_rfc3339(ms: i64) -> String {
         }
         Err(_) => format!("{ms}ms"),
     }
+}
+
+/// Appends [`format_rfc3339`]'s text to `out`.
+pub fn write_rfc3339(ms: i64, out: &mut Vec<u8>) {
+    match rfc3339_digits(ms) {
+        Some(text) => out.extend_from_slice(&text),
+        None => out.extend_from_slice(format_rfc3339(ms).as_bytes()),
+    }
+}
+
+/// The text of a time in years 0 to 9999, written digit by digit: every output carries a time, and
+/// `format!` cost more than the rest of the output.
+fn rfc3339_digits(ms: i64) -> Option<[u8; 24]> {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+    if !(0..=9999).contains(&at.year()) {
+        return None;
+    }
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut text[0..4], at.year() as u32);
+    put_digits(&mut text[5..7], u32::from(u8::from(at.month())));
+    put_digits(&mut text[8..10], u32::from(at.day()));
+    put_digits(&mut text[11..13], u32::from(at.hour()));
+    put_digits(&mut text[14..16], u32::from(at.minute()));
+    put_digits(&mut text[17..19], u32::from(at.second()));
+    put_digits(&mut text[20..23], u32::from(at.millisecond()));
+    Some(text)
 }
 
 /// Writes `value` as decimal digits filling `slot`, zero-padded on the left.

@@ -1,10 +1,11 @@
-//! The contact store a task's batch scores against: contact records read once per batch (from the task's
-//! unwritten records of batches in flight, else from the state store), changed in memory, and handed back
-//! as the batch's changes for one atomic write.
+//! The contact store a task's batch scores against: contact records taken from the task's record cache
+//! (else read from the state store) once per batch, changed in memory, and handed back: the changed ones
+//! as the batch's changes for one atomic write, the others straight to the cache.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::record::StoredContact;
+use super::record_cache::{RecordCache, memory_estimate};
 use super::task::TaskError;
 use crate::rules::Rules;
 use crate::scoring::ContactState;
@@ -15,6 +16,9 @@ struct Entry {
     stored: StoredContact,
     old_timer: Option<i64>,
     dirty: bool,
+    /// The cache's pending batch and size estimate of the record, kept for an unchanged record.
+    pending: Option<u64>,
+    bytes: usize,
 }
 
 /// A changed contact record of a batch.
@@ -29,36 +33,34 @@ pub(super) struct BatchStore<'a> {
     rules: &'a Rules,
     store: &'a dyn StateStore,
     partition: i32,
-    /// Records of earlier batches not yet in the state store; a changed one is taken out, and goes back
-    /// with this batch's sequence number when the batch is finished.
-    unwritten: &'a mut HashMap<String, (u64, StoredContact)>,
+    /// The task's cache, which holds every record of earlier batches not yet in the state store.
+    cache: &'a mut RecordCache,
     entries: HashMap<String, Entry>,
     order: Vec<String>,
     error: Option<TaskError>,
 }
 
 impl<'a> BatchStore<'a> {
-    pub fn new(
-        rules: &'a Rules,
-        store: &'a dyn StateStore,
-        partition: i32,
-        unwritten: &'a mut HashMap<String, (u64, StoredContact)>,
-    ) -> Self {
-        BatchStore { rules, store, partition, unwritten, entries: HashMap::new(), order: Vec::new(), error: None }
+    pub fn new(rules: &'a Rules, store: &'a dyn StateStore, partition: i32, cache: &'a mut RecordCache) -> Self {
+        BatchStore { rules, store, partition, cache, entries: HashMap::default(), order: Vec::new(), error: None }
     }
 
     fn entry(&mut self, contact: &str) -> Result<&mut Entry, TaskError> {
         if !self.entries.contains_key(contact) {
-            let stored = match self.unwritten.get(contact) {
-                Some((_, stored)) => stored.clone(),
+            let (stored, pending, bytes) = match self.cache.take(contact) {
+                Some(cached) => (cached.stored, cached.pending, cached.bytes),
                 None => match self.store.get(self.partition, contact)? {
-                    Some(bytes) => StoredContact::decode(self.rules, contact, &bytes)
-                        .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?,
-                    None => StoredContact::fresh(None),
+                    Some(bytes) => (
+                        StoredContact::decode(self.rules, contact, &bytes)
+                            .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?,
+                        None,
+                        memory_estimate(bytes.len()),
+                    ),
+                    None => (StoredContact::fresh(None), None, memory_estimate(0)),
                 },
             };
             let old_timer = stored.state.as_ref().and_then(|state| state.next_timer_ms);
-            self.entries.insert(contact.to_owned(), Entry { stored, old_timer, dirty: false });
+            self.entries.insert(contact.to_owned(), Entry { stored, old_timer, dirty: false, pending, bytes });
             self.order.push(contact.to_owned());
         }
         self.entries
@@ -87,14 +89,15 @@ impl<'a> BatchStore<'a> {
         }
     }
 
-    /// The changed records, in the order they were first touched.
+    /// The changed records, in the order they were first touched; the unchanged ones go back to the cache.
     pub fn into_changes(mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         for contact in self.order {
-            if let Some(entry) = self.entries.remove(&contact)
-                && entry.dirty
-            {
+            let Some(entry) = self.entries.remove(&contact) else { continue };
+            if entry.dirty {
                 changes.push(Change { contact, stored: entry.stored, old_timer: entry.old_timer });
+            } else {
+                self.cache.put(contact, entry.stored, entry.pending, entry.bytes);
             }
         }
         changes

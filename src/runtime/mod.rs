@@ -11,6 +11,7 @@ mod assignment;
 pub mod batch_store;
 mod rebalance;
 pub mod record;
+pub mod record_cache;
 mod recovery;
 pub mod status;
 pub mod task;
@@ -224,7 +225,7 @@ impl<'a> Processor<'a> {
         let mut last_tick = Instant::now();
         let mut last_probe = Instant::now();
         while !shutdown.load(Ordering::Relaxed) {
-            self.adopt_rules();
+            self.adopt_rules()?;
             let records = self.poll_batch()?;
             let started = Instant::now();
             let count: usize = records.values().map(Vec::len).sum();
@@ -286,21 +287,26 @@ impl<'a> Processor<'a> {
     }
 
     /// Switches to rules reloaded since the last cycle. Called between cycles only, so every record of a
-    /// batch, its RocksDB write and its outputs belong to one rules version.
-    fn adopt_rules(&mut self) {
+    /// batch, its RocksDB write and its outputs belong to one rules version. Cached records are re-read
+    /// under the new rules.
+    fn adopt_rules(&mut self) -> Result<(), ProcessorError> {
         let generation = self.active_rules.generation();
         if generation == self.rules_generation {
-            return;
+            return Ok(());
         }
         let rules = self.active_rules.get();
         self.rules_generation = generation;
         if rules.version == self.rules.version {
-            return;
+            return Ok(());
+        }
+        for task in self.tasks.values_mut() {
+            task.adopt_rules(&self.rules, &rules)?;
         }
         info!(from = %self.rules.version, to = %rules.version, "rules applied");
         counter!(telemetry::RULES_RELOADS_TOTAL, "outcome" => "applied").increment(1);
         telemetry::set_rules_version(Some(&self.rules.version), &rules.version);
         self.rules = rules;
+        Ok(())
     }
 
     fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {

@@ -9,13 +9,13 @@
 //! replay: it changes nothing. A record reaches RocksDB and the changelog only after the outputs of its
 //! input were acknowledged (the sink's waves), so a replayed input record has nothing to re-send.
 //!
-//! Until a batch is acknowledged and written, its contact records wait in the task's unwritten records,
-//! which the next batches read before RocksDB.
-
-use std::collections::HashMap;
+//! Every batch reads its contacts from the task's record cache before RocksDB. Until a batch is
+//! acknowledged and written, its contact records are pending in the cache, which never evicts them.
+//! A contact gets one record per batch, however many of its events the batch holds.
 
 use super::batch_store::{BatchStore, Change};
 use super::record::{Route, StoredContact};
+use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
 use crate::event::{DecodeError, DecodeLimits, Event, json, protobuf};
 use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
 use crate::leaderboard::BoardEntry;
@@ -64,6 +64,8 @@ pub struct TaskSettings {
     pub max_record_bytes: usize,
     /// When decay timers fire.
     pub clock: TimerClock,
+    /// The instance's record cache budget, shared by its tasks.
+    pub record_cache: CacheBudget,
 }
 
 impl TaskSettings {
@@ -177,8 +179,8 @@ pub struct PartitionTask {
     erased_waiting: Vec<(String, usize, i64)>,
     /// Next changelog offset whose effect is already in the local state.
     changelog_next: Option<i64>,
-    /// Contact records of batches not yet written to RocksDB, with the batch that last changed them.
-    unwritten: HashMap<String, (u64, StoredContact)>,
+    /// Decoded contact records, among them every record of batches not yet written to RocksDB.
+    cache: RecordCache,
     /// Sequence number of the last batch built.
     batches: u64,
 }
@@ -211,7 +213,7 @@ impl PartitionTask {
             committed,
             erased_waiting: Vec::new(),
             changelog_next: meta.changelog_offset,
-            unwritten: HashMap::new(),
+            cache: RecordCache::new(settings.record_cache.clone()),
             batches: 0,
         })
     }
@@ -238,10 +240,20 @@ impl PartitionTask {
         self.changelog_next = Some(self.changelog_next.map_or(next, |old| old.max(next)));
     }
 
-    /// Records that the batches up to `sequence` are written to RocksDB, so their records are read from
-    /// there again.
+    /// Records that the batches up to `sequence` are written to RocksDB, so the cache may evict their
+    /// records.
     pub fn written(&mut self, sequence: u64) {
-        self.unwritten.retain(|_, (batch, _)| *batch > sequence);
+        self.cache.written(sequence);
+    }
+
+    /// Contact records in the cache.
+    pub fn cached_records(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Re-reads the cached records under rules that replace `old`.
+    pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), TaskError> {
+        self.cache.adopt_rules(old, new).map_err(|source| TaskError::Corrupt { partition: self.partition, source })
     }
 
     /// Scores a batch of this partition's records, in offset order.
@@ -252,9 +264,8 @@ impl PartitionTask {
         settings: &TaskSettings,
         records: &[InputRecord],
     ) -> Result<TaskBatch, TaskError> {
-        // Taken out while the batch borrows it; a task error drops the task anyway.
-        let mut unwritten = std::mem::take(&mut self.unwritten);
-        let mut batch = BatchStore::new(rules, store, self.partition, &mut unwritten);
+        // A task error drops the task, and with it the records this batch took out of the cache.
+        let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
         let mut publish = Vec::new();
         let mut counts = BatchCounts::default();
         let mut insight = BatchInsight::default();
@@ -320,7 +331,6 @@ impl PartitionTask {
             *slot = Some(slot.map_or(*next, |old| old.max(*next)));
         }
         let changes = batch.into_changes();
-        self.unwritten = unwritten;
         Ok(self.finish(rules, settings, changes, publish, commit, counts, insight))
     }
 
@@ -332,8 +342,7 @@ impl PartitionTask {
         settings: &TaskSettings,
         now_ms: i64,
     ) -> Result<TaskBatch, TaskError> {
-        let mut unwritten = std::mem::take(&mut self.unwritten);
-        let mut batch = BatchStore::new(rules, store, self.partition, &mut unwritten);
+        let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
         let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
         let counts = BatchCounts { outputs: outputs.len() as u64, ..BatchCounts::default() };
@@ -341,7 +350,6 @@ impl PartitionTask {
         insight.add_outputs(&outputs, None);
         let publish = route(settings, outputs);
         let changes = batch.into_changes();
-        self.unwritten = unwritten;
         Ok(self.finish(rules, settings, changes, publish, Vec::new(), counts, insight))
     }
 
@@ -393,7 +401,7 @@ impl PartitionTask {
                     payload: None,
                     headers: Vec::new(),
                 });
-                self.unwritten.insert(contact, (sequence, StoredContact::fresh(None)));
+                self.cache.put(contact, StoredContact::fresh(None), Some(sequence), memory_estimate(0));
             } else if !done {
                 still_waiting.push((contact, topic, offset));
             }
@@ -429,13 +437,14 @@ impl PartitionTask {
                 write.puts.push((change.contact.clone(), bytes.clone()));
                 Some(bytes)
             };
+            let estimate = memory_estimate(payload.as_ref().map_or(0, Vec::len));
             publish.push(Publish {
                 destination: Destination::Changelog,
                 key: change.contact.clone().into_bytes(),
                 payload,
                 headers: Vec::new(),
             });
-            self.unwritten.insert(change.contact, (sequence, stored));
+            self.cache.put(change.contact, stored, Some(sequence), estimate);
         }
         let meta = PartitionMeta {
             input_offsets: settings
@@ -455,6 +464,7 @@ impl PartitionTask {
             headers: Vec::new(),
         });
         write.meta = Some(meta);
+        self.cache.evict();
         TaskBatch { write, publish, commit, sequence, counts, insight }
     }
 }

@@ -62,7 +62,10 @@ impl<'a> Emitter<'a> {
     }
 
     fn next_id(&mut self) -> String {
-        let id = format!("{}:{}", self.event_id, self.sequence);
+        let mut id = String::with_capacity(self.event_id.len() + 4);
+        id.push_str(self.event_id);
+        id.push(':');
+        id.push_str(itoa::Buffer::new().format(self.sequence));
         self.sequence += 1;
         id
     }

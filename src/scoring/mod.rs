@@ -11,6 +11,7 @@ mod crossing;
 mod emit;
 mod fire;
 mod output;
+mod output_json;
 mod state;
 mod view;
 
@@ -95,7 +96,7 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
     let old_total = state.total(rules, at_ms);
     let was_disqualified = state.disqualified.is_some();
     let mut fired_rules = Vec::new();
-    let mut cause = format!("event:{}", event.kind);
+    let mut cause = ["event:", &event.kind].concat();
     // `score_changed` is published only for a real change: of a group value (the total follows from
     // them) or of the qualification. Rules firing on a group held at its bound change neither.
     let mut values_changed = false;

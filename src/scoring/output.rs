@@ -122,60 +122,17 @@ pub struct PhaseChanged {
     pub cause: String,
 }
 
-/// Written by hand: `#[serde(flatten)]` of an internally tagged enum buffers every field through
-/// serde's content tree, which made encoding outputs the costliest step of scoring an event.
-impl Serialize for Output {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("id", &self.id)?;
-        map.serialize_entry("contact", &self.contact)?;
-        map.serialize_entry("rules_version", &self.rules_version)?;
-        map.serialize_entry("ts", &format_rfc3339(self.ts_ms))?;
-        map.serialize_entry("type", self.body.kind())?;
-        match &self.body {
-            OutputBody::ScoreChanged(change) => {
-                map.serialize_entry("old_total", &change.old_total)?;
-                map.serialize_entry("new_total", &change.new_total)?;
-                map.serialize_entry("delta", &change.delta)?;
-                map.serialize_entry("groups", &change.groups)?;
-                map.serialize_entry("rules_fired", &change.rules_fired)?;
-                map.serialize_entry("phase", &change.phase)?;
-                if let Some(grade) = change.grade {
-                    map.serialize_entry("grade", grade)?;
-                }
-                map.serialize_entry("cause", &change.cause)?;
-                if let Some(reason) = &change.disqualified {
-                    map.serialize_entry("disqualified", reason)?;
-                }
-            }
-            OutputBody::ThresholdCrossed(crossing) => {
-                map.serialize_entry("threshold", &crossing.threshold)?;
-                map.serialize_entry("direction", &crossing.direction)?;
-                map.serialize_entry("value", &crossing.value)?;
-                map.serialize_entry("crossed_at", &format_rfc3339(crossing.crossed_at))?;
-                map.serialize_entry("phase", &crossing.phase)?;
-            }
-            OutputBody::PhaseChanged(change) => {
-                map.serialize_entry("from", &change.from)?;
-                map.serialize_entry("to", &change.to)?;
-                map.serialize_entry("cause", &change.cause)?;
-            }
-            OutputBody::ContactErased => {}
-        }
-        map.end()
-    }
-}
-
 fn as_rfc3339<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_rfc3339(*ms))
 }
 
 impl Output {
-    /// The output as one line of JSON.
+    /// The output as one line of JSON: the common fields, then `type` and the body's fields, in one
+    /// flat object.
     pub fn to_json(&self) -> Vec<u8> {
-        // Serializing plain structs with string keys into a Vec cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(512);
+        super::output_json::write(self, &mut out);
+        out
     }
 
     /// The output as `leadscore.v1.Output`.

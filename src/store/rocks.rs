@@ -76,6 +76,11 @@ fn column_family_options(name: &str, cache: &Cache) -> Options {
         table.set_bloom_filter(10.0, false);
     }
     let mut options = Options::default();
+    if name == CF_CONTACTS {
+        // The same for the memtable, which holds the recent writes a new contact is looked up in first.
+        options.set_memtable_whole_key_filtering(true);
+        options.set_memtable_prefix_bloom_ratio(0.05);
+    }
     options.set_block_based_table_factory(&table);
     options.set_compression_type(DBCompressionType::Lz4);
     options
