@@ -1,7 +1,8 @@
 //! What the guarantees say when writes are hard, on librdkafka's in-process mock cluster and on Apache
 //! Kafka: a contact that gets a fifth of a 100,000-event stream (its record must not grow with its
 //! events), and writes refused mid-stream (produce requests the mock cluster fails; on Kafka an output
-//! topic, then the changelog, whose `max.message.bytes` is cut below what leadscore writes). While the
+//! topic, then the changelog, whose `max.message.bytes` is cut below what leadscore writes, and a
+//! changelog that refuses contact records while it takes the checkpoints sent after them). While the
 //! writes fail, no committed input may lack an output; once the fault is gone, the final state equals
 //! the model.
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use leadscore::config::Config;
+use leadscore::runtime::task::CHECKPOINT_KEY;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -137,6 +139,99 @@ fn writes_refused_by_kafka_move_no_offset_past_an_undelivered_record() {
     let duplicates = compare_outputs(&model, &published);
     eprintln!("refused writes on Kafka: {} outputs, {duplicates} duplicate copies, {checks} checks", published.len());
     compare_states(&model, &stored_states(&rules(), &dir.path().join("db")));
+}
+
+/// The partial delivery issue 14 is about: the changelog refuses contact records and still takes the
+/// checkpoints sent after them. Kafka holds a produce batch, not a record, to `max.message.bytes`, so the
+/// producer here sends every record in a batch of its own, uncompressed, and the changelog's limit goes
+/// just above a checkpoint's batch for a few seconds. A checkpoint delivered after a refused contact record
+/// would claim that contact's input as applied; a restore from the changelog (after the failure, or into
+/// the empty state directory at the end) would then skip it, and the contact would end short of the model.
+#[test]
+fn a_changelog_that_refuses_contact_records_but_takes_checkpoints_loses_no_state() {
+    let kafka = Kafka::start();
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let (names, config) = setup(&kafka, "partialkafka", dir.path());
+    let mut librdkafka = config.kafka.librdkafka.clone();
+    librdkafka.insert("batch.num.messages".to_owned(), "1".to_owned());
+    librdkafka.insert("compression.type".to_owned(), "none".to_owned());
+    let kafka_config = leadscore::config::KafkaConfig { batch_size: 300, librdkafka, ..config.kafka.clone() };
+    let config = Config { kafka: kafka_config, ..config };
+    let events = hot_stream(16, 30_000, 3_000);
+    let causes = causes(&events);
+    let model = model_of_events(&rules(), PARTITIONS, &events);
+    let checkpoint = leadscore::store::PartitionMeta {
+        input_offsets: vec![(names.input.clone(), i64::MAX)],
+        changelog_offset: None,
+        stream_time_ms: Some(i64::MAX),
+    };
+    let limit = one_record_batch_bytes(CHECKPOINT_KEY.len(), checkpoint.encode().len());
+
+    // A third of the stream goes through cleanly, so the changelog holds contacts and checkpoints; the
+    // rest arrives while the changelog refuses contact records.
+    let (before, during) = events.split_at(events.len() / 3);
+    let mut expected = produce(&kafka.bootstrap, &names.input, PARTITIONS, before);
+    let instance = InProcess::start(&config, PARTITIONS);
+    wait_committed(&kafka.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(120));
+    set_max_message_bytes(&kafka.bootstrap, &names.changelog, limit);
+    for (partition, records) in produce(&kafka.bootstrap, &names.input, PARTITIONS, during) {
+        *expected.entry(partition).or_default() += records;
+    }
+    let started = Instant::now();
+    let mut checks = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let committed = committed_offsets(&kafka.bootstrap, &names.group, &names.input, PARTITIONS);
+        let published = read_to_end(&kafka.bootstrap, &names.outputs());
+        assert_delivered_before_commit(&model, &causes, &committed, &published);
+        checks += 1;
+    }
+    let committed = committed_offsets(&kafka.bootstrap, &names.group, &names.input, PARTITIONS);
+    set_max_message_bytes(&kafka.bootstrap, &names.changelog, 1_048_588);
+    assert_ne!(committed, expected, "the fault came after the whole stream was committed");
+    wait_committed(&kafka.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
+    instance.stop();
+    assert!(checks > 3, "the commits were checked while writes failed");
+
+    compare_states(&model, &stored_states(&rules(), &dir.path().join("db")));
+    let published = read_all(&kafka.bootstrap, &names.outputs(), Duration::from_secs(3));
+    let duplicates = compare_outputs(&model, &published);
+    // The limit fell between the two: every checkpoint fits under it, and the contact records do not.
+    let changelog = read_all(&kafka.bootstrap, &[&names.changelog], Duration::from_secs(2));
+    let sizes = |checkpoints: bool| {
+        changelog
+            .iter()
+            .filter(|(_, key, _, _)| (key.as_deref() == Some(CHECKPOINT_KEY)) == checkpoints)
+            .map(|(_, key, value, _)| {
+                one_record_batch_bytes(key.as_ref().map_or(0, Vec::len), value.as_ref().map_or(0, Vec::len))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (checkpoints, contacts) = (sizes(true), sizes(false));
+    let refusable = contacts.iter().filter(|bytes| **bytes > limit).count();
+    eprintln!(
+        "changelog limited to {limit} bytes: checkpoints {}..={} bytes, {refusable} of {} contact records over it, \
+         {duplicates} duplicate outputs, {checks} checks",
+        checkpoints.iter().min().unwrap_or(&0),
+        checkpoints.iter().max().unwrap_or(&0),
+        contacts.len()
+    );
+    assert!(checkpoints.iter().all(|bytes| *bytes <= limit), "a checkpoint is over the limit");
+    assert!(refusable * 2 > contacts.len(), "most contact records are over the limit");
+
+    // What a new instance restores from the changelog alone, into an empty state directory.
+    let restored = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let restore_config = default_config(&kafka.bootstrap, &names, restored.path());
+    InProcess::start(&restore_config, PARTITIONS).stop();
+    compare_states(&model, &stored_states(&rules(), &restored.path().join("db")));
+}
+
+/// Bytes of a produce batch holding one uncompressed record without headers, as Kafka holds it to a
+/// topic's `max.message.bytes`: a record batch (v2) header of 61 bytes, then the record, whose length,
+/// timestamp and offset deltas, key and value lengths and header count are zigzag varints.
+fn one_record_batch_bytes(key: usize, value: usize) -> usize {
+    let varint = |n: usize| ((2 * n).max(1).ilog2() / 7 + 1) as usize;
+    let record = 1 + 1 + 1 + varint(key) + key + varint(value) + value + 1;
+    61 + varint(record) + record
 }
 
 /// Sets a topic's `max.message.bytes` (AlterConfigs replaces the topic's other overrides too, which these
