@@ -47,16 +47,6 @@ fn write_config(bootstrap: &str, names: &Names, dir: &Path, member: &str) -> Pat
     member_config(bootstrap, names, dir, member, PARTITIONS, 0)
 }
 
-/// The config of `member`: state in `dir/state-<member>`, the HTTP API on `port` (0: any).
-fn member_config(bootstrap: &str, names: &Names, dir: &Path, member: &str, partitions: u32, port: u16) -> PathBuf {
-    let path = dir.join(format!("{member}.toml"));
-    let toml = names
-        .config_toml(bootstrap, &dir.join(format!("state-{member}")), partitions)
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
-    path
-}
-
 fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
     let published = read_all(&setup.kafka.bootstrap, &setup.names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&setup.model, &published);
@@ -260,97 +250,11 @@ fn sigterm_drains_commits_and_a_restart_reprocesses_nothing() {
     assert_eq!(duplicates, 0);
 }
 
-/// One of the three members of [`three_members_join_and_leave_mid_stream_on_kafka`].
-struct Member {
-    name: &'static str,
-    config: PathBuf,
-    state: PathBuf,
-    port: u16,
-    process: Option<Instance>,
-    /// The log of each run of the process, and when the test saw that run end (`None`: still running).
-    runs: Vec<(PathBuf, Option<i128>)>,
-}
-
-impl Member {
-    fn start(&mut self, dir: &Path) {
-        let log = dir.join(format!("{}{}.log", self.name, self.runs.len() + 1));
-        self.process = Some(spawn_run(&self.config, &log));
-        self.runs.push((log, None));
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.kill9();
-        }
-        self.ended();
-    }
-
-    /// SIGTERM; the exit status.
-    fn terminate(&mut self) -> Option<i32> {
-        let status = self.process.take().and_then(|mut process| process.terminate(Duration::from_secs(60)));
-        self.ended();
-        status
-    }
-
-    fn ended(&mut self) {
-        if let Some(run) = self.runs.last_mut() {
-            run.1.get_or_insert_with(unix_nanos);
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text =
-            self.runs.last().map(|(log, _)| std::fs::read_to_string(log).unwrap_or_default()).unwrap_or_default();
-        text[text.len().saturating_sub(3000)..].to_owned()
-    }
-}
-
-/// Waits until the running `members` (indices) are ready and share every partition between them, each
-/// partition claimed by exactly one of them; returns each one's partitions.
-fn wait_settled(members: &[Member], running: &[usize], partitions: u32, timeout: Duration) -> Vec<Vec<i32>> {
-    let started = Instant::now();
-    let mut last = Vec::new();
-    while started.elapsed() < timeout {
-        last = running.iter().map(|&index| owned_partitions(members[index].port)).collect::<Vec<_>>();
-        let owned: Vec<Vec<i32>> = last.iter().flatten().cloned().collect();
-        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
-        all.sort_unstable();
-        if owned.len() == running.len()
-            && owned.iter().all(|partitions| !partitions.is_empty())
-            && all == (0..partitions as i32).collect::<Vec<_>>()
-        {
-            return owned;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let tails: Vec<String> =
-        running.iter().map(|&index| format!("{}:\n{}", members[index].name, members[index].log_tail())).collect();
-    panic!(
-        "members {running:?} never shared the partitions (last seen {last:?}); their logs end:\n{}",
-        tails.join("\n")
-    );
-}
-
 /// Adds records per partition to `expected`.
 fn add_counts(expected: &mut BTreeMap<i32, i64>, counts: BTreeMap<i32, i64>) {
     for (partition, count) in counts {
         *expected.entry(partition).or_insert(0) += count;
     }
-}
-
-/// Produces `part` on another thread while `during` runs on this one; returns the records per partition.
-fn producing(
-    bootstrap: &str,
-    topic: &str,
-    partitions: u32,
-    part: &[leadscore::event::Event],
-    during: impl FnOnce(),
-) -> BTreeMap<i32, i64> {
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(|| produce(bootstrap, topic, partitions, part));
-        during();
-        producer.join().unwrap_or_else(|_| panic!("the producer thread failed"))
-    })
 }
 
 /// Three `leadscore run` processes in one group on Apache Kafka, joining and leaving while a stream
@@ -366,15 +270,8 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
     let bootstrap = kafka.bootstrap.as_str();
     let names = Names::new("threemembers");
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    let mut members: Vec<Member> = ["a", "b", "c"]
-        .into_iter()
-        .map(|name| {
-            let port = free_port();
-            let config = member_config(bootstrap, &names, dir.path(), name, SPREAD, port);
-            let state = dir.path().join(format!("state-{name}"));
-            Member { name, config, state, port, process: None, runs: Vec::new() }
-        })
-        .collect();
+    let mut members: Vec<Member> =
+        ["a", "b", "c"].into_iter().map(|name| Member::new(bootstrap, &names, dir.path(), name, SPREAD)).collect();
     provision_topics(&members[0].config);
     let events = stream(33, 24_000, 2_400);
     let model = model_of_events(&rules(), SPREAD, &events);
@@ -452,21 +349,14 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
     // Each partition's state is taken from its owner once everything is committed.
     let owners = wait_settled(&members, &[0, 1, 2], SPREAD, settle);
 
-    // All three stop at once, so that none takes over another's partitions on the way out.
-    let statuses: Vec<Option<i32>> = std::thread::scope(|scope| {
-        let stopping: Vec<_> = members.iter_mut().map(|member| scope.spawn(move || member.terminate())).collect();
-        stopping.into_iter().map(|handle| handle.join().unwrap_or_else(|_| panic!("terminate failed"))).collect()
-    });
-    assert_eq!(statuses, [Some(0); 3], "every member stops cleanly on SIGTERM");
+    terminate_all(&mut members);
 
-    let mut owned = Vec::new();
+    let mut owned: Vec<Ownership> = members.iter().flat_map(Member::ownership).collect();
     let mut assignments = BTreeMap::new();
     for member in &members {
-        for (run, (log, end)) in member.runs.iter().enumerate() {
-            let process = format!("{}{}", member.name, run + 1);
+        for (run, (log, _)) in member.runs.iter().enumerate() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
-            assignments.insert(process.clone(), text.matches("partitions assigned").count());
-            owned.extend(ownership(&process, log, end.unwrap_or(i128::MAX)));
+            assignments.insert(format!("{}{}", member.name, run + 1), text.matches("partitions assigned").count());
         }
     }
     let overlaps = overlapping(&owned);

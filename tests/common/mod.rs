@@ -344,6 +344,21 @@ pub fn stream(seed: u64, events: usize, contacts: u64) -> Vec<Event> {
     out
 }
 
+/// Produces `part` on another thread while `during` runs on this one; returns the records per partition.
+pub fn producing(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    part: &[Event],
+    during: impl FnOnce(),
+) -> BTreeMap<i32, i64> {
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| produce(bootstrap, topic, partitions, part));
+        during();
+        producer.join().unwrap_or_else(|_| panic!("the producer thread failed"))
+    })
+}
+
 /// Produces events as JSON to their model partitions; returns the record count per partition.
 pub fn produce(bootstrap: &str, topic: &str, partitions: u32, events: &[Event]) -> BTreeMap<i32, i64> {
     produce_with(client(bootstrap), topic, partitions, events)
@@ -523,8 +538,8 @@ pub fn mock_broker(
 }
 
 /// The mock cluster keeps at most 5 MB (and 100 000 produce batches) per partition and silently drops
-/// the oldest records beyond that. Returns the partitions of `topics` whose log no longer starts at 0,
-/// so a test can tell the broker's loss from leadscore's.
+/// the oldest records beyond that; Kafka deletes old segments by retention. Returns the partitions of
+/// `topics` whose log no longer starts at 0, so a test can tell the broker's loss from leadscore's.
 pub fn truncated_partitions(bootstrap: &str, topics: &[&str]) -> Vec<(String, i32, i64)> {
     let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
     let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
@@ -977,6 +992,123 @@ pub fn overlapping(owned: &[Ownership]) -> Vec<(&Ownership, &Ownership)> {
         }
     }
     overlaps
+}
+
+/// The config of `member` of a test's group: state in `dir/state-<member>`, the HTTP API on `port` (0:
+/// any); returns its path, `dir/<member>.toml`.
+pub fn member_config(bootstrap: &str, names: &Names, dir: &Path, member: &str, partitions: u32, port: u16) -> PathBuf {
+    let path = dir.join(format!("{member}.toml"));
+    let toml = names
+        .config_toml(bootstrap, &dir.join(format!("state-{member}")), partitions)
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
+    path
+}
+
+/// One member of a test's consumer group: a `leadscore run` process that the test starts, kills and
+/// stops again, on one config and state directory, with a log per run for the ownership check.
+pub struct Member {
+    pub name: &'static str,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub port: u16,
+    pub process: Option<Instance>,
+    /// The log of each run of the process, and when the test saw that run end (`None`: still running).
+    pub runs: Vec<(PathBuf, Option<i128>)>,
+}
+
+impl Member {
+    /// A member whose config ([`member_config`]) and state live in `dir`, on a free HTTP port; not started.
+    pub fn new(bootstrap: &str, names: &Names, dir: &Path, name: &'static str, partitions: u32) -> Member {
+        let port = free_port();
+        let config = member_config(bootstrap, names, dir, name, partitions, port);
+        let state = dir.join(format!("state-{name}"));
+        Member { name, config, state, port, process: None, runs: Vec::new() }
+    }
+
+    /// Starts a run, logging to `dir/<name><run>.log`.
+    pub fn start(&mut self, dir: &Path) {
+        let log = dir.join(format!("{}{}.log", self.name, self.runs.len() + 1));
+        self.process = Some(spawn_run(&self.config, &log));
+        self.runs.push((log, None));
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill9();
+        }
+        self.ended();
+    }
+
+    /// SIGTERM; the exit status.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let status = self.process.take().and_then(|mut process| process.terminate(Duration::from_secs(60)));
+        self.ended();
+        status
+    }
+
+    fn ended(&mut self) {
+        if let Some(run) = self.runs.last_mut() {
+            run.1.get_or_insert_with(unix_nanos);
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text =
+            self.runs.last().map(|(log, _)| std::fs::read_to_string(log).unwrap_or_default()).unwrap_or_default();
+        text[text.len().saturating_sub(3000)..].to_owned()
+    }
+
+    /// When each run owned which partitions ([`ownership`]), the runs named `<name><run>`: a1, a2, ...
+    pub fn ownership(&self) -> Vec<Ownership> {
+        let runs = self.runs.iter().enumerate();
+        runs.flat_map(|(run, (log, end))| {
+            ownership(&format!("{}{}", self.name, run + 1), log, end.unwrap_or(i128::MAX))
+        })
+        .collect()
+    }
+}
+
+/// Waits until the running `members` (indices) are ready and share every partition between them, each
+/// partition claimed by exactly one of them; returns each one's partitions.
+pub fn wait_settled(members: &[Member], running: &[usize], partitions: u32, timeout: Duration) -> Vec<Vec<i32>> {
+    let started = Instant::now();
+    let mut last = Vec::new();
+    while started.elapsed() < timeout {
+        last = running.iter().map(|&index| owned_partitions(members[index].port)).collect::<Vec<_>>();
+        let owned: Vec<Vec<i32>> = last.iter().flatten().cloned().collect();
+        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        if owned.len() == running.len()
+            && owned.iter().all(|partitions| !partitions.is_empty())
+            && all == (0..partitions as i32).collect::<Vec<_>>()
+        {
+            return owned;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let tails: Vec<String> =
+        running.iter().map(|&index| format!("{}:\n{}", members[index].name, members[index].log_tail())).collect();
+    panic!(
+        "members {running:?} never shared the partitions (last seen {last:?}); their logs end:\n{}",
+        tails.join("\n")
+    );
+}
+
+/// Stops every member at once with SIGTERM, so that none takes over another's partitions on the way
+/// out, and fails the test unless each exits 0.
+pub fn terminate_all(members: &mut [Member]) {
+    let statuses: Vec<Option<i32>> = std::thread::scope(|scope| {
+        let stopping: Vec<_> = members.iter_mut().map(|member| scope.spawn(move || member.terminate())).collect();
+        stopping.into_iter().map(|handle| handle.join().unwrap_or_else(|_| panic!("terminate failed"))).collect()
+    });
+    let failed: Vec<String> = members
+        .iter()
+        .zip(&statuses)
+        .filter(|(_, status)| **status != Some(0))
+        .map(|(member, status)| format!("{} exited with {status:?}; its log ends:\n{}", member.name, member.log_tail()))
+        .collect();
+    assert!(failed.is_empty(), "every member stops cleanly on SIGTERM:\n{}", failed.join("\n"));
 }
 
 /// Events the instances on `ports` consumed since they started, from their metrics (none from one that
