@@ -221,23 +221,17 @@ pub fn check_record_sizes(config: &Config, rules: &Rules) -> Result<(), AppError
              kafka.librdkafka.\"message.max.bytes\" (and the output topics' max.message.bytes)"
         )));
     }
-    match crate::runtime::record::record_size_bound(rules, config.topics.inputs.len()) {
-        Ok(record) if record + key > limit => Err(AppError::RecordSize(format!(
-            "with history = {} a contact record may take {} bytes, more than kafka message.max.bytes = {limit}: \
-             lower history in the rules file or raise kafka.librdkafka.\"message.max.bytes\" (and the \
+    let record = crate::runtime::record::record_size_bound(rules, config.topics.inputs.len()) + key;
+    if record > limit {
+        return Err(AppError::RecordSize(format!(
+            "with history = {} a contact record may take {record} bytes, more than kafka message.max.bytes = \
+             {limit}: lower history in the rules file or raise kafka.librdkafka.\"message.max.bytes\" (and the \
              changelog's max.message.bytes)",
-            rules.history_limit,
-            record + key
-        ))),
-        Ok(record) => {
-            info!(bytes = record + key, limit, "largest contact record the rules allow");
-            Ok(())
-        }
-        Err(reason) => {
-            warn!(%reason, limit, "contact records have no size bound");
-            Ok(())
-        }
+            rules.history_limit
+        )));
     }
+    info!(bytes = record, limit, "largest contact record the rules allow");
+    Ok(())
 }
 
 /// Runs the processor (and the HTTP server) of an already set-up instance.

@@ -92,12 +92,13 @@ impl StoredContact {
 /// The largest contact record `rules` allow, in bytes, for `inputs` input topics: every group with a
 /// contribution from each of its rules (plus the clamp and manual points), every limited rule counted,
 /// the duplicate window and the history full, and every text field at the decoder's size limit
-/// ([`crate::event::MAX_FIELD_BYTES`]). `Err` names what leaves it unbounded: a step-expiry group keeps
-/// one contribution per firing until it expires, so a rule without a `max_times` limit (or manual points)
-/// on such a group has no bound but the number of events within the expiry time.
-pub fn record_size_bound(rules: &Rules, inputs: usize) -> Result<usize, String> {
+/// ([`crate::event::MAX_FIELD_BYTES`]). A step-expiry group keeps one contribution per firing until it
+/// expires: as many as `max_times` allows for a limited rule, and for rules without a limit and manual
+/// points together at most [`crate::scoring::MAX_UNLIMITED_CONTRIBUTIONS`] (plus one per such rule for the
+/// event that reaches it), beyond which their events are rejected.
+pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
     use crate::rules::{CLAMP_KEY, DecayLaw, MANUAL_KEY};
-    use crate::scoring::{Contribution, GroupScore, HistoryEntry, RuleCount};
+    use crate::scoring::{Contribution, GroupScore, HistoryEntry, MAX_UNLIMITED_CONTRIBUTIONS, RuleCount};
 
     let text = "\u{1}".repeat(crate::event::MAX_FIELD_BYTES);
     let mut state = ContactState::new(rules, "", i64::MAX);
@@ -108,25 +109,30 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> Result<usize, String> 
                 contributions.push(Contribution { source, points: f64::MAX, expires_at_ms: Some(i64::MAX) });
             }
         };
-        let copies = |limit: Option<&crate::rules::Limit>| -> Result<u64, String> {
-            let DecayLaw::Step { expire_after_ms } = group.decay else { return Ok(1) };
-            let Some(limit) = limit else {
-                return Err(format!(
-                    "step-expiry group {:?} has a rule without max_times, so it keeps a contribution per firing",
-                    group.name
-                ));
-            };
-            let windows = match limit.per_ms {
-                Some(per_ms) => (expire_after_ms / per_ms.max(1)) as u64 + 1,
-                None => rules.phases.len().max(1) as u64,
-            };
-            Ok(u64::from(limit.max_times) * windows)
-        };
+        let mut unlimited = u64::from(index == rules.manual_group);
         for rule in rules.rules.iter().filter(|rule| rule.group == Some(index)) {
-            add(rule.key, copies(rule.limit.as_ref())?);
+            let copies = match (group.decay, rule.limit.as_ref()) {
+                (DecayLaw::Step { .. }, None) => {
+                    unlimited += 1;
+                    1
+                }
+                (DecayLaw::Step { expire_after_ms }, Some(limit)) => {
+                    let windows = match limit.per_ms {
+                        Some(per_ms) => (expire_after_ms / per_ms.max(1)) as u64 + 1,
+                        None => rules.phases.len().max(1) as u64,
+                    };
+                    u64::from(limit.max_times) * windows
+                }
+                _ => 1,
+            };
+            add(rule.key, copies);
         }
-        if index == rules.manual_group {
-            add(MANUAL_KEY, copies(None)?);
+        if let DecayLaw::Step { .. } = group.decay
+            && unlimited > 0
+        {
+            add(MANUAL_KEY, MAX_UNLIMITED_CONTRIBUTIONS as u64 + unlimited);
+        } else if index == rules.manual_group {
+            add(MANUAL_KEY, 1);
         }
         add(CLAMP_KEY, 1);
         state.groups[index] = GroupScore { value: f64::MAX, since_ms: i64::MAX, contributions };
@@ -157,7 +163,7 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> Result<usize, String> 
     state.next_timer_ms = Some(i64::MAX);
     state.phase = rules.phases.len().saturating_sub(1);
     let record = StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs] };
-    Ok(record.encode(rules).len())
+    record.encode(rules).len()
 }
 
 /// The largest output `rules` can produce, in bytes, encoded as JSON (`json`) or protobuf: every text
@@ -252,18 +258,21 @@ per = "7d"
     #[test]
     fn the_bound_holds_for_the_fullest_record_and_grows_with_the_history() {
         let bounded = rules(BOUNDED);
-        let bound = record_size_bound(&bounded, 1).unwrap_or_else(|reason| panic!("{reason}"));
+        let bound = record_size_bound(&bounded, 1);
         // Twenty history entries of three 4 KiB texts each dominate it.
         assert!(bound > 20 * 3 * crate::event::MAX_FIELD_BYTES && bound < 1_000_000, "{bound}");
         let longer = rules(&BOUNDED.replace("history = 20", "history = 100"));
-        assert!(record_size_bound(&longer, 1).unwrap_or_default() > 1_000_000);
+        assert!(record_size_bound(&longer, 1) > 1_000_000);
     }
 
     #[test]
-    fn a_step_group_rule_without_a_limit_has_no_bound() {
+    fn a_step_group_rule_without_a_limit_is_bounded_by_the_contribution_cap() {
         let unlimited = rules(&BOUNDED.replace("max_times = 3\nper = \"7d\"\n", ""));
-        let reason = record_size_bound(&unlimited, 1).err().unwrap_or_default();
-        assert!(reason.contains("intent"), "{reason}");
+        let bound = record_size_bound(&unlimited, 1);
+        let limited = record_size_bound(&rules(BOUNDED), 1);
+        // Each contribution takes at least 20 bytes (source, points, expiry and framing).
+        assert!(bound > limited + 20 * crate::scoring::MAX_UNLIMITED_CONTRIBUTIONS, "{bound} vs {limited}");
+        assert!(bound < 1_000_000, "{bound}");
     }
 
     #[test]

@@ -13,6 +13,44 @@ use super::state::{ContactState, HistoryEntry, RuleCount};
 use crate::event::Event;
 use crate::rules::{Effect, Rules};
 
+/// Unexpired contributions a step-expiry group keeps from rules without `max_times` and from manual
+/// points. Such a group keeps one contribution per firing until it expires, so without this a contact's
+/// record would grow with its events until the changelog could no longer take it; an event that would add
+/// one more is rejected (dead-lettered) instead. At about 30 bytes each this is 150 KB of record.
+pub const MAX_UNLIMITED_CONTRIBUTIONS: usize = 5_000;
+
+/// Refuses an event that would credit a step-expiry group already holding
+/// [`MAX_UNLIMITED_CONTRIBUTIONS`] unexpired contributions, through a rule without a limit (`rule`) or a
+/// manual adjustment (`None`).
+pub(super) fn within_record_bound(
+    rules: &Rules,
+    state: &ContactState,
+    group: usize,
+    rule: Option<usize>,
+    at_ms: i64,
+) -> Result<(), String> {
+    let (Some(spec), Some(score)) = (rules.groups.get(group), state.groups.get(group)) else { return Ok(()) };
+    if !matches!(spec.decay, crate::rules::DecayLaw::Step { .. }) {
+        return Ok(());
+    }
+    if rule.is_some_and(|index| rules.rules[index].limit.is_some()) {
+        return Ok(());
+    }
+    let live = score.contributions.iter().filter(|c| c.expires_at_ms.is_none_or(|end| end > at_ms)).count();
+    if live < MAX_UNLIMITED_CONTRIBUTIONS {
+        return Ok(());
+    }
+    let source = match rule {
+        Some(index) => format!("rule {:?} has no max_times", rules.rules[index].id),
+        None => "manual points have no limit".to_owned(),
+    };
+    Err(format!(
+        "the contact holds {live} unexpired contributions in step-expiry group {:?}, the most its record keeps, \
+         and {source}",
+        spec.name
+    ))
+}
+
 /// Whether rule `index` may fire again for this contact at `at_ms`.
 pub(super) fn within_limit(rules: &Rules, state: &ContactState, index: usize, at_ms: i64) -> bool {
     let rule = &rules.rules[index];

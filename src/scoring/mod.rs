@@ -17,6 +17,7 @@ mod view;
 
 pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
+pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
 pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};
 pub use view::{ContactView, ExplanationLine, GroupView, HistoryView};
@@ -170,6 +171,9 @@ fn plan(rules: &Rules, state: Option<&ContactState>, event: &Event, at_ms: i64) 
                 Some(name) => rules.group_index(name).ok_or_else(|| format!("unknown group {name:?}"))?,
                 None => rules.manual_group,
             };
+            if let Some(state) = state {
+                fire::within_record_bound(rules, state, group, None, at_ms)?;
+            }
             Ok(Plan::Manual(group))
         }
         REQUALIFY => {
@@ -185,6 +189,13 @@ fn plan(rules: &Rules, state: Option<&ContactState>, event: &Event, at_ms: i64) 
                     rule.matches(event) && state.is_none_or(|state| fire::within_limit(rules, state, *index, at_ms))
                 })
                 .collect();
+            if let Some(state) = state {
+                for &index in &firing {
+                    if let Some(group) = rules.rules[index].group {
+                        fire::within_record_bound(rules, state, group, Some(index), at_ms)?;
+                    }
+                }
+            }
             // By id, not by file order: the rules of one event act together, in an order of their own.
             firing.sort_unstable_by(|a, b| rules.rules[*a].id.cmp(&rules.rules[*b].id));
             Ok(if firing.is_empty() { Plan::Nothing } else { Plan::Rules(firing) })

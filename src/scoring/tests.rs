@@ -973,3 +973,42 @@ proptest! {
         prop_assert!(before - at <= 1e-6 * level.max(1.0), "{before} - {at}");
     }
 }
+
+#[test]
+fn an_unlimited_rule_on_a_step_group_stops_at_the_contribution_cap() {
+    let rules = Rules::parse(
+        r#"
+[[groups]]
+name = "intent"
+decay = "step"
+expire_after = "1d"
+[[phases]]
+name = "lead"
+[[rules]]
+id = "ping"
+on = "ping"
+group = "intent"
+points = 1
+"#,
+        Path::new("cap.toml"),
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    let mut state = None;
+    for index in 0..MAX_UNLIMITED_CONTRIBUTIONS as i64 {
+        let applied = apply(&rules, state, &event(&format!("e{index}"), "ping", T0 + index));
+        assert!(matches!(applied.outcome, Outcome::Scored), "{index}: {:?}", applied.outcome);
+        state = applied.state;
+    }
+    let full = T0 + MAX_UNLIMITED_CONTRIBUTIONS as i64;
+    let refused = apply(&rules, state.clone(), &event("over", "ping", full));
+    assert!(
+        matches!(&refused.outcome, Outcome::Rejected(reason) if reason.contains("\"ping\" has no max_times")),
+        "{:?}",
+        refused.outcome
+    );
+    assert_eq!(refused.state, state, "a rejected event changes nothing");
+    assert!(refused.outputs.is_empty());
+    // Once the first contributions expired, the rule fires again.
+    let later = apply(&rules, state, &event("later", "ping", T0 + DAY + 10));
+    assert!(matches!(later.outcome, Outcome::Scored), "{:?}", later.outcome);
+}
