@@ -1,7 +1,8 @@
 //! Changing rules: `leadscore replay` over a stream on the mock cluster equals a fresh offline scoring
 //! with the new rules and leaves the live group alone; the offline diff report is right on a crafted case;
 //! a hot reload of `leadscore run` switches versions between batches with no event scored twice or
-//! skipped; an invalid reload keeps the rules in force.
+//! skipped; an invalid reload keeps the rules in force. On Apache Kafka, a replay from a time starts at
+//! the first record after it.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
@@ -276,4 +277,44 @@ fn an_invalid_rules_file_is_rejected_and_the_rules_in_force_stay() {
     compare_states(&model, &stored_states(&old, &dir.path().join("db")));
     let log = std::fs::read_to_string(&process.log).unwrap_or_default();
     assert!(!log.contains("rules applied"), "the rules in force stayed");
+}
+
+/// `--from` a time finds its offsets with ListOffsets by timestamp, which Apache Kafka answers from the
+/// records' timestamps: a replay from a time between two halves of a stream reads the second half alone,
+/// and publishes what a fresh scoring of that half gives.
+#[test]
+fn on_kafka_a_replay_from_a_time_reads_the_records_after_it() {
+    let kafka = shared_kafka();
+    let names = Names::new("replaytime");
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let config_path =
+        write(dir.path(), "live.toml", &names.config_toml(&kafka.bootstrap, &dir.path().join("db"), PARTITIONS));
+    provision_topics(&config_path);
+    let events = stream(37, 2_000, 200);
+    let (early, late) = events.split_at(800);
+    produce(&kafka.bootstrap, &names.input, PARTITIONS, early);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let from = leadscore::event::format_rfc3339(now.as_millis() as i64);
+    std::thread::sleep(Duration::from_millis(1_100));
+    produce(&kafka.bootstrap, &names.input, PARTITIONS, late);
+
+    let prefix = "fromtime.";
+    let replay = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["replay", "--rules"])
+        .arg(manifest("examples/rules.toml"))
+        .arg("--config")
+        .arg(&config_path)
+        .args(["--from", &from, "--output-prefix", prefix])
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run leadscore replay: {err}"));
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(stdout.contains(&format!("replayed {} records", late.len())), "from {from}: {stdout}");
+
+    let shadow: Vec<String> = names.outputs().iter().map(|topic| format!("{prefix}{topic}")).collect();
+    let shadow: Vec<&str> = shadow.iter().map(String::as_str).collect();
+    let published = read_all(&kafka.bootstrap, &shadow, Duration::from_secs(2));
+    let lines: Vec<Vec<u8>> = late.iter().map(json::encode).collect();
+    assert_eq!(compare_outputs(&model(&rules(), PARTITIONS, &lines), &published), 0);
 }

@@ -11,7 +11,7 @@ use prost::Message;
 
 use crate::proto::v1;
 use crate::rules::Rules;
-use crate::scoring::{ContactState, OutputBody, codec};
+use crate::scoring::{ContactState, OutputBody, codec, codec_write};
 
 /// Which output topic a payload goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,13 +65,9 @@ impl StoredContact {
 
     /// Encodes the record.
     pub fn encode(&self, rules: &Rules) -> Vec<u8> {
-        let mut message = match &self.state {
-            Some(state) => codec::to_proto(rules, state),
-            None => v1::ContactState { format: codec::STATE_FORMAT, erased: true, ..Default::default() },
-        };
-        message.offsets =
-            self.offsets.iter().map(|(topic, offset)| v1::InputOffset { topic: *topic, offset: *offset }).collect();
-        message.encode_to_vec()
+        let mut out = Vec::with_capacity(256);
+        codec_write::write_record(rules, self.state.as_ref(), &self.offsets, &mut out);
+        out
     }
 
     /// Decodes a record written by [`StoredContact::encode`].

@@ -27,7 +27,8 @@ pub enum CodecError {
     },
 }
 
-/// Converts a state to its protobuf message (the runtime adds its bookkeeping before encoding).
+/// Converts a state to its protobuf message: the reference [`super::codec_write`] is tested against.
+#[cfg(test)]
 pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
     v1::ContactState {
         format: STATE_FORMAT,
@@ -135,7 +136,9 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
 
 /// Encodes a state on its own (no runtime bookkeeping).
 pub fn encode(rules: &Rules, state: &ContactState) -> Vec<u8> {
-    to_proto(rules, state).encode_to_vec()
+    let mut out = Vec::with_capacity(256);
+    super::codec_write::write_record(rules, Some(state), &[], &mut out);
+    out
 }
 
 /// Decodes bytes written by [`encode`] or by the runtime.

@@ -7,6 +7,7 @@
 
 mod attribution;
 pub mod codec;
+pub mod codec_write;
 mod crossing;
 mod emit;
 mod fire;

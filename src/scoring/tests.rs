@@ -631,6 +631,77 @@ fn the_codec_round_trips_and_refuses_garbage() {
     assert_eq!(codec::decode(&rules, "x", &bytes), Err(codec::CodecError::UnknownFormat { found: 99 }));
 }
 
+/// The bytes prost writes for the message `to_proto` builds, plus the runtime's offsets and erasure.
+fn prost_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i64)]) -> Vec<u8> {
+    use crate::proto::v1;
+    let mut message = match state {
+        Some(state) => codec::to_proto(rules, state),
+        None => v1::ContactState { format: codec::STATE_FORMAT, erased: true, ..Default::default() },
+    };
+    message.offsets = offsets.iter().map(|&(topic, offset)| v1::InputOffset { topic, offset }).collect();
+    prost::Message::encode_to_vec(&message)
+}
+
+fn written_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i64)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec_write::write_record(rules, state, offsets, &mut out);
+    out
+}
+
+#[test]
+fn the_record_writer_writes_what_prost_writes_at_the_edges() {
+    let rules = example_rules();
+    let mut state = ContactState::new(&rules, "c", i64::MIN);
+    state.phase = rules.phases.len() - 1;
+    state.fired = vec![true; rules.thresholds.len()];
+    state.groups[0] = GroupScore {
+        value: -0.0,
+        since_ms: -1,
+        contributions: vec![
+            Contribution { source: 0, points: f64::MAX, expires_at_ms: Some(0) },
+            Contribution { source: u32::MAX, points: -1.5, expires_at_ms: Some(i64::MIN) },
+            Contribution { source: 7, points: 0.0, expires_at_ms: None },
+        ],
+    };
+    state.groups[1].value = f64::MIN_POSITIVE;
+    state.rule_counts = vec![
+        RuleCount { rule: 0, count: 0, window_start_ms: 0 },
+        RuleCount { rule: 1, count: u32::MAX, window_start_ms: i64::MAX },
+    ];
+    state.disqualified = Some(String::new());
+    state.recent_ids = [0, u64::MAX].into_iter().collect();
+    state.history = [
+        HistoryEntry {
+            source: 0,
+            event_id: String::new(),
+            ts_ms: 0,
+            delta: 0.0,
+            value_after: -0.0,
+            group: 0,
+            reason: Some(String::new()),
+            actor: None,
+        },
+        HistoryEntry {
+            source: 3,
+            event_id: "é".repeat(100),
+            ts_ms: -5,
+            delta: 1e300,
+            value_after: 2.5,
+            group: u32::MAX,
+            reason: None,
+            actor: Some("a".repeat(300)),
+        },
+    ]
+    .into_iter()
+    .collect();
+    state.next_timer_ms = Some(0);
+    let offsets = [(0, 0), (u32::MAX, -1), (5, i64::MAX)];
+    assert_eq!(written_record(&rules, Some(&state), &offsets), prost_record(&rules, Some(&state), &offsets));
+    assert_eq!(written_record(&rules, None, &offsets), prost_record(&rules, None, &offsets));
+    let fresh = ContactState::new(&rules, "c", 0);
+    assert_eq!(written_record(&rules, Some(&fresh), &[]), prost_record(&rules, Some(&fresh), &[]));
+}
+
 // ---- Property tests ------------------------------------------------------------------------------------
 
 const KINDS: [&str; 12] = [
@@ -869,6 +940,17 @@ proptest! {
         let (v1, v2) = (score.value_at(group, early), score.value_at(group, late));
         prop_assert!(v2.abs() <= v1.abs() + 1e-12, "{v1} then {v2}");
         prop_assert!(v1 == 0.0 || v2 == 0.0 || v1.signum() == v2.signum(), "{v1} then {v2}");
+    }
+
+    #[test]
+    fn the_record_writer_writes_what_prost_writes(events in arb_stream(60), topic in any::<u32>(), offset in any::<i64>()) {
+        let rules = example_rules();
+        let mut store = MemoryStore::default();
+        run_stream(&rules, &mut PartitionStream::new(TimerClock::StreamTime), &mut store, &events);
+        for state in store.contacts().values() {
+            let offsets = [(topic, offset)];
+            prop_assert_eq!(written_record(&rules, Some(state), &offsets), prost_record(&rules, Some(state), &offsets));
+        }
     }
 
     #[test]
