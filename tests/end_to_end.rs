@@ -169,14 +169,7 @@ fn rebalance_after_a_death(bootstrap: &str, names: &Names, dir: &Path, broker: &
     let (first, second) = events.split_at(events.len() / 2);
     let mut expected = produce(bootstrap, &names.input, PARTITIONS, first);
     let port_b = free_port();
-    let config = |member: &str, port: u16| {
-        let path = dir.join(format!("{member}.toml"));
-        let toml = names
-            .config_toml(bootstrap, &dir.join(format!("state-{member}")), PARTITIONS)
-            .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-        std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
-        path
-    };
+    let config = |member: &str, port: u16| member_config(bootstrap, names, dir, member, PARTITIONS, port);
     let mut a = spawn_run(&config("a", 0), &dir.join("a.log"));
     let mut b = spawn_run(&config("b", port_b), &dir.join("b.log"));
     wait_for(Duration::from_secs(60), || {

@@ -39,6 +39,28 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Runs `leadscore replay --rules RULES --config CONFIG ARGS…`, which must succeed; returns its output.
+fn replay(rules: &Path, config: &Path, args: &[&str]) -> String {
+    let replay = Command::new(env!("CARGO_BIN_EXE_leadscore"))
+        .args(["replay", "--rules"])
+        .arg(rules)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run leadscore replay: {err}"));
+    let stdout = String::from_utf8_lossy(&replay.stdout).into_owned();
+    assert!(replay.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&replay.stderr));
+    stdout
+}
+
+/// Everything published on the shadow output topics of `prefix`.
+fn shadow_outputs(bootstrap: &str, names: &Names, prefix: &str) -> Vec<ReadRecord> {
+    let shadow: Vec<String> = names.outputs().iter().map(|topic| format!("{prefix}{topic}")).collect();
+    let shadow: Vec<&str> = shadow.iter().map(String::as_str).collect();
+    read_all(bootstrap, &shadow, Duration::from_secs(2))
+}
+
 fn parse(text: &str) -> Rules {
     Rules::parse(text, Path::new("rules.toml")).unwrap_or_else(|err| panic!("{err}"))
 }
@@ -77,22 +99,11 @@ fn a_replay_equals_fresh_scoring_with_the_new_rules_and_leaves_the_live_group_al
     let live_outputs = read_all(&bootstrap, &names.outputs(), Duration::from_secs(2)).len();
 
     let new_path = write(dir.path(), "new.toml", &new_text);
-    let replay = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args(["replay", "--rules"])
-        .arg(&new_path)
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--from", "earliest", "--output-prefix", prefix, "--top", "5"])
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run leadscore replay: {err}"));
-    let stdout = String::from_utf8_lossy(&replay.stdout);
-    assert!(replay.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&replay.stderr));
+    let stdout = replay(&new_path, &config_path, &["--from", "earliest", "--output-prefix", prefix, "--top", "5"]);
     assert!(stdout.contains(&format!("replayed {} records", events.len())), "{stdout}");
 
     // The shadow topics hold exactly what a fresh offline scoring with the new rules gives.
-    let shadow: Vec<String> = names.outputs().iter().map(|topic| format!("{prefix}{topic}")).collect();
-    let shadow: Vec<&str> = shadow.iter().map(String::as_str).collect();
-    let published = read_all(&bootstrap, &shadow, Duration::from_secs(2));
+    let published = shadow_outputs(&bootstrap, &names, prefix);
     let fresh = model(&new, PARTITIONS, &lines);
     assert_eq!(compare_outputs(&fresh, &published), 0, "a replay publishes each output once");
     assert!(published.iter().all(|(_, _, payload, _)| {
@@ -300,21 +311,10 @@ fn on_kafka_a_replay_from_a_time_reads_the_records_after_it() {
     produce(&kafka.bootstrap, &names.input, PARTITIONS, late);
 
     let prefix = "fromtime.";
-    let replay = Command::new(env!("CARGO_BIN_EXE_leadscore"))
-        .args(["replay", "--rules"])
-        .arg(manifest("examples/rules.toml"))
-        .arg("--config")
-        .arg(&config_path)
-        .args(["--from", &from, "--output-prefix", prefix])
-        .output()
-        .unwrap_or_else(|err| panic!("cannot run leadscore replay: {err}"));
-    let stdout = String::from_utf8_lossy(&replay.stdout);
-    assert!(replay.status.success(), "replay failed: {stdout}\n{}", String::from_utf8_lossy(&replay.stderr));
+    let stdout = replay(&manifest("examples/rules.toml"), &config_path, &["--from", &from, "--output-prefix", prefix]);
     assert!(stdout.contains(&format!("replayed {} records", late.len())), "from {from}: {stdout}");
 
-    let shadow: Vec<String> = names.outputs().iter().map(|topic| format!("{prefix}{topic}")).collect();
-    let shadow: Vec<&str> = shadow.iter().map(String::as_str).collect();
-    let published = read_all(&kafka.bootstrap, &shadow, Duration::from_secs(2));
+    let published = shadow_outputs(&kafka.bootstrap, &names, prefix);
     let lines: Vec<Vec<u8>> = late.iter().map(json::encode).collect();
     assert_eq!(compare_outputs(&model(&rules(), PARTITIONS, &lines), &published), 0);
 }
