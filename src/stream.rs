@@ -119,11 +119,8 @@ impl PartitionStream {
     /// Fires every timer due at `now_ms`, in time order.
     pub fn fire_due(&mut self, rules: &Rules, store: &mut impl ContactStore, now_ms: i64) -> Vec<Output> {
         let mut outputs = Vec::new();
-        while let Some((due, contact)) = self.timers.first().cloned() {
-            if due > now_ms {
-                break;
-            }
-            self.timers.pop_first();
+        while self.timers.first().is_some_and(|(due, _)| *due <= now_ms) {
+            let Some((due, contact)) = self.timers.pop_first() else { break };
             let Some(state) = store.take(&contact) else {
                 continue;
             };

@@ -116,7 +116,7 @@ impl ContactStore for BatchStore<'_> {
     }
 
     fn save(&mut self, state: ContactState) {
-        match self.entry(&state.contact.clone()) {
+        match self.entry(&state.contact) {
             Ok(entry) => {
                 entry.stored.state = Some(state);
                 entry.dirty = true;
