@@ -108,6 +108,6 @@ pub(crate) fn restore_all(
         records,
         seconds,
         records_per_second: records as f64 / seconds,
-        state_bytes_per_contact: super::child::dir_bytes(dir) as f64 / contacts.max(1) as f64,
+        state_bytes_per_contact: super::child::dir_bytes(dir) as f64 / records.max(1) as f64,
     })
 }
