@@ -1,24 +1,54 @@
 //! Item globs: `*` matches any run of characters, `?` exactly one. No allocation per match.
 
+use memchr::memmem::Finder;
+
 /// A compiled glob pattern over an event's `item`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Glob {
     pattern: Box<[char]>,
-    literal: bool,
+    shape: Shape,
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Glob) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+/// What a pattern needs to be matched with.
+#[derive(Debug, Clone)]
+enum Shape {
+    /// No wildcards: equality.
+    Literal(String),
+    /// `*` only: the texts between the stars, found in order by substring search.
+    Stars(Vec<Finder<'static>>),
+    /// `?` too: a walk character by character.
+    Wildcards,
 }
 
 impl Glob {
-    /// Compiles a pattern; a pattern without wildcards compares by equality.
+    /// Compiles a pattern.
     pub fn new(pattern: &str) -> Self {
-        let literal = !pattern.contains(['*', '?']);
-        Glob { pattern: pattern.chars().collect(), literal }
+        let shape = if !pattern.contains(['*', '?']) {
+            Shape::Literal(pattern.to_owned())
+        } else if !pattern.contains('?') {
+            Shape::Stars(pattern.split('*').map(|part| Finder::new(part).into_owned()).collect())
+        } else {
+            Shape::Wildcards
+        };
+        Glob { pattern: pattern.chars().collect(), shape }
     }
 
     /// Whether `text` matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
-        if self.literal {
-            return self.pattern.len() == text.chars().count() && self.pattern.iter().copied().eq(text.chars());
+        match &self.shape {
+            Shape::Literal(literal) => literal == text,
+            Shape::Stars(parts) => stars_match(parts, text),
+            Shape::Wildcards => self.walk(text),
         }
+    }
+
+    fn walk(&self, text: &str) -> bool {
         // Greedy match with one backtrack point: the classic linear-time wildcard algorithm.
         let text: &str = text;
         let mut pattern_at = 0;
@@ -55,6 +85,20 @@ impl Glob {
     }
 }
 
+/// A pattern of literal parts joined by `*` (at least two parts): the first is a prefix, the last a
+/// suffix, and those between are found leftmost first, which is enough when only stars join them.
+fn stars_match(parts: &[Finder<'static>], text: &str) -> bool {
+    let (Some((first, rest)), Some(last)) = (parts.split_first(), parts.last()) else { return false };
+    let Some(mut remaining) = text.as_bytes().strip_prefix(first.needle()) else { return false };
+    for part in &rest[..rest.len().saturating_sub(1)] {
+        match part.find(remaining) {
+            Some(at) => remaining = &remaining[at + part.needle().len()..],
+            None => return false,
+        }
+    }
+    remaining.ends_with(last.needle())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Glob;
@@ -76,6 +120,14 @@ mod tests {
         ];
         for (pattern, text, expected) in cases {
             assert_eq!(Glob::new(pattern).matches(text), expected, "{pattern} vs {text}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn star_patterns_match_as_the_walk_does(pattern in "[ab*]{0,6}", text in "[ab]{0,8}") {
+            let glob = Glob::new(&pattern);
+            proptest::prop_assert_eq!(glob.matches(&text), glob.walk(&text), "{} vs {}", pattern, text);
         }
     }
 }
