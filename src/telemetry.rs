@@ -54,6 +54,8 @@ pub const RESTORED_RECORDS_TOTAL: &str = "leadscore_restore_records_total";
 pub const RESTORING_PARTITIONS: &str = "leadscore_restoring_partitions";
 /// Contacts with a pending decay timer.
 pub const PENDING_TIMERS: &str = "leadscore_pending_timers";
+/// Bytes the record cache holds (estimated).
+pub const RECORD_CACHE_BYTES: &str = "leadscore_record_cache_bytes";
 /// Decay timers fired by the ticker.
 pub const TIMERS_FIRED_TOTAL: &str = "leadscore_timers_fired_total";
 /// Rebalances seen, by `kind` (assign, revoke).
@@ -132,6 +134,7 @@ pub fn describe() {
     describe_counter!(RESTORED_RECORDS_TOTAL, Unit::Count, "Changelog records restored.");
     describe_gauge!(RESTORING_PARTITIONS, Unit::Count, "Partitions still restoring from the changelog.");
     describe_gauge!(PENDING_TIMERS, Unit::Count, "Contacts with a pending decay timer.");
+    describe_gauge!(RECORD_CACHE_BYTES, Unit::Bytes, "Decoded contact records held in memory, estimated.");
     describe_counter!(TIMERS_FIRED_TOTAL, Unit::Count, "Decay timers fired by the wall-clock ticker.");
     describe_counter!(REBALANCES_TOTAL, Unit::Count, "Consumer-group rebalances, by kind.");
     describe_counter!(RULE_FIRES_TOTAL, Unit::Count, "Rule firings, by rule.");

@@ -246,6 +246,7 @@ impl<'a> Processor<'a> {
                 histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 let pending: usize = self.tasks.values().map(PartitionTask::pending_timers).sum();
                 gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
+                gauge!(telemetry::RECORD_CACHE_BYTES).set(self.settings.task.record_cache.used() as f64);
                 self.summary.records += count as u64;
                 self.status.events.fetch_add(count as u64, Ordering::Relaxed);
             }

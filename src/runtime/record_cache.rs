@@ -11,9 +11,10 @@
 //! batch, evicts its own oldest written records while the instance is over budget. Record sizes are
 //! estimates from the encoded size (see [`memory_estimate`]).
 
-use foldhash::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use foldhash::HashMap;
 
 use super::record::StoredContact;
 use crate::rules::Rules;
@@ -90,7 +91,7 @@ impl RecordCache {
         Some(cached)
     }
 
-    /// Puts a record (back) in, as used now.
+    /// Puts a record (back) in, as used now; `pending` is the batch whose write it waits for.
     pub fn put(&mut self, contact: String, stored: StoredContact, pending: Option<u64>, bytes: usize) {
         self.uses += 1;
         let cached = Cached { stored, pending, bytes, last_use: self.uses };
@@ -100,6 +101,8 @@ impl RecordCache {
 
     /// Marks the records of batches up to `sequence` as written to RocksDB.
     pub fn written(&mut self, sequence: u64) {
+        // A scan of the task's records: with batches of thousands of events it costs less per event than
+        // keeping a list of the pending ones would.
         for cached in self.entries.values_mut() {
             if cached.pending.is_some_and(|batch| batch <= sequence) {
                 cached.pending = None;
@@ -148,6 +151,7 @@ impl RecordCache {
     }
 
     /// Records cached.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -189,6 +193,20 @@ mod tests {
         cache.written(1);
         assert!(budget.used() <= 875, "{}", budget.used());
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_record_changed_again_waits_for_its_newest_batch() {
+        let budget = CacheBudget::new(100);
+        let mut cache = RecordCache::new(budget.clone());
+        cache.put("a".into(), record(), Some(1), 500);
+        let taken = cache.take("a").map(|cached| cached.stored).unwrap_or_else(record);
+        cache.put("a".into(), taken, Some(2), 500);
+        cache.written(1);
+        assert_eq!(cache.len(), 1, "still pending batch 2");
+        cache.written(2);
+        assert_eq!(cache.len(), 0);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

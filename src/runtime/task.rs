@@ -246,11 +246,6 @@ impl PartitionTask {
         self.cache.written(sequence);
     }
 
-    /// Contact records in the cache.
-    pub fn cached_records(&self) -> usize {
-        self.cache.len()
-    }
-
     /// Re-reads the cached records under rules that replace `old`.
     pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), TaskError> {
         self.cache.adopt_rules(old, new).map_err(|source| TaskError::Corrupt { partition: self.partition, source })
