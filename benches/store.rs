@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use leadscore::event::input::InputDecoder;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
 use leadscore::rules::Rules;
@@ -84,12 +85,17 @@ fn engine_rocksdb(c: &mut Criterion) {
         let (_dir, store) = open_store();
         let settings = TaskSettings {
             inputs: vec!["events".into()],
-            input_format: format,
+            decoders: [match format {
+                WireFormat::Json => InputDecoder::Json,
+                WireFormat::Protobuf => InputDecoder::Protobuf,
+            }]
+            .into(),
             output_format: format,
             limits: DecodeLimits::default(),
             max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
             clock: TimerClock::StreamTime,
             record_cache: CacheBudget::default(),
+            registry: None,
         };
         let task =
             RefCell::new(PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}")));

@@ -12,6 +12,7 @@
 
 use std::path::Path;
 
+use leadscore::event::input::InputDecoder;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
 use leadscore::rules::Rules;
@@ -56,12 +57,17 @@ fn main() {
     let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let settings = TaskSettings {
         inputs: vec!["events".into()],
-        input_format: format,
+        decoders: [match format {
+            WireFormat::Json => InputDecoder::Json,
+            WireFormat::Protobuf => InputDecoder::Protobuf,
+        }]
+        .into(),
         output_format: format,
         limits: DecodeLimits::default(),
         max_record_bytes: leadscore::config::LIBRDKAFKA_MESSAGE_MAX_BYTES,
         clock: TimerClock::StreamTime,
         record_cache: CacheBudget::default(),
+        registry: None,
     };
     let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));
     let mut generator = EventGenerator::new(5, 100_000, 1_772_366_400_000, 1_000);

@@ -20,6 +20,7 @@ use crate::runtime::record_cache::CacheBudget;
 use crate::runtime::status::Status;
 use crate::runtime::task::{TaskSettings, WireFormat};
 use crate::runtime::{self, ProcessorError, ProcessorSettings, RunSummary};
+use crate::schema_registry::SchemaRegistry;
 use crate::store::{RocksOptions, RocksStore, StateStore, StoreError};
 use crate::stream::TimerClock;
 
@@ -35,6 +36,9 @@ pub enum AppError {
     /// The state directory cannot be used.
     #[error("state directory: {0}")]
     Store(#[from] StoreError),
+    /// An input topic's mapping is invalid.
+    #[error("{0}")]
+    Input(String),
     /// The topics are missing or mis-partitioned.
     #[error("topics: {0}")]
     Topics(String),
@@ -101,20 +105,20 @@ pub fn rules_source(config: &Config) -> RulesSource {
     RulesSource { path: config.rules.path.clone(), history: config.state.history }
 }
 
-/// The processor settings a config gives.
-pub fn processor_settings(config: &Config) -> ProcessorSettings {
+/// The processor settings a config gives; the error names an input mapping that does not compile.
+pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError> {
     let wire = |format: Format| match format {
         Format::Json => WireFormat::Json,
         Format::Protobuf => WireFormat::Protobuf,
     };
     let topics = &config.topics;
-    ProcessorSettings {
+    Ok(ProcessorSettings {
         consumer: config.kafka.consumer_config(),
         producer: config.kafka.producer_config(),
         client: config.kafka.client_config(),
         task: TaskSettings {
             inputs: topics.inputs.clone(),
-            input_format: wire(config.input.format),
+            decoders: config.input.decoders(&topics.inputs).map_err(AppError::Input)?.into(),
             output_format: wire(config.output.format),
             limits: DecodeLimits { max_bytes: config.input.max_bytes as usize, ..DecodeLimits::default() },
             max_record_bytes: config.kafka.message_max_bytes(),
@@ -123,6 +127,7 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
                 Clock::Stream => TimerClock::StreamTime,
             },
             record_cache: CacheBudget::new((config.state.record_cache_mb as usize) << 20),
+            registry: config.input.schema_registry.as_deref().map(|url| Arc::new(SchemaRegistry::new(url))),
         },
         topics: SinkTopics {
             score_changed: topics.score_changed.clone(),
@@ -146,7 +151,7 @@ pub fn processor_settings(config: &Config) -> ProcessorSettings {
                 crate::hashing::name_key(&format!("{}\n{}", config.kafka.client_id, config.state.dir.display()))
             )),
         },
-    }
+    })
 }
 
 /// The topics a config needs, with their roles.
@@ -240,11 +245,11 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         .await
         .map_err(|reason| AppError::Http { address: instance.config.http.listen.to_string(), reason })?;
     let stop = Arc::new(AtomicBool::new(false));
+    let settings = processor_settings(&instance.config)?;
     let processor = {
         let instance = instance.clone();
         let stop = stop.clone();
         std::thread::Builder::new().name("processor".into()).spawn(move || {
-            let settings = processor_settings(&instance.config);
             runtime::run(&settings, &instance.rules, &instance.store, &instance.status, &instance.insights, &stop)
         })
     }

@@ -63,8 +63,8 @@ pub const OUTPUT_KINDS: [&str; 4] = ["score_changed", "threshold_crossed", "phas
 
 /// Dead-letter reasons, the `reason` label of `leadscore_dlq_records_total`: the decoder's error kinds,
 /// a key that is not the contact id, and events the rules reject.
-pub const DLQ_REASONS: [&str; 7] =
-    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "rejected"];
+pub const DLQ_REASONS: [&str; 8] =
+    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "schema", "rejected"];
 
 /// The class of an event type.
 pub fn event_class(kind: &str) -> usize {

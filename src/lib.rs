@@ -8,7 +8,8 @@
 //! The scoring core is pure (no clock, no I/O); everything else moves bytes around it.
 //!
 //! Core:
-//! - [`event`]: the event model and its JSON and protobuf decoders, with typed errors per field.
+//! - [`event`]: the event model and its JSON and protobuf decoders, with typed errors per field; the
+//!   mappings from Segment, CloudEvents, Snowplow, Debezium or any JSON shape; Schema Registry framing.
 //! - [`rules`]: the rules file (TOML), validated with file:line:column errors and compiled to indices.
 //! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations,
 //!   outputs and the stored-state codec.
@@ -25,6 +26,7 @@
 //! - [`store`]: byte-level state storage behind a trait: RocksDB, and in memory for tests.
 //! - [`runtime`]: the processor: per-partition tasks, contact records, rebalances, readiness.
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
+//! - [`schema_registry`]: schema ids of framed records, resolved against a Confluent-compatible registry.
 //! - [`http`]: the contact, leaderboard and rules API, health checks and Prometheus metrics.
 //! - [`inspect`]: `leadscore inspect`: one contact read from a state directory.
 //! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.
@@ -74,6 +76,8 @@ pub mod runtime;
 pub mod runtime {
     pub mod record;
 }
+#[cfg(feature = "runtime")]
+pub mod schema_registry;
 pub mod scoring;
 #[cfg(feature = "runtime")]
 pub mod store;

@@ -32,10 +32,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a rules file and print a summary.
+    /// Validate a rules file and print a summary; or, with --config and --sample, show what each record of
+    /// a sample becomes under an input topic's format and mapping.
     Check {
         /// The rules file (TOML).
-        file: PathBuf,
+        #[arg(required_unless_present = "sample")]
+        file: Option<PathBuf>,
+        /// The config file whose input mapping maps the sample.
+        #[arg(long, requires = "sample")]
+        config: Option<PathBuf>,
+        /// Source records, one per line (JSON, or Snowplow TSV).
+        #[arg(long, requires = "config")]
+        sample: Option<PathBuf>,
+        /// The input topic whose mapping applies; needed when the config maps more than one.
+        #[arg(long)]
+        topic: Option<String>,
     },
     /// Score a JSON-lines event export offline, writing outputs as JSON lines.
     Score {
@@ -244,7 +255,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Pipe { config, to } => pipe(&config, &to),
         Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
-        Command::Check { file } => check(&file),
+        Command::Check { file: Some(file), sample: None, .. } => check(&file),
+        Command::Check { config, sample, topic, .. } => check_sample(config.as_deref(), sample.as_deref(), topic),
         Command::Replay {
             rules,
             config,
@@ -439,6 +451,45 @@ async fn shutdown_signal() {
 }
 
 /// Loads a config file, or prints why it is bad (file:line:column) and gives the exit status.
+fn check_sample(config: Option<&Path>, sample: Option<&Path>, topic: Option<String>) -> anyhow::Result<ExitCode> {
+    let (Some(config_path), Some(sample_path)) = (config, sample) else {
+        eprintln!("error: --sample needs --config");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    };
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let topic = match topic {
+        Some(topic) => topic,
+        None if config.topics.inputs.len() == 1 => config.topics.inputs[0].clone(),
+        None => {
+            eprintln!("error: the config has input topics {:?}; name one with --topic", config.topics.inputs);
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    if !config.topics.inputs.contains(&topic) {
+        eprintln!("error: {topic:?} is not one of the config's input topics {:?}", config.topics.inputs);
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    }
+    let decoder = match leadscore::event::input::InputDecoder::for_topic(&config.input.topic(&topic)) {
+        Ok(decoder) => decoder,
+        Err(err) => {
+            eprintln!("error: input.topics.{topic:?}: {err}");
+            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    let sample = std::fs::read(sample_path)?;
+    let limits = leadscore::event::DecodeLimits { max_bytes: config.input.max_bytes as usize, ..Default::default() };
+    let file = sample_path.display().to_string();
+    let mut out = std::io::stdout().lock();
+    let format = config.input.topic(&topic).format.name();
+    writeln!(out, "{file}: records of topic {topic:?}, format {format} (keys are not checked: a sample has none)")?;
+    let summary = leadscore::event::sample::report(&decoder, &file, &sample, &limits, &mut out)?;
+    writeln!(out, "{} events, {} skipped, {} dead letters", summary.events, summary.skipped, summary.dead_letters)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|err| {
         eprintln!("error: {err}");

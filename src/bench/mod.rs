@@ -26,6 +26,7 @@ use rdkafka::producer::DefaultProducerContext;
 use crate::app::topic_specs;
 use crate::config::LIBRDKAFKA_MESSAGE_MAX_BYTES;
 use crate::config::{Clock, Config, Format, Guarantee};
+use crate::event::mapping::InputFormat;
 use crate::kafka::topics::{self, TopicRole, TopicSpec};
 use crate::rules::Rules;
 
@@ -263,7 +264,10 @@ impl Context<'_> {
         config.topics.partitions = self.options.partitions;
         config.state.dir = self.work.join(mode).join("state");
         config.timers.clock = Clock::Wall;
-        config.input.format = self.options.format;
+        config.input.format = match self.options.format {
+            Format::Json => InputFormat::Json,
+            Format::Protobuf => InputFormat::Protobuf,
+        };
         config.output.format = self.options.format;
         config.processing.guarantee = guarantee;
         config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

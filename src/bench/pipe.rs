@@ -32,11 +32,14 @@ pub enum PipeError {
     /// Publishing failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The config gives no processor settings.
+    #[error(transparent)]
+    Settings(#[from] crate::app::AppError),
 }
 
 /// Copies the config's input topics to `to` until `shutdown` is set; returns the records copied.
 pub fn run(config: &Config, to: &str, shutdown: &AtomicBool) -> Result<u64, PipeError> {
-    let settings = processor_settings(config);
+    let settings = processor_settings(config)?;
     let mut client = ClientConfig::new();
     for (key, value) in &settings.consumer {
         client.set(key, value);

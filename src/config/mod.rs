@@ -19,10 +19,14 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+use crate::event::input::InputDecoder;
+use crate::event::mapping::{InputFormat, TopicInput};
 
 pub use kafka::{KafkaConfig, LIBRDKAFKA_MESSAGE_MAX_BYTES, SaslMechanism, SecurityProtocol};
 pub use load::ConfigError;
@@ -199,13 +203,19 @@ pub enum Format {
 }
 
 /// How input records are decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InputConfig {
-    /// The encoding of events.
-    pub format: Format,
+    /// The format of every input topic that `topics` does not name.
+    pub format: InputFormat,
     /// Larger records go to the dead-letter topic instead of being decoded.
     pub max_bytes: u32,
+    /// A Confluent-compatible Schema Registry (its base URL) that the schema ids of framed records are
+    /// checked against; without it, framing is taken off and the id is not checked.
+    pub schema_registry: Option<String>,
+    /// Per input topic: its format, and the mapping fields that override the format's preset.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub topics: BTreeMap<String, TopicInput>,
 }
 
 /// 1 MiB, about Kafka's default largest record (`message.max.bytes` = 1048588).
@@ -215,7 +225,29 @@ const fn default_max_bytes() -> u32 {
 
 impl Default for InputConfig {
     fn default() -> Self {
-        InputConfig { format: Format::default(), max_bytes: default_max_bytes() }
+        InputConfig {
+            format: InputFormat::default(),
+            max_bytes: default_max_bytes(),
+            schema_registry: None,
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+impl InputConfig {
+    /// The format and mapping of `topic`.
+    pub fn topic(&self, topic: &str) -> TopicInput {
+        self.topics.get(topic).cloned().unwrap_or_else(|| TopicInput { format: self.format, ..TopicInput::default() })
+    }
+
+    /// The decoder of each of `topics`, in order; the error names the mapping at fault.
+    pub fn decoders(&self, topics: &[String]) -> Result<Vec<InputDecoder>, String> {
+        topics
+            .iter()
+            .map(|topic| {
+                InputDecoder::for_topic(&self.topic(topic)).map_err(|err| format!("input.topics.{topic:?}: {err}"))
+            })
+            .collect()
     }
 }
 
@@ -334,8 +366,9 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("state.record_cache_mb", "64", "decoded contact records kept in memory, in MiB per instance"),
     ("timers.clock", "wall", "what makes decay timers due: wall or stream time"),
     ("timers.tick_ms", "1000", "how often due timers are looked for (at least 10)"),
-    ("input.format", "json", "event encoding: json or protobuf"),
+    ("input.format", "json", "event format: json, protobuf, segment, cloudevents, snowplow, debezium"),
     ("input.max_bytes", "1048576", "larger events go to the dead-letter topic"),
+    ("input.schema_registry", "", "Schema Registry URL that framed records' schema ids are checked against"),
     ("output.format", "json", "output encoding: json or protobuf"),
     ("processing.guarantee", "at_least_once", "at_least_once or exactly_once (Kafka transactions)"),
     ("processing.drain_timeout_ms", "10000", "time budget to finish a batch on shutdown or revocation"),

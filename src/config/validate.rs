@@ -90,6 +90,12 @@ impl Config {
                 _ => format!("{key} = {value} is out of range; it must be between {min} and {max}"),
             })?;
         }
-        Ok(())
+        if let Some(topic) = self.input.topics.keys().find(|topic| !topics.inputs.contains(topic)) {
+            return Err(InvalidConfig(format!(
+                "input.topics.{topic:?} names a topic that is not in topics.inputs {:?}",
+                topics.inputs
+            )));
+        }
+        self.input.decoders(&topics.inputs).map(drop).map_err(InvalidConfig)
     }
 }

@@ -79,7 +79,7 @@ pub fn encode(event: &Event) -> Vec<u8> {
 const MAX_DEPTH: usize = 16;
 
 /// Rejects deeply nested JSON before parsing; serde_json skips unknown fields without a depth limit.
-fn check_depth(payload: &[u8]) -> Result<(), DecodeError> {
+pub(crate) fn check_depth(payload: &[u8]) -> Result<(), DecodeError> {
     // Most events open a handful of objects: too few to nest too deep, which a count without branches
     // (so over whole vector words) shows faster than following strings and escapes byte by byte.
     let opened = payload.iter().fold(0usize, |count, &byte| count + usize::from((byte == b'{') | (byte == b'[')));

@@ -3,13 +3,17 @@
 //! Both wire formats (JSON in [`json`], protobuf in [`protobuf`]) decode into raw fields that pass one
 //! validation, [`EventFields::validate`], so the two can never disagree on what is a valid event.
 
+pub mod framing;
+pub mod input;
 pub mod json;
+pub mod mapping;
 pub mod protobuf;
+pub mod sample;
 mod time;
 
 use std::borrow::Cow;
 
-pub use time::{format_rfc3339, parse_rfc3339, write_rfc3339};
+pub use time::{format_rfc3339, parse_rfc3339, parse_sql_time, write_rfc3339};
 
 /// Event type of a hand-given adjustment of points; carries `points` and `reason`.
 pub const MANUAL_ADJUSTMENT: &str = "manual_adjustment";
@@ -132,6 +136,14 @@ pub enum DecodeError {
     /// A required field is absent or null.
     #[error("missing field `{0}`")]
     MissingField(&'static str),
+    /// None of the places a mapping reads a required field from is in the record.
+    #[error("missing field `{field}`: none of {sources} is in the record")]
+    Unmapped {
+        /// The event field.
+        field: String,
+        /// The mapping's sources for it.
+        sources: String,
+    },
     /// A field is present but has the wrong type or an unacceptable value.
     #[error("field `{field}` is invalid: {reason}")]
     InvalidField {
@@ -149,7 +161,7 @@ impl DecodeError {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::Empty => "empty",
             DecodeError::Malformed { .. } => "malformed",
-            DecodeError::MissingField(_) => "missing_field",
+            DecodeError::MissingField(_) | DecodeError::Unmapped { .. } => "missing_field",
             DecodeError::InvalidField { .. } => "invalid_field",
         }
     }

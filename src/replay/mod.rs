@@ -231,7 +231,7 @@ fn run_kafka(
     let options = kafka::KafkaReplay {
         client: client.clone(),
         producer: config.kafka.producer_config(),
-        task: crate::app::processor_settings(&config).task,
+        task: crate::app::processor_settings(&config).map_err(|err| ReplayError::Usage(err.to_string()))?.task,
         shadow: shadow.clone(),
         from: request.from.clone(),
         to: request.to.clone(),

@@ -32,6 +32,7 @@ pub(super) fn recoverable(settings: &ProcessorSettings, err: &ProcessorError) ->
             | ProcessorError::Sink(SinkError::Delivery { .. } | SinkError::Timeout(_))
             | ProcessorError::Restore(crate::kafka::restore::RestoreError::Kafka { .. })
             | ProcessorError::Restore(crate::kafka::restore::RestoreError::Stalled { .. })
+            | ProcessorError::Task(super::task::TaskError::Registry(_))
     )
 }
 

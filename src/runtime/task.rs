@@ -16,10 +16,14 @@
 use super::batch_store::{BatchStore, Change};
 use super::record::{Route, StoredContact};
 use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
-use crate::event::{DecodeError, DecodeLimits, Event, json, protobuf};
+use crate::event::DecodeLimits;
+use crate::event::framing::{self, Framed};
+use crate::event::input::InputDecoder;
+use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
 use crate::leaderboard::BoardEntry;
 use crate::rules::Rules;
+use crate::schema_registry::{RegistryUnavailable, SchemaRegistry};
 use crate::scoring::{Outcome, Output};
 use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
 use crate::stream::{PartitionStream, TimerClock};
@@ -54,8 +58,8 @@ const DEAD_LETTER_HEADER_OVERHEAD: usize = 16;
 pub struct TaskSettings {
     /// Input topics, in configuration order.
     pub inputs: Vec<String>,
-    /// Event wire format.
-    pub input_format: WireFormat,
+    /// The decoder of each input topic, in the order of `inputs`.
+    pub decoders: std::sync::Arc<[InputDecoder]>,
     /// Output wire format.
     pub output_format: WireFormat,
     /// Decoder limits.
@@ -66,6 +70,8 @@ pub struct TaskSettings {
     pub clock: TimerClock,
     /// The instance's record cache budget, shared by its tasks.
     pub record_cache: CacheBudget,
+    /// The schema registry that framed records' schema ids are checked against, if configured.
+    pub registry: Option<std::sync::Arc<SchemaRegistry>>,
 }
 
 impl TaskSettings {
@@ -164,6 +170,9 @@ pub enum TaskError {
         /// The decoding error.
         source: crate::scoring::codec::CodecError,
     },
+    /// The schema registry could not be asked about a record's schema id.
+    #[error(transparent)]
+    Registry(#[from] RegistryUnavailable),
 }
 
 /// The per-partition task.
@@ -276,8 +285,13 @@ impl PartitionTask {
                 insight.count_event(REPLAYED, UNKNOWN_CLASS);
                 continue;
             }
-            let event = match decode(settings, record) {
-                Ok(event) => event,
+            let event = match decode(settings, self.partition, record)? {
+                Ok(Mapped::Event(event)) => event,
+                Ok(Mapped::Skipped(_)) => {
+                    counts.ignored += 1;
+                    insight.count_event(IGNORED, UNKNOWN_CLASS);
+                    continue;
+                }
                 Err((kind, reason)) => {
                     counts.dead_lettered += 1;
                     insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
@@ -464,7 +478,6 @@ impl PartitionTask {
     }
 }
 
-/// Decodes a record; an error carries its metric label (a [`DecodeError::kind`] or `key`) and message.
 /// Encodes outputs for their topics.
 fn route(settings: &TaskSettings, outputs: Vec<Output>) -> Vec<Publish> {
     outputs
@@ -484,21 +497,28 @@ fn route(settings: &TaskSettings, outputs: Vec<Output>) -> Vec<Publish> {
         .collect()
 }
 
-fn decode(settings: &TaskSettings, record: &InputRecord) -> Result<Event, (&'static str, String)> {
-    let payload = record.payload.as_deref().unwrap_or_default();
-    let event = match settings.input_format {
-        WireFormat::Json => json::decode(payload, &settings.limits),
-        WireFormat::Protobuf => protobuf::decode(payload, &settings.limits),
+/// Decodes a record; an error carries its metric label (a `DecodeError::kind` or `key`) and message.
+fn decode(
+    settings: &TaskSettings,
+    partition: i32,
+    record: &InputRecord,
+) -> Result<Result<Mapped, (&'static str, String)>, TaskError> {
+    let source = SourceRecord {
+        payload: record.payload.as_deref().unwrap_or_default(),
+        key: record.key.as_deref(),
+        headers: &record.headers,
+        position: Position::Kafka { topic: &settings.inputs[record.topic], partition, offset: record.offset },
+    };
+    let decoder = &settings.decoders[record.topic];
+    if let Some(registry) = &settings.registry {
+        let kind = decoder.payload();
+        if let Ok(Framed { schema_id: Some(id), message_indexes, .. }) = framing::strip(source.payload, kind)
+            && let Some(reason) = registry.check(id, &message_indexes, kind)?
+        {
+            return Ok(Err(("schema", reason)));
+        }
     }
-    .map_err(|err: DecodeError| (err.kind(), err.to_string()))?;
-    match record.key.as_deref() {
-        None => Err(("key", "record has no key; the key must be the contact id".to_owned())),
-        Some(key) if key != event.contact.as_bytes() => Err((
-            "key",
-            format!("record key {:?} does not match contact {:?}", String::from_utf8_lossy(key), event.contact),
-        )),
-        Some(_) => Ok(event),
-    }
+    Ok(decoder.decode(&source, &settings.limits))
 }
 
 fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, reason: &str) -> Publish {
