@@ -123,7 +123,7 @@ contact = ["/after/email", "/before/email"]
     let expected = [
         "missing field `contact`: none of /userId, /anonymousId is in the record",
         "payload is not valid JSON",
-        "field `ts (/ts_ms, /source/ts_ms)` is invalid: not a number of epoch time",
+        "field `ts (/source/ts_ms, /ts_ms)` is invalid: not a number of epoch time",
     ];
     assert_eq!(dead.len(), expected.len(), "dead letters: {dead:?}");
     for reason in expected {

@@ -322,19 +322,20 @@ impl Mapping {
     }
 
     fn attrs<'a>(&self, found: &Extraction<'a>, record: &SourceRecord<'a>) -> Vec<(String, AttrValue)> {
-        let collected: usize = self.attrs_from.iter().map(|bucket| found.buckets[*bucket].len()).sum();
-        let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(self.attrs.len() + collected);
+        let mut attrs: Vec<(String, AttrValue)> = Vec::with_capacity(self.attrs.len() + found.members.len());
         for (name, field) in &self.attrs {
             if let Some(value) = self.pick(field, found, record) {
                 attrs.push((name.clone(), attr_value(value)));
             }
         }
-        let before = self.attrs_changed_from.map(|bucket| &found.buckets[bucket]);
+        let unchanged = |name: &str, value: &Scalar<'_>| {
+            self.attrs_changed_from.is_some_and(|before| {
+                found.members.iter().any(|(bucket, old, was)| *bucket == before && old == name && was == value)
+            })
+        };
         for bucket in &self.attrs_from {
-            for (name, value) in &found.buckets[*bucket] {
-                let unchanged =
-                    before.is_some_and(|before| before.iter().any(|(old, was)| old == name && was == value));
-                if !unchanged && !attrs.iter().any(|(kept, _)| kept == name) {
+            for (_, name, value) in found.members.iter().filter(|member| member.0 == *bucket) {
+                if !unchanged(name, value) && !attrs.iter().any(|(kept, _)| kept == name) {
                     attrs.push((name.as_ref().to_owned(), attr_value(value.clone())));
                 }
             }

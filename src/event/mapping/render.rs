@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::snowplow::COLUMNS;
-use crate::event::{AttrValue, Event, format_rfc3339};
+use super::{InputFormat, Sources, TopicInput};
+use crate::event::input::InputDecoder;
+use crate::event::{AttrValue, Event, format_rfc3339, json, protobuf};
 
 fn attr_json(value: &AttrValue) -> Value {
     match value {
@@ -167,4 +169,82 @@ impl ChangeLog {
             _ => change.to_string(),
         }
     }
+}
+
+/// One format's records of a stream, with the decoder of a topic in that format: what the format benches
+/// and `examples/profile_formats.rs` decode.
+pub struct FormatSample {
+    /// The format's name in the bench output.
+    pub name: &'static str,
+    /// The topic decoder: the format's preset, told where this module writes phases and adjustments.
+    pub decoder: InputDecoder,
+    /// One record value per event.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// The events written in every format, each with its decoder.
+pub fn samples(events: &[Event]) -> Vec<FormatSample> {
+    let topic = |format, fields: [(&str, &[&str]); 4]| {
+        let [item, phase, points, reason] =
+            fields.map(|(_, sources)| (!sources.is_empty()).then(|| Sources::of(sources)));
+        let input = TopicInput { format, item, phase, points, reason, ..TopicInput::default() };
+        // Infallible: the presets and these pointers are valid.
+        InputDecoder::for_topic(&input).unwrap_or(InputDecoder::Json)
+    };
+    let properties = [
+        ("item", &["/properties/item", "/properties/url"][..]),
+        ("phase", &["/properties/phase"][..]),
+        ("points", &["/properties/points"][..]),
+        ("reason", &["/properties/reason"][..]),
+    ];
+    let data = [
+        ("item", &[][..]),
+        ("phase", &["/data/phase"][..]),
+        ("points", &["/data/points"][..]),
+        ("reason", &["/data/reason"][..]),
+    ];
+    // Snowplow's structured events carry a phase in their property, an adjustment in their value and label.
+    let structured = [
+        ("item", &[][..]),
+        ("phase", &["/se_property"][..]),
+        ("points", &["/se_value"][..]),
+        ("reason", &["/se_label"][..]),
+    ];
+    let mut debezium = TopicInput { format: InputFormat::Debezium, ..TopicInput::default() };
+    debezium.contact = Some(Sources::of(&["/after/email", "/before/email"]));
+    let mut table = ChangeLog::default();
+    let text = |records: Vec<String>| records.into_iter().map(String::into_bytes).collect::<Vec<_>>();
+    vec![
+        FormatSample { name: "json", decoder: InputDecoder::Json, records: events.iter().map(json::encode).collect() },
+        FormatSample {
+            name: "protobuf",
+            decoder: InputDecoder::Protobuf,
+            records: events.iter().map(protobuf::encode).collect(),
+        },
+        FormatSample {
+            name: "segment",
+            decoder: topic(InputFormat::Segment, properties),
+            records: text(events.iter().map(segment).collect()),
+        },
+        FormatSample {
+            name: "cloudevents",
+            decoder: topic(InputFormat::Cloudevents, data),
+            records: text(events.iter().map(cloudevent).collect()),
+        },
+        FormatSample {
+            name: "snowplow_tsv",
+            decoder: topic(InputFormat::Snowplow, structured),
+            records: text(events.iter().map(snowplow_tsv).collect()),
+        },
+        FormatSample {
+            name: "snowplow_json",
+            decoder: topic(InputFormat::Snowplow, structured),
+            records: text(events.iter().map(snowplow_json).collect()),
+        },
+        FormatSample {
+            name: "debezium",
+            decoder: InputDecoder::for_topic(&debezium).unwrap_or(InputDecoder::Json),
+            records: text(events.iter().map(|event| table.change(event)).collect()),
+        },
+    ]
 }

@@ -91,17 +91,19 @@ impl PathTree {
 
     /// An empty extraction sized for this tree.
     pub fn extraction<'a>(&self) -> Extraction<'a> {
-        Extraction { slots: vec![None; self.slots], buckets: vec![Vec::new(); self.buckets] }
+        let members = if self.buckets == 0 { Vec::new() } else { Vec::with_capacity(16) };
+        Extraction { slots: vec![None; self.slots], members }
     }
 }
 
-/// What one pass found: a value per slot, and the members of each collected object in record order.
+/// What one pass found: a value per slot, and the members of the collected objects.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Extraction<'a> {
     /// The scalar at each slot's pointer, if the record has one there (null counts as absent).
     pub slots: Vec<Option<Scalar<'a>>>,
-    /// Each bucket's (name, scalar) members.
-    pub buckets: Vec<Vec<(Cow<'a, str>, Scalar<'a>)>>,
+    /// The (bucket, name, scalar) members of the collected objects, in record order: one list for all
+    /// buckets, so that a record costs one allocation for them.
+    pub members: Vec<(usize, Cow<'a, str>, Scalar<'a>)>,
 }
 
 /// Walks one JSON value at `node`, filling `out`. `unwrap` names a root member read as the root itself
@@ -201,7 +203,7 @@ impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
                         None => NodeSeed { tree, node: LEAF_ONLY, unwrap: None, out: &mut *out },
                     };
                     if let Some(value) = map.next_value_seed(ScalarOrWalk(seed))? {
-                        out.buckets[bucket].push((key, value));
+                        out.members.push((bucket, key, value));
                     }
                 }
             }
@@ -349,7 +351,8 @@ mod tests {
         let email = tree.slot(&path("/after/email"));
         let out = walk(&tree, r#"{"after":{"email":"a@b.io","size":250,"vip":true,"tags":["x"],"gone":null}}"#, None);
         assert_eq!(out.slots[email], Some(Scalar::Text(Cow::Borrowed("a@b.io"))));
-        let names: Vec<&str> = out.buckets[bucket].iter().map(|(name, _)| name.as_ref()).collect();
+        let names: Vec<&str> =
+            out.members.iter().filter(|member| member.0 == bucket).map(|(_, name, _)| name.as_ref()).collect();
         assert_eq!(names, ["email", "size", "vip"]);
     }
 

@@ -1,0 +1,50 @@
+//! Decodes a generated stream written in one input format, for instruction counts per record:
+//!
+//! ```sh
+//! cargo build --release --example profile_formats
+//! valgrind --tool=callgrind --toggle-collect='profile_formats::decode_all' \
+//!     target/release/examples/profile_formats segment 20000
+//! ```
+//!
+//! Formats: json, protobuf, segment, cloudevents, snowplow_tsv, snowplow_json, debezium.
+
+#![allow(clippy::panic, reason = "a profile run without its format cannot run")]
+
+use std::hint::black_box;
+
+use leadscore::event::input::InputDecoder;
+use leadscore::event::mapping::render::{FormatSample, samples};
+use leadscore::event::mapping::{Mapped, Position, SourceRecord};
+use leadscore::event::{DecodeLimits, Event};
+use leadscore::generator::EventGenerator;
+
+/// Decodes every record once; returns how many became events.
+#[inline(never)]
+fn decode_all(decoder: &InputDecoder, records: &[Vec<u8>]) -> usize {
+    let limits = DecodeLimits::default();
+    let mut events = 0;
+    for (line, payload) in records.iter().enumerate() {
+        let record =
+            SourceRecord { payload, key: None, headers: &[], position: Position::Line { file: "profile", line } };
+        if let Ok(Mapped::Event(event)) = black_box(decoder.decode_value(&record, &limits)) {
+            events += usize::from(!event.id.is_empty());
+        }
+    }
+    events
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let format = args.next().unwrap_or_else(|| "json".to_owned());
+    let count: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(20_000);
+    let mut generator = EventGenerator::new(42, 5_000, 1_772_366_400_000, 60_000);
+    let events: Vec<Event> = (0..count).map(|_| generator.next_event()).collect();
+    let Some(FormatSample { decoder, records, .. }) = samples(&events).into_iter().find(|sample| sample.name == format)
+    else {
+        panic!("unknown format {format}");
+    };
+    let bytes: usize = records.iter().map(Vec::len).sum();
+    let decoded = decode_all(&decoder, &records);
+    assert_eq!(decoded, count, "every record decodes");
+    println!("{format}: {count} records, {} bytes per record", bytes / count);
+}
