@@ -343,6 +343,10 @@ impl Context<'_> {
         let input = format!("{}.latency.events", self.run_id);
         let mut config = self.config("latency", &input, Guarantee::AtLeastOnce);
         config.topics.inputs = vec![input.clone()];
+        // The settings for latency (README, "Latency and throughput"): outputs sent at once, fetches
+        // answered within a millisecond.
+        config.kafka.linger_ms = 0;
+        config.kafka.fetch_wait_max_ms = 1;
         self.broker.create(&topic_specs(&config)).map_err(|err| err.to_string())?;
         let path = self.write_config("latency", &config).map_err(|err| err.to_string())?;
         let path = path.to_string_lossy().into_owned();
