@@ -121,34 +121,29 @@ start_registry() {
   echo "$url"
 }
 
-stop_registry() {
+# Sends SIGNAL to the registry of DIR, then waits up to TRIES times DELAY seconds for it to exit.
+signal_registry() {
   local dir pid
-  [ -d "$1" ] || return 0
   dir=$(cd "$1" && pwd)
   pid=$(running_pid "$dir")
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 200); do
-      [ -n "$(running_pid "$dir")" ] || break
-      sleep 0.1
-    done
-  fi
-  kill_registry "$dir"
+  [ -n "$pid" ] || return 0
+  kill "-$2" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 "$3"); do
+    [ -n "$(running_pid "$dir")" ] || return 0
+    sleep "$4"
+  done
+}
+
+stop_registry() {
+  [ -d "$1" ] || return 0
+  signal_registry "$1" TERM 200 0.1
+  kill_registry "$1"
 }
 
 kill_registry() {
-  local dir pid
   [ -d "$1" ] || return 0
-  dir=$(cd "$1" && pwd)
-  pid=$(running_pid "$dir")
-  if [ -n "$pid" ]; then
-    kill -9 "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-      [ -n "$(running_pid "$dir")" ] || break
-      sleep 0.05
-    done
-  fi
-  rm -f "$dir/registry.pid"
+  signal_registry "$1" KILL 100 0.05
+  rm -f "$1/registry.pid"
 }
 
 case "${1:-}" in

@@ -139,51 +139,22 @@ pub const COLUMNS: [&str; 131] = [
     "true_tstamp",
 ];
 
-/// Columns holding numbers, read as numbers rather than text.
-const NUMERIC: &[&str] = &[
-    "txn_id",
-    "domain_sessionidx",
-    "geo_latitude",
-    "geo_longitude",
-    "page_urlport",
-    "refr_urlport",
-    "se_value",
-    "tr_total",
-    "tr_tax",
-    "tr_shipping",
-    "ti_price",
-    "ti_quantity",
-    "pp_xoffset_min",
-    "pp_xoffset_max",
-    "pp_yoffset_min",
-    "pp_yoffset_max",
-    "br_colordepth",
-    "br_viewwidth",
-    "br_viewheight",
-    "dvce_screenwidth",
-    "dvce_screenheight",
-    "doc_width",
-    "doc_height",
-    "tr_total_base",
-    "tr_tax_base",
-    "tr_shipping_base",
-    "ti_price_base",
-];
+/// Whether a column holds a number, read as a number rather than text.
+fn is_number(name: &str) -> bool {
+    name.starts_with("pp_")
+        || name.ends_with("_base")
+        || name.ends_with("_urlport")
+        || name.starts_with("geo_l")
+        || name.ends_with("width")
+        || name.ends_with("height")
+        || matches!(name, "txn_id" | "domain_sessionidx" | "se_value" | "tr_total" | "tr_tax" | "tr_shipping")
+        || matches!(name, "ti_price" | "ti_quantity")
+}
 
-/// Columns holding flags, written `1` or `0`.
-const FLAGS: &[&str] = &[
-    "br_features_pdf",
-    "br_features_flash",
-    "br_features_java",
-    "br_features_director",
-    "br_features_quicktime",
-    "br_features_realplayer",
-    "br_features_windowsmedia",
-    "br_features_gears",
-    "br_features_silverlight",
-    "br_cookies",
-    "dvce_ismobile",
-];
+/// Whether a column holds a flag, written `1` or `0`.
+fn is_flag(name: &str) -> bool {
+    name.starts_with("br_features_") || name == "br_cookies" || name == "dvce_ismobile"
+}
 
 /// What one TSV column fills: nothing, or a slot with the column's value read as its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,8 +175,8 @@ pub fn columns(tree: &PathTree) -> Vec<Column> {
         .iter()
         .map(|name| match tree.child(ROOT, name).and_then(|node| tree.slot_of(node)) {
             None => Column::Unread,
-            Some(slot) if NUMERIC.contains(name) => Column::Number(slot),
-            Some(slot) if FLAGS.contains(name) => Column::Flag(slot),
+            Some(slot) if is_number(name) => Column::Number(slot),
+            Some(slot) if is_flag(name) => Column::Flag(slot),
             Some(slot) => Column::Text(slot),
         })
         .collect()
