@@ -53,6 +53,12 @@ enum Command {
         /// The rules file (TOML).
         #[arg(long)]
         rules: PathBuf,
+        /// Read the export in the format and mapping of an input topic of this config file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// That input topic; needed when the config has more than one.
+        #[arg(long, requires = "config")]
+        topic: Option<String>,
         /// Events, one JSON object per line ("-" for standard input).
         #[arg(long, default_value = "-")]
         input: String,
@@ -289,8 +295,15 @@ fn main() -> ExitCode {
             top,
             progress_bar: std::io::stderr().is_terminal(),
         }),
-        Command::Score { rules, input, output, state_out, partitions } => {
-            score(&rules, &input, &output, state_out.as_deref(), partitions)
+        Command::Score { rules, config, topic, input, output, state_out, partitions } => {
+            let decoder = match config {
+                Some(config) => match topic_decoder(&config, topic) {
+                    Ok((decoder, _, _)) => decoder,
+                    Err(code) => return code,
+                },
+                None => leadscore::event::input::InputDecoder::Json,
+            };
+            score(&rules, decoder, &input, &output, state_out.as_deref(), partitions)
         }
     };
     match result {
@@ -376,6 +389,7 @@ fn days(ms: f64) -> String {
 
 fn score(
     rules: &Path,
+    decoder: leadscore::event::input::InputDecoder,
     input: &str,
     output: &str,
     state_out: Option<&Path>,
@@ -395,7 +409,7 @@ fn score(
     } else {
         Box::new(BufWriter::new(File::create(output).map_err(|err| anyhow::anyhow!("cannot create {output}: {err}"))?))
     };
-    let mut scorer = OfflineScorer::new(&rules, partitions);
+    let mut scorer = OfflineScorer::new(&rules, partitions).with_decoder(decoder);
     let summary = scorer.score_all(BufReader::new(reader), &mut writer, &mut std::io::stderr().lock())?;
     match state_out {
         Some(path) => {
@@ -451,33 +465,41 @@ async fn shutdown_signal() {
 }
 
 /// Loads a config file, or prints why it is bad (file:line:column) and gives the exit status.
-fn check_sample(config: Option<&Path>, sample: Option<&Path>, topic: Option<String>) -> anyhow::Result<ExitCode> {
-    let (Some(config_path), Some(sample_path)) = (config, sample) else {
-        eprintln!("error: --sample needs --config");
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
-    };
-    let config = match load_config(config_path) {
-        Ok(config) => config,
-        Err(code) => return Ok(code),
-    };
+/// The decoder of an input topic of a config file (the only one when `topic` is not given).
+fn topic_decoder(
+    config_path: &Path,
+    topic: Option<String>,
+) -> Result<(leadscore::event::input::InputDecoder, Config, String), ExitCode> {
+    let config = load_config(config_path)?;
     let topic = match topic {
         Some(topic) => topic,
         None if config.topics.inputs.len() == 1 => config.topics.inputs[0].clone(),
         None => {
             eprintln!("error: the config has input topics {:?}; name one with --topic", config.topics.inputs);
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            return Err(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
     if !config.topics.inputs.contains(&topic) {
         eprintln!("error: {topic:?} is not one of the config's input topics {:?}", config.topics.inputs);
-        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+        return Err(ExitCode::from(EXIT_BAD_INPUT));
     }
-    let decoder = match leadscore::event::input::InputDecoder::for_topic(&config.input.topic(&topic)) {
-        Ok(decoder) => decoder,
+    match leadscore::event::input::InputDecoder::for_topic(&config.input.topic(&topic)) {
+        Ok(decoder) => Ok((decoder, config, topic)),
         Err(err) => {
             eprintln!("error: input.topics.{topic:?}: {err}");
-            return Ok(ExitCode::from(EXIT_BAD_INPUT));
+            Err(ExitCode::from(EXIT_BAD_INPUT))
         }
+    }
+}
+
+fn check_sample(config: Option<&Path>, sample: Option<&Path>, topic: Option<String>) -> anyhow::Result<ExitCode> {
+    let (Some(config_path), Some(sample_path)) = (config, sample) else {
+        eprintln!("error: --sample needs --config");
+        return Ok(ExitCode::from(EXIT_BAD_INPUT));
+    };
+    let (decoder, config, topic) = match topic_decoder(config_path, topic) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
     };
     let sample = std::fs::read(sample_path)?;
     let limits = leadscore::event::DecodeLimits { max_bytes: config.input.max_bytes as usize, ..Default::default() };

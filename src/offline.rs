@@ -1,10 +1,13 @@
-//! `leadscore score`: the offline reference model. It scores a JSON-lines export with the same engine and
-//! the same per-partition order of timers and events as the Kafka runtime, on stream time.
+//! `leadscore score`: the offline reference model. It scores a JSON-lines export (or an export in an input
+//! topic's format) with the same engine and the same per-partition order of timers and events as the
+//! Kafka runtime, on stream time.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
-use crate::event::{DecodeLimits, json};
+use crate::event::DecodeLimits;
+use crate::event::input::InputDecoder;
+use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::hashing::partition_for_key;
 use crate::rules::Rules;
 use crate::scoring::{ContactState, ContactView, Outcome, Output};
@@ -58,6 +61,7 @@ pub struct Summary {
 /// The offline model: the engine over an in-memory store, one stream per partition.
 pub struct OfflineScorer<'r> {
     rules: &'r Rules,
+    decoder: InputDecoder,
     limits: DecodeLimits,
     partitions: Vec<PartitionStream>,
     store: MemoryStore,
@@ -70,6 +74,7 @@ impl<'r> OfflineScorer<'r> {
         let count = partitions.max(1) as usize;
         OfflineScorer {
             rules,
+            decoder: InputDecoder::Json,
             limits: DecodeLimits::default(),
             partitions: (0..count).map(|_| PartitionStream::new(TimerClock::StreamTime)).collect(),
             store: MemoryStore::default(),
@@ -77,13 +82,28 @@ impl<'r> OfflineScorer<'r> {
         }
     }
 
-    /// Scores one JSON line. Errors are returned as text for the caller to report; they never stop the run.
+    /// Reads lines in an input topic's format (such as Segment or Snowplow) instead of leadscore's JSON.
+    pub fn with_decoder(mut self, decoder: InputDecoder) -> Self {
+        self.decoder = decoder;
+        self
+    }
+
+    /// Scores one line. Errors are returned as text for the caller to report; they never stop the run.
     pub fn score_line(&mut self, line: &[u8]) -> Result<Vec<Output>, String> {
         self.summary.lines += 1;
-        let event = json::decode(line, &self.limits).map_err(|err| {
-            self.summary.malformed += 1;
-            err.to_string()
-        })?;
+        let position = Position::Line { file: "input", line: self.summary.lines as usize };
+        let record = SourceRecord { payload: line, key: None, headers: &[], position };
+        let event = match self.decoder.decode_value(&record, &self.limits) {
+            Ok(Mapped::Event(event)) => event,
+            Ok(Mapped::Skipped(_)) => {
+                self.summary.ignored += 1;
+                return Ok(Vec::new());
+            }
+            Err(err) => {
+                self.summary.malformed += 1;
+                return Err(err.to_string());
+            }
+        };
         let partition = partition_for_key(event.contact.as_bytes(), self.partitions.len() as u32) as usize;
         let processed = self.partitions[partition].process(self.rules, &mut self.store, &event);
         match processed.outcome {

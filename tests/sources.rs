@@ -220,3 +220,38 @@ fn check_prints_what_each_sample_record_becomes() {
     );
     assert!(stdout.trim_end().ends_with("14 events, 0 skipped, 0 dead letters"), "{stdout}");
 }
+
+/// `leadscore score --config` models a topic's own format: its outputs equal those of the mapped events
+/// that `leadscore check` prints, scored as leadscore JSON.
+#[test]
+fn the_offline_model_reads_a_topics_format() {
+    let binary = env!("CARGO_BIN_EXE_leadscore");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let output = std::process::Command::new(binary).args(args).output().unwrap_or_else(|err| panic!("{err}"));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let (rules, config) = (manifest("examples/rules.toml"), manifest("examples/sources/snowplow.toml"));
+    let sample = manifest("examples/sources/snowplow.tsv");
+    let checked =
+        run(&["check".as_ref(), "--config".as_ref(), config.as_os_str(), "--sample".as_ref(), sample.as_os_str()]);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let mapped = dir.path().join("mapped.jsonl");
+    let events: Vec<&str> = checked.lines().filter_map(|line| line.split_once(": {").map(|(_, json)| json)).collect();
+    let lines: String = events.iter().map(|json| format!("{{{json}\n")).collect();
+    std::fs::write(&mapped, lines).unwrap_or_else(|err| panic!("{err}"));
+    let from_json =
+        run(&["score".as_ref(), "--rules".as_ref(), rules.as_os_str(), "--input".as_ref(), mapped.as_os_str()]);
+    let from_tsv = run(&[
+        "score".as_ref(),
+        "--rules".as_ref(),
+        rules.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--input".as_ref(),
+        sample.as_os_str(),
+    ]);
+    assert_eq!(events.len(), 8);
+    assert!(from_tsv.lines().count() > events.len(), "{from_tsv}");
+    assert_eq!(from_tsv, from_json);
+}
