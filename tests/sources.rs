@@ -255,3 +255,77 @@ fn the_offline_model_reads_a_topics_format() {
     assert!(from_tsv.lines().count() > events.len(), "{from_tsv}");
     assert_eq!(from_tsv, from_json);
 }
+
+/// CloudEvents in binary mode: the attributes travel as `ce_` Kafka headers and the value is the data.
+/// Through a real consumer, the runtime reads them as the offline model does.
+#[test]
+fn binary_cloudevents_are_read_from_their_kafka_headers() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let (_cluster, bootstrap, names) = mock_broker("cloudevents", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let state = dir.path().join("state");
+    let mut toml = names.config_toml(&bootstrap, &state, PARTITIONS);
+    toml.push_str(
+        "\n[input.topics.\"PLACEHOLDER\"]\nformat = \"cloudevents\"\nphase = \"/data/phase\"\npoints = \"/data/points\"\nreason = \"/data/reason\"\n",
+    );
+    let toml = toml.replace("PLACEHOLDER", &names.input);
+    let path = dir.path().join("leadscore.toml");
+    std::fs::write(&path, toml).unwrap_or_else(|err| panic!("{err}"));
+    let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    let decoder = &config.input.decoders(&config.topics.inputs).unwrap_or_else(|err| panic!("{err}"))[0];
+
+    let events = stream(23, 3_000, 300);
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        client(&bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    let mut lines = Vec::new();
+    let mut counts = BTreeMap::new();
+    for event in &events {
+        // The data: the event's properties; everything else in headers, as the Kafka protocol binding writes.
+        let mut data: serde_json::Value =
+            serde_json::from_str(&render::cloudevent(event)).unwrap_or_else(|err| panic!("{err}"));
+        let data = data["data"].take().to_string();
+        let time = leadscore::event::format_rfc3339(event.ts_ms);
+        let attributes = [
+            ("ce_specversion", "1.0"),
+            ("ce_id", event.id.as_str()),
+            ("ce_source", "/web/tracker"),
+            ("ce_type", event.kind.as_str()),
+            ("ce_subject", event.contact.as_str()),
+            ("ce_time", time.as_str()),
+            ("content-type", "application/json"),
+        ];
+        let headers: Vec<(String, Vec<u8>)> =
+            attributes.iter().map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec())).collect();
+        let record = SourceRecord {
+            payload: data.as_bytes(),
+            key: None,
+            headers: &headers,
+            position: Position::Line { file: "model", line: 0 },
+        };
+        match decoder.decode_value(&record, &DecodeLimits::default()) {
+            Ok(Mapped::Event(mapped)) => lines.push(json::encode(&mapped)),
+            other => panic!("{other:?}"),
+        }
+        let kafka_headers = attributes
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| headers.insert(Header { key, value: Some(*value) }));
+        let partition = partition_for_key(event.contact.as_bytes(), PARTITIONS) as i32;
+        *counts.entry(partition).or_insert(0i64) += 1;
+        let mut record =
+            BaseRecord::to(&names.input).partition(partition).key(&event.contact).payload(&data).headers(kafka_headers);
+        while let Err((_, back)) = producer.send(record) {
+            record = back;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap_or_else(|err| panic!("{err}"));
+    let model = model(&rules(), PARTITIONS, &lines);
+
+    run_in_process(&config, &bootstrap, &names, &counts, PARTITIONS, true);
+    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(3));
+    compare_outputs(&model, &published);
+    compare_states(&model, &stored_states(&rules(), &state));
+    assert!(read_all(&bootstrap, &[&names.dlq], Duration::from_secs(1)).is_empty(), "nothing is dead-lettered");
+}
