@@ -17,7 +17,10 @@ use std::collections::HashMap;
 pub use source::{Source, Sources};
 pub use spec::{InputFormat, TimeFormat, TopicInput, UnmappedTypes};
 
-use super::{AttrValue, DecodeError, DecodeLimits, Event, EventFields, check_payload, parse_rfc3339, parse_sql_time};
+use super::{
+    AttrValue, DecodeError, DecodeLimits, Event, EventFields, MANUAL_ADJUSTMENT, PHASE_CHANGE, check_payload,
+    parse_rfc3339, parse_sql_time,
+};
 use walk::{Extraction, PathTree, ROOT, Scalar};
 
 /// A Kafka record as the mapping sees it.
@@ -245,6 +248,17 @@ impl Mapping {
             actor: None,
             phase: self.text(&self.phase, &found, record)?,
         };
+        // The fields a special type needs name the mapping's sources when they are absent.
+        let needed: &[(&Field, bool)] = match fields.kind.as_deref() {
+            Some(PHASE_CHANGE) => &[(&self.phase, fields.phase.is_none())],
+            Some(MANUAL_ADJUSTMENT) => {
+                &[(&self.points, fields.points.is_none()), (&self.reason, fields.reason.is_none())]
+            }
+            _ => &[],
+        };
+        if let Some((field, _)) = needed.iter().find(|(field, absent)| *absent && !field.picks.is_empty()) {
+            return Err(absent(field));
+        }
         fields.validate(limits).map(Mapped::Event)
     }
 

@@ -263,6 +263,14 @@ fn malformed_records_are_dead_lettered_with_the_field_and_its_sources() {
         let err = error(&segment, payload);
         assert!(err.contains(expected), "{payload}: {err}");
     }
+    let with_phase = topic(
+        r#"format = "segment"
+           phase = "/properties/stage""#,
+    );
+    let no_phase =
+        r#"{"type":"track","event":"phase_change","messageId":"m","userId":"u","timestamp":"2026-03-02T09:00:00Z"}"#;
+    assert!(error(&with_phase, no_phase).contains("missing field `phase`: none of /properties/stage"));
+    assert!(error(&segment, no_phase).contains("missing field `phase`"), "without a source, the event's own check");
     let snowplow = topic(r#"format = "snowplow""#);
     assert!(error(&snowplow, "web\tpage_view\t2026").contains("3 columns; expected 131"));
     let bad_number = snowplow_line(&[
