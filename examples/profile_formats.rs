@@ -6,7 +6,9 @@
 //!     target/release/examples/profile_formats segment 20000
 //! ```
 //!
-//! Formats: json, protobuf, segment, cloudevents, snowplow_tsv, snowplow_json, debezium.
+//! Formats: json, protobuf, segment, cloudevents, snowplow_tsv, snowplow_json, debezium. With a third
+//! argument `native`, it decodes instead what that format's records map to, written as leadscore JSON:
+//! the same events with the same attributes, so that the difference is what the mapping costs.
 
 #![allow(clippy::panic, reason = "a profile run without its format cannot run")]
 
@@ -15,7 +17,7 @@ use std::hint::black_box;
 use leadscore::event::input::InputDecoder;
 use leadscore::event::mapping::render::{FormatSample, samples};
 use leadscore::event::mapping::{Mapped, Position, SourceRecord};
-use leadscore::event::{DecodeLimits, Event};
+use leadscore::event::{DecodeLimits, Event, json};
 use leadscore::generator::EventGenerator;
 
 /// Decodes every record once; returns how many became events.
@@ -33,16 +35,32 @@ fn decode_all(decoder: &InputDecoder, records: &[Vec<u8>]) -> usize {
     events
 }
 
+/// The event a record maps to.
+fn mapped(decoder: &InputDecoder, payload: &[u8]) -> Event {
+    let record =
+        SourceRecord { payload, key: None, headers: &[], position: Position::Line { file: "profile", line: 0 } };
+    match decoder.decode_value(&record, &DecodeLimits::default()) {
+        Ok(Mapped::Event(event)) => event,
+        other => panic!("a sample record did not map to an event: {other:?}"),
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let format = args.next().unwrap_or_else(|| "json".to_owned());
     let count: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(20_000);
     let mut generator = EventGenerator::new(42, 5_000, 1_772_366_400_000, 60_000);
     let events: Vec<Event> = (0..count).map(|_| generator.next_event()).collect();
-    let Some(FormatSample { decoder, records, .. }) = samples(&events).into_iter().find(|sample| sample.name == format)
+    let native = args.next().is_some_and(|mode| mode == "native");
+    let Some(FormatSample { mut decoder, mut records, .. }) =
+        samples(&events).into_iter().find(|sample| sample.name == format)
     else {
         panic!("unknown format {format}");
     };
+    if native {
+        records = records.iter().map(|payload| json::encode(&mapped(&decoder, payload))).collect();
+        decoder = InputDecoder::Json;
+    }
     let bytes: usize = records.iter().map(Vec::len).sum();
     let decoded = decode_all(&decoder, &records);
     assert_eq!(decoded, count, "every record decodes");

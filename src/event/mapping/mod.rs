@@ -5,6 +5,7 @@
 //! fields. [`Mapping::compile`] turns it into a [`walk::PathTree`] of the pointers it reads, so that a
 //! record is read in one pass that keeps only those values, borrowed from the payload.
 
+mod lexer;
 pub mod render;
 mod snowplow;
 mod source;
@@ -101,8 +102,8 @@ pub struct Mapping {
     key_is_contact: bool,
     unwrap: Option<String>,
     tree: PathTree,
-    /// For Snowplow TSV: what each column fills.
-    tsv_columns: Vec<snowplow::Column>,
+    /// For Snowplow TSV: the columns read, by index, and what each fills.
+    tsv_columns: Vec<(usize, snowplow::Column)>,
     id: Field,
     contact: Field,
     kind: Field,
@@ -289,14 +290,10 @@ impl Mapping {
             let shown = String::from_utf8_lossy(&payload[..payload.len().min(16)]).into_owned();
             return Err(malformed("JSON", format!("the record is not a JSON object: it starts with {shown:?}")));
         }
-        // No depth check as leadscore's own JSON has: values the mapping does not read are skipped without
-        // recursion, and the walk recurses only along the mapping's own pointers.
-        // One UTF-8 check of the whole record is cheaper than serde_json's check of each string.
+        // One UTF-8 check of the whole record, so that the reader slices strings out of it without another.
         let text = std::str::from_utf8(payload).map_err(|err| malformed("JSON", format!("not UTF-8: {err}")))?;
-        let mut deserializer = serde_json::Deserializer::from_str(text);
-        walk::walk_json(&mut deserializer, &self.tree, node, self.unwrap.as_deref(), found)
-            .and_then(|()| deserializer.end())
-            .map_err(|err| malformed("JSON", err.to_string()))
+        walk::walk_json(text, &self.tree, node, self.unwrap.as_deref(), found)
+            .map_err(|reason| malformed("JSON", reason))
     }
 
     /// Whether a record is a CloudEvent in binary mode: attributes in `ce_` headers, the data as the value.

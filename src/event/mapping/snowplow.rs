@@ -156,11 +156,9 @@ fn is_flag(name: &str) -> bool {
     name.starts_with("br_features_") || name == "br_cookies" || name == "dvce_ismobile"
 }
 
-/// What one TSV column fills: nothing, or a slot with the column's value read as its kind.
+/// What one read TSV column fills: a slot, with the column's value read as its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Column {
-    /// No pointer of the mapping reads this column.
-    Unread,
     /// Text, into this slot.
     Text(usize),
     /// A number, into this slot.
@@ -169,36 +167,53 @@ pub enum Column {
     Flag(usize),
 }
 
-/// What each column fills, for a mapping whose pointers are `tree`'s.
-pub fn columns(tree: &PathTree) -> Vec<Column> {
+/// The columns a mapping whose pointers are `tree`'s reads, by index in line order, with what each fills.
+pub fn columns(tree: &PathTree) -> Vec<(usize, Column)> {
     COLUMNS
         .iter()
-        .map(|name| match tree.child(ROOT, name).and_then(|node| tree.slot_of(node)) {
-            None => Column::Unread,
-            Some(slot) if is_number(name) => Column::Number(slot),
-            Some(slot) if is_flag(name) => Column::Flag(slot),
-            Some(slot) => Column::Text(slot),
+        .enumerate()
+        .filter_map(|(index, name)| {
+            let slot = tree.child(ROOT, name).and_then(|node| tree.slot_of(node))?;
+            let column = match () {
+                () if is_number(name) => Column::Number(slot),
+                () if is_flag(name) => Column::Flag(slot),
+                () => Column::Text(slot),
+            };
+            Some((index, column))
         })
         .collect()
 }
 
-/// Fills the slots of the read columns from one TSV line; an empty column is absent.
-pub fn walk_tsv<'a>(line: &'a str, columns: &[Column], out: &mut Extraction<'a>) -> Result<(), String> {
+/// Fills the slots of the read columns from one TSV line; an empty column is absent. The columns between
+/// two read ones are counted a word of eight bytes at a time, not visited.
+pub fn walk_tsv<'a>(line: &'a str, columns: &[(usize, Column)], out: &mut Extraction<'a>) -> Result<(), String> {
     let line = line.trim_end_matches(['\n', '\r']);
-    let mut start = 0;
-    let mut count = 0;
-    // Most columns are empty or short: a plain scan beats a vectorised search restarted at every tab.
-    let ends = line.bytes().enumerate().filter_map(|(at, byte)| (byte == b'\t').then_some(at));
-    for end in ends.chain([line.len()]) {
-        let value = &line[start..end];
-        let column = columns.get(count).copied().unwrap_or(Column::Unread);
-        (start, count) = (end + 1, count + 1);
+    let wrong_count = || {
+        let count = line.bytes().filter(|&byte| byte == b'\t').count() + 1;
+        format!("Snowplow enriched TSV has {count} columns; expected {}", COLUMNS.len())
+    };
+    let mut tabs = Tabs::new(line.as_bytes());
+    // Tabs taken so far, and so the index of the column that starts at `start`.
+    let (mut taken, mut start) = (0, 0);
+    for &(index, column) in columns {
+        if index > taken {
+            start = tabs.nth(index - taken - 1).ok_or_else(wrong_count)? + 1;
+            taken = index;
+        }
+        let end = match tabs.next() {
+            Some(tab) => {
+                taken += 1;
+                tab
+            }
+            None => line.len(),
+        };
+        let value = line.get(start..end).unwrap_or_default();
+        start = end + 1;
         if value.is_empty() {
             continue;
         }
-        let name = || COLUMNS.get(count - 1).copied().unwrap_or_default();
+        let name = || COLUMNS.get(index).copied().unwrap_or_default();
         match column {
-            Column::Unread => {}
             Column::Text(slot) => out.slots[slot] = Some(Scalar::Text(Cow::Borrowed(value))),
             Column::Number(slot) => match value.parse::<f64>() {
                 Ok(number) if number.is_finite() => out.slots[slot] = Some(Scalar::Float(number)),
@@ -211,8 +226,115 @@ pub fn walk_tsv<'a>(line: &'a str, columns: &[Column], out: &mut Extraction<'a>)
             },
         }
     }
-    if count != COLUMNS.len() {
-        return Err(format!("Snowplow enriched TSV has {count} columns; expected {}", COLUMNS.len()));
+    if taken + tabs.count() + 1 != COLUMNS.len() {
+        return Err(wrong_count());
     }
     Ok(())
+}
+
+/// The positions of the tabs in a line, found eight bytes at a time.
+struct Tabs<'a> {
+    bytes: &'a [u8],
+    /// Where the current word starts.
+    base: usize,
+    /// The high bit of each byte of the current word that is a tab and not yet returned.
+    found: u64,
+    /// Where the next word starts.
+    next: usize,
+}
+
+impl<'a> Tabs<'a> {
+    fn new(bytes: &'a [u8]) -> Tabs<'a> {
+        Tabs { bytes, base: 0, found: 0, next: 0 }
+    }
+
+    /// Takes the next word of eight bytes, if there is one.
+    #[inline]
+    fn load(&mut self) {
+        // `!(((word & LOW7) + LOW7) | word | LOW7)` marks exactly the zero bytes of `word` (the tabs, after
+        // the xor), with no carry from one byte into the next.
+        const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+        if let Some(chunk) = self.bytes.get(self.next..).and_then(<[u8]>::first_chunk::<8>) {
+            let word = u64::from_le_bytes(*chunk) ^ 0x0909_0909_0909_0909;
+            self.found = !(((word & LOW7) + LOW7) | word | LOW7);
+            (self.base, self.next) = (self.next, self.next + 8);
+        }
+    }
+}
+
+impl Iterator for Tabs<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        loop {
+            if self.found != 0 {
+                let position = self.base + (self.found.trailing_zeros() / 8) as usize;
+                self.found &= self.found - 1;
+                return Some(position);
+            }
+            match self.bytes.get(self.next..).and_then(<[u8]>::first_chunk::<8>) {
+                Some(_) => self.load(),
+                None => {
+                    // Fewer than eight bytes are left: one by one.
+                    let rest = self.bytes.get(self.next..)?;
+                    let position = self.next + rest.iter().position(|&byte| byte == b'\t')?;
+                    self.next = position + 1;
+                    return Some(position);
+                }
+            }
+        }
+    }
+
+    /// Whole words of tabs before the one wanted are counted, not visited.
+    fn nth(&mut self, mut skip: usize) -> Option<usize> {
+        loop {
+            let here = self.found.count_ones() as usize;
+            if skip < here {
+                for _ in 0..skip {
+                    self.found &= self.found - 1;
+                }
+                return self.next();
+            }
+            skip -= here;
+            self.found = 0;
+            if self.bytes.len() - self.next < 8 {
+                for _ in 0..skip {
+                    self.next()?;
+                }
+                return self.next();
+            }
+            self.load();
+        }
+    }
+
+    fn count(mut self) -> usize {
+        let mut count = 0;
+        while self.bytes.len() - self.next >= 8 {
+            count += self.found.count_ones() as usize;
+            self.load();
+        }
+        count + self.found.count_ones() as usize + self.bytes[self.next..].iter().filter(|&&byte| byte == b'\t').count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tabs;
+
+    proptest::proptest! {
+        /// The word-at-a-time search finds the tabs a byte-by-byte one finds, whatever surrounds them.
+        #[test]
+        fn tabs_are_found_as_one_byte_at_a_time_finds_them(line in "[a\t\u{8}\u{89}é ]{0,40}") {
+            let expected: Vec<usize> =
+                line.bytes().enumerate().filter(|&(_, byte)| byte == b'\t').map(|(at, _)| at).collect();
+            proptest::prop_assert_eq!(&Tabs::new(line.as_bytes()).collect::<Vec<_>>(), &expected);
+            proptest::prop_assert_eq!(Tabs::new(line.as_bytes()).count(), expected.len());
+            for skip in 0..=expected.len() {
+                let mut tabs = Tabs::new(line.as_bytes());
+                proptest::prop_assert_eq!(tabs.nth(skip), expected.get(skip).copied());
+                proptest::prop_assert_eq!(tabs.count(), expected.len().saturating_sub(skip + 1));
+            }
+        }
+    }
 }

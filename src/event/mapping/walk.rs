@@ -3,9 +3,8 @@
 //! borrowed from the payload, and skips every other value without building it.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use super::lexer::{LexError, Lexer};
 
 /// A scalar value found in a record.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,7 +80,14 @@ impl PathTree {
 
     /// The child of `node` named `name`.
     pub fn child(&self, node: usize, name: &str) -> Option<usize> {
-        self.nodes[node].children.iter().find(|(child, _)| child == name).map(|&(_, child)| child)
+        // Length and first byte first: most keys a record has are not the mapping's, and this rules them out
+        // without a comparison call.
+        let (length, first) = (name.len(), name.as_bytes().first());
+        self.nodes[node]
+            .children
+            .iter()
+            .find(|(child, _)| child.len() == length && child.as_bytes().first() == first && child == name)
+            .map(|&(_, child)| child)
     }
 
     /// The slot of `node`, if a pointer ends there.
@@ -106,212 +112,102 @@ pub struct Extraction<'a> {
     pub members: Vec<(usize, Cow<'a, str>, Scalar<'a>)>,
 }
 
-/// Walks one JSON value at `node`, filling `out`. `unwrap` names a root member read as the root itself
-/// (Kafka Connect's `payload` next to its `schema`).
-pub fn walk_json<'de, D: Deserializer<'de>>(
-    deserializer: D,
+/// Walks one JSON text at `node`, filling `out`. `unwrap` names a root member read as the root itself
+/// (Kafka Connect's `payload` next to its `schema`). The whole text is checked, skipped values included.
+pub fn walk_json<'a>(
+    text: &'a str,
     tree: &PathTree,
     node: usize,
     unwrap: Option<&str>,
-    out: &mut Extraction<'de>,
-) -> Result<(), D::Error> {
-    NodeSeed { tree, node, unwrap, out }.deserialize(deserializer).map(drop)
+    out: &mut Extraction<'a>,
+) -> Result<(), LexError> {
+    let mut walker = Walker { lexer: Lexer::new(text), tree, out };
+    walker.value(node, unwrap, 0)?;
+    walker.lexer.end()
 }
 
-/// Walks the value at one node; returns the value if it is a scalar, so that a collecting parent can keep it.
-struct NodeSeed<'t, 'o, 'de> {
+struct Walker<'a, 't, 'o> {
+    lexer: Lexer<'a>,
     tree: &'t PathTree,
-    node: usize,
-    unwrap: Option<&'t str>,
-    out: &'o mut Extraction<'de>,
+    out: &'o mut Extraction<'a>,
 }
 
-impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
-    type Value = Option<Scalar<'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> NodeSeed<'_, '_, 'de> {
-    fn scalar<E>(self, value: Scalar<'de>) -> Result<Option<Scalar<'de>>, E> {
-        if let Some(slot) = self.tree.nodes[self.node].slot {
-            self.out.slots[slot] = Some(value.clone());
-        }
-        Ok(Some(value))
-    }
-}
-
-impl<'de> Visitor<'de> for NodeSeed<'_, '_, 'de> {
-    type Value = Option<Scalar<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
-        self.scalar(Scalar::Flag(value))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        self.scalar(Scalar::Int(value))
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        match i64::try_from(value) {
-            Ok(value) => self.scalar(Scalar::Int(value)),
-            Err(_) => self.scalar(Scalar::Float(value as f64)),
-        }
-    }
-
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
-        self.scalar(Scalar::Float(value))
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
-        self.scalar(Scalar::Text(Cow::Borrowed(value)))
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        self.scalar(Scalar::Text(Cow::Owned(value.to_owned())))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let NodeSeed { tree, node, unwrap, out } = self;
-        let bucket = tree.nodes[node].bucket;
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if unwrap == Some(key.as_ref()) {
-                map.next_value_seed(NodeSeed { tree, node, unwrap: None, out: &mut *out })?;
-                continue;
+impl<'a> Walker<'a, '_, '_> {
+    /// Walks the value at `node`; returns it if it is a scalar, so that a collecting parent can keep it.
+    fn value(&mut self, node: usize, unwrap: Option<&str>, depth: usize) -> Result<Option<Scalar<'a>>, LexError> {
+        match self.lexer.peek() {
+            Some(b'{') => self.object(node, unwrap, depth).map(|()| None),
+            Some(b'[') => self.array(node, depth).map(|()| None),
+            _ => {
+                let value = self.lexer.scalar()?;
+                if let (Some(slot), Some(value)) = (self.tree.nodes[node].slot, &value) {
+                    self.out.slots[slot] = Some(value.clone());
+                }
+                Ok(value)
             }
-            let child = tree.child(node, &key);
-            match (child, bucket) {
-                (None, None) => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                (Some(child), None) => {
-                    map.next_value_seed(NodeSeed { tree, node: child, unwrap: None, out: &mut *out })?;
-                }
-                (child, Some(bucket)) => {
-                    let seed = match child {
-                        Some(child) => NodeSeed { tree, node: child, unwrap: None, out: &mut *out },
-                        None => NodeSeed { tree, node: LEAF_ONLY, unwrap: None, out: &mut *out },
-                    };
-                    if let Some(value) = map.next_value_seed(ScalarOrWalk(seed))? {
-                        out.members.push((bucket, key, value));
+        }
+    }
+
+    /// A member of a collecting object that no pointer reads: kept if it is a scalar, skipped if not.
+    fn leaf(&mut self, depth: usize) -> Result<Option<Scalar<'a>>, LexError> {
+        match self.lexer.peek() {
+            Some(b'{' | b'[') => self.lexer.skip(depth).map(|()| None),
+            _ => self.lexer.scalar(),
+        }
+    }
+
+    fn object(&mut self, node: usize, unwrap: Option<&str>, depth: usize) -> Result<(), LexError> {
+        let tree = self.tree;
+        if tree.nodes[node].children.is_empty() && tree.nodes[node].bucket.is_none() && unwrap.is_none() {
+            return self.lexer.skip(depth);
+        }
+        if self.lexer.open(b'}', depth)? {
+            return Ok(());
+        }
+        let bucket = tree.nodes[node].bucket;
+        loop {
+            let key = self.lexer.key()?;
+            if unwrap == Some(key.as_ref()) {
+                self.value(node, None, depth + 1)?;
+            } else {
+                match (tree.child(node, &key), bucket) {
+                    (None, None) => self.lexer.skip(depth + 1)?,
+                    (Some(child), None) => drop(self.value(child, None, depth + 1)?),
+                    (child, Some(bucket)) => {
+                        let value = match child {
+                            Some(child) => self.value(child, None, depth + 1)?,
+                            None => self.leaf(depth + 1)?,
+                        };
+                        if let Some(value) = value {
+                            self.out.members.push((bucket, key, value));
+                        }
                     }
                 }
             }
-        }
-        Ok(None)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let NodeSeed { tree, node, out, .. } = self;
-        let mut index = 0usize;
-        loop {
-            let child = if tree.nodes[node].children.is_empty() {
-                None
-            } else {
-                let mut digits = itoa::Buffer::new();
-                tree.child(node, digits.format(index))
-            };
-            let more = match child {
-                Some(child) => seq.next_element_seed(NodeSeed { tree, node: child, unwrap: None, out: &mut *out })?,
-                None => seq.next_element::<IgnoredAny>()?.map(|_| None),
-            };
-            if more.is_none() {
-                return Ok(None);
+            if !self.lexer.next(b'}')? {
+                return Ok(());
             }
-            index += 1;
         }
     }
-}
 
-/// Marks a member a collecting object keeps only if it is a scalar: nested objects and arrays are skipped.
-const LEAF_ONLY: usize = usize::MAX;
-
-/// A member of a collecting object: a scalar is kept, anything else is walked only if a pointer goes into it.
-struct ScalarOrWalk<'t, 'o, 'de>(NodeSeed<'t, 'o, 'de>);
-
-impl<'de> DeserializeSeed<'de> for ScalarOrWalk<'_, '_, 'de> {
-    type Value = Option<Scalar<'de>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        if self.0.node == LEAF_ONLY {
-            return deserializer.deserialize_any(LeafVisitor);
+    fn array(&mut self, node: usize, depth: usize) -> Result<(), LexError> {
+        if self.tree.nodes[node].children.is_empty() {
+            return self.lexer.skip(depth);
         }
-        deserializer.deserialize_any(self.0)
-    }
-}
-
-/// Keeps a scalar; skips (and drops) an object or array.
-struct LeafVisitor;
-
-impl<'de> Visitor<'de> for LeafVisitor {
-    type Value = Option<Scalar<'de>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
-        Ok(Some(Scalar::Flag(value)))
-    }
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Self::Value, E> {
-        Ok(Some(Scalar::Int(value)))
-    }
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Self::Value, E> {
-        Ok(Some(i64::try_from(value).map_or(Scalar::Float(value as f64), Scalar::Int)))
-    }
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Self::Value, E> {
-        Ok(Some(Scalar::Float(value)))
-    }
-    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Scalar::Text(Cow::Borrowed(value))))
-    }
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok(Some(Scalar::Text(Cow::Owned(value.to_owned()))))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-/// An object key, borrowed from the payload unless it had escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object key")
-    }
-    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(value))
-    }
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(value.to_owned()))
+        if self.lexer.open(b']', depth)? {
+            return Ok(());
+        }
+        let mut digits = itoa::Buffer::new();
+        for index in 0usize.. {
+            match self.tree.child(node, digits.format(index)) {
+                Some(child) => drop(self.value(child, None, depth + 1)?),
+                None => self.lexer.skip(depth + 1)?,
+            }
+            if !self.lexer.next(b']')? {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -325,8 +221,7 @@ mod tests {
 
     fn walk<'a>(tree: &PathTree, json: &'a str, unwrap: Option<&str>) -> Extraction<'a> {
         let mut out = tree.extraction();
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        walk_json(&mut deserializer, tree, ROOT, unwrap, &mut out).unwrap_or_else(|err| panic!("{err}"));
+        walk_json(json, tree, ROOT, unwrap, &mut out).unwrap_or_else(|err| panic!("{err}"));
         out
     }
 
