@@ -23,7 +23,8 @@ fn decode_formats(c: &mut Criterion) {
     let limits = DecodeLimits::default();
     let mut group = c.benchmark_group("decode_formats");
     group.throughput(Throughput::Elements(EVENTS as u64));
-    for render::FormatSample { name, decoder, records } in render::samples(&events) {
+    let samples = render::samples(&events).unwrap_or_else(|err| panic!("{err}"));
+    for render::FormatSample { name, decoder, records } in samples {
         let mean = records.iter().map(Vec::len).sum::<usize>() / records.len();
         let mut checked = false;
         group.bench_function(name, |b| {

@@ -53,7 +53,7 @@ fn main() {
     let events: Vec<Event> = (0..count).map(|_| generator.next_event()).collect();
     let native = args.next().is_some_and(|mode| mode == "native");
     let Some(FormatSample { mut decoder, mut records, .. }) =
-        samples(&events).into_iter().find(|sample| sample.name == format)
+        samples(&events).unwrap_or_else(|err| panic!("{err}")).into_iter().find(|sample| sample.name == format)
     else {
         panic!("unknown format {format}");
     };

@@ -87,6 +87,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         cluster.create_topic(&spec.name, spec.partitions, 1)?;
     }
     println!("leadscore demo: embedded Kafka broker at {bootstrap}");
+    println!("  web console: http://{}/ui/", options.http);
     println!("  tap the topics with: kcat -b {bootstrap} -t {} -C", config.topics.score_changed);
     println!(
         "  contact API and metrics: http://{}/v1/contacts/contact-0000000  http://{}/metrics",
@@ -110,7 +111,8 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
     let printer = {
         let view = view.clone();
         let status = status.clone();
-        tokio::spawn(async move { print_live(view, status).await })
+        let console = format!("http://{}/ui/", options.http);
+        tokio::spawn(async move { print_live(view, status, console).await })
     };
     let deadline = async {
         match options.duration {
@@ -242,7 +244,7 @@ fn push_recent(recent: &mut VecDeque<String>, line: String) {
     }
 }
 
-async fn print_live(view: Arc<Mutex<LiveView>>, status: Arc<Status>) {
+async fn print_live(view: Arc<Mutex<LiveView>>, status: Arc<Status>, console: String) {
     let terminal = std::io::stdout().is_terminal();
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     let mut last_events = 0;
@@ -274,6 +276,7 @@ async fn print_live(view: Arc<Mutex<LiveView>>, status: Arc<Status>) {
         for line in &view.recent {
             screen.push_str(&format!("    {line}\n"));
         }
+        screen.push_str(&format!("  web console: {console}\n"));
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(screen.as_bytes());
         let _ = out.flush();

@@ -11,8 +11,8 @@
 //! - [`event`]: the event model and its JSON and protobuf decoders, with typed errors per field; the
 //!   mappings from Segment, CloudEvents, Snowplow, Debezium or any JSON shape; Schema Registry framing.
 //! - [`rules`]: the rules file (TOML), validated with file:line:column errors and compiled to indices.
-//! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations,
-//!   outputs and the stored-state codec.
+//! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations, the
+//!   score over time for charts, outputs and the stored-state codec.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
 //! - [`leaderboard`]: the top contacts per group or total, from an index with time-invariant keys.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
@@ -27,7 +27,8 @@
 //! - [`runtime`]: the processor: per-partition tasks, contact records, rebalances, readiness.
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
 //! - [`schema_registry`]: schema ids of framed records, resolved against a Confluent-compatible registry.
-//! - [`http`]: the contact, leaderboard and rules API, health checks and Prometheus metrics.
+//! - [`http`]: the contact, leaderboard, rules and what-if API, the web console (`/ui/`), health checks
+//!   and Prometheus metrics.
 //! - [`inspect`]: `leadscore inspect`: one contact read from a state directory.
 //! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.
 //! - [`rule_stats`]: rule firings and conversion attribution, counted per partition.

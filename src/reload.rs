@@ -11,7 +11,7 @@
 //! README's "Changing rules" section says what that means for scores, limits, thresholds and timers.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -28,12 +28,15 @@ pub struct ActiveRules {
     current: RwLock<Arc<Rules>>,
     /// Bumped by every replacement, so the processor's per-cycle check is one atomic load.
     generation: AtomicU64,
+    /// When the rules in force were put in force, epoch ms.
+    loaded_at_ms: AtomicI64,
 }
 
 impl ActiveRules {
     /// Starts with `rules`.
     pub fn new(rules: Arc<Rules>) -> Self {
-        ActiveRules { current: RwLock::new(rules), generation: AtomicU64::new(0) }
+        let loaded_at_ms = AtomicI64::new(crate::runtime::now_ms());
+        ActiveRules { current: RwLock::new(rules), generation: AtomicU64::new(0), loaded_at_ms }
     }
 
     /// The rules in force now.
@@ -44,6 +47,11 @@ impl ActiveRules {
             Ok(current) => current.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// When the rules in force were put in force, epoch ms.
+    pub fn loaded_at_ms(&self) -> i64 {
+        self.loaded_at_ms.load(Ordering::Acquire)
     }
 
     /// How many times the rules were replaced.
@@ -57,6 +65,7 @@ impl ActiveRules {
             Ok(mut current) => std::mem::replace(&mut *current, rules),
             Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), rules),
         };
+        self.loaded_at_ms.store(crate::runtime::now_ms(), Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
         previous
     }

@@ -74,6 +74,19 @@ async fn served_routes_match_the_openapi_file() {
     status.set_owned(0..PARTITIONS as i32);
     let app = router(offline_instance(PARTITIONS, status));
     for (method, path) in &served {
+        if method == "POST" {
+            let request = Request::builder()
+                .method("POST")
+                .uri(path.as_str())
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("content-type", "application/json")
+                .body(Body::from("{}"))
+                .unwrap();
+            let code = app.clone().oneshot(request).await.unwrap().status();
+            let documented_codes = &spec["paths"][path.as_str()]["post"]["responses"];
+            assert!(!documented_codes[code.as_str()].is_null(), "POST {path} answered {code}, not documented");
+            continue;
+        }
         assert_eq!(method, "GET");
         let (code, body, text) = get(&app, &path.replace("{id}", "someone"), Some(TOKEN)).await;
         assert_ne!(code, StatusCode::METHOD_NOT_ALLOWED, "{path}");
@@ -252,6 +265,28 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
         }
     }
 
+    // The grade filter keeps the total ranking's rows of that grade, each graded as the contact view does.
+    let grades = rules.grades.unwrap();
+    for letter in ["A", "B", "C", "D"] {
+        let (code, body, text) = get(&app, &format!("/v1/leaderboard?limit=25&grade={letter}"), Some(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let at = parse_rfc3339(body["at"].as_str().unwrap()).unwrap();
+        let mut brute: Vec<f64> = reference
+            .states
+            .values()
+            .filter(|state| state.disqualified.is_none())
+            .filter(|state| grades.grade(state.group_value(&rules, grades.group, at.max(state.clock_ms))).letter() == letter)
+            .map(|state| state.total(&rules, at.max(state.clock_ms)))
+            .collect();
+        brute.sort_by(|a, b| b.total_cmp(a));
+        let rows = body["contacts"].as_array().unwrap();
+        assert_eq!(rows.len(), brute.len().min(25), "grade {letter}");
+        for (row, expected) in rows.iter().zip(&brute) {
+            assert_eq!(row["grade"].as_str(), Some(letter), "{row}");
+            assert!(close(row["score"].as_f64().unwrap(), *expected), "grade {letter}: {row} vs {expected}");
+        }
+    }
+
     // Rule statistics and conversion attribution equal the brute-force sums.
     let (code, body, text) = get(&app, "/v1/rules", Some(TOKEN)).await;
     assert_eq!(code, StatusCode::OK, "{text}");
@@ -293,6 +328,18 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
             weighted += group.weight * value;
         }
         assert!((weighted - body["total"].as_f64().unwrap()).abs() < 1e-9, "{contact}: {text}");
+        // The chart's series passes through every history entry's value and ends at the view.
+        let (code, series, text) = get(&app, &format!("/v1/contacts/{contact}/series"), Some(TOKEN)).await;
+        assert_eq!(code, StatusCode::OK, "{text}");
+        let points = series["points"].as_array().unwrap();
+        let history = body["history"].as_array().unwrap();
+        assert_eq!(series["events"].as_array().unwrap().len(), history.len(), "{contact}");
+        let last = points.last().unwrap();
+        let state = &reference.states[contact];
+        let end = parse_rfc3339(series["at"].as_str().unwrap()).unwrap();
+        assert_eq!(last["t"].as_i64(), Some(end), "{contact}");
+        assert!(close(last["total"].as_f64().unwrap(), state.total(&rules, end)), "{contact}: {last}");
+        assert!(points.windows(2).all(|pair| pair[0]["t"].as_i64() <= pair[1]["t"].as_i64()), "{contact}");
     }
 
     // Every metric the dashboard and the alerts use is exported (lag comes with the statistics interval).

@@ -1,5 +1,5 @@
-//! The `/v1` handlers: one contact with its explanation, the leaderboard, and the rules with their
-//! statistics.
+//! The `/v1` handlers: one contact with its explanation and its score over time, the leaderboard, and the
+//! rules with their statistics and scorecard.
 
 use std::sync::Arc;
 
@@ -16,15 +16,30 @@ use crate::app::Instance;
 use crate::event::format_rfc3339;
 use crate::hashing::partition_for_key;
 use crate::leaderboard::{MAX_LIMIT, Ranking};
+use crate::rules::{DecayLaw, Grade, Rules, Target};
 use crate::runtime::now_ms;
 use crate::runtime::record::StoredContact;
-use crate::scoring::ContactView;
+use crate::scoring::{ContactState, ContactView, Series};
 
 /// Contacts a leaderboard returns when no limit is given.
 pub const DEFAULT_LIMIT: usize = 50;
 
 /// `GET /v1/contacts/{id}`.
 pub async fn contact(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
+    read_contact(instance, id, |rules, state| Json(ContactView::new(rules, state, now_ms())).into_response()).await
+}
+
+/// `GET /v1/contacts/{id}/series`: the contact's score over time, for charts.
+pub async fn series(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
+    read_contact(instance, id, |rules, state| Json(Series::new(rules, state, now_ms())).into_response()).await
+}
+
+/// Reads the contact named in the path from the partition that holds it, and answers with `show` of it.
+async fn read_contact(
+    instance: Arc<Instance>,
+    id: Result<Path<String>, PathRejection>,
+    show: fn(&Rules, &ContactState) -> Response,
+) -> Response {
     let Ok(Path(id)) = id else {
         return error(StatusCode::BAD_REQUEST, "invalid contact id");
     };
@@ -49,11 +64,11 @@ pub async fn contact(State(instance): State<Arc<Instance>>, id: Result<Path<Stri
             return Ok(None);
         };
         let stored = StoredContact::decode(&rules, &id, &bytes).map_err(|err| err.to_string())?;
-        Ok::<_, String>(stored.state.map(|state| ContactView::new(&rules, &state, now_ms())))
+        Ok::<_, String>(stored.state.map(|state| show(&rules, &state)))
     })
     .await;
     match lookup {
-        Ok(Ok(Some(view))) => Json(view).into_response(),
+        Ok(Ok(Some(response))) => response,
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "unknown contact"),
         Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
@@ -70,6 +85,8 @@ pub struct LeaderboardQuery {
     limit: Option<usize>,
     /// Only contacts in this phase.
     phase: Option<String>,
+    /// Only contacts with this fit grade, among the top [`MAX_LIMIT`] of the ranking.
+    grade: Option<String>,
 }
 
 /// One leaderboard row.
@@ -79,6 +96,8 @@ struct Row {
     contact: String,
     score: f64,
     phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grade: Option<&'static str>,
 }
 
 /// `GET /v1/leaderboard`: the top contacts of the partitions this instance owns, decayed to now.
@@ -105,26 +124,40 @@ pub async fn leaderboard(
             None => return error(StatusCode::BAD_REQUEST, format!("unknown phase {name:?}")),
         },
     };
+    let grade = match query.grade.as_deref() {
+        None => None,
+        Some(letter) => match (Grade::from_letter(letter), rules.grades) {
+            (Some(grade), Some(_)) => Some(grade),
+            (None, _) => return error(StatusCode::BAD_REQUEST, format!("unknown grade {letter:?}: A, B, C or D")),
+            (Some(_), None) => return error(StatusCode::BAD_REQUEST, "the rules define no grades"),
+        },
+    };
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_LIMIT}"));
     }
     let now = now_ms();
     let instance_for_query = instance.clone();
+    // A grade is not an index of its own: the top of the ranking is read as far as the limit allows and
+    // filtered.
+    let wanted = if grade.is_some() { MAX_LIMIT } else { limit };
     let top = tokio::task::spawn_blocking(move || {
         let rules = instance_for_query.rules.get();
-        instance_for_query.insights.leaderboard.top(&rules, ranking, phase, limit, now)
+        instance_for_query.insights.leaderboard.top(&rules, ranking, phase, wanted, now)
     })
     .await
     .unwrap_or_default();
     let rows: Vec<Row> = top
         .into_iter()
+        .filter(|ranked| grade.is_none() || ranked.grade == grade)
+        .take(limit)
         .enumerate()
         .map(|(position, ranked)| Row {
             rank: position + 1,
             contact: ranked.contact,
             score: ranked.score,
             phase: rules.phases.get(ranked.phase).map_or_else(String::new, |phase| phase.name.clone()),
+            grade: ranked.grade.map(Grade::letter),
         })
         .collect();
     let restoring: Vec<i32> =
@@ -135,6 +168,7 @@ pub async fn leaderboard(
             Ranking::Total => "total".to_owned(),
         },
         "phase": query.phase,
+        "grade": grade.map(Grade::letter),
         "at": format_rfc3339(now),
         "partitions": instance.status.owned(),
         "restoring": restoring,
@@ -156,6 +190,55 @@ pub async fn rules(State(instance): State<Arc<Instance>>) -> Response {
         "phases": rules.phases.iter().map(|phase| &phase.name).collect::<Vec<_>>(),
         "conversions": by_phase,
         "partitions": instance.status.owned(),
+        "loaded_at": format_rfc3339(instance.rules.loaded_at_ms()),
+        "scorecard": scorecard(rules),
     }))
     .into_response()
+}
+
+/// The scorecard's shape, for people reading it: groups with their range, weight and decay, thresholds with
+/// their levels, phases with the groups they reset, and the grades.
+fn scorecard(rules: &Rules) -> serde_json::Value {
+    let group_name = |index: usize| rules.groups.get(index).map(|group| group.name.clone());
+    let days = |ms: f64| {
+        let days = ms / 86_400_000.0;
+        if days.fract() == 0.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
+    };
+    json!({
+        "groups": rules.groups.iter().map(|group| json!({
+            "name": group.name,
+            "min": group.min,
+            "max": group.max,
+            "weight": group.weight,
+            "decay": match group.decay {
+                DecayLaw::None => "none".to_owned(),
+                DecayLaw::Exponential { half_life_ms } => format!("exponential, half-life {}", days(half_life_ms)),
+                DecayLaw::Linear { per_ms } => {
+                    let per_day = per_ms * 86_400_000.0;
+                    format!("linear, {per_day} point{} a day", if per_day == 1.0 { "" } else { "s" })
+                }
+                DecayLaw::Step { expire_after_ms } => format!("step, each contribution for {}", days(expire_after_ms as f64)),
+            },
+        })).collect::<Vec<_>>(),
+        "thresholds": rules.thresholds.iter().map(|threshold| json!({
+            "name": threshold.name,
+            "target": match threshold.target {
+                Target::Total => Some("total".to_owned()),
+                Target::Group(group) => group_name(group),
+            },
+            "at": threshold.at,
+            "down": threshold.down_level(),
+            "advance_to": threshold.advance_to.and_then(|phase| rules.phases.get(phase)).map(|phase| &phase.name),
+        })).collect::<Vec<_>>(),
+        "phases": rules.phases.iter().map(|phase| json!({
+            "name": phase.name,
+            "resets": phase.resets.iter().filter_map(|group| group_name(*group)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "grades": rules.grades.map(|grades| json!({
+            "group": group_name(grades.group),
+            "a": grades.a,
+            "b": grades.b,
+            "c": grades.c,
+        })),
+    })
 }

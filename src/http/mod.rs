@@ -1,19 +1,23 @@
-//! The HTTP server: the contact API for nurturing tools and sales, health checks for orchestrators, and
-//! Prometheus metrics for SREs. `/v1/*` may require a bearer token; `/healthz`, `/readyz` and `/metrics`
-//! stay open for probes and scrapers.
+//! The HTTP server: the contact API for nurturing tools and sales, the web console for marketing operations
+//! (`/ui/`), health checks for orchestrators, and Prometheus metrics for SREs. `/v1/*` may require a bearer
+//! token; `/healthz`, `/readyz`, `/metrics` and the console's static files stay open (the console asks for
+//! the token and sends it with its API calls).
 
 mod api;
+mod console;
 pub mod metrics;
+mod whatif;
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
@@ -28,8 +32,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/v1/contacts/{id}"),
+    ("GET", "/v1/contacts/{id}/series"),
     ("GET", "/v1/leaderboard"),
     ("GET", "/v1/rules"),
+    ("POST", "/v1/whatif"),
+    ("GET", "/"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/console.js"),
+    ("GET", "/ui/console.css"),
 ];
 
 /// Binds the configured address and serves until the returned task is aborted.
@@ -52,13 +62,19 @@ pub async fn serve(instance: Arc<Instance>) -> Result<JoinHandle<()>, String> {
 pub fn router(instance: Arc<Instance>) -> Router {
     let api = Router::new()
         .route("/v1/contacts/{id}", get(api::contact))
+        .route("/v1/contacts/{id}/series", get(api::series))
         .route("/v1/leaderboard", get(api::leaderboard))
         .route("/v1/rules", get(api::rules))
+        .route("/v1/whatif", post(whatif::whatif).layer(DefaultBodyLimit::max(whatif::MAX_BODY_BYTES)))
         .route_layer(middleware::from_fn_with_state(instance.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "alive" })) }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
+        .route("/", get(console::root))
+        .route("/ui/", get(console::index))
+        .route("/ui/console.js", get(console::script))
+        .route("/ui/console.css", get(console::style))
         .merge(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async { error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed") })

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::key::RankKey;
-use crate::rules::{DecayLaw, Rules};
+use crate::rules::{DecayLaw, Grade, Rules};
 use crate::scoring::{ContactState, GroupScore};
 
 /// What the index keeps of a contact: its phase and what its group values need to be read at any time.
@@ -72,6 +72,8 @@ pub struct Ranked {
     pub score: f64,
     /// Phase index.
     pub phase: usize,
+    /// Fit grade at the query time, if the rules define grades.
+    pub grade: Option<Grade>,
 }
 
 struct Slot {
@@ -231,7 +233,8 @@ impl Board {
             .into_iter()
             .filter_map(|(score, index)| {
                 let slot = self.slots[index as usize].as_ref()?;
-                Some(Ranked { contact: slot.contact.clone(), score, phase: slot.entry.phase })
+                let grade = rules.grades.map(|grades| grades.grade(slot.entry.value(rules, grades.group, now_ms)));
+                Some(Ranked { contact: slot.contact.clone(), score, phase: slot.entry.phase, grade })
             })
             .collect()
     }

@@ -1,6 +1,6 @@
-//! Riding out Kafka failures: when the brokers refuse or lose records (an outage, a broker restart, a
-//! record over a topic's size limit, a missing or forbidden topic), the processor is rebuilt instead of
-//! exiting, and retries after a pause until the fault is gone.
+//! Riding out external faults: when the brokers refuse or lose records (an outage, a broker restart, a
+//! record over a topic's size limit, a missing or forbidden topic), or the schema registry cannot be
+//! reached, the processor is rebuilt instead of exiting, and retries after a pause until the fault is gone.
 //!
 //! The local state needs no repair: RocksDB only receives a batch once all of its records were
 //! acknowledged, so it never runs ahead of the changelog, and the restore on the next assignment replays
@@ -15,11 +15,11 @@ use tracing::warn;
 use super::{ProcessorError, ProcessorSettings};
 use crate::kafka::sink::SinkError;
 
-/// Pause before rejoining the group after a Kafka failure.
+/// Pause before rejoining the group after an external fault.
 const REJOIN_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Whether the processor can be rebuilt after `err`: Kafka refused or lost records, or a revocation
-/// could not be finished because of it. Store, task and restore-decoding errors stay fatal, and so does
+/// Whether the processor can be rebuilt after `err`: Kafka refused or lost records, a revocation could
+/// not be finished because of it, or the schema registry did not answer. Store, task and restore-decoding errors stay fatal, and so does
 /// everything in exactly-once mode, whose transactions are not rebuilt here.
 pub(super) fn recoverable(settings: &ProcessorSettings, err: &ProcessorError) -> bool {
     if settings.transactional_id.is_some() {
@@ -45,6 +45,6 @@ pub(super) fn back_off(shutdown: &AtomicBool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    warn!("rejoining the group after a Kafka failure");
+    warn!("rejoining the group after an external fault (the brokers or the schema registry)");
     !shutdown.load(Ordering::Relaxed)
 }

@@ -13,6 +13,7 @@ mod emit;
 mod fire;
 mod output;
 mod output_json;
+mod series;
 mod state;
 mod view;
 
@@ -20,6 +21,7 @@ pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
+pub use series::{Series, SeriesPoint};
 pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};
 pub use view::{ContactView, ExplanationLine, GroupView, HistoryView};
 

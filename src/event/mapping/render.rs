@@ -182,14 +182,13 @@ pub struct FormatSample {
     pub records: Vec<Vec<u8>>,
 }
 
-/// The events written in every format, each with its decoder.
-pub fn samples(events: &[Event]) -> Vec<FormatSample> {
+/// The events written in every format, each with its decoder; an error names a preset that does not compile.
+pub fn samples(events: &[Event]) -> Result<Vec<FormatSample>, String> {
     let topic = |format, fields: [(&str, &[&str]); 4]| {
         let [item, phase, points, reason] =
             fields.map(|(_, sources)| (!sources.is_empty()).then(|| Sources::of(sources)));
         let input = TopicInput { format, item, phase, points, reason, ..TopicInput::default() };
-        // Infallible: the presets and these pointers are valid.
-        InputDecoder::for_topic(&input).unwrap_or(InputDecoder::Json)
+        InputDecoder::for_topic(&input)
     };
     let properties = [
         ("item", &["/properties/item", "/properties/url"][..]),
@@ -214,7 +213,7 @@ pub fn samples(events: &[Event]) -> Vec<FormatSample> {
     debezium.contact = Some(Sources::of(&["/after/email", "/before/email"]));
     let mut table = ChangeLog::default();
     let text = |records: Vec<String>| records.into_iter().map(String::into_bytes).collect::<Vec<_>>();
-    vec![
+    Ok(vec![
         FormatSample { name: "json", decoder: InputDecoder::Json, records: events.iter().map(json::encode).collect() },
         FormatSample {
             name: "protobuf",
@@ -223,28 +222,28 @@ pub fn samples(events: &[Event]) -> Vec<FormatSample> {
         },
         FormatSample {
             name: "segment",
-            decoder: topic(InputFormat::Segment, properties),
+            decoder: topic(InputFormat::Segment, properties)?,
             records: text(events.iter().map(segment).collect()),
         },
         FormatSample {
             name: "cloudevents",
-            decoder: topic(InputFormat::Cloudevents, data),
+            decoder: topic(InputFormat::Cloudevents, data)?,
             records: text(events.iter().map(cloudevent).collect()),
         },
         FormatSample {
             name: "snowplow_tsv",
-            decoder: topic(InputFormat::Snowplow, structured),
+            decoder: topic(InputFormat::Snowplow, structured)?,
             records: text(events.iter().map(snowplow_tsv).collect()),
         },
         FormatSample {
             name: "snowplow_json",
-            decoder: topic(InputFormat::Snowplow, structured),
+            decoder: topic(InputFormat::Snowplow, structured)?,
             records: text(events.iter().map(snowplow_json).collect()),
         },
         FormatSample {
             name: "debezium",
-            decoder: InputDecoder::for_topic(&debezium).unwrap_or(InputDecoder::Json),
+            decoder: InputDecoder::for_topic(&debezium)?,
             records: text(events.iter().map(|event| table.change(event)).collect()),
         },
-    ]
+    ])
 }

@@ -29,11 +29,6 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    /// Whether records of this format go through a [`super::Mapping`].
-    pub fn is_mapped(self) -> bool {
-        !matches!(self, InputFormat::Json | InputFormat::Protobuf)
-    }
-
     /// The config name.
     pub fn name(self) -> &'static str {
         match self {

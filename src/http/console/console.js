@@ -240,6 +240,15 @@ function groupBars(group, weight) {
     lines.length ? null : el('p', { class: 'muted', text: 'No points.' }));
 }
 
+/** A time axis label, as precise as the axis's span needs. */
+function tickLabel(t, span) {
+  const hour = 3600000;
+  const parts = span < hour ? { hour: '2-digit', minute: '2-digit', second: '2-digit' }
+    : span < 48 * hour ? { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }
+      : { year: 'numeric', month: 'short', day: 'numeric' };
+  return new Date(t).toLocaleString(undefined, parts);
+}
+
 /** The total over time: decay curves between events, a point per history entry, thresholds and phases. */
 function scoreChart(series) {
   const width = 800, height = 300, pad = { left: 48, right: 16, top: 16, bottom: 36 };
@@ -258,7 +267,7 @@ function scoreChart(series) {
     chart.append(svg('line', { class: 'grid', x1: pad.left, x2: width - pad.right, y1: y(value), y2: y(value) }),
       svg('text', { class: 'axis', x: pad.left - 6, y: y(value) + 4, 'text-anchor': 'end' }, document.createTextNode(value.toFixed(0))),
       svg('text', { class: 'axis', x: x(t), y: height - 12, 'text-anchor': tick === 0 ? 'start' : tick === 4 ? 'end' : 'middle' },
-        document.createTextNode(new Date(t).toLocaleString(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' }))));
+        document.createTextNode(tickLabel(t, t1 - t0))));
   }
   for (const threshold of totals) {
     chart.append(svg('line', { class: 'threshold', 'data-name': threshold.name, x1: pad.left, x2: width - pad.right, y1: y(threshold.at), y2: y(threshold.at) }),
