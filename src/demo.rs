@@ -41,6 +41,8 @@ pub struct DemoOptions {
     pub contacts: u64,
     /// HTTP address for the API and metrics.
     pub http: std::net::SocketAddr,
+    /// Bearer token the API then requires (the console asks for it), as `http.token` does.
+    pub http_token: Option<String>,
 }
 
 /// Why the demo could not run.
@@ -83,6 +85,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
     config.topics.partitions = PARTITIONS as u32;
     config.state.dir = state_dir.path().join("state");
     config.http.listen = options.http;
+    config.http.token = options.http_token.clone().map(crate::config::Secret::new);
     for spec in app::topic_specs(&config) {
         cluster.create_topic(&spec.name, spec.partitions, 1)?;
     }

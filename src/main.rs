@@ -188,6 +188,9 @@ enum Command {
         /// Address of the contact API and metrics.
         #[arg(long, default_value = "127.0.0.1:9464")]
         http: SocketAddr,
+        /// Require this bearer token on the API, as `http.token` does (the console asks for it once).
+        #[arg(long, env = "LEADSCORE_DEMO_TOKEN")]
+        http_token: Option<String>,
     },
 }
 
@@ -260,7 +263,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => bench(args),
         Command::Pipe { config, to } => pipe(&config, &to),
-        Command::Demo { duration, rate, contacts, http } => demo(DemoOptions { duration, rate, contacts, http }),
+        Command::Demo { duration, rate, contacts, http, http_token } => {
+            demo(DemoOptions { duration, rate, contacts, http, http_token })
+        }
         Command::Check { file: Some(file), sample: None, .. } => check(&file),
         Command::Check { config, sample, topic, .. } => check_sample(config.as_deref(), sample.as_deref(), topic),
         Command::Replay {

@@ -1,11 +1,12 @@
-//! The web console in a real browser, against `leadscore demo`: the system Chromium, driven by
-//! playwright-core (`scripts/browser.sh` installs both), runs `tests/console/console.mjs`. It opens the
-//! leaderboard, reaches a contact by keyboard, checks that the explanation bars sum to the total shown and
-//! that the chart has a point per history entry, that the rules page lists every rule, that the what-if
-//! page shows the top movers `leadscore replay` reports offline for the same rules and export, that no API
-//! request took 100 ms or more, and that the pages fit a phone. Its screenshots go to the target
-//! directory (`console-screenshots/` under the test's temporary directory); with
-//! `LEADSCORE_UPDATE_SCREENSHOTS=1` they replace the ones in `docs/screenshots/` that the README shows.
+//! The web console in a real browser, against `leadscore demo` with an API token: the system Chromium,
+//! driven by playwright-core (`scripts/browser.sh` installs both), runs `tests/console/console.mjs`. It
+//! enters the token the page asks for once, opens the leaderboard, reaches a contact by keyboard, checks
+//! that the explanation bars sum to the total shown and that the chart has a point per history entry,
+//! that the rules page lists every rule, that the what-if page shows the top movers `leadscore replay`
+//! reports offline for the same rules and export, that no API request took 100 ms or more, and that the
+//! pages fit a phone. Its screenshots go to the target directory (`console-screenshots/` under the test's
+//! temporary directory); with `LEADSCORE_UPDATE_SCREENSHOTS=1` they replace the ones in
+//! `docs/screenshots/` that the README shows.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
@@ -19,6 +20,8 @@ use leadscore::event::json;
 use leadscore::generator::EventGenerator;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
+/// The demo's API token: the page must ask for it and send it.
+const TOKEN: &str = "console-test-token";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -106,7 +109,7 @@ fn the_console_shows_the_demo_in_a_real_browser() {
 
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let demo = Command::new(BIN)
-        .args(["demo", "--duration", "180s", "--http", &format!("127.0.0.1:{port}")])
+        .args(["demo", "--duration", "180s", "--http", &format!("127.0.0.1:{port}"), "--http-token", TOKEN])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -129,6 +132,7 @@ fn the_console_shows_the_demo_in_a_real_browser() {
     let run = Command::new("node")
         .arg(repo("tests/console/console.mjs"))
         .env("LEADSCORE_URL", format!("http://127.0.0.1:{port}"))
+        .env("LEADSCORE_TOKEN", TOKEN)
         .env("LEADSCORE_SCREENSHOTS", &screenshots)
         .env("LEADSCORE_WHATIF", &whatif)
         .env("LEADSCORE_BROWSER_MODULES", &modules)

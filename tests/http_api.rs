@@ -275,7 +275,9 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
             .states
             .values()
             .filter(|state| state.disqualified.is_none())
-            .filter(|state| grades.grade(state.group_value(&rules, grades.group, at.max(state.clock_ms))).letter() == letter)
+            .filter(|state| {
+                grades.grade(state.group_value(&rules, grades.group, at.max(state.clock_ms))).letter() == letter
+            })
             .map(|state| state.total(&rules, at.max(state.clock_ms)))
             .collect();
         brute.sort_by(|a, b| b.total_cmp(a));

@@ -1,10 +1,12 @@
-// The web console in a real browser (the system Chromium, driven by playwright-core): the leaderboard, a
+// The web console in a real browser (the system Chromium, driven by playwright-core): the token asked for
+// once, the leaderboard, a
 // contact reached by keyboard whose bars sum to its total and whose chart has a point per history entry,
 // the rules page listing every rule, the what-if page showing the movers `leadscore replay` reports, every
 // API request under 100 ms, and the pages on a phone. Screenshots go to LEADSCORE_SCREENSHOTS.
 //
-// Run by tests/console.rs with LEADSCORE_URL, LEADSCORE_SCREENSHOTS, LEADSCORE_WHATIF (a JSON file:
-// rules_file, events_file, expected_movers) and LEADSCORE_BROWSER_MODULES (see scripts/browser.sh path).
+// Run by tests/console.rs with LEADSCORE_URL, LEADSCORE_TOKEN (the demo's API token, which the page asks
+// for once), LEADSCORE_SCREENSHOTS, LEADSCORE_WHATIF (a JSON file: rules_file, events_file,
+// expected_movers) and LEADSCORE_BROWSER_MODULES (see scripts/browser.sh path).
 import { createRequire } from 'node:module';
 import { readFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,6 +15,7 @@ const require = createRequire(join(process.env.LEADSCORE_BROWSER_MODULES, 'node_
 const { chromium } = require('playwright-core');
 
 const url = process.env.LEADSCORE_URL;
+const token = process.env.LEADSCORE_TOKEN;
 const shots = process.env.LEADSCORE_SCREENSHOTS;
 const whatif = JSON.parse(readFileSync(process.env.LEADSCORE_WHATIF, 'utf8'));
 const SLOW_MS = 100;
@@ -30,9 +33,21 @@ async function ready(page, name, timeout = 20000) {
   await page.waitForSelector(`body[data-page="${name}"][data-ready="true"]`, { timeout });
 }
 
-async function leaderboard(page) {
+/** The first visit asks for the token; once entered, the page keeps it. */
+async function tokenAskedOnce(page) {
   await page.goto(`${url}/`);
   check(new URL(page.url()).pathname === '/ui/', `/ redirects to /ui/, not ${page.url()}`);
+  await page.waitForSelector('#token-form', { state: 'visible' });
+  await page.locator('#token').fill(token);
+  await page.keyboard.press('Enter');
+  await ready(page, 'leaderboard');
+  await page.reload();
+  await ready(page, 'leaderboard');
+  check(await page.locator('#token-form').isHidden(), 'the token is asked for again after a reload');
+}
+
+async function leaderboard(page) {
+  await page.goto(`${url}/ui/#/leaderboard`);
   await ready(page, 'leaderboard');
   await page.waitForSelector('#leaderboard tr[data-contact]');
   await page.screenshot({ path: join(shots, 'leaderboard.png') });
@@ -60,7 +75,8 @@ async function keyboardToContact(page) {
 
 async function contactExplained(page) {
   const facts = await page.evaluate(async () => {
-    const rules = await (await fetch('/v1/rules')).json();
+    const headers = { Authorization: `Bearer ${localStorage.getItem('leadscore.token')}` };
+    const rules = await (await fetch('/v1/rules', { headers })).json();
     const groups = [...document.querySelectorAll('section.group')].map((section) => ({
       name: section.dataset.group,
       value: Number(section.dataset.value),
@@ -95,7 +111,10 @@ async function contactExplained(page) {
 async function rulesListed(page) {
   await page.goto(`${url}/ui/#/rules`);
   await ready(page, 'rules');
-  const rules = await page.evaluate(async () => (await fetch('/v1/rules')).json());
+  const rules = await page.evaluate(async () => {
+    const headers = { Authorization: `Bearer ${localStorage.getItem('leadscore.token')}` };
+    return (await fetch('/v1/rules', { headers })).json();
+  });
   const shown = await page.locator('#rules tr[data-rule]').evaluateAll((rows) => rows.map((row) => row.dataset.rule));
   const expected = rules.rules.map((rule) => rule.id);
   check(JSON.stringify([...shown].sort()) === JSON.stringify([...expected].sort()),
@@ -126,8 +145,9 @@ async function whatifMovers(page) {
   await page.screenshot({ path: join(shots, 'whatif.png'), fullPage: true });
 }
 
-async function phone(browser, contact) {
-  const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+async function phone(context, contact) {
+  const page = await context.newPage();
+  await page.setViewportSize({ width: 390, height: 844 });
   for (const [hash, name, shot] of [['#/leaderboard', 'leaderboard', 'leaderboard-phone.png'],
     [`#/contact/${encodeURIComponent(contact)}`, 'contact', 'contact-phone.png']]) {
     await page.goto(`${url}/ui/${hash}`);
@@ -142,7 +162,9 @@ async function phone(browser, contact) {
 async function main() {
   const args = process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [];
   const browser = await chromium.launch({ executablePath: process.env.LEADSCORE_CHROMIUM || '/usr/bin/chromium', args });
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  // One context for every page, so that the token entered once is kept, as in one browser profile.
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
   const timings = [];
   page.on('requestfinished', (request) => {
     const path = new URL(request.url()).pathname;
@@ -151,6 +173,7 @@ async function main() {
     timings.push({ path, ms: timing.responseEnd });
   });
   const steps = [
+    ['the token is asked for once', () => tokenAskedOnce(page)],
     ['leaderboard', () => leaderboard(page)],
     ['keyboard to a contact', async () => { page.contact = await keyboardToContact(page); }],
     ['contact explained', () => contactExplained(page)],
@@ -162,7 +185,7 @@ async function main() {
       check(slowest.ms < SLOW_MS, `${slowest.path} took ${slowest.ms.toFixed(1)} ms`);
       console.log(`# ${timings.length} API requests, the slowest ${slowest.path} in ${slowest.ms.toFixed(1)} ms`);
     }],
-    ['phone', () => phone(browser, page.contact)],
+    ['phone', () => phone(context, page.contact)],
   ];
   try {
     for (const [name, step] of steps) {
