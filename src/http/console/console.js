@@ -381,7 +381,8 @@ async function runWhatif() {
   results.append(el('h2', { text: 'Thresholds' }), table('whatif-thresholds', ['Threshold', 'Gained', 'Lost']));
   results.querySelector('#whatif-thresholds tbody').append(...report.thresholds.map((threshold) =>
     row({}, threshold.name, String(threshold.gained), String(threshold.lost))));
-  results.append(el('h2', { text: 'Top movers' }), table('whatif-movers', ['Contact', 'Live', 'New', 'Change', 'Phase live', 'Phase new']));
+  results.append(el('h2', { text: 'Top movers' }), moverBars(report.top_movers),
+    table('whatif-movers', ['Contact', 'Live', 'New', 'Change', 'Phase live', 'Phase new']));
   results.querySelector('#whatif-movers tbody').append(...report.top_movers.map((mover) => {
     const line = row({ 'data-contact': mover.contact }, mover.contact, fixed(mover.live), fixed(mover.replayed), '',
       mover.live_phase, mover.replayed_phase);
@@ -391,6 +392,22 @@ async function runWhatif() {
     return line;
   }));
   ready(true);
+}
+
+/** The top movers' changes as bars from a zero axis, largest first. */
+function moverBars(movers) {
+  const most = Math.max(1, ...movers.map((mover) => Math.abs(mover.delta)));
+  const low = Math.min(0, ...movers.map((mover) => mover.delta));
+  const span = Math.max(0, ...movers.map((mover) => mover.delta)) - low || 1;
+  const zero = (-low / span) * 100;
+  return el('div', { class: 'group movers', role: 'img', 'aria-label': `Changes of the top ${movers.length} movers, largest ${fixed(most)}` },
+    ...movers.map((mover) => el('div', { class: 'bar-row' },
+      el('span', { class: 'bar-label', text: mover.contact }),
+      el('span', { class: 'bar-track' },
+        el('span', { class: `bar${mover.delta < 0 ? ' negative' : ''}`, title: `${mover.contact}: ${signed(mover.delta)}`,
+          style: `left:${mover.delta < 0 ? zero + (mover.delta / span) * 100 : zero}%;width:${(Math.abs(mover.delta) / span) * 100}%` }),
+        el('span', { class: 'zero', style: `left:${zero}%` })),
+      el('span', { class: 'bar-value', text: signed(mover.delta) }))));
 }
 
 function histogram(buckets) {
