@@ -120,15 +120,7 @@ mod tests {
     const EPOCH_2026: i64 = 1_767_225_600_000;
 
     fn value_at(decay: DecayLaw, value: f64, since_ms: i64, at_ms: i64) -> f64 {
-        let elapsed = (at_ms - since_ms).max(0) as f64;
-        match decay {
-            DecayLaw::None | DecayLaw::Step { .. } => value,
-            DecayLaw::Exponential { half_life_ms } => value * (-elapsed / half_life_ms).exp2(),
-            DecayLaw::Linear { per_ms } => {
-                let amount = per_ms * elapsed;
-                if value > 0.0 { (value - amount).max(0.0) } else { (value + amount).min(0.0) }
-            }
-        }
+        decay.decay(value, (at_ms - since_ms).max(0) as f64)
     }
 
     fn decay_law() -> impl Strategy<Value = DecayLaw> {

@@ -148,6 +148,21 @@ pub enum DecayLaw {
     },
 }
 
+impl DecayLaw {
+    /// `value` after `elapsed_ms` of this decay. A step group's value changes only as its contributions
+    /// expire, which the law alone does not know: it is returned as it is.
+    pub fn decay(self, value: f64, elapsed_ms: f64) -> f64 {
+        match self {
+            DecayLaw::None | DecayLaw::Step { .. } => value,
+            DecayLaw::Exponential { half_life_ms } => value * (-elapsed_ms / half_life_ms).exp2(),
+            DecayLaw::Linear { per_ms } => {
+                let amount = per_ms * elapsed_ms;
+                if value > 0.0 { (value - amount).max(0.0) } else { (value + amount).min(0.0) }
+            }
+        }
+    }
+}
+
 /// One scoring rule: a match on events and an effect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {

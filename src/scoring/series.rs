@@ -229,25 +229,12 @@ impl<'a> Track<'a> {
         match last {
             Some(last) => {
                 let (time, value) = self.changes[last];
-                decayed(self.group.decay, value, t - time)
+                self.group.decay.decay(value, (t - time).max(0) as f64)
             }
             None => {
                 let first = self.changes.first().map_or(t, |&(time, _)| time);
                 decayed_backward(self.group.decay, self.first_before, first - t)
             }
-        }
-    }
-}
-
-/// `value` after `elapsed_ms` of decay; step groups keep it.
-fn decayed(law: DecayLaw, value: f64, elapsed_ms: i64) -> f64 {
-    let elapsed = elapsed_ms.max(0) as f64;
-    match law {
-        DecayLaw::None | DecayLaw::Step { .. } => value,
-        DecayLaw::Exponential { half_life_ms } => value * (-elapsed / half_life_ms).exp2(),
-        DecayLaw::Linear { per_ms } => {
-            let amount = per_ms * elapsed;
-            if value > 0.0 { (value - amount).max(0.0) } else { (value + amount).min(0.0) }
         }
     }
 }
@@ -332,9 +319,9 @@ mod tests {
     #[test]
     fn exponential_decay_runs_back_to_what_it_was() {
         let law = DecayLaw::Exponential { half_life_ms: 1000.0 };
-        assert!((decayed_backward(law, decayed(law, 80.0, 2500), 2500) - 80.0).abs() < 1e-9);
+        assert!((decayed_backward(law, law.decay(80.0, 2500.0), 2500) - 80.0).abs() < 1e-9);
         let linear = DecayLaw::Linear { per_ms: 0.001 };
-        assert!((decayed_backward(linear, decayed(linear, -30.0, 5000), 5000) + 30.0).abs() < 1e-9);
-        assert_eq!(decayed(linear, 3.0, 5000), 0.0);
+        assert!((decayed_backward(linear, linear.decay(-30.0, 5000.0), 5000) + 30.0).abs() < 1e-9);
+        assert_eq!(linear.decay(3.0, 5000.0), 0.0);
     }
 }

@@ -163,12 +163,9 @@ impl GroupScore {
 
     /// The decayed value at `at_ms`.
     pub fn value_at(&self, group: &Group, at_ms: i64) -> f64 {
-        let elapsed = (at_ms - self.since_ms).max(0) as f64;
         match group.decay {
-            DecayLaw::None => self.value,
-            DecayLaw::Exponential { half_life_ms } => self.value * (-elapsed / half_life_ms).exp2(),
-            DecayLaw::Linear { per_ms } => linear(self.value, per_ms * elapsed),
             DecayLaw::Step { .. } => clamp(group, self.live_sum(at_ms)),
+            law => law.decay(self.value, (at_ms - self.since_ms).max(0) as f64),
         }
     }
 
@@ -187,7 +184,7 @@ impl GroupScore {
         let factor = match group.decay {
             DecayLaw::None | DecayLaw::Step { .. } => 1.0,
             DecayLaw::Exponential { half_life_ms } => (-elapsed / half_life_ms).exp2(),
-            DecayLaw::Linear { per_ms } if self.value != 0.0 => linear(self.value, per_ms * elapsed) / self.value,
+            law @ DecayLaw::Linear { .. } if self.value != 0.0 => law.decay(self.value, elapsed) / self.value,
             DecayLaw::Linear { .. } => 1.0,
         };
         let mut live: Vec<Contribution> = Vec::with_capacity(self.contributions.len() + 1);
@@ -274,11 +271,6 @@ fn credit(contributions: &mut Vec<Contribution>, source: u32, points: f64) {
         Some(existing) => existing.points += points,
         None => contributions.push(Contribution { source, points, expires_at_ms: None }),
     }
-}
-
-/// Moves `value` toward 0 by `amount`, stopping at 0.
-fn linear(value: f64, amount: f64) -> f64 {
-    if value > 0.0 { (value - amount).max(0.0) } else { (value + amount).min(0.0) }
 }
 
 fn clamp(group: &Group, value: f64) -> f64 {
