@@ -13,7 +13,7 @@ use leadscore::config::Config;
 use leadscore::demo::DemoOptions;
 use leadscore::offline::OfflineScorer;
 use leadscore::replay::{Position, ReplayRequest};
-use leadscore::rules::{DecayLaw, Effect, Rules, Target};
+use leadscore::rules::{Effect, Rules};
 use leadscore::telemetry::LogFormat;
 
 /// Exit status for a bad rules or config file.
@@ -336,15 +336,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     writeln!(out, "{}: ok, rules version {}", path.display(), rules.version)?;
     writeln!(out, "groups ({}):", rules.groups.len())?;
     for group in &rules.groups {
-        let decay = match group.decay {
-            DecayLaw::None => "no decay".to_owned(),
-            DecayLaw::Exponential { half_life_ms } => format!("half-life {}", days(half_life_ms)),
-            DecayLaw::Linear { per_ms } => format!("linear, {:.3} points/day", per_ms * 86_400_000.0),
-            DecayLaw::Step { expire_after_ms } => {
-                format!("each contribution expires after {}", days(expire_after_ms as f64))
-            }
-        };
-        writeln!(out, "  {:<14} {}..{}  weight {}  {decay}", group.name, group.min, group.max, group.weight)?;
+        writeln!(out, "  {:<14} {}..{}  weight {}  {}", group.name, group.min, group.max, group.weight, group.decay)?;
     }
     let disqualifying = rules.rules.iter().filter(|rule| matches!(rule.effect, Effect::Disqualify(_))).count();
     let negative =
@@ -362,10 +354,7 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
     writeln!(out, "  event types: {}", types.join(", "))?;
     writeln!(out, "thresholds ({}):", rules.thresholds.len())?;
     for threshold in &rules.thresholds {
-        let target = match threshold.target {
-            Target::Total => "total".to_owned(),
-            Target::Group(index) => rules.groups[index].name.clone(),
-        };
+        let target = rules.target_name(threshold.target);
         let advance = threshold.advance_to.map(|p| format!(" → {}", rules.phases[p].name)).unwrap_or_default();
         writeln!(
             out,
@@ -385,11 +374,6 @@ fn check(path: &Path) -> anyhow::Result<ExitCode> {
         )?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn days(ms: f64) -> String {
-    let days = ms / 86_400_000.0;
-    if days >= 1.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
 }
 
 fn score(

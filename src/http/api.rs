@@ -16,7 +16,7 @@ use crate::app::Instance;
 use crate::event::format_rfc3339;
 use crate::hashing::partition_for_key;
 use crate::leaderboard::{MAX_LIMIT, Ranking};
-use crate::rules::{DecayLaw, Grade, Rules, Target};
+use crate::rules::{Grade, Rules};
 use crate::runtime::now_ms;
 use crate::runtime::record::StoredContact;
 use crate::scoring::{ContactState, ContactView, Series};
@@ -200,32 +200,17 @@ pub async fn rules(State(instance): State<Arc<Instance>>) -> Response {
 /// their levels, phases with the groups they reset, and the grades.
 fn scorecard(rules: &Rules) -> serde_json::Value {
     let group_name = |index: usize| rules.groups.get(index).map(|group| group.name.clone());
-    let days = |ms: f64| {
-        let days = ms / 86_400_000.0;
-        if days.fract() == 0.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
-    };
     json!({
         "groups": rules.groups.iter().map(|group| json!({
             "name": group.name,
             "min": group.min,
             "max": group.max,
             "weight": group.weight,
-            "decay": match group.decay {
-                DecayLaw::None => "none".to_owned(),
-                DecayLaw::Exponential { half_life_ms } => format!("exponential, half-life {}", days(half_life_ms)),
-                DecayLaw::Linear { per_ms } => {
-                    let per_day = per_ms * 86_400_000.0;
-                    format!("linear, {per_day} point{} a day", if per_day == 1.0 { "" } else { "s" })
-                }
-                DecayLaw::Step { expire_after_ms } => format!("step, each contribution for {}", days(expire_after_ms as f64)),
-            },
+            "decay": group.decay.to_string(),
         })).collect::<Vec<_>>(),
         "thresholds": rules.thresholds.iter().map(|threshold| json!({
             "name": threshold.name,
-            "target": match threshold.target {
-                Target::Total => Some("total".to_owned()),
-                Target::Group(group) => group_name(group),
-            },
+            "target": rules.target_name(threshold.target),
             "at": threshold.at,
             "down": threshold.down_level(),
             "advance_to": threshold.advance_to.and_then(|phase| rules.phases.get(phase)).map(|phase| &phase.name),

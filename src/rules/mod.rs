@@ -83,6 +83,14 @@ impl Rules {
         self.groups.iter().position(|group| group.key == key)
     }
 
+    /// What a threshold's target is called: `total` or a group's name.
+    pub fn target_name(&self, target: Target) -> &str {
+        match target {
+            Target::Total => "total",
+            Target::Group(group) => self.groups.get(group).map_or("", |group| group.name.as_str()),
+        }
+    }
+
     /// The name behind a stored source key: a rule id, `manual`, `clamp`, or a phase (history of phase
     /// entries). Keys are hashes of names, so one key never stands for two different names.
     pub fn source_name(&self, key: u32) -> &str {
@@ -146,6 +154,27 @@ pub enum DecayLaw {
         /// Lifetime of a contribution in milliseconds.
         expire_after_ms: i64,
     },
+}
+
+impl std::fmt::Display for DecayLaw {
+    /// The law in words: `exponential, half-life 30d`, `linear, 1 point a day`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let span = |ms: f64| {
+            let days = ms / 86_400_000.0;
+            if days >= 1.0 { format!("{days}d") } else { format!("{}h", ms / 3_600_000.0) }
+        };
+        match *self {
+            DecayLaw::None => f.write_str("no decay"),
+            DecayLaw::Exponential { half_life_ms } => write!(f, "exponential, half-life {}", span(half_life_ms)),
+            DecayLaw::Linear { per_ms } => {
+                let per_day = per_ms * 86_400_000.0;
+                write!(f, "linear, {per_day} point{} a day", if per_day == 1.0 { "" } else { "s" })
+            }
+            DecayLaw::Step { expire_after_ms } => {
+                write!(f, "step, each contribution expires after {}", span(expire_after_ms as f64))
+            }
+        }
+    }
 }
 
 impl DecayLaw {

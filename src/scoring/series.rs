@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::state::{ContactState, HistoryEntry};
 use crate::event::format_rfc3339;
-use crate::rules::{DecayLaw, Group, MANUAL_KEY, Rules, Target};
+use crate::rules::{DecayLaw, Group, MANUAL_KEY, Rules};
 
 /// Samples drawn between two consecutive changes when a group decays.
 pub const SAMPLES_BETWEEN: usize = 8;
@@ -140,10 +140,7 @@ impl Series {
                 .iter()
                 .map(|threshold| ThresholdLevel {
                     name: threshold.name.clone(),
-                    target: match threshold.target {
-                        Target::Total => "total".to_owned(),
-                        Target::Group(group) => rules.groups[group].name.clone(),
-                    },
+                    target: rules.target_name(threshold.target).to_owned(),
                     at: threshold.at,
                     down: threshold.down_level(),
                 })
