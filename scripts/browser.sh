@@ -26,5 +26,5 @@ fi
 installed=$(node -p "require('$dir/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
 if [ "$installed" != "$PLAYWRIGHT_CORE" ]; then
   mkdir -p "$dir"
-  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_CORE" >&2
+  npm install --prefix "$dir" --save-exact --no-audit --no-fund --loglevel=error "playwright-core@$PLAYWRIGHT_CORE" >&2
 fi

@@ -27,7 +27,7 @@ pub const MAX_EVENTS: usize = 50_000;
 /// Largest request body: the rules file and the events.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// Events of the demo's stream replayed when a request brings none.
-pub const DEMO_EVENTS: usize = 20_000;
+pub const DEMO_EVENTS: usize = 10_000;
 /// Contacts in the demo's population, as `leadscore demo` generates them by default.
 const DEMO_CONTACTS: u64 = 5_000;
 /// Contacts listed as top movers, as `leadscore replay` lists them by default.
