@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 
 use super::error;
 use crate::app::Instance;
@@ -33,6 +34,9 @@ const DEMO_CONTACTS: u64 = 5_000;
 /// Contacts listed as top movers, as `leadscore replay` lists them by default.
 const TOP_MOVERS: usize = 10;
 
+/// The what-if running now, if any.
+static RUNNING: Semaphore = Semaphore::const_new(1);
+
 /// The body of `POST /v1/whatif`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +53,11 @@ pub async fn whatif(State(instance): State<Arc<Instance>>, body: Result<Json<Wha
     let Json(request) = match body {
         Ok(body) => body,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    // A replay takes a core for up to a few hundred milliseconds: one at a time, so that what-ifs never
+    // crowd out the scoring.
+    let Ok(_running) = RUNNING.try_acquire() else {
+        return error(StatusCode::TOO_MANY_REQUESTS, "a what-if is already running; retry when it is done");
     };
     let baseline = instance.rules.get();
     let answer = tokio::task::spawn_blocking(move || replay(&baseline, request)).await;
@@ -149,6 +158,19 @@ mod tests {
         assert_eq!(buckets.len(), 11);
         let moved: u64 = buckets.iter().filter_map(|bucket| bucket["contacts"].as_u64()).sum();
         assert!(moved >= TOP_MOVERS as u64, "{moved} contacts in the histogram");
+    }
+
+    #[tokio::test]
+    async fn one_what_if_runs_at_a_time() {
+        let store = Arc::new(crate::store::MemoryStore::new());
+        let status = Arc::new(crate::runtime::status::Status::default());
+        let instance = Arc::new(Instance::new(Arc::new(rules()), store, status, 1, crate::config::Config::default()));
+        let request = || Ok(Json(WhatIf { rules: RULES.to_owned(), events: Some(String::new()) }));
+        let running = RUNNING.try_acquire();
+        assert!(running.is_ok());
+        assert_eq!(whatif(State(instance.clone()), request()).await.status(), StatusCode::TOO_MANY_REQUESTS);
+        drop(running);
+        assert_eq!(whatif(State(instance), request()).await.status(), StatusCode::OK);
     }
 
     #[test]
