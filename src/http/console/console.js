@@ -6,6 +6,8 @@
 const SVG_NS = 'http://www.w3.org/2000/svg';
 const TOKEN_KEY = 'leadscore.token';
 const REFRESH_MS = 2000;
+/** Line colours of the groups in the chart, in the rules' order. */
+const GROUP_COLORS = ['#2e8b57', '#8a5cc2', '#c26a00', '#b3261e', '#00838f', '#6d4c41'];
 let refreshTimer = null;
 let rulesCache = null;
 
@@ -254,9 +256,14 @@ function scoreChart(series) {
   const width = 800, height = 300, pad = { left: 48, right: 16, top: 16, bottom: 36 };
   const points = series.points;
   const totals = series.thresholds.filter((threshold) => threshold.target === 'total');
+  // Each group that ever held points gets a thin line of its own, with the thresholds that watch it.
+  const shown = series.groups.map((name, index) => ({ name, index, color: GROUP_COLORS[index % GROUP_COLORS.length] }))
+    .filter((group) => points.some((point) => point.groups[group.index] !== 0));
+  const watched = series.thresholds.filter((threshold) => shown.some((group) => group.name === threshold.target));
   const times = points.map((point) => point.t);
   const t0 = Math.min(...times), t1 = Math.max(...times, t0 + 1);
-  const values = [0, ...points.map((point) => point.total), ...totals.map((threshold) => threshold.at)];
+  const values = [0, ...points.map((point) => point.total), ...totals.map((threshold) => threshold.at),
+    ...shown.flatMap((group) => points.map((point) => point.groups[group.index])), ...watched.map((threshold) => threshold.at)];
   const v0 = Math.min(...values), v1 = Math.max(...values, v0 + 1);
   const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right);
   const y = (v) => height - pad.bottom - ((v - v0) / (v1 - v0)) * (height - pad.top - pad.bottom);
@@ -278,15 +285,25 @@ function scoreChart(series) {
     chart.append(svg('line', { class: 'phase-mark', 'data-phase': phase.phase, x1: x(phase.t), x2: x(phase.t), y1: pad.top, y2: height - pad.bottom }),
       svg('text', { class: 'phase-label', x: x(phase.t) + 4, y: pad.top + 10 }, document.createTextNode(phase.phase)));
   }
-  const d = points.map((point, index) => `${index ? 'L' : 'M'}${x(point.t).toFixed(1)},${y(point.total).toFixed(1)}`).join('');
-  chart.append(svg('path', { class: 'total-line', d }));
+  const line = (value) => points.map((point, index) => `${index ? 'L' : 'M'}${x(point.t).toFixed(1)},${y(value(point)).toFixed(1)}`).join('');
+  for (const group of shown) {
+    chart.append(svg('path', { class: 'group-line', 'data-group': group.name, stroke: group.color, d: line((point) => point.groups[group.index]) }));
+    for (const threshold of watched.filter((watching) => watching.target === group.name)) {
+      chart.append(svg('line', { class: 'group-threshold', 'data-name': threshold.name, stroke: group.color, x1: pad.left, x2: width - pad.right, y1: y(threshold.at), y2: y(threshold.at) }),
+        svg('text', { class: 'threshold-label', x: pad.left + 4, y: y(threshold.at) - 4, fill: group.color },
+          document.createTextNode(`${threshold.name} ${threshold.at} (${group.name})`)));
+    }
+  }
+  chart.append(svg('path', { class: 'total-line', d: line((point) => point.total) }));
   for (const event of series.events) {
     const after = points.filter((point) => point.t === event.t).at(-1);
     if (!after) continue;
     chart.append(svg('circle', { class: `point ${event.kind}`, 'data-t': event.t, cx: x(event.t), cy: y(after.total), r: 4 },
       svg('title', {}, document.createTextNode(`${localTime(event.ts)}: ${event.source} ${signed(event.delta)}${event.group ? ` (${event.group})` : ''}`))));
   }
-  return el('div', { class: 'chart' }, chart);
+  const legend = el('p', { class: 'legend' }, el('span', { class: 'swatch total' }), 'total',
+    ...shown.flatMap((group) => [el('span', { class: 'swatch', style: `background:${group.color}` }), group.name]));
+  return el('div', { class: 'chart' }, chart, legend);
 }
 
 // ---- Rules -------------------------------------------------------------------------------------------
