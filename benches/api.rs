@@ -60,7 +60,7 @@ fn demo_instance() -> (Router, String) {
         store.write(batch).unwrap();
     }
     let status = Arc::new(Status::default());
-    status.set_owned(0..PARTITIONS as i32);
+    status.set_owned(0, 0..PARTITIONS as i32);
     let instance = Arc::new(Instance::new(rules.clone(), store.clone(), status, PARTITIONS, Config::default()));
     for partition in 0..PARTITIONS as i32 {
         instance.insights.leaderboard.open_partition(partition, &rules, store.as_ref()).unwrap();

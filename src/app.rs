@@ -140,6 +140,7 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
         tick: Duration::from_millis(config.timers.tick_ms),
         drain_timeout: Duration::from_millis(config.processing.drain_timeout_ms),
         max_in_flight: 4,
+        thread: 0,
         transactional_id: match config.processing.guarantee {
             Guarantee::AtLeastOnce => None,
             // One transactional id per instance, stable across its restarts so that a restart fences
@@ -246,19 +247,39 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         .map_err(|reason| AppError::Http { address: instance.config.http.listen.to_string(), reason })?;
     let stop = Arc::new(AtomicBool::new(false));
     let settings = processor_settings(&instance.config)?;
-    let processor = {
+    let threads = instance.config.processing.thread_count();
+    info!(threads, "starting the processing threads");
+    let mut processors = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        let settings = settings.for_thread(thread);
         let instance = instance.clone();
         let stop = stop.clone();
-        std::thread::Builder::new().name("processor".into()).spawn(move || {
-            runtime::run(&settings, &instance.rules, &instance.store, &instance.status, &instance.insights, &stop)
-        })
+        let processor = std::thread::Builder::new().name(format!("processor-{thread}")).spawn(move || {
+            let result =
+                runtime::run(&settings, &instance.rules, &instance.store, &instance.status, &instance.insights, &stop);
+            // A thread that stopped on an error stops the others: the instance leaves the group as a whole.
+            stop.store(true, Ordering::Relaxed);
+            result
+        });
+        processors.push(processor.map_err(|_| AppError::Crashed)?);
     }
-    .map_err(|_| AppError::Crashed)?;
     let (done_sender, done) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::task::spawn_blocking(move || {
-        let result = processor.join();
+        let mut total: Result<RunSummary, runtime::ProcessorError> = Ok(RunSummary::default());
+        let mut crashed = false;
+        for processor in processors {
+            match (processor.join(), &mut total) {
+                (Err(_), _) => crashed = true,
+                (Ok(Ok(summary)), Ok(total)) => {
+                    total.records += summary.records;
+                    total.outputs += summary.outputs;
+                }
+                (Ok(Err(err)), Ok(_)) => total = Err(err),
+                (Ok(_), Err(_)) => {}
+            }
+        }
         let _ = done_sender.send(());
-        result
+        if crashed { Err(()) } else { Ok(total) }
     });
     tokio::select! {
         _ = shutdown => {

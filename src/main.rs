@@ -219,6 +219,9 @@ struct BenchArgs {
     /// Input partitions.
     #[arg(long, default_value_t = 6)]
     partitions: u32,
+    /// Processing threads of each measured process, the pipe's included (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    threads: Option<u32>,
     /// Offered load of the latency phase, events per second (0 skips it).
     #[arg(long, default_value_t = 10_000)]
     rate: u32,
@@ -579,6 +582,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         events: args.events,
         contacts: args.contacts,
         partitions: args.partitions,
+        threads: leadscore::config::ProcessingConfig { threads: args.threads, ..Default::default() }.thread_count()
+            as u32,
         rate: args.rate,
         latency_seconds: args.latency_seconds,
         restore_contacts: args.restore_contacts,

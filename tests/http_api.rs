@@ -71,7 +71,7 @@ async fn served_routes_match_the_openapi_file() {
     assert_eq!(documented, served, "openapi.yaml and http::ROUTES differ");
 
     let status = Arc::new(Status::default());
-    status.set_owned(0..PARTITIONS as i32);
+    status.set_owned(0, 0..PARTITIONS as i32);
     let app = router(offline_instance(PARTITIONS, status));
     for (method, path) in &served {
         if method == "POST" {
@@ -111,7 +111,7 @@ async fn served_routes_match_the_openapi_file() {
 async fn token_ownership_and_restore_errors() {
     let partitions = 4;
     let status = Arc::new(Status::default());
-    status.set_owned([0, 1]);
+    status.set_owned(0, [0, 1]);
     status.restoring(1, true);
     let app = router(offline_instance(partitions, status));
 

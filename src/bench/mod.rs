@@ -48,6 +48,8 @@ pub struct BenchOptions {
     pub contacts: u64,
     /// Input partitions.
     pub partitions: u32,
+    /// Processing threads of each measured process (`processing.threads`).
+    pub threads: u32,
     /// Offered load of the latency phase, events per second (0 skips the phase).
     pub rate: u32,
     /// Length of the latency phase's measured window.
@@ -210,6 +212,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         events: options.events,
         contacts: options.contacts,
         distinct_contacts: loaded.contacts,
+        threads: options.threads,
         partitions: options.partitions,
         format: match options.format {
             Format::Json => "json",
@@ -270,6 +273,7 @@ impl Context<'_> {
         };
         config.output.format = self.options.format;
         config.processing.guarantee = guarantee;
+        config.processing.threads = Some(self.options.threads);
         config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.rules.path = self.rules.to_path_buf();
         config

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::app::processor_settings;
 use crate::config::Config;
 use crate::kafka::sink::{Sink, SinkError, SinkTopics, set_default};
-use crate::runtime::commit_batches;
+use crate::runtime::{ProcessorSettings, commit_batches};
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
 
@@ -37,9 +37,36 @@ pub enum PipeError {
     Settings(#[from] crate::app::AppError),
 }
 
-/// Copies the config's input topics to `to` until `shutdown` is set; returns the records copied.
+/// Copies the config's input topics to `to` until `shutdown` is set, on as many threads (each a member of
+/// the consumer group) as the processor would run; returns the records copied. A thread that fails stops
+/// the others.
 pub fn run(config: &Config, to: &str, shutdown: &AtomicBool) -> Result<u64, PipeError> {
     let settings = processor_settings(config)?;
+    let threads = config.processing.thread_count();
+    info!(threads, "starting the pipe's threads");
+    std::thread::scope(|scope| {
+        let copiers: Vec<_> = (0..threads)
+            .map(|thread| {
+                let settings = settings.for_thread(thread);
+                scope.spawn(move || {
+                    let copied = copy(&settings, to, shutdown);
+                    if copied.is_err() {
+                        shutdown.store(true, Ordering::Relaxed);
+                    }
+                    copied
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for copier in copiers {
+            total += copier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        }
+        Ok(total)
+    })
+}
+
+/// One member of the pipe: copies its partitions until `shutdown` is set.
+fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result<u64, PipeError> {
     let mut client = ClientConfig::new();
     for (key, value) in &settings.consumer {
         client.set(key, value);

@@ -78,6 +78,8 @@ pub struct BenchReport {
     pub distinct_contacts: u64,
     /// Input partitions.
     pub partitions: u32,
+    /// Processing threads of each measured process.
+    pub threads: u32,
     /// Wire format of events and outputs.
     pub format: &'static str,
     /// How fast the pre-load was produced.
@@ -115,8 +117,14 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "leadscore bench: {} events ({}), {} contacts ({} distinct), {} partitions, broker {}",
-            self.events, self.format, self.contacts, self.distinct_contacts, self.partitions, self.broker
+            "leadscore bench: {} events ({}), {} contacts ({} distinct), {} partitions, {} processing threads, broker {}",
+            self.events,
+            self.format,
+            self.contacts,
+            self.distinct_contacts,
+            self.partitions,
+            self.threads,
+            self.broker
         );
         let _ = writeln!(
             out,

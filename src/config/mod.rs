@@ -259,14 +259,28 @@ pub struct OutputConfig {
     pub format: Format,
 }
 
-/// The delivery guarantee and how long a shutdown may take.
+/// The delivery guarantee, the processing threads and how long a shutdown may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProcessingConfig {
     /// How outputs are delivered.
     pub guarantee: Guarantee,
+    /// How many processing threads score the instance's partitions, each a member of the consumer group
+    /// with its own partitions, consumer and producer; unset, one per core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
     /// How long a shutdown or revocation may spend finishing the batch and waiting for acks.
     pub drain_timeout_ms: u64,
+}
+
+impl ProcessingConfig {
+    /// The processing threads to run: `threads`, or one per core.
+    pub fn thread_count(&self) -> usize {
+        match self.threads {
+            Some(threads) => threads as usize,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        }
+    }
 }
 
 /// Ten seconds: long enough for outstanding acks, short of Kubernetes' 30 s grace period.
@@ -276,7 +290,7 @@ const fn default_drain_timeout_ms() -> u64 {
 
 impl Default for ProcessingConfig {
     fn default() -> Self {
-        ProcessingConfig { guarantee: Guarantee::default(), drain_timeout_ms: default_drain_timeout_ms() }
+        ProcessingConfig { guarantee: Guarantee::default(), threads: None, drain_timeout_ms: default_drain_timeout_ms() }
     }
 }
 
@@ -371,6 +385,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("input.schema_registry", "", "Schema Registry URL that framed records' schema ids are checked against"),
     ("output.format", "json", "output encoding: json or protobuf"),
     ("processing.guarantee", "at_least_once", "at_least_once or exactly_once (Kafka transactions)"),
+    ("processing.threads", "the number of cores", "processing threads, each with its own partitions (1..=64)"),
     ("processing.drain_timeout_ms", "10000", "time budget to finish a batch on shutdown or revocation"),
     ("http.listen", "127.0.0.1:9464", "address of the API, health checks and metrics"),
     ("http.token", "", "bearer token required by /v1/* (secret)"),

@@ -231,6 +231,7 @@ fn each_cross_field_rule_fails_with_its_reason() {
         (|c| c.kafka.batch_size = 0, "kafka.batch_size = 0 is out of range; it must be between 1 and 100000"),
         (|c| c.kafka.batch_size = 100_001, "kafka.batch_size = 100001 is out of range"),
         (|c| c.state.history = Some(0), "state.history = 0 is out of range; it must be between 1 and 10000"),
+        (|c| c.processing.threads = Some(0), "processing.threads = 0 is out of range; it must be between 1 and 64"),
         (|c| c.state.history = Some(10_001), "state.history = 10001 is out of range"),
         (|c| c.input.max_bytes = 0, "input.max_bytes = 0 is too small"),
         (

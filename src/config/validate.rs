@@ -84,7 +84,8 @@ impl Config {
             ("input.max_bytes", u64::from(self.input.max_bytes), 1, u64::MAX),
         ];
         let history = self.state.history.map(|history| ("state.history", u64::from(history), 1, 10_000));
-        for (key, value, min, max) in ranges.into_iter().chain(history) {
+        let threads = self.processing.threads.map(|threads| ("processing.threads", u64::from(threads), 1, 64));
+        for (key, value, min, max) in ranges.into_iter().chain(history).chain(threads) {
             ensure((min..=max).contains(&value), || match max {
                 u64::MAX => format!("{key} = {value} is too small; it must be at least {min}"),
                 _ => format!("{key} = {value} is out of range; it must be between {min} and {max}"),

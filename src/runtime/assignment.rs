@@ -32,13 +32,11 @@ impl Processor<'_> {
                             .set(0.0);
                         self.assigned.remove(&entry);
                     }
+                    // Their leaderboards and rule statistics were dropped in the revocation callback.
                     let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
-                    for gone in self.tasks.keys().filter(|partition| !still.contains(partition)) {
-                        self.insights.drop_partition(*gone);
-                    }
                     self.tasks.retain(|partition, _| still.contains(partition));
                     records.retain(|partition, _| still.contains(partition));
-                    self.status.set_owned(still);
+                    self.status.set_owned(self.settings.thread, still);
                 }
                 GroupEvent::Assigned(added) => {
                     counter!(telemetry::REBALANCES_TOTAL, "kind" => "assign").increment(1);
@@ -48,14 +46,14 @@ impl Processor<'_> {
                         .filter(|partition| !self.tasks.contains_key(partition))
                         .collect();
                     self.assigned.extend(added);
-                    self.status.set_owned(self.assigned.iter().map(|(_, partition)| *partition));
+                    self.status.set_owned(self.settings.thread, self.assigned.iter().map(|(_, partition)| *partition));
                     if !new.is_empty() {
                         self.start_tasks(&new.into_iter().collect::<Vec<_>>())?;
                     }
                 }
             }
         }
-        gauge!(telemetry::ASSIGNED_PARTITIONS).set(self.tasks.len() as f64);
+        gauge!(telemetry::ASSIGNED_PARTITIONS, "thread" => self.thread_label()).set(self.tasks.len() as f64);
         Ok(())
     }
 

@@ -62,9 +62,31 @@ pub struct ProcessorSettings {
     pub drain_timeout: Duration,
     /// Most poll cycles whose records may be unacknowledged at once.
     pub max_in_flight: usize,
-    /// Exactly-once mode: the transactional id of this instance's producer. Outputs, changelog and input
+    /// Which of the instance's processing threads runs with these settings, from 0.
+    pub thread: usize,
+    /// Exactly-once mode: the transactional id of this thread's producer. Outputs, changelog and input
     /// offsets of a cycle then commit in one Kafka transaction, and RocksDB is written after the commit.
     pub transactional_id: Option<String>,
+}
+
+impl ProcessorSettings {
+    /// The settings of processing thread `thread`: the first keeps the instance's ids, so that a single
+    /// thread reads exactly as an instance did before it had threads; the others get their number appended
+    /// to the transactional id and to a static `group.instance.id`, which must be unique per member.
+    pub fn for_thread(&self, thread: usize) -> ProcessorSettings {
+        let mut settings = self.clone();
+        settings.thread = thread;
+        if thread > 0 {
+            let numbered = |id: &str| format!("{id}-{thread}");
+            settings.transactional_id = self.transactional_id.as_deref().map(numbered);
+            for (key, value) in &mut settings.consumer {
+                if key == "group.instance.id" {
+                    *value = numbered(value);
+                }
+            }
+        }
+        settings
+    }
 }
 
 /// Why the processor stopped without finishing cleanly.
@@ -111,9 +133,11 @@ pub fn run(
     rules: &ActiveRules,
     store: &Arc<dyn StateStore>,
     status: &Arc<Status>,
-    insights: &Insights,
+    insights: &Arc<Insights>,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, ProcessorError> {
+    // Every log line of the thread names it: `processor{thread=1}: …`.
+    let _span = tracing::info_span!("processor", thread = settings.thread).entered();
     let mut total = RunSummary::default();
     loop {
         let result =
@@ -127,10 +151,10 @@ pub fn run(
             Err(err) if recovery::recoverable(settings, &err) => {
                 warn!(error = %err, "Kafka failed; rejoining after a pause, from the committed offsets");
                 status.set_brokers_up(false);
-                for partition in status.owned() {
+                for partition in status.owned_by(settings.thread) {
                     status.restoring(partition, false);
                 }
-                status.set_owned([]);
+                status.set_owned(settings.thread, []);
                 if !recovery::back_off(shutdown) {
                     return Ok(total);
                 }
@@ -165,7 +189,7 @@ impl<'a> Processor<'a> {
         active_rules: &'a ActiveRules,
         store: &'a Arc<dyn StateStore>,
         status: &'a Arc<Status>,
-        insights: &'a Insights,
+        insights: &'a Arc<Insights>,
     ) -> Result<Self, ProcessorError> {
         let sink = Arc::new(Mutex::new(Sink::new(
             &settings.producer,
@@ -182,6 +206,7 @@ impl<'a> Processor<'a> {
             // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
             brokers_down: AtomicBool::new(presume_down),
             status: status.clone(),
+            insights: insights.clone(),
         };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
@@ -245,7 +270,7 @@ impl<'a> Processor<'a> {
                 histogram!(telemetry::BATCH_RECORDS).record(count as f64);
                 histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 let pending: usize = self.tasks.values().map(PartitionTask::pending_timers).sum();
-                gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
+                gauge!(telemetry::PENDING_TIMERS, "thread" => self.thread_label()).set(pending as f64);
                 gauge!(telemetry::RECORD_CACHE_BYTES).set(self.settings.task.record_cache.used() as f64);
                 self.summary.records += count as u64;
                 self.status.events.fetch_add(count as u64, Ordering::Relaxed);
@@ -267,7 +292,7 @@ impl<'a> Processor<'a> {
                     Duration::ZERO
                 };
                 let done = sink.collect(wait)?;
-                gauge!(telemetry::IN_FLIGHT_RECORDS).set(sink.outstanding() as f64);
+                gauge!(telemetry::IN_FLIGHT_RECORDS, "thread" => self.thread_label()).set(sink.outstanding() as f64);
                 done
             };
             self.complete(done, CommitMode::Async)?;
@@ -308,6 +333,11 @@ impl<'a> Processor<'a> {
         telemetry::set_rules_version(Some(&self.rules.version), &rules.version);
         self.rules = rules;
         Ok(())
+    }
+
+    /// The `thread` label of the gauges that each processing thread sets for itself.
+    fn thread_label(&self) -> String {
+        self.settings.thread.to_string()
     }
 
     fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {
@@ -414,7 +444,7 @@ impl<'a> Processor<'a> {
                 self.publish(partition, batch)?;
             }
         }
-        gauge!(telemetry::PENDING_TIMERS).set(pending as f64);
+        gauge!(telemetry::PENDING_TIMERS, "thread" => self.thread_label()).set(pending as f64);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! the partitions go, so the next owner starts exactly where this one stopped; everything else is handed
 //! to the processor as events.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +38,9 @@ pub struct GroupHooks {
     pub(super) brokers_down: std::sync::atomic::AtomicBool,
     /// Readiness: an outage is reported the moment librdkafka sees it, even while the poll loop waits.
     pub(super) status: std::sync::Arc<super::Status>,
+    /// The leaderboards and rule statistics, which forget a revoked partition before it can be assigned
+    /// to another processing thread of the instance.
+    pub(super) insights: std::sync::Arc<crate::insights::Insights>,
 }
 
 impl GroupHooks {
@@ -169,6 +173,11 @@ impl ConsumerContext for GroupHooks {
             if let Err(reason) = self.drain_and_commit(consumer) {
                 error!(%reason, "could not finish the revoked partitions");
                 self.push(GroupEvent::Failed(reason));
+            }
+            // The range assignor of several inputs moves a partition number with all its topics, so a
+            // revoked number is gone from this member.
+            for partition in revoked.iter().map(|(_, partition)| *partition).collect::<BTreeSet<i32>>() {
+                self.insights.drop_partition(partition);
             }
             self.push(GroupEvent::Revoked(revoked));
         }

@@ -1,7 +1,7 @@
 //! What the processor tells the outside world: readiness, assigned partitions, restore progress and a
 //! fatal error. Shared with the HTTP server; cheap to read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 pub struct Status {
     subscribed: AtomicBool,
     brokers_up: AtomicBool,
-    owned: Mutex<BTreeSet<i32>>,
+    /// The partitions each processing thread owns.
+    owned: Mutex<BTreeMap<usize, BTreeSet<i32>>>,
     restoring: Mutex<BTreeSet<i32>>,
     fatal: Mutex<Option<String>>,
     /// Events scored since start (for live views).
@@ -79,16 +80,16 @@ impl Status {
         }
     }
 
-    /// Sets the partitions this instance owns.
-    pub fn set_owned(&self, partitions: impl IntoIterator<Item = i32>) {
+    /// Sets the partitions that processing thread `thread` owns.
+    pub fn set_owned(&self, thread: usize, partitions: impl IntoIterator<Item = i32>) {
         if let Ok(mut owned) = self.owned.lock() {
-            *owned = partitions.into_iter().collect();
+            owned.insert(thread, partitions.into_iter().collect());
         }
     }
 
     /// Whether this instance owns input partition `partition`.
     pub fn owns(&self, partition: i32) -> bool {
-        self.owned.lock().map(|owned| owned.contains(&partition)).unwrap_or(false)
+        self.owned.lock().map(|owned| owned.values().any(|set| set.contains(&partition))).unwrap_or(false)
     }
 
     /// Whether input partition `partition` is being restored.
@@ -96,8 +97,15 @@ impl Status {
         self.restoring.lock().map(|set| set.contains(&partition)).unwrap_or(false)
     }
 
-    /// The partitions this instance owns.
+    /// The partitions this instance owns, over all its processing threads.
     pub fn owned(&self) -> Vec<i32> {
-        self.owned.lock().map(|owned| owned.iter().copied().collect()).unwrap_or_default()
+        let owned = self.owned.lock().map(|owned| owned.values().flatten().copied().collect::<BTreeSet<i32>>());
+        owned.unwrap_or_default().into_iter().collect()
+    }
+
+    /// The partitions processing thread `thread` owns.
+    pub fn owned_by(&self, thread: usize) -> Vec<i32> {
+        let owned = self.owned.lock().map(|owned| owned.get(&thread).cloned().unwrap_or_default());
+        owned.unwrap_or_default().into_iter().collect()
     }
 }

@@ -930,11 +930,12 @@ pub struct Ownership {
 /// from its assignment (before its restore), until its revocation has drained and committed.
 pub fn ownership(process: &str, log: &Path, end: i128) -> Vec<Ownership> {
     let text = std::fs::read_to_string(log).unwrap_or_else(|err| panic!("{}: {err}", log.display()));
-    let mut open: BTreeMap<i32, i128> = BTreeMap::new();
-    let mut revoking: Vec<i32> = Vec::new();
+    // Each processing thread is a group member of its own: its stretches are told apart as `a1/t0`, `a1/t1`.
+    let mut open: BTreeMap<(String, i32), i128> = BTreeMap::new();
+    let mut revoking: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     let mut owned = Vec::new();
-    let mut close = |partition: i32, from: i128, to: i128| {
-        owned.push(Ownership { process: process.to_owned(), partition, from, to });
+    let mut close = |member: &str, partition: i32, from: i128, to: i128| {
+        owned.push(Ownership { process: format!("{process}/t{member}"), partition, from, to });
     };
     for line in text.lines() {
         let Some(at) = line
@@ -945,28 +946,31 @@ pub fn ownership(process: &str, log: &Path, end: i128) -> Vec<Ownership> {
         else {
             continue;
         };
+        let thread = line.split("processor{thread=").nth(1).and_then(|rest| rest.split('}').next()).unwrap_or("0");
         if line.contains("partitions assigned partitions=[") {
             for partition in logged_partitions(line) {
-                open.entry(partition).or_insert(at);
+                open.entry((thread.to_owned(), partition)).or_insert(at);
             }
         } else if line.contains("partitions revoked; draining and committing partitions=[") {
-            revoking = logged_partitions(line);
+            revoking.insert(thread.to_owned(), logged_partitions(line));
         } else if line.contains("revocation drained and committed")
             || line.contains("could not finish the revoked partitions")
         {
-            for partition in revoking.drain(..) {
-                if let Some(from) = open.remove(&partition) {
-                    close(partition, from, at);
+            for partition in revoking.remove(thread).unwrap_or_default() {
+                if let Some(from) = open.remove(&(thread.to_owned(), partition)) {
+                    close(thread, partition, from, at);
                 }
             }
         } else if line.contains("stopped cleanly") || line.contains("Kafka failed; rejoining") {
-            for (partition, from) in std::mem::take(&mut open) {
-                close(partition, from, at);
+            let (stopped, kept) = std::mem::take(&mut open).into_iter().partition(|((member, _), _)| member == thread);
+            open = kept;
+            for ((member, partition), from) in stopped {
+                close(&member, partition, from, at);
             }
         }
     }
-    for (partition, from) in open {
-        close(partition, from, end);
+    for ((member, partition), from) in open {
+        close(&member, partition, from, end);
     }
     owned
 }

@@ -22,6 +22,66 @@ pub struct Lexer<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
+/// The powers of ten that f64 holds exactly.
+const EXACT_POWERS: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+];
+
+/// A number's digits as read: up to 19 significant digits (more are counted, not kept), how many of them
+/// follow the point, and the exponent.
+#[derive(Debug, Default)]
+struct NumberText {
+    negative: bool,
+    mantissa: u64,
+    digits: u32,
+    fraction: u32,
+    exponent: Option<i32>,
+}
+
+impl NumberText {
+    /// Reads the digits from `at`; returns where they end.
+    #[inline]
+    fn digits(&mut self, bytes: &[u8], mut at: usize) -> usize {
+        while let Some(&byte) = bytes.get(at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            if self.digits < 19 {
+                self.mantissa = self.mantissa * 10 + u64::from(digit);
+            }
+            self.digits += 1;
+            at += 1;
+        }
+        at
+    }
+
+    fn integer(&self) -> bool {
+        self.fraction == 0 && self.exponent.is_none()
+    }
+
+    /// The value, when the digits give it exactly: an integer of at most 18 digits, or a decimal whose
+    /// digits and power of ten f64 holds exactly, so that one multiplication or division rounds it correctly
+    /// (Clinger's fast path). Anything else is left to the standard parser.
+    fn exact(&self) -> Option<Scalar<'static>> {
+        if self.digits > 18 {
+            return None;
+        }
+        let sign = if self.negative { -1 } else { 1 };
+        if self.integer() {
+            return Some(Scalar::Int(sign * self.mantissa as i64));
+        }
+        let power = i64::from(self.exponent.unwrap_or(0)) - i64::from(self.fraction);
+        if self.mantissa > 1 << 53 || power.unsigned_abs() >= EXACT_POWERS.len() as u64 {
+            return None;
+        }
+        let scale = EXACT_POWERS[power.unsigned_abs() as usize];
+        let magnitude = if power < 0 { self.mantissa as f64 / scale } else { self.mantissa as f64 * scale };
+        Some(Scalar::Float(if self.negative { -magnitude } else { magnitude }))
+    }
+}
+
 impl<'a> Lexer<'a> {
     /// A cursor at the start of `text`.
     pub fn new(text: &'a str) -> Lexer<'a> {
@@ -275,8 +335,14 @@ impl<'a> Lexer<'a> {
 
     fn number(&mut self) -> Result<Scalar<'a>, LexError> {
         let start = self.pos;
-        let (text, integer) = self.number_text()?;
-        if integer && let Ok(number) = text.parse::<i64>() {
+        let number = self.number_text()?;
+        if let Some(value) = number.exact() {
+            return Ok(value);
+        }
+        let text = &self.text[start..self.pos];
+        if number.integer()
+            && let Ok(number) = text.parse::<i64>()
+        {
             return Ok(Scalar::Int(number));
         }
         match text.parse::<f64>() {
@@ -285,38 +351,40 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// A number's text, checked against JSON's grammar, and whether it has neither fraction nor exponent.
-    fn number_text(&mut self) -> Result<(&'a str, bool), LexError> {
+    /// A number checked against JSON's grammar, its digits gathered on the way; the cursor moves past it.
+    fn number_text(&mut self) -> Result<NumberText, LexError> {
         let bytes = self.bytes;
-        let start = self.pos;
-        let mut at = start + usize::from(bytes.get(start) == Some(&b'-'));
-        let digits =
-            |at: usize| bytes.get(at..).map_or(0, |rest| rest.iter().take_while(|b| b.is_ascii_digit()).count());
+        let mut at = self.pos;
+        let mut number = NumberText { negative: bytes.get(at) == Some(&b'-'), ..NumberText::default() };
+        at += usize::from(number.negative);
         match bytes.get(at) {
             Some(b'0') => at += 1,
-            Some(b'1'..=b'9') => at += digits(at),
+            Some(b'1'..=b'9') => at = number.digits(bytes, at),
             _ => return Err(self.error_at(at, "invalid number")),
         }
-        let mut integer = true;
         if bytes.get(at) == Some(&b'.') {
-            integer = false;
-            let fraction = digits(at + 1);
-            if fraction == 0 {
+            let end = number.digits(bytes, at + 1);
+            if end == at + 1 {
                 return Err(self.error_at(at + 1, "invalid number"));
             }
-            at += 1 + fraction;
+            number.fraction = (end - at - 1) as u32;
+            at = end;
         }
         if matches!(bytes.get(at), Some(b'e' | b'E')) {
-            integer = false;
+            let negative = bytes.get(at + 1) == Some(&b'-');
             at += 1 + usize::from(matches!(bytes.get(at + 1), Some(b'+' | b'-')));
-            let exponent = digits(at);
-            if exponent == 0 {
+            let digits = bytes[at..].iter().take_while(|byte| byte.is_ascii_digit());
+            let (count, exponent) = digits.fold((0usize, 0i32), |(count, value), &digit| {
+                (count + 1, value.saturating_mul(10).saturating_add(i32::from(digit - b'0')))
+            });
+            if count == 0 {
                 return Err(self.error_at(at, "invalid number"));
             }
-            at += exponent;
+            number.exponent = Some(if negative { -exponent } else { exponent });
+            at += count;
         }
         self.pos = at;
-        Ok((&self.text[start..at], integer))
+        Ok(number)
     }
 
     fn literal(&mut self, word: &str) -> Result<(), LexError> {
@@ -424,6 +492,22 @@ mod tests {
             // A skipped number is checked against the grammar, not parsed: one too large for f64 passes.
             let out_of_range = theirs.as_ref().is_err_and(|err| err.to_string().contains("out of range"));
             proptest::prop_assert_eq!(ours.is_ok(), theirs.is_ok() || out_of_range, "{:?}: {:?}", text, ours);
+        }
+
+        /// Numbers read as the standard parsers read them, the fast path included.
+        #[test]
+        fn numbers_read_as_the_standard_parsers_read_them(
+            text in r"-?(0|[1-9][0-9]{0,20})(\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?"
+        ) {
+            let expected = match text.parse::<i64>() {
+                Ok(integer) => Ok(Some(Scalar::Int(integer))),
+                Err(_) => match text.parse::<f64>() {
+                    Ok(float) if float.is_finite() => Ok(Some(Scalar::Float(float))),
+                    _ => Err(()),
+                },
+            };
+            let read = Lexer::new(&text).scalar().map_err(drop);
+            proptest::prop_assert_eq!(read, expected, "{}", text);
         }
 
         #[test]
