@@ -25,8 +25,11 @@ use crate::runtime::now_ms;
 const PRELOAD_STEP_MS: i64 = 1;
 /// Prefix of the latency phase's event ids, so their outputs can be matched to them.
 const LATENCY_ID: &str = "lat-";
-/// Warm-up after the first output arrives, before latencies count.
-const WARM_UP: Duration = Duration::from_secs(1);
+/// Warm-up after the first output arrives, before latencies count: long enough for the group to settle
+/// when the processing threads joined it one after another (a broker with no initial rebalance delay
+/// gives the first thread every partition, and a second round moves some to the others, which members
+/// learn of at their next heartbeat, 3 s apart by default).
+const WARM_UP: Duration = Duration::from_secs(5);
 /// How long to wait for the first output of the latency phase.
 const FIRST_OUTPUT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long late outputs are waited for after the last measured event.

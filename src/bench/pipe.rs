@@ -19,9 +19,9 @@ use tracing::{info, warn};
 use crate::app::processor_settings;
 use crate::config::Config;
 use crate::kafka::sink::{Sink, SinkError, SinkTopics, set_default};
-use crate::runtime::{ProcessorSettings, commit_batches};
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
+use crate::runtime::{ProcessorSettings, commit_batches};
 
 /// Why the pipe stopped.
 #[derive(Debug, thiserror::Error)]

@@ -118,13 +118,7 @@ impl BenchReport {
         let _ = writeln!(
             out,
             "leadscore bench: {} events ({}), {} contacts ({} distinct), {} partitions, {} processing threads, broker {}",
-            self.events,
-            self.format,
-            self.contacts,
-            self.distinct_contacts,
-            self.partitions,
-            self.threads,
-            self.broker
+            self.events, self.format, self.contacts, self.distinct_contacts, self.partitions, self.threads, self.broker
         );
         let _ = writeln!(
             out,

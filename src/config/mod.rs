@@ -290,7 +290,11 @@ const fn default_drain_timeout_ms() -> u64 {
 
 impl Default for ProcessingConfig {
     fn default() -> Self {
-        ProcessingConfig { guarantee: Guarantee::default(), threads: None, drain_timeout_ms: default_drain_timeout_ms() }
+        ProcessingConfig {
+            guarantee: Guarantee::default(),
+            threads: None,
+            drain_timeout_ms: default_drain_timeout_ms(),
+        }
     }
 }
 

@@ -285,6 +285,7 @@ fn fully_populated() -> Config {
     kafka.ssl_key_password = Some(Secret::new("key password"));
     config.topics.changelog = Some("changelog".into());
     config.state.history = Some(20);
+    config.processing.threads = Some(3);
     config.http.token = Some(Secret::new("token"));
     config.input.schema_registry = Some("http://registry:8081".into());
     config
