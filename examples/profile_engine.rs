@@ -18,6 +18,10 @@ use leadscore::generator::EventGenerator;
 use leadscore::rules::Rules;
 use leadscore::runtime::record_cache::CacheBudget;
 use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
+
+/// The allocator of the `leadscore` binary, so that the counts are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use leadscore::store::{RocksOptions, RocksStore, StateStore};
 use leadscore::stream::TimerClock;
 
