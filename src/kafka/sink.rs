@@ -159,6 +159,8 @@ pub struct Sink {
     staged: bool,
     /// The first delivery failure; once set nothing more is sent and no batch completes.
     failed: Option<SinkError>,
+    /// A transaction was begun and not yet committed (exactly-once mode).
+    in_transaction: bool,
 }
 
 impl Sink {
@@ -194,6 +196,7 @@ impl Sink {
             next_batch: 0,
             staged: transactional_id.is_none(),
             failed: None,
+            in_transaction: false,
         })
     }
 
@@ -395,15 +398,28 @@ impl Sink {
         Ok(done)
     }
 
+    /// Aborts the open transaction, if there is one (exactly-once mode, after a failure): its records are
+    /// dropped, and `read_committed` readers go on at once instead of waiting for the broker to time it out.
+    pub fn abort_transaction(&mut self) {
+        if !std::mem::take(&mut self.in_transaction) {
+            return;
+        }
+        if let Err(err) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+            tracing::warn!(error = %err, "could not abort the open transaction; the broker aborts it when it times out");
+        }
+    }
+
     /// Starts a transaction (exactly-once mode).
-    pub fn begin_transaction(&self) -> Result<(), SinkError> {
-        self.producer.begin_transaction().map_err(SinkError::Transaction)
+    pub fn begin_transaction(&mut self) -> Result<(), SinkError> {
+        self.producer.begin_transaction().map_err(SinkError::Transaction)?;
+        self.in_transaction = true;
+        Ok(())
     }
 
     /// Adds the consumer offsets to the open transaction and commits it: outputs, changelog and offsets
     /// become visible together, or not at all.
     pub fn commit_transaction(
-        &self,
+        &mut self,
         offsets: &rdkafka::TopicPartitionList,
         group: Option<&rdkafka::consumer::ConsumerGroupMetadata>,
     ) -> Result<(), SinkError> {
@@ -412,7 +428,9 @@ impl Sink {
                 .send_offsets_to_transaction(offsets, group, TRANSACTION_TIMEOUT)
                 .map_err(SinkError::Transaction)?;
         }
-        self.producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)
+        self.producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)?;
+        self.in_transaction = false;
+        Ok(())
     }
 }
 

@@ -140,15 +140,22 @@ pub fn run(
     let _span = tracing::info_span!("processor", thread = settings.thread).entered();
     let mut total = RunSummary::default();
     loop {
-        let result =
-            Processor::new(settings, rules, store, status, insights).and_then(|mut processor| processor.run(shutdown));
+        let result = Processor::new(settings, rules, store, status, insights).and_then(|mut processor| {
+            let result = processor.run(shutdown);
+            if result.is_err() {
+                // Exactly-once mode: the open transaction is aborted here, so that the rebuilt producer
+                // and every read_committed reader go on at once instead of waiting for it to time out.
+                processor.abort_transaction();
+            }
+            result
+        });
         match result {
             Ok(summary) => {
                 total.records += summary.records;
                 total.outputs += summary.outputs;
                 return Ok(total);
             }
-            Err(err) if recovery::recoverable(settings, &err) => {
+            Err(err) if recovery::recoverable(&err) => {
                 warn!(error = %err, "Kafka failed; rejoining after a pause, from the committed offsets");
                 status.set_brokers_up(false);
                 for partition in status.owned_by(settings.thread) {
@@ -338,6 +345,12 @@ impl<'a> Processor<'a> {
     /// The `thread` label of the gauges that each processing thread sets for itself.
     fn thread_label(&self) -> String {
         self.settings.thread.to_string()
+    }
+
+    fn abort_transaction(&self) {
+        if let Ok(mut sink) = self.sink.lock() {
+            sink.abort_transaction();
+        }
     }
 
     fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {

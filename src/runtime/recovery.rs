@@ -12,28 +12,36 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::{ProcessorError, ProcessorSettings};
+use rdkafka::error::KafkaError;
+
+use super::ProcessorError;
+use crate::kafka::restore::RestoreError;
 use crate::kafka::sink::SinkError;
 
 /// Pause before rejoining the group after an external fault.
 const REJOIN_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Whether the processor can be rebuilt after `err`: Kafka refused or lost records, a revocation could
-/// not be finished because of it, or the schema registry did not answer. Store, task and restore-decoding errors stay fatal, and so does
-/// everything in exactly-once mode, whose transactions are not rebuilt here.
-pub(super) fn recoverable(settings: &ProcessorSettings, err: &ProcessorError) -> bool {
-    if settings.transactional_id.is_some() {
-        return false;
+/// not be finished because of it, the schema registry did not answer, or (exactly-once mode) a
+/// transaction failed without fencing the producer, such as offsets refused because their commit met a
+/// rebalance. Store, task and restore-decoding errors stay fatal, and so does a fenced producer: another
+/// process runs under this transactional id.
+///
+/// In exactly-once mode the rebuild aborts the open transaction, and RocksDB holds only what committed
+/// transactions wrote, so it is a restart without the exit: the restore and the input after the
+/// committed offsets bring the state back, and a `read_committed` reader never sees the aborted outputs.
+pub(super) fn recoverable(err: &ProcessorError) -> bool {
+    match err {
+        ProcessorError::Sink(SinkError::Transaction(KafkaError::Transaction(cause))) => !cause.is_fatal(),
+        _ => matches!(
+            err,
+            ProcessorError::Consumer(_)
+                | ProcessorError::Revocation(_)
+                | ProcessorError::Sink(SinkError::Delivery { .. } | SinkError::Timeout(_))
+                | ProcessorError::Restore(RestoreError::Kafka { .. } | RestoreError::Stalled { .. })
+                | ProcessorError::Task(super::task::TaskError::Registry(_))
+        ),
     }
-    matches!(
-        err,
-        ProcessorError::Consumer(_)
-            | ProcessorError::Revocation(_)
-            | ProcessorError::Sink(SinkError::Delivery { .. } | SinkError::Timeout(_))
-            | ProcessorError::Restore(crate::kafka::restore::RestoreError::Kafka { .. })
-            | ProcessorError::Restore(crate::kafka::restore::RestoreError::Stalled { .. })
-            | ProcessorError::Task(super::task::TaskError::Registry(_))
-    )
 }
 
 /// Waits before rejoining; returns false if shutdown was requested meanwhile.

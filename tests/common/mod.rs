@@ -772,7 +772,10 @@ pub struct InProcess {
 impl InProcess {
     pub fn start(config: &leadscore::config::Config, partitions: u32) -> InProcess {
         use std::sync::Arc;
-        let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .with_test_writer()
+            .try_init();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
