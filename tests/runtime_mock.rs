@@ -158,3 +158,50 @@ fn an_aborted_transaction_is_rebuilt_and_loses_nothing() {
     assert_eq!(compare_outputs(&model, &published), 0, "a read_committed reader sees each output once");
     compare_states(&model, &stored_states(&rules, &state.path().join("db")));
 }
+
+/// A restore runs on a thread of its own while the processor keeps polling: one that takes longer than
+/// `max.poll.interval.ms` (every request to the broker slowed to 1 s, the poll interval cut to 6 s, the
+/// session timeout) keeps the member in the group, with one assignment and no rebalance, and ends in the
+/// model's state.
+#[test]
+fn a_restore_longer_than_the_poll_interval_keeps_the_group_membership() {
+    let (cluster, bootstrap, names) = mock_broker("slowrestore", PARTITIONS);
+    let rules = rules();
+    let events = stream(31, 3_000, 400);
+    let model = model_of_events(&rules, PARTITIONS, &events);
+    let (first, second) = events.split_at(2_000);
+    let mut expected = produce(&bootstrap, &names.input, PARTITIONS, first);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let state = dir.path().join("db");
+    let config_path = dir.path().join("leadscore.toml");
+    let toml = names
+        .config_toml(&bootstrap, &state, PARTITIONS)
+        .replace("[processing]", "[processing]\nthreads = 1")
+        .replace("\"max.poll.interval.ms\" = \"15000\"", "\"max.poll.interval.ms\" = \"6000\"");
+    std::fs::write(&config_path, toml).unwrap_or_else(|e| panic!("{e}"));
+    let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    run_until_committed(&config, &bootstrap, &names, &expected);
+
+    // The state directory is lost: the next start restores every partition, over a slow network.
+    std::fs::remove_dir_all(&state).unwrap_or_else(|err| panic!("{err}"));
+    for (partition, count) in produce(&bootstrap, &names.input, PARTITIONS, second) {
+        *expected.entry(partition).or_insert(0) += count;
+    }
+    cluster.broker_round_trip_time(-1, Duration::from_millis(1_000)).unwrap_or_else(|err| panic!("{err}"));
+    let log = dir.path().join("run.log");
+    let mut instance = spawn_run(&config_path, &log);
+    wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
+    assert_eq!(instance.terminate(Duration::from_secs(60)), Some(0), "SIGTERM exits 0");
+    cluster.broker_round_trip_time(-1, Duration::ZERO).unwrap_or_else(|err| panic!("{err}"));
+
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let restore = text.lines().find(|line| line.contains("changelog restore finished")).unwrap_or_else(|| {
+        panic!("no restore in the log:\n{text}");
+    });
+    eprintln!("slow restore: {restore}");
+    assert!(!text.contains("maximum poll interval"), "the member left the group during the restore:\n{text}");
+    assert_eq!(text.matches("partitions assigned").count(), 1, "one assignment, no rebalance:\n{text}");
+    let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(2));
+    compare_outputs(&model, &published);
+    compare_states(&model, &stored_states(&rules, &state));
+}

@@ -96,8 +96,16 @@ pub(crate) fn restore_all(
     let started = Instant::now();
     let mut progress = |step: crate::kafka::restore::RestoreProgress| bar.set_position(step.records);
     let all: Vec<i32> = (0..partitions as i32).collect();
-    let restored = restore_partitions(&properties, changelog, &all, &store, rules, &mut progress)
-        .map_err(|err| err.to_string())?;
+    let restored = restore_partitions(
+        &properties,
+        changelog,
+        &all,
+        &store,
+        rules,
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut progress,
+    )
+    .map_err(|err| err.to_string())?;
     let records: u64 = restored.values().map(|summary| summary.records).sum();
     bar.set_position(records);
     store.flush().map_err(|err| err.to_string())?;

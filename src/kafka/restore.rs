@@ -7,6 +7,7 @@
 //! report a low high watermark through ListOffsets.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -91,13 +92,16 @@ pub struct RestoreProgress {
 
 /// Replays changelog partitions `partitions` into `store`, each from its local checkpoint or the start.
 /// One consumer reads them all at once, so a rebalance that assigns many partitions pays for one client
-/// and one round of fetches rather than one per partition.
+/// and one round of fetches rather than one per partition. Setting `cancel` stops it within one poll;
+/// the partitions not yet at their end are then missing from the result, and their checkpoints say how
+/// far they got.
 pub fn restore_partitions(
     properties: &[(String, String)],
     changelog: &str,
     partitions: &[i32],
     store: &dyn StateStore,
     rules: &Rules,
+    cancel: &AtomicBool,
     progress: &mut dyn FnMut(RestoreProgress),
 ) -> Result<BTreeMap<i32, RestoreSummary>, RestoreError> {
     let started = Instant::now();
@@ -123,6 +127,10 @@ pub fn restore_partitions(
     let mut last_progress = Instant::now();
     let mut last_report = Instant::now();
     while let Some(&first_left) = reading.keys().next() {
+        if cancel.load(Ordering::Relaxed) {
+            info!(partitions = ?reading.keys().collect::<Vec<_>>(), records, "changelog restore stopped");
+            return Ok(restored);
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {
                 // Some brokers never send the end-of-partition event after a producer died mid-request.

@@ -36,7 +36,15 @@ pub fn load_changelog(
         last = step.records;
     };
     let all: Vec<i32> = (0..partitions).collect();
-    let restored = restore_partitions(client, changelog, &all, store, live_rules, &mut report)?;
+    let restored = restore_partitions(
+        client,
+        changelog,
+        &all,
+        store,
+        live_rules,
+        &std::sync::atomic::AtomicBool::new(false),
+        &mut report,
+    )?;
     let records: u64 = restored.values().map(|summary| summary.records).sum();
     progress.grow_to(records);
     progress.advance(records - last);

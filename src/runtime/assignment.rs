@@ -1,18 +1,18 @@
-//! Group events on the processor: revocations drop tasks, assignments restore their partitions from the
-//! changelog (all at once) and open tasks with the group's committed offsets.
+//! Group events on the processor: revocations drop tasks; assignments pause their partitions and restore
+//! them from the changelog on a thread of their own ([`super::restore_job`]), then open their tasks with
+//! the group's committed offsets and resume them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge};
 use rdkafka::consumer::Consumer;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::info;
 
 use super::rebalance::GroupEvent;
+use super::restore_job::{RestoreJob, RestoreSource};
 use super::task::{InputRecord, PartitionTask};
 use super::{Processor, ProcessorError};
-use crate::kafka::restore::{RestoreProgress, restore_partitions};
 use crate::telemetry;
 
 impl Processor<'_> {
@@ -30,11 +30,16 @@ impl Processor<'_> {
                         // The new owner reports this partition's lag from now on.
                         gauge!(telemetry::CONSUMER_LAG_RECORDS, "topic" => entry.0.clone(), "partition" => entry.1.to_string())
                             .set(0.0);
+                        if !self.tasks.contains_key(&entry.1) {
+                            self.status.restoring(entry.1, false);
+                        }
                         self.assigned.remove(&entry);
                     }
-                    // Their leaderboards and rule statistics were dropped in the revocation callback.
+                    // Their leaderboards and rule statistics were dropped in the revocation callback, and
+                    // a restore of any of them was stopped there.
                     let still: BTreeSet<i32> = self.assigned.iter().map(|(_, partition)| *partition).collect();
                     self.tasks.retain(|partition, _| still.contains(partition));
+                    self.skipped.retain(|(_, partition), _| still.contains(partition));
                     records.retain(|partition, _| still.contains(partition));
                     self.status.set_owned(self.settings.thread, still);
                 }
@@ -47,40 +52,60 @@ impl Processor<'_> {
                         .collect();
                     self.assigned.extend(added);
                     self.status.set_owned(self.settings.thread, self.assigned.iter().map(|(_, partition)| *partition));
-                    if !new.is_empty() {
-                        self.start_tasks(&new.into_iter().collect::<Vec<_>>())?;
+                    // Paused until restored: the other partitions go on scoring meanwhile.
+                    self.consumer.pause(&self.input_list(&new))?;
+                    for &partition in &new {
+                        self.status.restoring(partition, true);
                     }
                 }
             }
         }
+        self.advance_restore()?;
         gauge!(telemetry::ASSIGNED_PARTITIONS, "thread" => self.thread_label()).set(self.tasks.len() as f64);
         Ok(())
     }
 
-    /// Restores newly assigned partitions (all at once) and opens their tasks.
-    fn start_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
-        for &partition in partitions {
-            self.status.restoring(partition, true);
-        }
-        gauge!(telemetry::RESTORING_PARTITIONS).increment(partitions.len() as f64);
-        // The counter moves as the restore goes, so that a long restore does not look stuck.
-        let mut counted = 0;
-        let mut report = |progress: RestoreProgress| {
-            info!(records = progress.records, partitions_left = progress.partitions_left, "restoring");
-            counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(progress.records - counted);
-            counted = progress.records;
+    /// Opens the tasks of a finished restore, and starts one for the partitions still waiting.
+    fn advance_restore(&mut self) -> Result<(), ProcessorError> {
+        let finished = {
+            let mut slot = self.lock_restore()?;
+            if slot.as_ref().is_some_and(RestoreJob::is_finished) { slot.take() } else { None }
         };
-        let started = Instant::now();
-        let restored = restore_partitions(
-            &self.settings.client,
-            &self.settings.topics.changelog,
-            partitions,
-            self.store,
-            &self.rules,
-            &mut report,
-        )?;
-        let records: u64 = restored.values().map(|summary| summary.records).sum();
-        counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(records - counted);
+        if let Some(job) = finished {
+            let restored = job.join()?;
+            let ready: Vec<i32> = restored.into_keys().filter(|partition| self.owns(*partition)).collect();
+            self.open_tasks(&ready)?;
+        }
+        let mut slot = self.lock_restore()?;
+        if slot.is_some() {
+            return Ok(());
+        }
+        let waiting: BTreeSet<i32> = self
+            .assigned
+            .iter()
+            .map(|(_, partition)| *partition)
+            .filter(|partition| !self.tasks.contains_key(partition))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let source = RestoreSource {
+            client: self.settings.client.clone(),
+            changelog: self.settings.topics.changelog.clone(),
+            thread: self.settings.thread,
+        };
+        let store = self.consumer.context().store.clone();
+        let job = RestoreJob::spawn(source, waiting.into_iter().collect(), store, self.rules.clone())
+            .map_err(ProcessorError::RestoreThread)?;
+        *slot = Some(job);
+        Ok(())
+    }
+
+    /// Opens the tasks of restored partitions and resumes them where their first dropped record was.
+    fn open_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
         let committed = self.committed_offsets(partitions)?;
         for &partition in partitions {
             let offsets = committed.get(&partition).cloned().unwrap_or_default();
@@ -88,10 +113,41 @@ impl Processor<'_> {
             self.insights.open_partition(partition, &self.rules, self.store)?;
             self.tasks.insert(partition, task);
             self.status.restoring(partition, false);
-            gauge!(telemetry::RESTORING_PARTITIONS).decrement(1.0);
         }
-        histogram!(telemetry::RESTORE_SECONDS).record(started.elapsed().as_secs_f64());
+        let list = self.input_list(&partitions.iter().copied().collect());
+        self.consumer.resume(&list)?;
+        let mut rewind = TopicPartitionList::new();
+        for &partition in partitions {
+            for (index, topic) in self.settings.task.inputs.iter().enumerate() {
+                if let Some(offset) = self.skipped.remove(&(index, partition)) {
+                    rewind.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+                }
+            }
+        }
+        if rewind.count() > 0 {
+            self.consumer.seek_partitions(rewind, Duration::from_secs(10))?;
+        }
         Ok(())
+    }
+
+    /// Whether this processor still owns input partition `partition`.
+    pub(super) fn owns(&self, partition: i32) -> bool {
+        self.assigned.iter().any(|(_, assigned)| *assigned == partition)
+    }
+
+    /// Every input topic's partition of each number in `partitions`.
+    fn input_list(&self, partitions: &BTreeSet<i32>) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            for topic in &self.settings.task.inputs {
+                list.add_partition(topic, partition);
+            }
+        }
+        list
+    }
+
+    fn lock_restore(&self) -> Result<std::sync::MutexGuard<'_, Option<RestoreJob>>, ProcessorError> {
+        self.restore.lock().map_err(|_| ProcessorError::Revocation("the restore slot is poisoned".into()))
     }
 
     /// The group's committed offsets of `partitions`, one per input topic (`None` where nothing is

@@ -13,6 +13,7 @@ mod rebalance;
 pub mod record;
 pub mod record_cache;
 mod recovery;
+mod restore_job;
 pub mod status;
 pub mod task;
 
@@ -110,6 +111,9 @@ pub enum ProcessorError {
     /// A revocation could not be finished.
     #[error("revocation: {0}")]
     Revocation(String),
+    /// The thread of a restore could not be started.
+    #[error("could not start a restore thread: {0}")]
+    RestoreThread(std::io::Error),
     /// A partition's leaderboard could not be built from the restored state.
     #[error(transparent)]
     Leaderboard(#[from] LeaderboardError),
@@ -187,6 +191,11 @@ struct Processor<'a> {
     sink: SharedSink,
     tasks: BTreeMap<i32, PartitionTask>,
     assigned: BTreeSet<(String, i32)>,
+    /// The restore running for partitions assigned without a task yet (shared with the revocation hook).
+    restore: restore_job::RestoreSlot,
+    /// Per (input topic index, partition) being restored: the first offset a poll returned and the
+    /// processor had to drop, where the partition resumes once its task opens.
+    skipped: BTreeMap<(usize, i32), i64>,
     summary: RunSummary,
 }
 
@@ -204,7 +213,9 @@ impl<'a> Processor<'a> {
             settings.transactional_id.as_deref(),
         )?));
         let presume_down = status.is_subscribed();
+        let restore = restore_job::RestoreSlot::default();
         let hooks = GroupHooks {
+            restore: restore.clone(),
             sink: sink.clone(),
             inputs: settings.task.inputs.clone(),
             drain_timeout: settings.drain_timeout,
@@ -249,6 +260,8 @@ impl<'a> Processor<'a> {
             sink,
             tasks: BTreeMap::new(),
             assigned: BTreeSet::new(),
+            restore,
+            skipped: BTreeMap::new(),
             summary: RunSummary::default(),
         })
     }
@@ -399,6 +412,9 @@ impl<'a> Processor<'a> {
                     if self.tasks.contains_key(&partition) {
                         records.entry(partition).or_default().push(record);
                         count += 1;
+                    } else if self.owns(partition) {
+                        // Fetched before the pause took hold: read again once the task is open.
+                        self.skipped.entry((record.topic, partition)).or_insert(record.offset);
                     }
                 }
             }
@@ -525,6 +541,17 @@ impl<'a> Processor<'a> {
             info!("brokers reachable again");
         } else {
             self.status.set_brokers_up(false);
+        }
+    }
+}
+
+impl Drop for Processor<'_> {
+    /// A restore still running stops before the consumer leaves the group, so that it never writes into
+    /// a partition the group has moved on.
+    fn drop(&mut self) {
+        let job = self.restore.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(job) = job {
+            job.stop();
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct GroupHooks {
     /// The leaderboards and rule statistics, which forget a revoked partition before it can be assigned
     /// to another processing thread of the instance.
     pub(super) insights: std::sync::Arc<crate::insights::Insights>,
+    /// The processor's running restore, stopped here when a partition it restores is revoked.
+    pub(super) restore: super::restore_job::RestoreSlot,
 }
 
 impl GroupHooks {
@@ -170,6 +172,8 @@ impl ConsumerContext for GroupHooks {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
             info!(partitions = ?revoked, "partitions revoked; draining and committing");
+            let numbers: Vec<i32> = revoked.iter().map(|(_, partition)| *partition).collect();
+            super::restore_job::stop_if_revoked(&self.restore, &numbers);
             if let Err(reason) = self.drain_and_commit(consumer) {
                 error!(%reason, "could not finish the revoked partitions");
                 self.push(GroupEvent::Failed(reason));
