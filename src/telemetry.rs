@@ -130,7 +130,11 @@ pub fn describe() {
         "Offset commits issued after every record of a batch was acknowledged."
     );
     describe_gauge!(IN_FLIGHT_RECORDS, Unit::Count, "Records sent and not yet acknowledged.");
-    describe_gauge!(ASSIGNED_PARTITIONS, Unit::Count, "Input partitions assigned to this instance.");
+    describe_gauge!(
+        ASSIGNED_PARTITIONS,
+        Unit::Count,
+        "Input partitions assigned to this processing thread, with their tasks open."
+    );
     describe_counter!(RESTORED_RECORDS_TOTAL, Unit::Count, "Changelog records restored.");
     describe_gauge!(RESTORING_PARTITIONS, Unit::Count, "Partitions still restoring from the changelog.");
     describe_gauge!(PENDING_TIMERS, Unit::Count, "Contacts with a pending decay timer.");

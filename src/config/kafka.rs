@@ -64,6 +64,71 @@ const fn default_session_timeout_ms() -> u32 {
 /// librdkafka's default `message.max.bytes`: the largest record (key, value and headers) it produces.
 pub const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
+/// librdkafka's consumer-only properties (its CONFIGURATION.md marks them `C`), global and topic-level.
+const CONSUMER_ONLY: &[&str] = &[
+    "group.id",
+    "group.instance.id",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "group.protocol.type",
+    "group.protocol",
+    "group.remote.assignor",
+    "coordinator.query.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.commit",
+    "auto.commit.interval.ms",
+    "enable.auto.offset.store",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.max.bytes",
+    "fetch.min.bytes",
+    "fetch.error.backoff.ms",
+    "offset.store.method",
+    "isolation.level",
+    "enable.partition.eof",
+    "check.crcs",
+    "auto.commit.enable",
+    "auto.offset.reset",
+    "offset.store.path",
+    "offset.store.sync.interval.ms",
+    "consume.callback.max.messages",
+];
+
+/// librdkafka's producer-only properties (marked `P`), global and topic-level.
+const PRODUCER_ONLY: &[&str] = &[
+    "transactional.id",
+    "transaction.timeout.ms",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "queue.buffering.max.messages",
+    "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms",
+    "linger.ms",
+    "message.send.max.retries",
+    "retries",
+    "queue.buffering.backpressure.threshold",
+    "compression.codec",
+    "compression.type",
+    "batch.num.messages",
+    "batch.size",
+    "delivery.report.only.error",
+    "sticky.partitioning.linger.ms",
+    "request.required.acks",
+    "acks",
+    "request.timeout.ms",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "queuing.strategy",
+    "produce.offset.report",
+    "partitioner",
+    "compression.level",
+];
+
 /// librdkafka's default `fetch.wait.max.ms`.
 const fn default_fetch_wait_max_ms() -> u32 {
     500
@@ -108,23 +173,26 @@ impl KafkaConfig {
     /// librdkafka properties every client needs (connection and security), then the pass-through map, so
     /// that a property set there wins. The values include secrets in clear: never log them.
     pub fn client_config(&self) -> Vec<(String, String)> {
-        self.properties(Vec::new())
+        self.properties(Vec::new(), &[])
     }
 
     /// [`client_config`](Self::client_config) plus the consumer's typed settings, still before the
-    /// pass-through map so that it can override them too.
+    /// pass-through map so that it can override them too. Producer-only properties of the map are left
+    /// out, which librdkafka would otherwise warn about at every start.
     pub fn consumer_config(&self) -> Vec<(String, String)> {
-        self.properties(vec![
+        let typed = vec![
             ("group.id", self.group_id.clone()),
             ("session.timeout.ms", self.session_timeout_ms.to_string()),
             ("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string()),
-        ])
+        ];
+        self.properties(typed, &[PRODUCER_ONLY])
     }
 
     /// [`client_config`](Self::client_config) plus the producer's typed settings, still before the
-    /// pass-through map so that it can override them too.
+    /// pass-through map so that it can override them too. Consumer-only properties of the map are left
+    /// out.
     pub fn producer_config(&self) -> Vec<(String, String)> {
-        self.properties(vec![("linger.ms", self.linger_ms.to_string())])
+        self.properties(vec![("linger.ms", self.linger_ms.to_string())], &[CONSUMER_ONLY])
     }
 
     /// The largest record the producer sends: `message.max.bytes` from the pass-through map, or
@@ -136,7 +204,9 @@ impl KafkaConfig {
             .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES)
     }
 
-    fn properties(&self, role: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    /// Connection and security, then `role`'s typed settings, then the pass-through map without the
+    /// properties in `skip`.
+    fn properties(&self, role: Vec<(&'static str, String)>, skip: &[&[&str]]) -> Vec<(String, String)> {
         let mut typed = vec![
             ("bootstrap.servers", self.brokers.clone()),
             ("client.id", self.client_id.clone()),
@@ -166,7 +236,11 @@ impl KafkaConfig {
             }
         }
         typed.extend(role);
-        let pass_through = self.librdkafka.iter().map(|(key, value)| (key.clone(), value.clone()));
+        let pass_through = self
+            .librdkafka
+            .iter()
+            .filter(|(key, _)| !skip.iter().any(|list| list.contains(&key.as_str())))
+            .map(|(key, value)| (key.clone(), value.clone()));
         typed.into_iter().map(|(key, value)| (key.to_owned(), value)).chain(pass_through).collect()
     }
 }

@@ -369,7 +369,11 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("kafka.fetch_wait_max_ms", "500", "longest a fetch waits for data"),
     ("kafka.batch_size", "5000", "most records scored per poll batch (1..=100000)"),
     ("kafka.linger_ms", "5", "how long the producer waits to fill a batch"),
-    ("kafka.librdkafka", "{}", "other librdkafka properties, applied last"),
+    (
+        "kafka.librdkafka",
+        "{}",
+        "other librdkafka properties, applied last (consumer-only ones to the consumers, producer-only ones to the producers)",
+    ),
     ("topics.inputs", "leadscore.events", "input topics (comma-separated in the environment)"),
     ("topics.score_changed", "leadscore.score-changed", "score change outputs"),
     ("topics.threshold_crossed", "leadscore.threshold-crossed", "threshold crossing outputs"),

@@ -341,3 +341,25 @@ fn the_readme_reference_has_every_key_and_default() {
         expected.join("\n")
     );
 }
+
+/// The pass-through map serves every client, but the consumer does not get producer-only properties nor
+/// the producer consumer-only ones, which librdkafka would warn about at every start.
+#[test]
+fn pass_through_properties_reach_only_the_clients_they_belong_to() {
+    let librdkafka: BTreeMap<String, String> =
+        [("max.poll.interval.ms", "60000"), ("compression.type", "zstd"), ("socket.timeout.ms", "9000")]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+    let kafka = KafkaConfig { librdkafka, ..KafkaConfig::default() };
+    let keys = |properties: Vec<(String, String)>| -> BTreeSet<String> {
+        properties.into_iter().map(|(key, _)| key).collect()
+    };
+    let consumer = keys(kafka.consumer_config());
+    let producer = keys(kafka.producer_config());
+    let client = keys(kafka.client_config());
+    assert!(consumer.contains("max.poll.interval.ms") && !consumer.contains("compression.type"), "{consumer:?}");
+    assert!(producer.contains("compression.type") && !producer.contains("max.poll.interval.ms"), "{producer:?}");
+    assert!(consumer.contains("socket.timeout.ms") && producer.contains("socket.timeout.ms"));
+    assert!(client.contains("max.poll.interval.ms") && client.contains("compression.type"), "{client:?}");
+}

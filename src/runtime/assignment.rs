@@ -61,7 +61,7 @@ impl Processor<'_> {
             }
         }
         self.advance_restore()?;
-        gauge!(telemetry::ASSIGNED_PARTITIONS, "thread" => self.thread_label()).set(self.tasks.len() as f64);
+        self.gauges.assigned_partitions.set(self.tasks.len() as f64);
         Ok(())
     }
 

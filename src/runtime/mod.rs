@@ -197,6 +197,25 @@ struct Processor<'a> {
     /// processor had to drop, where the partition resumes once its task opens.
     skipped: BTreeMap<(usize, i32), i64>,
     summary: RunSummary,
+    gauges: ThreadGauges,
+}
+
+/// The gauges labelled with the processing thread, registered once.
+struct ThreadGauges {
+    pending_timers: metrics::Gauge,
+    in_flight_records: metrics::Gauge,
+    assigned_partitions: metrics::Gauge,
+}
+
+impl ThreadGauges {
+    fn new(thread: usize) -> Self {
+        let label = thread.to_string();
+        ThreadGauges {
+            pending_timers: gauge!(telemetry::PENDING_TIMERS, "thread" => label.clone()),
+            in_flight_records: gauge!(telemetry::IN_FLIGHT_RECORDS, "thread" => label.clone()),
+            assigned_partitions: gauge!(telemetry::ASSIGNED_PARTITIONS, "thread" => label),
+        }
+    }
 }
 
 impl<'a> Processor<'a> {
@@ -262,6 +281,7 @@ impl<'a> Processor<'a> {
             assigned: BTreeSet::new(),
             restore,
             skipped: BTreeMap::new(),
+            gauges: ThreadGauges::new(settings.thread),
             summary: RunSummary::default(),
         })
     }
@@ -290,7 +310,7 @@ impl<'a> Processor<'a> {
                 histogram!(telemetry::BATCH_RECORDS).record(count as f64);
                 histogram!(telemetry::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 let pending: usize = self.tasks.values().map(PartitionTask::pending_timers).sum();
-                gauge!(telemetry::PENDING_TIMERS, "thread" => self.thread_label()).set(pending as f64);
+                self.gauges.pending_timers.set(pending as f64);
                 gauge!(telemetry::RECORD_CACHE_BYTES).set(self.settings.task.record_cache.used() as f64);
                 self.summary.records += count as u64;
                 self.status.events.fetch_add(count as u64, Ordering::Relaxed);
@@ -312,7 +332,7 @@ impl<'a> Processor<'a> {
                     Duration::ZERO
                 };
                 let done = sink.collect(wait)?;
-                gauge!(telemetry::IN_FLIGHT_RECORDS, "thread" => self.thread_label()).set(sink.outstanding() as f64);
+                self.gauges.in_flight_records.set(sink.outstanding() as f64);
                 done
             };
             self.complete(done, CommitMode::Async)?;
@@ -353,11 +373,6 @@ impl<'a> Processor<'a> {
         telemetry::set_rules_version(Some(&self.rules.version), &rules.version);
         self.rules = rules;
         Ok(())
-    }
-
-    /// The `thread` label of the gauges that each processing thread sets for itself.
-    fn thread_label(&self) -> String {
-        self.settings.thread.to_string()
     }
 
     fn abort_transaction(&self) {
@@ -473,7 +488,7 @@ impl<'a> Processor<'a> {
                 self.publish(partition, batch)?;
             }
         }
-        gauge!(telemetry::PENDING_TIMERS, "thread" => self.thread_label()).set(pending as f64);
+        self.gauges.pending_timers.set(pending as f64);
         Ok(())
     }
 
