@@ -25,6 +25,22 @@ fn run_until(config: &Config, bootstrap: &str, names: &Names, expected: &BTreeMa
     run_in_process(config, bootstrap, names, expected, PARTITIONS, offsets_visible);
 }
 
+/// The test configuration with `processing` settings added, written to `dir/leadscore.toml` and loaded;
+/// the state lives in `dir/db`. Returns the config and its path.
+fn config_with(
+    names: &Names,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    processing: &str,
+) -> (Config, std::path::PathBuf) {
+    let path = dir.join("leadscore.toml");
+    let toml = names
+        .config_toml(bootstrap, &dir.join("db"), PARTITIONS)
+        .replace("[processing]", &format!("[processing]\n{processing}"));
+    std::fs::write(&path, toml).unwrap_or_else(|e| panic!("{e}"));
+    (Config::load(&path).unwrap_or_else(|err| panic!("{err}")), path)
+}
+
 #[test]
 fn outputs_and_state_equal_the_model_and_survive_a_lost_state_directory() {
     let (_cluster, bootstrap, names) = mock_broker("equivalence", PARTITIONS);
@@ -106,12 +122,7 @@ fn exactly_once_mode_commits_through_transactions() {
     let model = model_of_events(&rules, PARTITIONS, &events);
 
     let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    let config_path = state.path().join("leadscore.toml");
-    let toml = names
-        .config_toml(&bootstrap, &state.path().join("db"), PARTITIONS)
-        .replace("[processing]", "[processing]\nguarantee = \"exactly_once\"");
-    std::fs::write(&config_path, toml).unwrap_or_else(|e| panic!("{e}"));
-    let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    let (config, _) = config_with(&names, &bootstrap, state.path(), "guarantee = \"exactly_once\"");
     run_until(&config, &bootstrap, &names, &expected, false);
 
     let published = read_all(&bootstrap, &names.outputs(), Duration::from_secs(2));
@@ -131,12 +142,7 @@ fn an_aborted_transaction_is_rebuilt_and_loses_nothing() {
     let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
     let model = model_of_events(&rules, PARTITIONS, &events);
     let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    let config_path = state.path().join("leadscore.toml");
-    let toml = names
-        .config_toml(&bootstrap, &state.path().join("db"), PARTITIONS)
-        .replace("[processing]", "[processing]\nguarantee = \"exactly_once\"\nthreads = 1");
-    std::fs::write(&config_path, toml).unwrap_or_else(|e| panic!("{e}"));
-    let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
+    let (config, _) = config_with(&names, &bootstrap, state.path(), "guarantee = \"exactly_once\"\nthreads = 1");
     let config = Config { kafka: leadscore::config::KafkaConfig { batch_size: 200, ..config.kafka.clone() }, ..config };
     let instance = common::InProcess::start(&config, PARTITIONS);
     instance.wait_events(1_000, Duration::from_secs(60));
@@ -173,11 +179,9 @@ fn a_restore_longer_than_the_poll_interval_keeps_the_group_membership() {
     let mut expected = produce(&bootstrap, &names.input, PARTITIONS, first);
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let state = dir.path().join("db");
-    let config_path = dir.path().join("leadscore.toml");
-    let toml = names
-        .config_toml(&bootstrap, &state, PARTITIONS)
-        .replace("[processing]", "[processing]\nthreads = 1")
-        .replace("\"max.poll.interval.ms\" = \"15000\"", "\"max.poll.interval.ms\" = \"6000\"");
+    let (_, config_path) = config_with(&names, &bootstrap, dir.path(), "threads = 1");
+    let toml = std::fs::read_to_string(&config_path).unwrap_or_else(|e| panic!("{e}"));
+    let toml = toml.replace("\"max.poll.interval.ms\" = \"15000\"", "\"max.poll.interval.ms\" = \"6000\"");
     std::fs::write(&config_path, toml).unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
     run_until_committed(&config, &bootstrap, &names, &expected);
