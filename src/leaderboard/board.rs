@@ -93,7 +93,7 @@ pub struct Board {
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     ids: HashMap<String, u32>,
-    /// `sets[phase][group]`; the last phase slot (`phases.len()`) holds every phase.
+    /// `sets[phase][group]`. A query over every phase merges the phases' sets as it reads them.
     sets: Vec<Vec<BTreeSet<(RankKey, u32)>>>,
     /// Contacts whose step keys go stale at a time: re-keyed before a query reads past it.
     expiries: BTreeSet<(i64, u32)>,
@@ -104,7 +104,7 @@ pub struct Board {
 impl Board {
     /// An empty index for `rules`.
     pub fn new(rules: &Rules) -> Board {
-        let sets = (0..=rules.phases.len()).map(|_| rules.groups.iter().map(|_| BTreeSet::new()).collect()).collect();
+        let sets = (0..rules.phases.len()).map(|_| rules.groups.iter().map(|_| BTreeSet::new()).collect()).collect();
         Board { sets, latest_key_ms: i64::MIN, ..Board::default() }
     }
 
@@ -120,8 +120,7 @@ impl Board {
 
     /// Contacts indexed per phase (disqualified contacts are not indexed).
     pub fn count_by_phase(&self) -> Vec<usize> {
-        let phases = self.sets.len().saturating_sub(1);
-        self.sets[..phases].iter().map(|groups| groups.first().map_or(0, BTreeSet::len)).collect()
+        self.sets.iter().map(|groups| groups.first().map_or(0, BTreeSet::len)).collect()
     }
 
     /// Sets a contact's entry; `None` removes it (erased, disqualified or moved away).
@@ -130,7 +129,7 @@ impl Board {
         let Some(entry) = entry else {
             return;
         };
-        if entry.phase + 1 >= self.sets.len() || entry.groups.len() != rules.groups.len() {
+        if entry.phase >= self.sets.len() || entry.groups.len() != rules.groups.len() {
             return;
         }
         let index = match self.free.pop() {
@@ -161,10 +160,8 @@ impl Board {
     }
 
     fn link(&mut self, index: u32, slot: &Slot) {
-        let all = self.sets.len() - 1;
         for (group, key) in slot.keys.iter().enumerate() {
             self.sets[slot.entry.phase][group].insert((*key, index));
-            self.sets[all][group].insert((*key, index));
         }
         if let Some(due) = slot.next_expiry {
             self.expiries.insert((due, index));
@@ -172,10 +169,8 @@ impl Board {
     }
 
     fn unlink(&mut self, index: u32, slot: &Slot) {
-        let all = self.sets.len() - 1;
         for (group, key) in slot.keys.iter().enumerate() {
             self.sets[slot.entry.phase][group].remove(&(*key, index));
-            self.sets[all][group].remove(&(*key, index));
         }
         if let Some(due) = slot.next_expiry {
             self.expiries.remove(&(due, index));
@@ -209,23 +204,17 @@ impl Board {
         now_ms: i64,
     ) -> Vec<Ranked> {
         self.refresh(rules, now_ms);
-        let set_index = phase.unwrap_or(self.sets.len() - 1);
-        let Some(sets) = self.sets.get(set_index) else {
-            return Vec::new();
+        let phases: Vec<&[BTreeSet<(RankKey, u32)>]> = match phase {
+            Some(phase) => self.sets.get(phase).map(Vec::as_slice).into_iter().collect(),
+            None => self.sets.iter().map(Vec::as_slice).collect(),
         };
         let mut ranked: Vec<(f64, u32)> = match ranking {
-            Ranking::Group(group) => match sets.get(group) {
-                Some(set) => set
-                    .iter()
-                    .rev()
-                    .take(limit)
-                    .filter_map(|(_, index)| {
-                        self.entry(*index).map(|entry| (entry.value(rules, group, now_ms), *index))
-                    })
-                    .collect(),
-                None => Vec::new(),
-            },
-            Ranking::Total => self.top_total(rules, sets, limit, now_ms),
+            Ranking::Group(group) if group < rules.groups.len() => merged(&phases, group, true)
+                .take(limit)
+                .filter_map(|(_, index)| self.entry(*index).map(|entry| (entry.value(rules, group, now_ms), *index)))
+                .collect(),
+            Ranking::Group(_) => Vec::new(),
+            Ranking::Total => self.top_total(rules, &phases, limit, now_ms),
         };
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| self.contact(a.1).cmp(self.contact(b.1))));
         ranked.truncate(limit);
@@ -240,21 +229,18 @@ impl Board {
     }
 
     /// Fagin's threshold algorithm over the groups with a weight.
-    fn top_total(
-        &self,
+    fn top_total<'a>(
+        &'a self,
         rules: &Rules,
-        sets: &[BTreeSet<(RankKey, u32)>],
+        phases: &[&'a [BTreeSet<(RankKey, u32)>]],
         limit: usize,
         now_ms: i64,
     ) -> Vec<(f64, u32)> {
         // Each stream yields contacts in order of decreasing weighted group value.
-        let mut streams: Vec<(usize, KeyStream<'_>)> = Vec::new();
-        for (group, set) in sets.iter().enumerate() {
-            let weight = rules.groups[group].weight;
-            if weight > 0.0 {
-                streams.push((group, Box::new(set.iter().rev())));
-            } else if weight < 0.0 {
-                streams.push((group, Box::new(set.iter())));
+        let mut streams: Vec<(usize, KeyStream<'a>)> = Vec::new();
+        for (group, spec) in rules.groups.iter().enumerate() {
+            if spec.weight != 0.0 {
+                streams.push((group, merged(phases, group, spec.weight > 0.0)));
             }
         }
         // Keys read back exactly once the query time is past every key's time; before that (event times
@@ -263,9 +249,7 @@ impl Board {
         let mut seen = vec![0u64; self.slots.len().div_ceil(64)];
         if streams.is_empty() {
             // Every weight is 0: every total is 0; any contacts will do.
-            return sets
-                .first()
-                .map_or_else(Vec::new, |set| set.iter().take(limit).map(|(_, index)| (0.0, *index)).collect());
+            return merged(phases, 0, true).take(limit).map(|(_, index)| (0.0, *index)).collect();
         }
         let mut best: Vec<(f64, u32)> = Vec::with_capacity(limit + 1);
         let mut bounds = vec![f64::INFINITY; streams.len()];
@@ -320,6 +304,31 @@ impl Board {
     fn contact(&self, index: u32) -> &str {
         self.slots.get(index as usize).and_then(Option::as_ref).map_or("", |slot| slot.contact.as_str())
     }
+}
+
+/// Group `group`'s entries of every set in `phases`, merged into one stream from the highest key
+/// (`descending`) or the lowest.
+fn merged<'a>(phases: &[&'a [BTreeSet<(RankKey, u32)>]], group: usize, descending: bool) -> KeyStream<'a> {
+    let mut streams: Vec<KeyStream<'a>> = phases
+        .iter()
+        .filter_map(|sets| sets.get(group))
+        .map(|set| -> KeyStream<'a> {
+            if descending { Box::new(set.iter().rev()) } else { Box::new(set.iter()) }
+        })
+        .collect();
+    if streams.len() == 1 {
+        return streams.remove(0);
+    }
+    let mut heads: Vec<Option<&'a (RankKey, u32)>> = streams.iter_mut().map(Iterator::next).collect();
+    Box::new(std::iter::from_fn(move || {
+        let next = (0..heads.len()).filter(|at| heads[*at].is_some()).reduce(|best, at| {
+            let better = if descending { heads[at] > heads[best] } else { heads[at] < heads[best] };
+            if better { at } else { best }
+        })?;
+        let head = heads[next];
+        heads[next] = streams[next].next();
+        head
+    }))
 }
 
 /// Computes a slot's keys; step groups are keyed by their value at `at_ms`, valid until the next expiry.
