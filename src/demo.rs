@@ -82,6 +82,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
     config.kafka.brokers = bootstrap.clone();
     config.kafka.group_id = "leadscore-demo".into();
     config.kafka.fetch_wait_max_ms = 20;
+    config.kafka.for_mock_cluster();
     config.topics.partitions = PARTITIONS as u32;
     config.state.dir = state_dir.path().join("state");
     config.http.listen = options.http;

@@ -164,3 +164,29 @@ fn an_aborted_transaction_is_rebuilt_and_loses_nothing() {
     assert_eq!(compare_outputs(&model, &published), 0, "a read_committed reader sees each output once");
     compare_states(&model, &stored_states(&rules, &state.path().join("db")));
 }
+
+/// An offset commit the group refuses (as it does while it rebalances) is made again once the processor
+/// is idle: otherwise a partition with no new records keeps a committed offset behind what was processed,
+/// which lag monitors and the partition's next owner read.
+#[test]
+fn a_refused_offset_commit_is_made_again_when_idle() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let (cluster, bootstrap, names) = mock_broker("recommit", PARTITIONS);
+    let state = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let (config, _) = config_with(&names, &bootstrap, state.path(), "threads = 1");
+    let instance = common::InProcess::start(&config, PARTITIONS);
+    cluster.request_errors(
+        RDKafkaApiKey::OffsetCommit,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS; 10_000],
+    );
+    let events = stream(37, 600, 60);
+    let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
+    let total: i64 = expected.values().sum();
+    instance.wait_events(total as u64, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let refused = committed_offsets(&bootstrap, &names.group, &names.input, PARTITIONS);
+    assert!(refused.is_empty(), "the commits were refused: {refused:?}");
+    cluster.clear_request_errors(RDKafkaApiKey::OffsetCommit);
+    wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(20));
+    instance.stop();
+}

@@ -276,6 +276,9 @@ impl Context<'_> {
         config.processing.threads = Some(self.options.threads);
         config.http.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config.rules.path = self.rules.to_path_buf();
+        if matches!(self.broker, Broker::Mock(_)) {
+            config.kafka.for_mock_cluster();
+        }
         config
     }
 

@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::kafka::sink::{Sink, SinkError, SinkTopics, set_default};
 use crate::runtime::record::Route;
 use crate::runtime::task::{Destination, Publish};
-use crate::runtime::{ProcessorSettings, commit_batches};
+use crate::runtime::{Committer, ProcessorSettings};
 
 /// Why the pipe stopped.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,7 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
     };
     let mut sink = Sink::new(&settings.producer, topics, None)?;
     let mut copied = 0u64;
+    let mut committer = Committer::default();
     while !shutdown.load(Ordering::Relaxed) {
         let mut records: BTreeMap<i32, Vec<Publish>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
@@ -139,12 +140,13 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
         let wait =
             if sink.batches_in_flight() > settings.max_in_flight { Duration::from_millis(50) } else { Duration::ZERO };
         let done = sink.collect(wait)?;
-        commit_batches(&consumer, &settings.task.inputs, &done, CommitMode::Async)?;
+        committer.commit(&consumer, &settings.task.inputs, &done, CommitMode::Async)?;
+        committer.recommit_when_quiet(&consumer, &settings.task.inputs);
     }
     let done = sink.drain(settings.drain_timeout)?;
     // Another thread of the pipe leaving the group may be rebalancing it; the copies are delivered, and a
     // lost commit only copies them again on a next run, as it would re-score them in the processor.
-    if let Err(err) = commit_batches(&consumer, &settings.task.inputs, &done, CommitMode::Sync) {
+    if let Err(err) = committer.commit(&consumer, &settings.task.inputs, &done, CommitMode::Sync) {
         warn!(error = %err, "the last commit failed");
     }
     info!(copied, "pipe stopped");

@@ -170,6 +170,16 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// Group timings for librdkafka's embedded mock cluster, which `leadscore demo` and `leadscore bench`
+    /// (without `--brokers`) run on. Once its group is up, the mock holds every rebalance for the session
+    /// timeout less a second, and it refuses a member's SyncGroup that reaches it after the leader's, so that
+    /// member rejoins: two processing threads joining together then wait 44 s for some partitions with the
+    /// 45 s default. A 6 s session, with heartbeats every 500 ms, bounds that wait at 5 s.
+    pub fn for_mock_cluster(&mut self) {
+        self.session_timeout_ms = 6_000;
+        self.librdkafka.insert("heartbeat.interval.ms".to_owned(), "500".to_owned());
+    }
+
     /// librdkafka properties every client needs (connection and security), then the pass-through map, so
     /// that a property set there wins. The values include secrets in clear: never log them.
     pub fn client_config(&self) -> Vec<(String, String)> {

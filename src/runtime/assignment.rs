@@ -22,7 +22,13 @@ impl Processor<'_> {
     ) -> Result<(), ProcessorError> {
         for event in self.consumer.context().take() {
             match event {
-                GroupEvent::Drained(mut batches) => self.write_done(&mut batches)?,
+                GroupEvent::Drained(mut batches) => {
+                    // Exactly-once offsets go only through transactions: nothing to commit again.
+                    if self.settings.transactional_id.is_none() {
+                        self.committer.note(&batches);
+                    }
+                    self.write_done(&mut batches)?;
+                }
                 GroupEvent::Failed(reason) => return Err(ProcessorError::Revocation(reason)),
                 GroupEvent::Revoked(revoked) => {
                     counter!(telemetry::REBALANCES_TOTAL, "kind" => "revoke").increment(1);

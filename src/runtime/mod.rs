@@ -37,7 +37,7 @@ use crate::reload::ActiveRules;
 use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
-pub use rebalance::commit_batches;
+pub use rebalance::Committer;
 use rebalance::{GroupHooks, apply_writes, commit_list};
 use status::Status;
 use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
@@ -143,8 +143,10 @@ pub fn run(
     // Every log line of the thread names it: `processor{thread=1}: …`.
     let _span = tracing::info_span!("processor", thread = settings.thread).entered();
     let mut total = RunSummary::default();
+    // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
+    let mut rebuilt = false;
     loop {
-        let result = Processor::new(settings, rules, store, status, insights).and_then(|mut processor| {
+        let result = Processor::new(settings, rules, store, status, insights, rebuilt).and_then(|mut processor| {
             let result = processor.run(shutdown);
             if result.is_err() {
                 // Exactly-once mode: the open transaction is aborted here, so that the rebuilt producer
@@ -169,6 +171,7 @@ pub fn run(
                 if !recovery::back_off(shutdown) {
                     return Ok(total);
                 }
+                rebuilt = true;
             }
             Err(err) => {
                 status.set_fatal(err.to_string());
@@ -196,6 +199,7 @@ struct Processor<'a> {
     /// Per (input topic index, partition) being restored: the first offset a poll returned and the
     /// processor had to drop, where the partition resumes once its task opens.
     skipped: BTreeMap<(usize, i32), i64>,
+    committer: Committer,
     summary: RunSummary,
     gauges: ThreadGauges,
 }
@@ -225,13 +229,13 @@ impl<'a> Processor<'a> {
         store: &'a Arc<dyn StateStore>,
         status: &'a Arc<Status>,
         insights: &'a Arc<Insights>,
+        presume_down: bool,
     ) -> Result<Self, ProcessorError> {
         let sink = Arc::new(Mutex::new(Sink::new(
             &settings.producer,
             settings.topics.clone(),
             settings.transactional_id.as_deref(),
         )?));
-        let presume_down = status.is_subscribed();
         let restore = restore_job::RestoreSlot::default();
         let hooks = GroupHooks {
             restore: restore.clone(),
@@ -240,7 +244,6 @@ impl<'a> Processor<'a> {
             drain_timeout: settings.drain_timeout,
             events: Mutex::new(Vec::new()),
             store: store.clone(),
-            // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
             brokers_down: AtomicBool::new(presume_down),
             status: status.clone(),
             insights: insights.clone(),
@@ -282,6 +285,7 @@ impl<'a> Processor<'a> {
             restore,
             skipped: BTreeMap::new(),
             gauges: ThreadGauges::new(settings.thread),
+            committer: Committer::default(),
             summary: RunSummary::default(),
         })
     }
@@ -336,6 +340,7 @@ impl<'a> Processor<'a> {
                 done
             };
             self.complete(done, CommitMode::Async)?;
+            self.committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
             self.settle_erasures()?;
             if self.consumer.context().brokers_down.load(Ordering::Relaxed)
                 && last_probe.elapsed() > Duration::from_secs(2)
@@ -511,13 +516,13 @@ impl<'a> Processor<'a> {
 
     /// Finishes acknowledged batches, oldest first: applies their RocksDB writes, then commits their input
     /// offsets (in exactly-once mode their transaction did). Every commit of the processor goes through
-    /// here, and the revocation drain commits with the same [`commit_batches`].
+    /// here, and the revocation drain commits with the same [`rebalance::commit_batches`].
     fn complete(&mut self, mut batches: Vec<PendingBatch>, mode: CommitMode) -> Result<(), ProcessorError> {
         self.write_done(&mut batches)?;
         if self.settings.transactional_id.is_some() {
             return Ok(());
         }
-        Ok(commit_batches(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
+        Ok(self.committer.commit(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
     }
 
     /// Applies the RocksDB writes of acknowledged batches in order, and tells the tasks what is written,

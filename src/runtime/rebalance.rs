@@ -2,9 +2,9 @@
 //! the partitions go, so the next owner starts exactly where this one stopped; everything else is handed
 //! to the processor as events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
@@ -113,12 +113,75 @@ pub fn commit_batches<C: ConsumerContext>(
     }
 }
 
+/// How long the offsets committed last stand without a new commit before they are committed again.
+const RECOMMIT_AFTER: Duration = Duration::from_secs(5);
+
+/// Commits acknowledged batches, as [`commit_batches`] does, and commits the latest offsets of the
+/// partitions still assigned again after [`RECOMMIT_AFTER`] without a new commit. An asynchronous commit
+/// that the group refuses while it rebalances is otherwise covered only by the next one, which a partition
+/// with no new records never makes: its committed offset, which lag monitors and the next owner read,
+/// would stay behind what was processed.
+#[derive(Debug, Default)]
+pub struct Committer {
+    latest: BTreeMap<(usize, i32), i64>,
+    since: Option<Instant>,
+}
+
+impl Committer {
+    /// Commits the input offsets of acknowledged batches and remembers them.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        inputs: &[String],
+        batches: &[PendingBatch],
+        mode: CommitMode,
+    ) -> Result<(), KafkaError> {
+        self.note(batches);
+        commit_batches(consumer, inputs, batches, mode)
+    }
+
+    /// Remembers the offsets of batches committed elsewhere (by a revocation's drain).
+    pub fn note(&mut self, batches: &[PendingBatch]) {
+        for (topic, partition, next) in batches.iter().flat_map(|batch| &batch.commits) {
+            let latest = self.latest.entry((*topic, *partition)).or_insert(*next);
+            *latest = (*latest).max(*next);
+            self.since = Some(Instant::now());
+        }
+    }
+
+    /// Commits the remembered offsets of the partitions still assigned again, asynchronously, if none was
+    /// committed for [`RECOMMIT_AFTER`]; forgets the partitions no longer assigned.
+    pub fn recommit_when_quiet<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, inputs: &[String]) {
+        if self.since.is_none_or(|since| since.elapsed() < RECOMMIT_AFTER) {
+            return;
+        }
+        self.since = Some(Instant::now());
+        let Ok(assigned) = consumer.assignment() else { return };
+        let elements = assigned.elements();
+        let owned: BTreeSet<(&str, i32)> =
+            elements.iter().map(|element| (element.topic(), element.partition())).collect();
+        self.latest.retain(|(topic, partition), _| {
+            inputs.get(*topic).is_some_and(|name| owned.contains(&(name.as_str(), *partition)))
+        });
+        if self.latest.is_empty() {
+            self.since = None;
+            return;
+        }
+        let latest: Vec<(usize, i32, i64)> =
+            self.latest.iter().map(|(&(topic, partition), &next)| (topic, partition, next)).collect();
+        let offsets = commit_list(inputs, &latest);
+        if let Err(err) = consumer.commit(&offsets, CommitMode::Async) {
+            warn!(error = %err, "committing the latest offsets again failed; trying again later");
+        }
+    }
+}
+
 /// The offsets to commit: the highest next offset per topic-partition of (topic index, partition, next).
 pub fn commit_list<'a>(
     inputs: &[String],
     commits: impl IntoIterator<Item = &'a (usize, i32, i64)>,
 ) -> TopicPartitionList {
-    let mut highest: std::collections::BTreeMap<(usize, i32), i64> = std::collections::BTreeMap::new();
+    let mut highest: BTreeMap<(usize, i32), i64> = BTreeMap::new();
     for (topic, partition, next) in commits {
         let entry = highest.entry((*topic, *partition)).or_insert(*next);
         *entry = (*entry).max(*next);

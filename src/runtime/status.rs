@@ -49,11 +49,6 @@ impl Status {
         }
     }
 
-    /// Whether a processor has subscribed before (so a new one is a rebuild after a failure).
-    pub(crate) fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn set_subscribed(&self) {
         self.subscribed.store(true, Ordering::Relaxed);
     }

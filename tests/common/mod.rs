@@ -762,10 +762,13 @@ pub fn run_in_process(
 
 /// A `leadscore run` instance in this test process, ready (every partition owned and restored) when
 /// [`InProcess::start`] returns.
+///
+/// A test that fails while the instance runs drops it, which stops it first: dropping the runtime alone
+/// would wait for processing threads that were never told to stop, and hang the test.
 pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     runtime: tokio::runtime::Runtime,
     handle: tokio::task::JoinHandle<Result<leadscore::runtime::RunSummary, leadscore::app::AppError>>,
-    stop: tokio::sync::oneshot::Sender<()>,
     pub status: std::sync::Arc<leadscore::runtime::status::Status>,
 }
 
@@ -795,7 +798,7 @@ impl InProcess {
             assert!(started.elapsed() < Duration::from_secs(60), "not ready: {:?}", status.not_ready_reason());
             std::thread::sleep(Duration::from_millis(50));
         }
-        InProcess { runtime, handle, stop, status }
+        InProcess { stop: Some(stop), runtime, handle, status }
     }
 
     /// Waits until the instance has consumed `events` records (replays included).
@@ -808,10 +811,20 @@ impl InProcess {
     }
 
     /// Stops the instance (drain and commit) and fails the test if it had failed.
-    pub fn stop(self) {
-        let _ = self.stop.send(());
-        let result = self.runtime.block_on(self.handle).unwrap_or_else(|err| panic!("{err}"));
+    pub fn stop(mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        let result = self.runtime.block_on(&mut self.handle).unwrap_or_else(|err| panic!("{err}"));
         result.unwrap_or_else(|err| panic!("leadscore run failed: {err}"));
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+            let handle = &mut self.handle;
+            let _ = self.runtime.block_on(async move { tokio::time::timeout(Duration::from_secs(60), handle).await });
+        }
     }
 }
 
