@@ -15,6 +15,10 @@ use leadscore::event::mapping::{Position, SourceRecord};
 use leadscore::event::{DecodeLimits, Event};
 use leadscore::generator::EventGenerator;
 
+/// The allocator of the `leadscore` binary, so that the figures are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 20_000;
 
 fn decode_formats(c: &mut Criterion) {

@@ -20,6 +20,10 @@ use leadscore::event::mapping::{Mapped, Position, SourceRecord};
 use leadscore::event::{DecodeLimits, Event, json};
 use leadscore::generator::EventGenerator;
 
+/// The allocator of the `leadscore` binary, so that the figures are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Decodes every record once; returns how many became events.
 #[inline(never)]
 fn decode_all(decoder: &InputDecoder, records: &[Vec<u8>]) -> usize {

@@ -121,13 +121,17 @@ impl<'a> Lexer<'a> {
     /// After a member or element: whether another follows (`,` taken) or the container ends (`close` taken).
     #[inline]
     pub fn next(&mut self, close: u8) -> Result<bool, LexError> {
-        if self.eat(b',') {
-            return Ok(true);
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(byte) if byte == close => {
+                self.pos += 1;
+                Ok(false)
+            }
+            _ => Err(self.unexpected(if close == b'}' { "`,` or `}`" } else { "`,` or `]`" })),
         }
-        if self.eat(close) {
-            return Ok(false);
-        }
-        Err(self.unexpected(if close == b'}' { "`,` or `}`" } else { "`,` or `]`" }))
     }
 
     /// An object member's key and its `:`.

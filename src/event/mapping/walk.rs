@@ -31,8 +31,62 @@ pub struct PathTree {
 #[derive(Debug, Clone, Default)]
 struct Node {
     children: Vec<(String, usize)>,
+    /// `children` indexed by [`key_hash`], open-addressed, once there are more than [`SCANNED`]: most keys
+    /// a record has are not the mapping's, and a probe or two rules them out without comparing them with
+    /// every child.
+    index: Vec<u16>,
     slot: Option<usize>,
     bucket: Option<usize>,
+}
+
+/// Up to this many children, a key is compared with each (length and first byte first), which costs less
+/// than hashing it.
+const SCANNED: usize = 8;
+
+/// A free place in a node's index.
+const FREE: u16 = u16::MAX;
+
+/// A hash of a key's length and its first and last bytes: cheap to take, and distinct for nearly every
+/// pair of keys one object has.
+#[inline]
+fn key_hash(name: &str) -> usize {
+    let bytes = name.as_bytes();
+    let (first, last) = (bytes.first().copied().unwrap_or(0), bytes.last().copied().unwrap_or(0));
+    let mixed =
+        (bytes.len() as u64 | u64::from(first) << 16 | u64::from(last) << 24).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 40) as usize
+}
+
+impl Node {
+    /// The child named `name`, looked up in the index.
+    fn probe(&self, name: &str) -> Option<usize> {
+        let mask = self.index.len() - 1;
+        let mut at = key_hash(name) & mask;
+        loop {
+            let (child, index) = self.children.get(usize::from(self.index[at]))?;
+            if child == name {
+                return Some(*index);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Adds a child and rebuilds the index, twice as large as the children or more.
+    fn add_child(&mut self, name: &str, child: usize) {
+        self.children.push((name.to_owned(), child));
+        if self.children.len() <= SCANNED {
+            return;
+        }
+        let size = (self.children.len() * 2).next_power_of_two().max(4);
+        self.index = vec![FREE; size];
+        for (position, (name, _)) in self.children.iter().enumerate() {
+            let mut at = key_hash(name) & (size - 1);
+            while self.index[at] != FREE {
+                at = (at + 1) & (size - 1);
+            }
+            self.index[at] = position as u16;
+        }
+    }
 }
 
 /// The root node of every tree.
@@ -52,7 +106,7 @@ impl PathTree {
                 None => {
                     self.nodes.push(Node::default());
                     let child = self.nodes.len() - 1;
-                    self.nodes[node].children.push((segment.clone(), child));
+                    self.nodes[node].add_child(segment, child);
                     child
                 }
             };
@@ -79,12 +133,14 @@ impl PathTree {
     }
 
     /// The child of `node` named `name`.
+    #[inline(always)]
     pub fn child(&self, node: usize, name: &str) -> Option<usize> {
-        // Length and first byte first: most keys a record has are not the mapping's, and this rules them out
-        // without a comparison call.
+        let node = &self.nodes[node];
+        if !node.index.is_empty() {
+            return node.probe(name);
+        }
         let (length, first) = (name.len(), name.as_bytes().first());
-        self.nodes[node]
-            .children
+        node.children
             .iter()
             .find(|(child, _)| child.len() == length && child.as_bytes().first() == first && child == name)
             .map(|&(_, child)| child)
@@ -249,6 +305,22 @@ mod tests {
         let names: Vec<&str> =
             out.members.iter().filter(|member| member.0 == bucket).map(|(_, name, _)| name.as_ref()).collect();
         assert_eq!(names, ["email", "size", "vip"]);
+    }
+
+    #[test]
+    fn a_node_with_many_children_finds_each_through_its_index() {
+        let mut tree = PathTree::new();
+        let names: Vec<String> =
+            (0..40).map(|index| format!("column_{index}")).chain(["a".into(), "".into()]).collect();
+        let slots: Vec<usize> = names.iter().map(|name| tree.slot(std::slice::from_ref(name))).collect();
+        assert!(!tree.nodes[ROOT].index.is_empty(), "the root is indexed");
+        for (name, slot) in names.iter().zip(&slots) {
+            let child = tree.child(ROOT, name).unwrap_or_else(|| panic!("{name} not found"));
+            assert_eq!(tree.slot_of(child), Some(*slot));
+        }
+        for absent in ["column_40", "column_", "b", "column_1x", "Column_1"] {
+            assert_eq!(tree.child(ROOT, absent), None, "{absent}");
+        }
     }
 
     #[test]
