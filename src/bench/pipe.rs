@@ -87,7 +87,7 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
         dlq: to.to_owned(),
         changelog: to.to_owned(),
     };
-    let mut sink = Sink::new(&settings.producer, topics, None)?;
+    let mut sink = Sink::new(&settings.producer, topics, None, None)?;
     let mut copied = 0u64;
     let mut committer = Committer::default();
     while !shutdown.load(Ordering::Relaxed) {

@@ -32,6 +32,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use crate::runtime::record::Route;
+use crate::runtime::status::Status;
 use crate::runtime::task::{Destination, Publish};
 use crate::store::PartitionBatch;
 
@@ -100,12 +101,24 @@ struct Report {
     topic: String,
 }
 
-/// Sends delivery reports from librdkafka's thread to the processor.
+/// Sends delivery reports from librdkafka's thread to the processor, and tells the instance's status when
+/// every broker is down: that thread serves the producer's errors even while the processor waits in a
+/// transaction step (up to 30 s), so `/readyz` follows an outage at once.
 pub struct DeliveryReports {
     reports: Mutex<Sender<Report>>,
+    status: Option<Arc<Status>>,
 }
 
-impl ClientContext for DeliveryReports {}
+impl ClientContext for DeliveryReports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Some(status) = &self.status
+            && error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown)
+        {
+            status.set_brokers_up(false);
+        }
+        tracing::warn!(error = %error, reason, "Kafka producer error");
+    }
+}
 
 impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = Box<Ticket>;
@@ -165,11 +178,13 @@ pub struct Sink {
 
 impl Sink {
     /// An idempotent producer (acks=all) with the given librdkafka properties; transactional when
-    /// `transactional_id` is given (exactly-once mode).
+    /// `transactional_id` is given (exactly-once mode). A processor's sink reports brokers that are all
+    /// down to its `status`.
     pub fn new(
         properties: &[(String, String)],
         topics: SinkTopics,
         transactional_id: Option<&str>,
+        status: Option<Arc<Status>>,
     ) -> Result<Sink, SinkError> {
         let mut config = ClientConfig::new();
         for (key, value) in properties {
@@ -182,7 +197,7 @@ impl Sink {
         set_default(&mut config, "partitioner", "murmur2_random");
         set_default(&mut config, "compression.type", "lz4");
         let (sender, reports) = channel();
-        let context = DeliveryReports { reports: Mutex::new(sender) };
+        let context = DeliveryReports { reports: Mutex::new(sender), status };
         let producer: ThreadedProducer<DeliveryReports> =
             config.create_with_context(context).map_err(SinkError::Create)?;
         if transactional_id.is_some() {
@@ -404,8 +419,16 @@ impl Sink {
         if !std::mem::take(&mut self.in_transaction) {
             return;
         }
-        if let Err(err) = self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
-            tracing::warn!(error = %err, "could not abort the open transaction; the broker aborts it when it times out");
+        match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
+            Ok(()) => {}
+            // A fenced producer cannot abort: the instance that fenced it aborted the transaction as it
+            // started. Any other fatal error leaves it to the broker's timeout.
+            Err(KafkaError::Transaction(err)) if err.is_fatal() => {
+                tracing::info!(error = %err, "the producer cannot abort after a fatal error; the broker aborts its transaction");
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not abort the open transaction; the broker aborts it when it times out");
+            }
         }
     }
 

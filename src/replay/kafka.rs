@@ -125,7 +125,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
     for partition in 0..partitions {
         tasks.insert(partition, PartitionTask::open(partition, store, &settings, vec![None; inputs.len()])?);
     }
-    let mut sink = Sink::new(&options.producer, options.shadow.clone(), None)?;
+    let mut sink = Sink::new(&options.producer, options.shadow.clone(), None, None)?;
     let mut progress = Progress::new("replay", "events", total, options.progress_bar);
     let mut summary = KafkaReplaySummary { partitions, ..KafkaReplaySummary::default() };
     let mut last_record = Instant::now();

@@ -146,15 +146,8 @@ pub fn run(
     // A processor rebuilt after a Kafka failure presumes the brokers down until a probe answers.
     let mut rebuilt = false;
     loop {
-        let result = Processor::new(settings, rules, store, status, insights, rebuilt).and_then(|mut processor| {
-            let result = processor.run(shutdown);
-            if result.is_err() {
-                // Exactly-once mode: the open transaction is aborted here, so that the rebuilt producer
-                // and every read_committed reader go on at once instead of waiting for it to time out.
-                processor.abort_transaction();
-            }
-            result
-        });
+        let result = Processor::new(settings, rules, store, status, insights, rebuilt)
+            .and_then(|mut processor| processor.run(shutdown));
         match result {
             Ok(summary) => {
                 total.records += summary.records;
@@ -235,6 +228,7 @@ impl<'a> Processor<'a> {
             &settings.producer,
             settings.topics.clone(),
             settings.transactional_id.as_deref(),
+            Some(status.clone()),
         )?));
         let restore = restore_job::RestoreSlot::default();
         let hooks = GroupHooks {
@@ -244,7 +238,6 @@ impl<'a> Processor<'a> {
             drain_timeout: settings.drain_timeout,
             events: Mutex::new(Vec::new()),
             store: store.clone(),
-            brokers_down: AtomicBool::new(presume_down),
             status: status.clone(),
             insights: insights.clone(),
         };
@@ -342,9 +335,7 @@ impl<'a> Processor<'a> {
             self.complete(done, CommitMode::Async)?;
             self.committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
             self.settle_erasures()?;
-            if self.consumer.context().brokers_down.load(Ordering::Relaxed)
-                && last_probe.elapsed() > Duration::from_secs(2)
-            {
+            if !self.status.brokers_up() && last_probe.elapsed() > Duration::from_secs(2) {
                 last_probe = Instant::now();
                 self.probe_brokers();
             }
@@ -556,7 +547,6 @@ impl<'a> Processor<'a> {
 
     fn probe_brokers(&self) {
         if self.consumer.fetch_metadata(None, Duration::from_secs(1)).is_ok() {
-            self.consumer.context().brokers_down.store(false, Ordering::Relaxed);
             self.status.set_brokers_up(true);
             info!("brokers reachable again");
         } else {
@@ -567,12 +557,15 @@ impl<'a> Processor<'a> {
 
 impl Drop for Processor<'_> {
     /// A restore still running stops before the consumer leaves the group, so that it never writes into
-    /// a partition the group has moved on.
+    /// a partition the group has moved on. A transaction a failure left open (exactly-once mode) is
+    /// aborted, so that the rebuilt producer and every `read_committed` reader go on at once instead of
+    /// waiting for the broker to time it out.
     fn drop(&mut self) {
         let job = self.restore.lock().ok().and_then(|mut slot| slot.take());
         if let Some(job) = job {
             job.stop();
         }
+        self.abort_transaction();
     }
 }
 

@@ -35,7 +35,6 @@ pub struct GroupHooks {
     pub(super) events: Mutex<Vec<GroupEvent>>,
     /// The state store, for the RocksDB writes of the batches a revocation drains.
     pub(super) store: std::sync::Arc<dyn StateStore>,
-    pub(super) brokers_down: std::sync::atomic::AtomicBool,
     /// Readiness: an outage is reported the moment librdkafka sees it, even while the poll loop waits.
     pub(super) status: std::sync::Arc<super::Status>,
     /// The leaderboards and rule statistics, which forget a revoked partition before it can be assigned
@@ -223,7 +222,6 @@ impl ClientContext for GroupHooks {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode;
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::AllBrokersDown)) {
-            self.brokers_down.store(true, std::sync::atomic::Ordering::Relaxed);
             self.status.set_brokers_up(false);
         }
         warn!(error = %error, reason, "Kafka client error");

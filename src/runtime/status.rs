@@ -53,6 +53,12 @@ impl Status {
         self.subscribed.store(true, Ordering::Relaxed);
     }
 
+    /// Whether the brokers answered last: a client of the instance that finds them all down clears it, and
+    /// a processor's probe sets it again.
+    pub(crate) fn brokers_up(&self) -> bool {
+        self.brokers_up.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_brokers_up(&self, up: bool) {
         self.brokers_up.store(up, Ordering::Relaxed);
     }
