@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::kafka::sink::{PendingBatch, SharedSink};
@@ -112,11 +112,13 @@ pub fn commit_batches<C: ConsumerContext>(
     }
 }
 
-/// How long the offsets committed last stand without a new commit before they are committed again.
+/// How long the offsets committed last stand without a new commit before they are checked.
 const RECOMMIT_AFTER: Duration = Duration::from_secs(5);
+/// How long reading the group's committed offsets for that check may take.
+const COMMITTED_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Commits acknowledged batches, as [`commit_batches`] does, and commits the latest offsets of the
-/// partitions still assigned again after [`RECOMMIT_AFTER`] without a new commit. An asynchronous commit
+/// Commits acknowledged batches, as [`commit_batches`] does, and after [`RECOMMIT_AFTER`] without a new
+/// commit, commits again the latest offsets of the partitions still assigned that the group holds behind. An asynchronous commit
 /// that the group refuses while it rebalances is otherwise covered only by the next one, which a partition
 /// with no new records never makes: its committed offset, which lag monitors and the next owner read,
 /// would stay behind what was processed.
@@ -149,7 +151,9 @@ impl Committer {
     }
 
     /// Commits the remembered offsets of the partitions still assigned again, asynchronously, if none was
-    /// committed for [`RECOMMIT_AFTER`]; forgets the partitions no longer assigned.
+    /// committed for [`RECOMMIT_AFTER`] and the group holds an older offset for them (a partition that
+    /// came back from another member may already be further, and is left alone); forgets the partitions no
+    /// longer assigned. Once the group holds every remembered offset, it waits for the next commit.
     pub fn recommit_when_quiet<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, inputs: &[String]) {
         if self.since.is_none_or(|since| since.elapsed() < RECOMMIT_AFTER) {
             return;
@@ -162,14 +166,26 @@ impl Committer {
         self.latest.retain(|(topic, partition), _| {
             inputs.get(*topic).is_some_and(|name| owned.contains(&(name.as_str(), *partition)))
         });
-        if self.latest.is_empty() {
+        let latest: Vec<(usize, i32, i64)> =
+            self.latest.iter().map(|(&(topic, partition), &next)| (topic, partition, next)).collect();
+        let Ok(held) = consumer.committed_offsets(commit_list(inputs, &latest), COMMITTED_READ_TIMEOUT) else {
+            return;
+        };
+        let behind: Vec<(usize, i32, i64)> = latest
+            .into_iter()
+            .filter(|(topic, partition, next)| {
+                match held.find_partition(&inputs[*topic], *partition).map(|element| element.offset()) {
+                    Some(Offset::Offset(held)) => held < *next,
+                    _ => true,
+                }
+            })
+            .collect();
+        if behind.is_empty() {
             self.since = None;
             return;
         }
-        let latest: Vec<(usize, i32, i64)> =
-            self.latest.iter().map(|(&(topic, partition), &next)| (topic, partition, next)).collect();
-        let offsets = commit_list(inputs, &latest);
-        if let Err(err) = consumer.commit(&offsets, CommitMode::Async) {
+        info!(partitions = behind.len(), "committing offsets the group refused again");
+        if let Err(err) = consumer.commit(&commit_list(inputs, &behind), CommitMode::Async) {
             warn!(error = %err, "committing the latest offsets again failed; trying again later");
         }
     }
