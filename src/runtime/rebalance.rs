@@ -35,7 +35,8 @@ pub struct GroupHooks {
     pub(super) events: Mutex<Vec<GroupEvent>>,
     /// The state store, for the RocksDB writes of the batches a revocation drains.
     pub(super) store: std::sync::Arc<dyn StateStore>,
-    /// Readiness: an outage is reported the moment librdkafka sees it, even while the poll loop waits.
+    /// Readiness: an error that finds every broker down clears it (served on the poll thread; the sink's
+    /// producer reports one too, from its own thread).
     pub(super) status: std::sync::Arc<super::Status>,
     /// The leaderboards and rule statistics, which forget a revoked partition before it can be assigned
     /// to another processing thread of the instance.
@@ -118,10 +119,10 @@ const RECOMMIT_AFTER: Duration = Duration::from_secs(5);
 const COMMITTED_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Commits acknowledged batches, as [`commit_batches`] does, and after [`RECOMMIT_AFTER`] without a new
-/// commit, commits again the latest offsets of the partitions still assigned that the group holds behind. An asynchronous commit
-/// that the group refuses while it rebalances is otherwise covered only by the next one, which a partition
-/// with no new records never makes: its committed offset, which lag monitors and the next owner read,
-/// would stay behind what was processed.
+/// commit, commits again the latest offsets of the partitions still assigned that the group holds behind.
+/// An asynchronous commit that the group refuses while it rebalances is otherwise covered only by the next
+/// one, which a partition with no new records never makes: its committed offset, which lag monitors and
+/// the next owner read, would stay behind what was processed.
 #[derive(Debug, Default)]
 pub struct Committer {
     latest: BTreeMap<(usize, i32), i64>,
@@ -143,9 +144,13 @@ impl Committer {
 
     /// Remembers the offsets of batches committed elsewhere (by a revocation's drain).
     pub fn note(&mut self, batches: &[PendingBatch]) {
+        let mut noted = false;
         for (topic, partition, next) in batches.iter().flat_map(|batch| &batch.commits) {
             let latest = self.latest.entry((*topic, *partition)).or_insert(*next);
             *latest = (*latest).max(*next);
+            noted = true;
+        }
+        if noted {
             self.since = Some(Instant::now());
         }
     }
@@ -166,6 +171,10 @@ impl Committer {
         self.latest.retain(|(topic, partition), _| {
             inputs.get(*topic).is_some_and(|name| owned.contains(&(name.as_str(), *partition)))
         });
+        if self.latest.is_empty() {
+            self.since = None;
+            return;
+        }
         let latest: Vec<(usize, i32, i64)> =
             self.latest.iter().map(|(&(topic, partition), &next)| (topic, partition, next)).collect();
         let Ok(held) = consumer.committed_offsets(commit_list(inputs, &latest), COMMITTED_READ_TIMEOUT) else {
