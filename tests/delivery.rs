@@ -36,7 +36,7 @@ fn a_hot_contact_on_the_mock_cluster_equals_the_model() {
     let events = hot_stream(14, 100_000, 5_000);
     let expected = produce_with(compressed(&bootstrap), &names.input, PARTITIONS, &events);
     let model = model_of_events(&rules(), PARTITIONS, &events);
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let config = default_config(&bootstrap, &names, dir.path());
     run_in_process(&config, &bootstrap, &names, &expected, PARTITIONS, true);
 
@@ -56,7 +56,7 @@ fn refused_produce_requests_move_no_offset_past_an_undelivered_record() {
     let expected = produce_with(compressed(&bootstrap), &names.input, PARTITIONS, &events);
     let causes = causes(&events);
     let model = model_of_events(&rules(), PARTITIONS, &events);
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let config = default_config(&bootstrap, &names, dir.path());
     let config = Config { kafka: leadscore::config::KafkaConfig { batch_size: 300, ..config.kafka.clone() }, ..config };
     let instance = InProcess::start(&config, PARTITIONS);
@@ -95,7 +95,7 @@ fn setup(kafka: &Kafka, test: &str, dir: &std::path::Path) -> (Names, Config) {
 #[test]
 fn a_hot_contact_on_kafka_equals_the_model() {
     let kafka = Kafka::start();
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let (names, config) = setup(&kafka, "hotkafka", dir.path());
     let events = hot_stream(14, 100_000, 5_000);
     let expected = produce(&kafka.bootstrap, &names.input, PARTITIONS, &events);
@@ -111,7 +111,7 @@ fn a_hot_contact_on_kafka_equals_the_model() {
 #[test]
 fn writes_refused_by_kafka_move_no_offset_past_an_undelivered_record() {
     let kafka = Kafka::start();
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let (names, config) = setup(&kafka, "refusedkafka", dir.path());
     let config = Config { kafka: leadscore::config::KafkaConfig { batch_size: 300, ..config.kafka.clone() }, ..config };
     let events = hot_stream(15, 30_000, 3_000);
@@ -150,7 +150,7 @@ fn writes_refused_by_kafka_move_no_offset_past_an_undelivered_record() {
 #[test]
 fn a_changelog_that_refuses_contact_records_but_takes_checkpoints_loses_no_state() {
     let kafka = Kafka::start();
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let (names, config) = setup(&kafka, "partialkafka", dir.path());
     let mut librdkafka = config.kafka.librdkafka.clone();
     librdkafka.insert("batch.num.messages".to_owned(), "1".to_owned());

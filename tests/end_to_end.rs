@@ -22,7 +22,7 @@ const PARTITIONS: u32 = 4;
 struct Setup {
     kafka: &'static Kafka,
     names: Names,
-    dir: tempfile::TempDir,
+    dir: TestDir,
     model: Model,
     events: Vec<leadscore::event::Event>,
     expected: BTreeMap<i32, i64>,
@@ -31,7 +31,7 @@ struct Setup {
 fn setup(test: &str, events: usize, contacts: u64) -> Setup {
     let kafka = shared_kafka();
     let names = Names::new(test);
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
     let events = stream(test.len() as u64, events, contacts);
     let model = model_of_events(&rules(), PARTITIONS, &events);
@@ -60,7 +60,7 @@ fn finish(setup: &Setup, state_dir: &Path, published_from: &str) -> usize {
 #[test]
 fn kill_9_at_random_points_loses_and_double_counts_nothing() {
     let (_cluster, bootstrap, names) = mock_broker("kill9", PARTITIONS);
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     kill_9_loop(&bootstrap, &names, dir.path(), "mock cluster");
 }
 
@@ -69,7 +69,7 @@ fn kill_9_at_random_points_loses_and_double_counts_nothing() {
 fn kill_9_on_kafka_loses_and_double_counts_nothing() {
     let kafka = shared_kafka();
     let names = Names::new("kill9kafka");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
     kill_9_loop(&kafka.bootstrap, &names, dir.path(), "Apache Kafka");
 }
@@ -147,7 +147,7 @@ fn kill_9_loop(bootstrap: &str, names: &Names, dir: &Path, broker: &str) {
 #[test]
 fn a_surviving_member_restores_the_dead_members_partitions() {
     let (_cluster, bootstrap, names) = mock_broker("rebalance", PARTITIONS);
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     rebalance_after_a_death(&bootstrap, &names, dir.path(), "mock cluster");
 }
 
@@ -156,7 +156,7 @@ fn a_surviving_member_restores_the_dead_members_partitions() {
 fn on_kafka_a_surviving_member_restores_the_dead_members_partitions() {
     let kafka = shared_kafka();
     let names = Names::new("rebalancekafka");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     provision_topics(&write_config(&kafka.bootstrap, &names, dir.path(), "a"));
     rebalance_after_a_death(&kafka.bootstrap, &names, dir.path(), "Apache Kafka");
 }
@@ -262,7 +262,7 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap.as_str();
     let names = Names::new("threemembers");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let mut members: Vec<Member> =
         ["a", "b", "c"].into_iter().map(|name| Member::new(bootstrap, &names, dir.path(), name, SPREAD)).collect();
     provision_topics(&members[0].config);
@@ -388,7 +388,7 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
 fn on_kafka_bad_records_timers_and_a_lost_state_directory() {
     let kafka = shared_kafka();
     let names = Names::new("restorekafka");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let port = free_port();
     let config = member_config(&kafka.bootstrap, &names, dir.path(), "a", PARTITIONS, port);
     provision_topics(&config);
@@ -470,7 +470,7 @@ fn on_kafka_bad_records_timers_and_a_lost_state_directory() {
 /// moves cleanly.
 #[test]
 fn the_ownership_check_sees_two_owners_at_once() {
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let line =
         |at: &str, message: &str| format!("2026-03-01T10:00:{at}Z  INFO leadscore::runtime::rebalance: {message}\n");
     let a = [
@@ -497,7 +497,7 @@ fn the_ownership_check_sees_two_owners_at_once() {
 /// The same check on a process with two processing threads, whose revocations interleave in its log.
 #[test]
 fn the_ownership_check_tells_the_threads_of_a_process_apart() {
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let line = |at: &str, thread: u8, message: &str| {
         format!("2026-03-01T10:00:{at}Z  INFO processor{{thread={thread}}}: leadscore::runtime::rebalance: {message}\n")
     };

@@ -48,7 +48,7 @@ fn exactly_once_on_kafka_publishes_each_output_once_through_kill_9() {
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap.as_str();
     let names = Names::new("eos");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let port = free_port();
     let config = eos_config(bootstrap, &names, dir.path(), port);
     provision_topics(&config);

@@ -33,7 +33,7 @@ fn a_broker_killed_mid_stream_costs_a_stall_and_loses_nothing() {
     let cluster = KafkaCluster::start(3);
     let bootstrap = cluster.bootstrap.as_str();
     let names = Names::new("failover");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let port = free_port();
     let config = dir.path().join("a.toml");
     let toml = names

@@ -34,7 +34,7 @@ fn ride_out_an_outage(guarantee: &str) -> usize {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let kafka = Kafka::start();
     let names = Names::new("outage");
-    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let dir = TestDir::new();
     let port = free_port();
     let config = dir.path().join("leadscore.toml");
     let toml = names

@@ -190,3 +190,55 @@ fn a_refused_offset_commit_is_made_again_when_idle() {
     wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(20));
     instance.stop();
 }
+
+/// The batches of a transaction that is aborted never come out of the sink, so their RocksDB writes are
+/// never applied: a processor rebuilt after a failed transaction step (a broker outage, offsets refused)
+/// finds only what committed transactions wrote, and scores the aborted input again instead of skipping it
+/// as applied. A drain while a transaction is open (a revocation in the middle of one) fails rather than
+/// finishing batches whose transaction may still abort.
+#[test]
+fn an_aborted_transaction_leaves_no_batch_to_write() {
+    use leadscore::kafka::sink::{Sink, SinkError, SinkTopics};
+    use leadscore::runtime::record::Route;
+    use leadscore::runtime::task::{Destination, Publish};
+    use leadscore::store::PartitionBatch;
+
+    let (_cluster, bootstrap, names) = mock_broker("eossink", PARTITIONS);
+    let topics = SinkTopics {
+        score_changed: names.score_changed.clone(),
+        threshold_crossed: names.threshold_crossed.clone(),
+        phase_changed: names.phase_changed.clone(),
+        dlq: names.dlq.clone(),
+        changelog: names.changelog.clone(),
+    };
+    let properties = vec![("bootstrap.servers".to_owned(), bootstrap.clone())];
+    let mut sink =
+        Sink::new(&properties, topics, Some(&unique("eossink-txn")), None).unwrap_or_else(|err| panic!("{err}"));
+    let transaction = |sink: &mut Sink| {
+        sink.begin_transaction().unwrap_or_else(|err| panic!("{err}"));
+        sink.open();
+        let record = |destination| Publish {
+            destination,
+            key: b"c1".to_vec(),
+            payload: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+        };
+        sink.send(0, vec![record(Destination::Output(Route::ScoreChanged)), record(Destination::Changelog)])
+            .unwrap_or_else(|err| panic!("{err}"));
+        sink.commit_after([(0, 0, 1)]);
+        sink.write_after(1, PartitionBatch::new(0));
+        sink.close();
+    };
+
+    transaction(&mut sink);
+    assert!(matches!(sink.drain(Duration::from_secs(10)), Err(SinkError::TransactionOpen)));
+    sink.abort_transaction();
+    let drained = sink.drain(Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    assert!(drained.is_empty(), "an aborted transaction's batches are dropped, not finished");
+
+    // A committed one is finished with its writes.
+    transaction(&mut sink);
+    sink.commit_transaction(&rdkafka::TopicPartitionList::new(), None).unwrap_or_else(|err| panic!("{err}"));
+    let drained = sink.drain(Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(drained.iter().map(|batch| batch.writes.len()).sum::<usize>(), 1);
+}

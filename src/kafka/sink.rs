@@ -83,6 +83,9 @@ pub enum SinkError {
     /// A transaction could not be started, given offsets or committed (exactly-once mode).
     #[error("Kafka transaction failed (exactly_once needs Apache Kafka 2.5 or a compatible broker): {0}")]
     Transaction(KafkaError),
+    /// A drain was asked for while a transaction is open: its batches are finished only by committing it.
+    #[error("the open transaction must be committed or aborted before its batches are finished")]
+    TransactionOpen,
     /// Acknowledgements did not arrive within the drain budget.
     #[error("{0} records were still unacknowledged after the drain budget")]
     Timeout(usize),
@@ -370,6 +373,10 @@ impl Sink {
     }
 
     fn record(&mut self, report: Report) -> Result<(), SinkError> {
+        // A report of a batch no longer in flight is of an aborted transaction's record (purged).
+        if !self.in_flight.iter().any(|(id, _)| *id == report.batch) {
+            return Ok(());
+        }
         let offset = match report.result {
             Ok(offset) => offset,
             Err(reason) => return Err(self.fail(SinkError::Delivery { topic: report.topic, reason })),
@@ -389,6 +396,11 @@ impl Sink {
         self.in_flight.iter().flat_map(|(_, batch)| batch.commits.iter().copied()).collect()
     }
 
+    /// Whether the sink publishes in transactions (exactly-once mode), which commit the input offsets.
+    pub fn is_transactional(&self) -> bool {
+        !self.staged
+    }
+
     /// Records sent and not yet acknowledged, over all batches.
     pub fn outstanding(&self) -> usize {
         self.in_flight.iter().map(|(_, batch)| batch.outstanding).sum()
@@ -401,6 +413,9 @@ impl Sink {
 
     /// Closes the current batch and waits until every batch is acknowledged or `budget` runs out.
     pub fn drain(&mut self, budget: Duration) -> Result<Vec<PendingBatch>, SinkError> {
+        if self.in_transaction {
+            return Err(SinkError::TransactionOpen);
+        }
         self.close();
         let deadline = Instant::now() + budget;
         let mut done = Vec::new();
@@ -419,6 +434,10 @@ impl Sink {
         if !std::mem::take(&mut self.in_transaction) {
             return;
         }
+        // The batches in flight are the transaction's: their RocksDB writes must never be applied.
+        let dropped = self.in_flight.len();
+        self.in_flight.clear();
+        tracing::info!(batches = dropped, "aborting the open transaction; its input is read again");
         match self.producer.abort_transaction(TRANSACTION_TIMEOUT) {
             Ok(()) => {}
             // A fenced producer cannot abort: the instance that fenced it aborted the transaction as it

@@ -58,15 +58,19 @@ impl GroupHooks {
     }
 
     fn drain_and_commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), String> {
-        let mut drained = {
+        // In exactly-once mode only batches of committed transactions come out of a drain, and their
+        // transactions committed their offsets; a transaction still open fails the drain.
+        let (mut drained, transactional) = {
             let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
-            sink.drain(self.drain_timeout).map_err(|err| err.to_string())?
+            (sink.drain(self.drain_timeout).map_err(|err| err.to_string())?, sink.is_transactional())
         };
         apply_writes(self.store.as_ref(), &mut drained).map_err(|err| format!("state store: {err}"))?;
         // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
         // Should it be lost, the next owner replays from an older offset, which changes no state and only
         // re-sends outputs with their ids.
-        let _ = commit_batches(consumer, &self.inputs, &drained, CommitMode::Async);
+        if !transactional {
+            let _ = commit_batches(consumer, &self.inputs, &drained, CommitMode::Async);
+        }
         info!(batches = drained.len(), "revocation drained and committed");
         self.push(GroupEvent::Drained(drained));
         Ok(())

@@ -24,8 +24,8 @@ const REJOIN_BACKOFF: Duration = Duration::from_secs(5);
 /// Whether the processor can be rebuilt after `err`: Kafka refused or lost records, a revocation could
 /// not be finished because of it, the schema registry did not answer, or (exactly-once mode) a
 /// transaction failed without fencing the producer, such as offsets refused because their commit met a
-/// rebalance. Store, task and restore-decoding errors stay fatal, and so does a fenced producer: another
-/// process runs under this transactional id.
+/// rebalance, or its records not flushed in time. Store, task and restore-decoding errors stay fatal, and
+/// so does a fenced producer: another process runs under this transactional id.
 ///
 /// In exactly-once mode the rebuild aborts the open transaction, and RocksDB holds only what committed
 /// transactions wrote, so it is a restart without the exit: the restore and the input after the
@@ -33,6 +33,8 @@ const REJOIN_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) fn recoverable(err: &ProcessorError) -> bool {
     match err {
         ProcessorError::Sink(SinkError::Transaction(KafkaError::Transaction(cause))) => !cause.is_fatal(),
+        // The flush that starts a commit timed out (every broker gone for longer than a transaction step).
+        ProcessorError::Sink(SinkError::Transaction(KafkaError::Flush(_))) => true,
         _ => matches!(
             err,
             ProcessorError::Consumer(_)

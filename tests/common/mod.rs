@@ -34,6 +34,30 @@ pub fn rules() -> Rules {
     Rules::load(&manifest("examples/rules.toml")).unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// A test's temporary directory. A test that fails keeps it and prints its path, so that the logs and
+/// state of the instances it ran can be read afterwards; a test that passes removes it.
+pub struct TestDir(Option<tempfile::TempDir>);
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        TestDir(Some(tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"))))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new("/nonexistent"), tempfile::TempDir::path)
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("the failed test's directory is kept: {}", dir.keep().display());
+        }
+    }
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
