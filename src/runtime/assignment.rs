@@ -66,13 +66,11 @@ impl Processor<'_> {
                 }
             }
         }
-        self.advance_restore()?;
-        self.gauges.assigned_partitions.set(self.tasks.len() as f64);
         Ok(())
     }
 
     /// Opens the tasks of a finished restore, and starts one for the partitions still waiting.
-    fn advance_restore(&mut self) -> Result<(), ProcessorError> {
+    pub(super) fn advance_restore(&mut self) -> Result<(), ProcessorError> {
         let finished = {
             let mut slot = self.lock_restore()?;
             if slot.as_ref().is_some_and(RestoreJob::is_finished) { slot.take() } else { None }
