@@ -9,6 +9,9 @@ use super::walk::Scalar;
 /// How deep arrays and objects may nest, as serde_json allows by default.
 pub const MAX_DEPTH: usize = 128;
 
+/// The largest value [`Lexer::skip_seen`] keeps.
+pub const MAX_SEEN: usize = 64 << 10;
+
 /// Why a record is not valid JSON, with where: `expected value at line 1 column 7`.
 pub type LexError = String;
 
@@ -195,6 +198,27 @@ impl<'a> Lexer<'a> {
             Some(b'-' | b'0'..=b'9') => self.number_text().map(drop),
             _ => self.scalar().map(drop),
         }
+    }
+
+    /// Passes over one value as [`Lexer::skip`] does, but by comparison if it is an object or array byte
+    /// for byte equal to `seen`, a value this reader checked before at the same depth (such a value ends
+    /// where its text does, so the comparison finds exactly it); otherwise checks it and, if it is an
+    /// object or array of at most [`MAX_SEEN`] bytes, keeps it in `seen`.
+    pub fn skip_seen(&mut self, depth: usize, seen: &mut Vec<u8>) -> Result<(), LexError> {
+        let start = match self.peek() {
+            Some(b'{' | b'[') => self.pos,
+            _ => return self.skip(depth),
+        };
+        if !seen.is_empty() && self.bytes[start..].starts_with(seen) {
+            self.pos += seen.len();
+            return Ok(());
+        }
+        self.skip(depth)?;
+        if self.pos - start <= MAX_SEEN {
+            seen.clear();
+            seen.extend_from_slice(&self.bytes[start..self.pos]);
+        }
+        Ok(())
     }
 
     /// Checks that nothing but whitespace follows the value.

@@ -100,7 +100,7 @@ struct Field {
 pub struct Mapping {
     format: InputFormat,
     key_is_contact: bool,
-    unwrap: Option<String>,
+    wrapper: Option<walk::Wrapper>,
     tree: PathTree,
     /// For Snowplow TSV: the columns read, by index, and what each fills.
     tsv_columns: Vec<(usize, snowplow::Column)>,
@@ -184,7 +184,7 @@ impl Mapping {
         Ok(Mapping {
             format: resolved.format,
             key_is_contact: resolved.key_is_contact,
-            unwrap: resolved.unwrap,
+            wrapper: resolved.unwrap.map(walk::Wrapper::new),
             tree,
             tsv_columns,
             id,
@@ -292,7 +292,7 @@ impl Mapping {
         }
         // One UTF-8 check of the whole record, so that the reader slices strings out of it without another.
         let text = std::str::from_utf8(payload).map_err(|err| malformed("JSON", format!("not UTF-8: {err}")))?;
-        walk::walk_json(text, &self.tree, node, self.unwrap.as_deref(), found)
+        walk::walk_json(text, &self.tree, node, self.wrapper.as_ref(), found)
             .map_err(|reason| malformed("JSON", reason))
     }
 

@@ -168,17 +168,42 @@ pub struct Extraction<'a> {
     pub members: Vec<(usize, Cow<'a, str>, Scalar<'a>)>,
 }
 
-/// Walks one JSON text at `node`, filling `out`. `unwrap` names a root member read as the root itself
-/// (Kafka Connect's `payload` next to its `schema`). The whole text is checked, skipped values included.
+/// How a wrapped record is read: the root member read as the root itself (Kafka Connect's `payload`), and
+/// the envelope last seen beside it (its `schema`). A topic's records carry the same envelope until its
+/// table changes, and one byte for byte equal to the last, already checked, is passed over by comparison
+/// instead of read again.
+#[derive(Debug, Default)]
+pub struct Wrapper {
+    /// The member read as the root.
+    pub member: String,
+    seen: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Wrapper {
+    /// Records wrapped in `member`.
+    pub fn new(member: String) -> Wrapper {
+        Wrapper { member, seen: std::sync::Mutex::default() }
+    }
+}
+
+impl Clone for Wrapper {
+    /// A copy starts with no envelope seen.
+    fn clone(&self) -> Wrapper {
+        Wrapper::new(self.member.clone())
+    }
+}
+
+/// Walks one JSON text at `node`, filling `out`; a wrapped record is read through its `wrapper`. The whole
+/// text is checked, skipped values included.
 pub fn walk_json<'a>(
     text: &'a str,
     tree: &PathTree,
     node: usize,
-    unwrap: Option<&str>,
+    wrapper: Option<&Wrapper>,
     out: &mut Extraction<'a>,
 ) -> Result<(), LexError> {
-    let mut walker = Walker { lexer: Lexer::new(text), tree, out };
-    walker.value(node, unwrap, 0)?;
+    let mut walker = Walker { lexer: Lexer::new(text), tree, out, wrapper };
+    walker.value(node, wrapper.map(|wrapper| wrapper.member.as_str()), 0)?;
     walker.lexer.end()
 }
 
@@ -186,6 +211,7 @@ struct Walker<'a, 't, 'o> {
     lexer: Lexer<'a>,
     tree: &'t PathTree,
     out: &'o mut Extraction<'a>,
+    wrapper: Option<&'t Wrapper>,
 }
 
 impl<'a> Walker<'a, '_, '_> {
@@ -227,6 +253,13 @@ impl<'a> Walker<'a, '_, '_> {
                 self.value(node, None, depth + 1)?;
             } else {
                 match (tree.child(node, &key), bucket) {
+                    // The envelope of a wrapped record: another thread comparing it reads it in full.
+                    (None, None) if unwrap.is_some() => {
+                        match self.wrapper.and_then(|wrapper| wrapper.seen.try_lock().ok()) {
+                            Some(mut seen) => self.lexer.skip_seen(depth + 1, &mut seen)?,
+                            None => self.lexer.skip(depth + 1)?,
+                        }
+                    }
                     (None, None) => self.lexer.skip(depth + 1)?,
                     (Some(child), None) => drop(self.value(child, None, depth + 1)?),
                     (child, Some(bucket)) => {
@@ -276,8 +309,9 @@ mod tests {
     }
 
     fn walk<'a>(tree: &PathTree, json: &'a str, unwrap: Option<&str>) -> Extraction<'a> {
+        let wrapper = unwrap.map(|member| Wrapper::new(member.to_owned()));
         let mut out = tree.extraction();
-        walk_json(json, tree, ROOT, unwrap, &mut out).unwrap_or_else(|err| panic!("{err}"));
+        walk_json(json, tree, ROOT, wrapper.as_ref(), &mut out).unwrap_or_else(|err| panic!("{err}"));
         out
     }
 
@@ -321,6 +355,34 @@ mod tests {
         for absent in ["column_40", "column_", "b", "column_1x", "Column_1"] {
             assert_eq!(tree.child(ROOT, absent), None, "{absent}");
         }
+    }
+
+    #[test]
+    fn an_envelope_seen_before_is_passed_over_and_a_changed_one_is_checked() {
+        let mut tree = PathTree::new();
+        let op = tree.slot(&path("/op"));
+        let wrapper = Wrapper::new("payload".to_owned());
+        let read = |json: &str| {
+            let mut out = tree.extraction();
+            walk_json(json, &tree, ROOT, Some(&wrapper), &mut out).map(|()| match &out.slots[op] {
+                Some(Scalar::Text(text)) => Some(text.to_string()),
+                _ => None,
+            })
+        };
+        let schema = r#"{"type":"struct","fields":[{"field":"op","type":"string"}]}"#;
+        for op in ["c", "u", "d"] {
+            let record = format!(r#"{{"schema":{schema},"payload":{{"op":"{op}"}}}}"#);
+            assert_eq!(read(&record), Ok(Some(op.to_owned())), "{record}");
+        }
+        assert_eq!(*wrapper.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner), schema.as_bytes());
+        // The same envelope followed by more than its record allows, and a changed envelope that is not
+        // JSON, are errors as they are without an envelope seen.
+        assert!(read(&format!(r#"{{"schema":{schema}],"payload":{{"op":"c"}}}}"#)).is_err());
+        assert!(read(r#"{"schema":{"type":"struct",},"payload":{"op":"c"}}"#).is_err());
+        // A changed envelope is read in full, and remembered instead.
+        let changed = r#"{"type":"struct","fields":[]}"#;
+        assert!(read(&format!(r#"{{"schema":{changed},"payload":{{"op":"u"}}}}"#)).is_ok());
+        assert_eq!(*wrapper.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner), changed.as_bytes());
     }
 
     #[test]
