@@ -2,7 +2,8 @@
 //! started by `scripts/kafka.sh` (one node shared by the tests of this file, each with topics and a group
 //! of its own), and librdkafka's mock cluster hosted in the test process. kill -9 at random points, a
 //! rebalance after one of two members dies, three members joining and leaving mid-stream, a clean
-//! SIGTERM, dead letters, decay timers and a lost state directory. After each, the final state equals the
+//! SIGTERM, dead letters, decay timers and a lost state directory; and a restore longer than the poll
+//! interval that keeps the member in its group. After each, the final state equals the
 //! offline model (nothing lost, nothing double-counted) and every expected output was published, with no
 //! unexpected one.
 
@@ -193,6 +194,75 @@ fn rebalance_after_a_death(bootstrap: &str, names: &Names, dir: &Path, broker: &
     let duplicates = compare_outputs(&model, &published);
     compare_states(&model, &stored_states(&rules(), &dir.join("state-b")));
     eprintln!("rebalance on {broker}: {} outputs, {duplicates} duplicate copies", published.len());
+}
+
+/// A restore longer than `max.poll.interval.ms` (1.5M contacts in the changelog, an empty state directory)
+/// runs beside the poll loop, so that the member keeps its place in the group throughout: it never leaves
+/// for a missed poll, nothing is revoked, and the input waiting behind the restore is scored after it.
+#[test]
+fn on_kafka_a_restore_longer_than_the_poll_interval_keeps_the_membership() {
+    const CONTACTS: u64 = 1_500_000;
+    const POLL_INTERVAL_MS: u64 = 6_000;
+    let kafka = shared_kafka();
+    let names = Names::new("longrestore");
+    let dir = TestDir::new();
+    let config = write_config(&kafka.bootstrap, &names, dir.path(), "a");
+    let toml = std::fs::read_to_string(&config).unwrap_or_default();
+    assert!(toml.contains("\"max.poll.interval.ms\" = \"15000\""), "{toml}");
+    // One processing thread, so that one restore takes every partition.
+    let toml = toml
+        .replace("\"max.poll.interval.ms\" = \"15000\"", &format!("\"max.poll.interval.ms\" = \"{POLL_INTERVAL_MS}\""))
+        .replace("[processing]", "[processing]\nthreads = 1");
+    std::fs::write(&config, toml).unwrap_or_else(|err| panic!("{err}"));
+    provision_topics(&config);
+    let bar = indicatif::ProgressBar::hidden();
+    leadscore::bench::write_changelog(&kafka.bootstrap, &names.changelog, PARTITIONS, CONTACTS, &rules(), &bar)
+        .unwrap_or_else(|err| panic!("{err}"));
+    let events = stream(17, 2_000, 200);
+    let expected = produce(&kafka.bootstrap, &names.input, PARTITIONS, &events);
+
+    let log = dir.path().join("a.log");
+    let mut member = spawn_run(&config, &log);
+    wait_committed(&kafka.bootstrap, &names.group, &names.input, &expected, Duration::from_secs(300));
+    assert_eq!(member.terminate(Duration::from_secs(30)), Some(0), "SIGTERM exits 0");
+
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let tail = &text[text.len().saturating_sub(6000)..];
+    let finished = text.lines().find(|line| line.contains("changelog restore finished")).unwrap_or_else(|| {
+        panic!("no restore finished; the log:\n{tail}");
+    });
+    let words: Vec<String> = without_colours(finished).split_whitespace().map(str::to_owned).collect();
+    let field = |name: &str| -> f64 {
+        words
+            .iter()
+            .find_map(|word| word.strip_prefix(&format!("{name}=")).and_then(|value| value.parse().ok()))
+            .unwrap_or_else(|| panic!("no {name} in {finished:?}"))
+    };
+    assert_eq!(field("records") as u64, CONTACTS, "every contact restored: {finished}");
+    let seconds = field("seconds");
+    assert!(
+        seconds * 1000.0 > POLL_INTERVAL_MS as f64,
+        "the restore took {seconds:.1} s, within max.poll.interval.ms, so this test shows nothing: write more contacts"
+    );
+    let left = text.find("changelog restore finished").map_or(text.as_str(), |end| &text[..end]);
+    for sign in ["maximum poll interval", "MAXPOLL", "partitions revoked", "rejoining"] {
+        assert!(!left.contains(sign), "{sign:?} during the restore; the log:\n{tail}");
+    }
+    eprintln!("a restore of {CONTACTS} contacts took {seconds:.1} s with max.poll.interval.ms = {POLL_INTERVAL_MS}");
+}
+
+/// A log line without the terminal colour codes the log writer puts around field names.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(char) = chars.next() {
+        if char == '\u{1b}' {
+            chars.by_ref().find(|&end| end == 'm');
+        } else {
+            plain.push(char);
+        }
+    }
+    plain
 }
 
 /// A random share, 10 to 70%, of `records`.

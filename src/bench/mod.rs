@@ -32,7 +32,7 @@ use crate::rules::Rules;
 
 pub use load::Latency;
 pub use report::{BenchReport, ModeResult};
-pub use restore::Restore;
+pub use restore::{Restore, write_changelog};
 
 /// The scorecard the benchmark runs: the shipped example.
 const BENCH_RULES: &str = include_str!("../../examples/rules.toml");

@@ -33,8 +33,9 @@ pub struct Restore {
     pub state_bytes_per_contact: f64,
 }
 
-/// Writes a changelog of `contacts` scored contacts to `changelog` (already created with `partitions`).
-pub(crate) fn write_changelog(
+/// Writes a changelog of `contacts` scored contacts to `changelog` (already created with `partitions`),
+/// for the restore phase and for tests of a long restore.
+pub fn write_changelog(
     bootstrap: &str,
     changelog: &str,
     partitions: u32,
