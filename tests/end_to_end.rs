@@ -2,10 +2,9 @@
 //! started by `scripts/kafka.sh` (one node shared by the tests of this file, each with topics and a group
 //! of its own), and librdkafka's mock cluster hosted in the test process. kill -9 at random points, a
 //! rebalance after one of two members dies, three members joining and leaving mid-stream, a clean
-//! SIGTERM, dead letters, decay timers and a lost state directory; and a restore longer than the poll
-//! interval that keeps the member in its group. After each, the final state equals the
+//! SIGTERM, dead letters, decay timers and a lost state directory: after each, the final state equals the
 //! offline model (nothing lost, nothing double-counted) and every expected output was published, with no
-//! unexpected one.
+//! unexpected one. And a restore longer than the poll interval, which must keep the member in its group.
 
 #![allow(clippy::panic, reason = "test helpers fail the test by panicking")]
 
