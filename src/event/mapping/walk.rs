@@ -253,7 +253,8 @@ impl<'a> Walker<'a, '_, '_> {
                 self.value(node, None, depth + 1)?;
             } else {
                 match (tree.child(node, &key), bucket) {
-                    // The envelope of a wrapped record: another thread comparing it reads it in full.
+                    // The envelope of a wrapped record; while another thread compares one, this one reads
+                    // its own in full.
                     (None, None) if unwrap.is_some() => {
                         match self.wrapper.and_then(|wrapper| wrapper.seen.try_lock().ok()) {
                             Some(mut seen) => self.lexer.skip_seen(depth + 1, &mut seen)?,
