@@ -417,24 +417,19 @@ impl<'a> Processor<'a> {
                 .map(|record| (message.partition(), record)),
             };
             self.handle_group_events(&mut records)?;
-            let polled_one = message.is_some();
-            if let Some((partition, record)) = message {
-                if self.tasks.contains_key(&partition) {
-                    records.entry(partition).or_default().push(record);
-                    count += 1;
-                } else if self.owns(partition) {
-                    // Fetched before the pause took hold: read again once the task is open.
-                    self.skipped.entry((record.topic, partition)).or_insert(record.offset);
-                }
-            }
-            // Tasks open only after the record is placed: one opened first would take a record fetched
-            // before the rewind to its first skipped record, and so score it out of order and again.
-            self.advance_restore()?;
-            self.gauges.assigned_partitions.set(self.tasks.len() as f64);
-            if !polled_one {
-                break;
+            let Some((partition, record)) = message else { break };
+            if self.tasks.contains_key(&partition) {
+                records.entry(partition).or_default().push(record);
+                count += 1;
+            } else if self.owns(partition) {
+                // Fetched before the pause took hold: read again once the task is open.
+                self.skipped.entry((record.topic, partition)).or_insert(record.offset);
             }
         }
+        // Tasks open once the batch's records are placed: one opened first would take a record fetched
+        // before the rewind to its first skipped record, and so score it out of order and again.
+        self.advance_restore()?;
+        self.gauges.assigned_partitions.set(self.tasks.len() as f64);
         Ok(records)
     }
 
