@@ -63,7 +63,7 @@ fn demo_instance() -> (Router, String) {
     status.set_owned(0, 0..PARTITIONS as i32);
     let instance = Arc::new(Instance::new(rules.clone(), store.clone(), status, PARTITIONS, Config::default()));
     for partition in 0..PARTITIONS as i32 {
-        instance.insights.leaderboard.open_partition(partition, &rules, store.as_ref()).unwrap();
+        instance.insights.leaderboard.open_partition(partition, &rules).unwrap();
     }
     let top = states
         .values()

@@ -1,5 +1,5 @@
-//! Criterion benches of leaderboard queries against one partition's index of 100k and 1M contacts,
-//! built directly: the top 50 by a decaying group, by the weighted total (threshold algorithm over the
+//! Criterion benches of leaderboard queries against one partition's index of 100k and 1M contacts, in
+//! RocksDB as the runtime keeps it, built directly: the top 50 by a decaying group, by the weighted total (threshold algorithm over the
 //! groups' indices), within one phase, and one contact's update. Query latency should stay nearly flat
 //! as the contact count grows tenfold, because no query scans the contacts.
 //!
@@ -12,9 +12,10 @@ use std::path::Path;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use leadscore::generator::SplitMix64;
-use leadscore::leaderboard::{Board, BoardEntry, Ranking};
+use leadscore::leaderboard::{Board, BoardEntry, Query, Ranking};
 use leadscore::rules::{DecayLaw, Rules};
 use leadscore::scoring::{Contribution, GroupScore};
+use leadscore::store::{RocksOptions, RocksStore};
 
 const START_MS: i64 = 1_772_366_400_000;
 const DAY_MS: i64 = 86_400_000;
@@ -51,33 +52,41 @@ fn leaderboard(c: &mut Criterion) {
     let mql = rules.phase_index("mql");
     let mut group = c.benchmark_group("leaderboard");
     group.sample_size(30);
+    let now = START_MS + 70 * DAY_MS;
     for contacts in [100_000usize, 1_000_000] {
         let mut random = SplitMix64::new(contacts as u64);
-        let mut board = Board::new(&rules);
-        for n in 0..contacts {
-            board.upsert(&rules, &format!("contact-{n:08}"), Some(entry(&rules, &mut random)));
+        let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+        let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+        let mut board = Board::new(&rules, 0);
+        for first in (0..contacts).step_by(4096) {
+            let changes: Vec<(String, Option<BoardEntry>)> = (first..(first + 4096).min(contacts))
+                .map(|n| (format!("contact-{n:08}"), Some(entry(&rules, &mut random))))
+                .collect();
+            board.upsert(&rules, &store, &changes).unwrap_or_else(|err| panic!("{err}"));
         }
+        let top = |board: &mut Board, ranking, phase, limit| {
+            board.top(&rules, &store, Query { ranking, phase, limit }, now).unwrap_or_else(|err| panic!("{err}"))
+        };
         // Read 70 days in, when many step contributions have expired: the first query re-keys them once.
-        let now = START_MS + 70 * DAY_MS;
-        board.top(&rules, Ranking::Total, None, 1, now);
+        top(&mut board, Ranking::Total, None, 1);
         group.bench_with_input(BenchmarkId::new("top50_engagement", contacts), &contacts, |b, _| {
-            b.iter(|| black_box(board.top(&rules, Ranking::Group(engagement), None, 50, now)))
+            b.iter(|| black_box(top(&mut board, Ranking::Group(engagement), None, 50)))
         });
         group.bench_with_input(BenchmarkId::new("top50_engagement_in_mql", contacts), &contacts, |b, _| {
-            b.iter(|| black_box(board.top(&rules, Ranking::Group(engagement), mql, 50, now)))
+            b.iter(|| black_box(top(&mut board, Ranking::Group(engagement), mql, 50)))
         });
         group.bench_with_input(BenchmarkId::new("top50_total", contacts), &contacts, |b, _| {
-            b.iter(|| black_box(board.top(&rules, Ranking::Total, None, 50, now)))
+            b.iter(|| black_box(top(&mut board, Ranking::Total, None, 50)))
         });
         group.bench_with_input(BenchmarkId::new("top10_total_in_mql", contacts), &contacts, |b, _| {
-            b.iter(|| black_box(board.top(&rules, Ranking::Total, mql, 10, now)))
+            b.iter(|| black_box(top(&mut board, Ranking::Total, mql, 10)))
         });
         let mut n = 0usize;
         group.bench_with_input(BenchmarkId::new("update_one_contact", contacts), &contacts, |b, _| {
             b.iter(|| {
                 n = (n + 7919) % contacts;
-                let update = entry(&rules, &mut random);
-                board.upsert(&rules, &format!("contact-{n:08}"), Some(update));
+                let update = (format!("contact-{n:08}"), Some(entry(&rules, &mut random)));
+                board.upsert(&rules, &store, &[update]).unwrap_or_else(|err| panic!("{err}"));
             })
         });
     }

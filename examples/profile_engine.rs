@@ -1,6 +1,7 @@
 //! A fixed amount of work for instruction-count profiling (`valgrind --tool=callgrind`) of the engine
 //! with RocksDB state and no Kafka: a partition task scores `BATCHES` batches of 1000 encoded events, as
-//! `benches/store.rs` does, but deterministically, so before/after counts compare.
+//! `benches/store.rs` does, but deterministically, so before/after counts compare, and files the changed
+//! contacts in the partition's leaderboard, as the runtime does after each batch.
 //!
 //! ```text
 //! cargo build --release --example profile_engine
@@ -15,6 +16,7 @@ use std::path::Path;
 use leadscore::event::input::InputDecoder;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
+use leadscore::leaderboard::Board;
 use leadscore::rules::Rules;
 use leadscore::runtime::record_cache::CacheBudget;
 use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
@@ -33,18 +35,21 @@ fn score_batches(
     rules: &Rules,
     store: &RocksStore,
     settings: &TaskSettings,
+    board: &mut Board,
     batches: &[Vec<InputRecord>],
 ) -> usize {
     let mut published = 0;
     for records in batches {
         let batch = task.process(rules, store, settings, records).unwrap_or_else(|err| panic!("{err}"));
         store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
+        board.stage(rules, store, batch.insight.contacts).unwrap_or_else(|err| panic!("{err}"));
         task.written(batch.sequence);
         published += batch.publish.len();
         if let Some(last) = records.last() {
             task.committed(0, last.offset + 1);
         }
     }
+    board.flush(rules, store).unwrap_or_else(|err| panic!("{err}"));
     published
 }
 
@@ -73,6 +78,7 @@ fn main() {
         record_cache: CacheBudget::default(),
         registry: None,
     };
+    let mut board = Board::new(&rules, 0);
     let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));
     let mut generator = EventGenerator::new(5, 100_000, 1_772_366_400_000, 1_000);
     let mut offset = 0;
@@ -98,7 +104,7 @@ fn main() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let published = score_batches(&mut task, &rules, &store, &settings, &batches);
+    let published = score_batches(&mut task, &rules, &store, &settings, &mut board, &batches);
     let seconds = started.elapsed().as_secs_f64();
     let events = count * BATCH;
     println!("{events} events, {published} records to publish, {:.0} events/s", events as f64 / seconds);

@@ -87,7 +87,7 @@ impl Instance {
         config: Config,
     ) -> Self {
         let rules = Arc::new(ActiveRules::new(rules));
-        Instance { rules, store, status, partitions, config, insights: Arc::new(Insights::default()) }
+        Instance { insights: Arc::new(Insights::new(store.clone())), rules, store, status, partitions, config }
     }
 }
 

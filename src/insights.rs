@@ -4,6 +4,7 @@
 //! metrics, once per batch.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use metrics::{counter, histogram};
 
@@ -16,7 +17,6 @@ use crate::store::StateStore;
 use crate::telemetry;
 
 /// The read models of one instance.
-#[derive(Default)]
 pub struct Insights {
     /// Top contacts per group or total.
     pub leaderboard: Leaderboard,
@@ -25,15 +25,15 @@ pub struct Insights {
 }
 
 impl Insights {
+    /// The read models of the partitions whose state `store` holds.
+    pub fn new(store: Arc<dyn StateStore>) -> Insights {
+        Insights { leaderboard: Leaderboard::new(store), rule_stats: RuleStats::default() }
+    }
+
     /// Starts a newly assigned partition, after its restore: builds its board from the store.
-    pub fn open_partition(
-        &self,
-        partition: i32,
-        rules: &Rules,
-        store: &dyn StateStore,
-    ) -> Result<(), LeaderboardError> {
+    pub fn open_partition(&self, partition: i32, rules: &Rules) -> Result<(), LeaderboardError> {
         self.rule_stats.open_partition(partition, rules);
-        self.leaderboard.open_partition(partition, rules, store)
+        self.leaderboard.open_partition(partition, rules)
     }
 
     /// Forgets a partition that moved away.
@@ -43,10 +43,16 @@ impl Insights {
     }
 
     /// Applies a batch and emits its metrics.
-    pub fn apply(&self, partition: i32, rules: &Rules, insight: BatchInsight, now_ms: i64) {
+    pub fn apply(
+        &self,
+        partition: i32,
+        rules: &Rules,
+        insight: BatchInsight,
+        now_ms: i64,
+    ) -> Result<(), LeaderboardError> {
         insight.emit_metrics(rules, now_ms);
         self.rule_stats.record(partition, rules, &insight.fired, &insight.conversions);
-        self.leaderboard.apply(partition, rules, insight.contacts);
+        self.leaderboard.apply(partition, rules, insight.contacts)
     }
 }
 

@@ -14,7 +14,7 @@
 //! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations, the
 //!   score over time for charts, outputs and the stored-state codec.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
-//! - [`leaderboard`]: the top contacts per group or total, from an index with time-invariant keys.
+//! - [`leaderboard`]: the top contacts per group or total, from an index in RocksDB with time-invariant keys.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
 //! - [`replay`]: `leadscore replay`: what-if rescoring into shadow topics, and the diff report.
 //! - [`generator`]: deterministic, realistic event streams for the demo, tests and benchmarks.

@@ -14,7 +14,9 @@ use leadscore::replay::ReplayRequest;
 use leadscore::rules::{Effect, Rules};
 
 /// mimalloc instead of glibc's allocator: librdkafka's threads allocate the buffers the processing threads
-/// free, and glibc spent about 30% of a processing thread's time in malloc and free under load.
+/// free, and glibc spent about 30% of a processing thread's time in malloc and free under load. The
+/// crate's `override` feature makes librdkafka and RocksDB allocate from it too: with glibc's arenas
+/// under them, an instance restoring and indexing 10M contacts peaked 200 MiB higher.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

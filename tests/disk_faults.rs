@@ -15,7 +15,9 @@ use common::*;
 use leadscore::app::Instance;
 use leadscore::config::Config;
 use leadscore::runtime::status::Status;
-use leadscore::store::{PartitionBatch, PartitionMeta, RocksOptions, RocksStore, StateStore, StoreError, StoreSize};
+use leadscore::store::{
+    IndexBatch, IndexRange, PartitionBatch, PartitionMeta, RocksOptions, RocksStore, StateStore, StoreError, StoreSize,
+};
 
 const PARTITIONS: u32 = 3;
 
@@ -108,6 +110,20 @@ impl StateStore for FailingStore {
     }
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> leadscore::store::Result<()> {
         self.inner.for_each_contact(partition, f)
+    }
+    fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> leadscore::store::Result<Vec<Option<Vec<u8>>>> {
+        self.inner.index_get(partition, keys)
+    }
+    fn index_write(&self, batch: IndexBatch) -> leadscore::store::Result<()> {
+        self.check()?;
+        self.inner.index_write(batch)
+    }
+    fn index_range(&self, partition: i32, range: IndexRange<'_>) -> leadscore::store::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.index_range(partition, range)
+    }
+    fn index_clear(&self, partition: i32) -> leadscore::store::Result<()> {
+        self.check()?;
+        self.inner.index_clear(partition)
     }
     fn drop_partition(&self, partition: i32) -> leadscore::store::Result<()> {
         self.check()?;

@@ -17,6 +17,8 @@ use crate::store::{RocksOptions, RocksStore, StateStore};
 
 /// Events scored into each contact's state before it is written to the changelog.
 const EVENTS_PER_CONTACT: u64 = 3;
+/// How far back the written contacts' events go.
+const HISTORY_MS: i64 = 30 * 86_400_000;
 
 /// What the restore phase measured.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -53,7 +55,10 @@ pub fn write_changelog(
         .create()
         .map_err(|err| format!("changelog producer: {err}"))?;
     let topic_key = TaskSettings::topic_key("bench.events");
-    let mut generator = EventGenerator::new(11, 1, now_start(), 60_000);
+    // The events spread over the last 30 days whatever their number, so that no contact's clock runs
+    // ahead of the wall clock.
+    let step_ms = (HISTORY_MS / (contacts.max(1) * EVENTS_PER_CONTACT) as i64).max(1);
+    let mut generator = EventGenerator::new(11, 1, now_start(), step_ms);
     bar.set_length(contacts);
     for index in 0..contacts {
         let contact = EventGenerator::contact_id(index);
@@ -78,7 +83,7 @@ pub fn write_changelog(
 }
 
 fn now_start() -> i64 {
-    crate::runtime::now_ms() - 30 * 86_400_000
+    crate::runtime::now_ms() - HISTORY_MS
 }
 
 /// Restores every partition of `changelog` into an empty store at `dir`, timing it.

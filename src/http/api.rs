@@ -15,7 +15,7 @@ use super::error;
 use crate::app::Instance;
 use crate::event::format_rfc3339;
 use crate::hashing::partition_for_key;
-use crate::leaderboard::{MAX_LIMIT, Ranking};
+use crate::leaderboard::{self, MAX_LIMIT, Ranking};
 use crate::rules::{Grade, Rules};
 use crate::runtime::now_ms;
 use crate::runtime::record::StoredContact;
@@ -143,10 +143,15 @@ pub async fn leaderboard(
     let wanted = if grade.is_some() { MAX_LIMIT } else { limit };
     let top = tokio::task::spawn_blocking(move || {
         let rules = instance_for_query.rules.get();
-        instance_for_query.insights.leaderboard.top(&rules, ranking, phase, wanted, now)
+        let query = leaderboard::Query { ranking, phase, limit: wanted };
+        instance_for_query.insights.leaderboard.top(&rules, query, now)
     })
-    .await
-    .unwrap_or_default();
+    .await;
+    let top = match top {
+        Ok(Ok(top)) => top,
+        Ok(Err(err)) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("leaderboard: {err}")),
+        Err(err) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("leaderboard query failed: {err}")),
+    };
     let rows: Vec<Row> = top
         .into_iter()
         .filter(|ranked| grade.is_none() || ranked.grade == grade)

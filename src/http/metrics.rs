@@ -41,8 +41,10 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
 pub async fn refresh(instance: &Arc<Instance>) {
     gauge!(telemetry::READY).set(if instance.status.ready() { 1.0 } else { 0.0 });
     let rules = instance.rules.get();
-    let phases = &rules.phases;
-    for (phase, count) in phases.iter().zip(instance.insights.leaderboard.count_by_phase(phases.len())) {
+    let counting = instance.clone();
+    let counted = rules.clone();
+    let counts = tokio::task::spawn_blocking(move || counting.insights.leaderboard.count_by_phase(&counted)).await;
+    for (phase, count) in rules.phases.iter().zip(counts.unwrap_or_default()) {
         gauge!(telemetry::CONTACTS, "phase" => phase.name.clone()).set(count as f64);
     }
     let store = instance.store.clone();

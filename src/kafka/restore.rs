@@ -27,6 +27,9 @@ use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
 const RESTORE_BATCH: usize = 5_000;
 /// How long a changelog fetch may wait for more data, in ms.
 const RESTORE_FETCH_WAIT_MS: &str = "10";
+/// Most changelog data a restore consumer fetches ahead of its writes, half librdkafka's default: 16 MiB
+/// made a restore of 10M contacts on Apache Kafka take 81 s instead of 48 s.
+const RESTORE_PREFETCH_KBYTES: &str = "32768";
 /// Idle time after which the restore compares its position with the high watermark.
 const IDLE_CHECK: Duration = Duration::from_secs(3);
 /// How long a restore may see no progress before it gives up.
@@ -211,6 +214,9 @@ fn restore_consumer(
         // The restore reads to the end and stops: a fetch held for librdkafka's default 500 ms at the end
         // of a partition only delays noticing that end.
         .set("fetch.wait.max.ms", RESTORE_FETCH_WAIT_MS)
+        // librdkafka prefetches up to 64 MiB per consumer by default; a restore writes more slowly than the
+        // broker sends, so that buffer stays full and is most of what a restore adds to memory.
+        .set("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES)
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed");
     config.create_with_context(EndIsNotAnError)

@@ -1,58 +1,22 @@
-//! One partition's leaderboard index: per phase and per group, contacts ordered by their [`RankKey`].
+//! One partition's leaderboard index: per phase and per group, contacts ordered by their [`RankKey`], in
+//! the store's index column family, so that the memory it takes does not grow with the contacts.
 //!
-//! Updates are O(groups · log n) per changed contact. A ranking by one group reads the top of one
-//! ordered set. A ranking by the weighted total, whose order does change with time when groups decay
-//! differently, is answered exactly with Fagin's threshold algorithm over the per-group sets: it reads
-//! the groups' sets in parallel from the top, computes the exact total of every contact it meets, and
-//! stops as soon as the k-th best total is at least the best total an unseen contact could still have.
+//! An update reads the contact's previous entry and rewrites its keys: one point read and a few writes
+//! per changed contact. A ranking by one group reads the top of one ordered range (per phase). A ranking
+//! by the weighted total, whose order does change with time when groups decay differently, is answered
+//! exactly with Fagin's threshold algorithm over the per-group rankings: it reads them in parallel from
+//! the top, computes the exact total of every contact it meets, and stops as soon as the k-th best total
+//! is at least the best total an unseen contact could still have.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 
+use super::LeaderboardError;
+use super::entry::{
+    BoardEntry, Indexed, entry_key, expired_range, parse_expiry_key, parse_rank_key, ranking_range, total_range,
+};
 use super::key::RankKey;
 use crate::rules::{DecayLaw, Grade, Rules};
-use crate::scoring::{ContactState, GroupScore};
-
-/// What the index keeps of a contact: its phase and what its group values need to be read at any time.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BoardEntry {
-    /// Phase index.
-    pub phase: usize,
-    /// Per group: value and time; contributions only for step-expiry groups, which need them.
-    pub groups: Vec<GroupScore>,
-}
-
-impl BoardEntry {
-    /// The entry of a contact, or `None` if it does not rank (a disqualified contact is not a lead).
-    pub fn of(rules: &Rules, state: &ContactState) -> Option<BoardEntry> {
-        if state.disqualified.is_some() {
-            return None;
-        }
-        let groups = rules
-            .groups
-            .iter()
-            .zip(&state.groups)
-            .map(|(group, score)| match group.decay {
-                DecayLaw::Step { .. } => score.clone(),
-                _ => GroupScore { value: score.value, since_ms: score.since_ms, contributions: Vec::new() },
-            })
-            .collect();
-        Some(BoardEntry { phase: state.phase, groups })
-    }
-
-    /// Group `index`'s value at `at_ms`, exactly as the contact view reads it.
-    pub fn value(&self, rules: &Rules, index: usize, at_ms: i64) -> f64 {
-        match (rules.groups.get(index), self.groups.get(index)) {
-            (Some(group), Some(score)) => score.value_at(group, at_ms.max(score.since_ms)),
-            _ => 0.0,
-        }
-    }
-
-    /// The weighted total at `at_ms`.
-    pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
-        (0..rules.groups.len())
-            .fold(0.0, |total, index| total + rules.groups[index].weight * self.value(rules, index, at_ms))
-    }
-}
+use crate::store::{IndexBatch, IndexRange, StateStore};
 
 /// What a leaderboard ranks by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,121 +40,177 @@ pub struct Ranked {
     pub grade: Option<Grade>,
 }
 
-struct Slot {
-    contact: String,
-    entry: BoardEntry,
-    keys: Vec<RankKey>,
-    /// Earliest expiry, after the time the step keys were computed at, of any step group's contribution.
-    next_expiry: Option<i64>,
-}
+/// Ranking entries read from the store per step, at first: enough for a small query at once; a longer
+/// read doubles it up to [`MAX_CHUNK`].
+const FIRST_CHUNK: usize = 64;
+const MAX_CHUNK: usize = 4096;
 
-/// One group's ordered entries, read from the best end.
-type KeyStream<'a> = Box<dyn Iterator<Item = &'a (RankKey, u32)> + 'a>;
+/// Most changed contacts a board holds before it writes them to its index (a query and a metrics scrape
+/// write them first).
+const MAX_STAGED: usize = 4_096;
 
-/// The index of one partition.
-#[derive(Default)]
+/// One partition's index, kept in the store's index column family (see [`super::entry`]); in memory only
+/// the counts per phase, the latest key time and the changes not yet written, so memory does not grow
+/// with the contacts.
+#[derive(Debug)]
 pub struct Board {
-    slots: Vec<Option<Slot>>,
-    free: Vec<u32>,
-    ids: HashMap<String, u32>,
-    /// `sets[phase][group]`. A query over every phase merges the phases' sets as it reads them.
-    sets: Vec<Vec<BTreeSet<(RankKey, u32)>>>,
-    /// Contacts whose step keys go stale at a time: re-keyed before a query reads past it.
-    expiries: BTreeSet<(i64, u32)>,
+    partition: i32,
+    /// Changed contacts' latest entries, written together: a contact that changes in many batches is
+    /// written once.
+    staged: HashMap<String, Option<BoardEntry>>,
+    /// Contacts indexed per phase.
+    counts: Vec<usize>,
     /// The latest time any key was made at; from then on keys read back exactly as values.
     latest_key_ms: i64,
+    /// Every step expiry at or before this time has been caught up with.
+    refreshed_to: i64,
 }
 
 impl Board {
-    /// An empty index for `rules`.
-    pub fn new(rules: &Rules) -> Board {
-        let sets = (0..rules.phases.len()).map(|_| rules.groups.iter().map(|_| BTreeSet::new()).collect()).collect();
-        Board { sets, latest_key_ms: i64::MIN, ..Board::default() }
+    /// The board of `partition`, whose index in the store is empty.
+    pub fn new(rules: &Rules, partition: i32) -> Board {
+        Board {
+            partition,
+            staged: HashMap::new(),
+            counts: vec![0; rules.phases.len()],
+            latest_key_ms: i64::MIN,
+            refreshed_to: i64::MIN,
+        }
     }
 
-    /// Contacts indexed.
+    /// Takes a batch's changed contacts; they are written once [`MAX_STAGED`] contacts have gathered, or
+    /// before the next query or count.
+    pub fn stage(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        changes: Vec<(String, Option<BoardEntry>)>,
+    ) -> Result<(), LeaderboardError> {
+        self.staged.extend(changes);
+        if self.staged.len() >= MAX_STAGED {
+            self.flush(rules, store)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the staged changes.
+    pub fn flush(&mut self, rules: &Rules, store: &dyn StateStore) -> Result<(), LeaderboardError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<(String, Option<BoardEntry>)> = self.staged.drain().collect();
+        self.upsert(rules, store, &changes)
+    }
+
+    /// Contacts indexed (changes still staged aside).
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.counts.iter().sum()
     }
 
     /// Whether no contact is indexed.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 
-    /// Contacts indexed per phase (disqualified contacts are not indexed).
-    pub fn count_by_phase(&self) -> Vec<usize> {
-        self.sets.iter().map(|groups| groups.first().map_or(0, BTreeSet::len)).collect()
+    /// Contacts indexed per phase (disqualified contacts are not indexed), changes still staged aside.
+    pub fn count_by_phase(&self) -> &[usize] {
+        &self.counts
     }
 
-    /// Sets a contact's entry; `None` removes it (erased, disqualified or moved away).
-    pub fn upsert(&mut self, rules: &Rules, contact: &str, entry: Option<BoardEntry>) {
-        self.remove(contact);
-        let Some(entry) = entry else {
-            return;
-        };
-        if entry.phase >= self.sets.len() || entry.groups.len() != rules.groups.len() {
-            return;
-        }
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(None);
-                (self.slots.len() - 1) as u32
+    /// Sets contacts' entries; `None` removes one (erased, disqualified or moved away). A contact named
+    /// twice keeps its last entry.
+    pub fn upsert(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        changes: &[(String, Option<BoardEntry>)],
+    ) -> Result<(), LeaderboardError> {
+        let mut named = HashSet::new();
+        let changes: Vec<&(String, Option<BoardEntry>)> =
+            changes.iter().rev().filter(|(contact, _)| named.insert(contact.as_str())).collect();
+        let keys: Vec<Vec<u8>> = changes.iter().map(|(contact, _)| entry_key(contact)).collect();
+        let old = store.index_get(self.partition, &keys)?;
+        self.write(rules, store, i64::MIN, changes.into_iter().zip(keys.into_iter().zip(old)))
+    }
+
+    /// Files contacts into a board whose index holds none of them (being built), their step groups keyed
+    /// as of `now_ms`, so that the first query has no expiries to catch up on.
+    pub fn insert_new(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        contacts: &[(String, Option<BoardEntry>)],
+        now_ms: i64,
+    ) -> Result<(), LeaderboardError> {
+        self.write(rules, store, now_ms, contacts.iter().map(|change| (change, (entry_key(&change.0), None))))
+    }
+
+    /// Writes each contact's new entry over its stored one (as read at its entry key), keyed as of its
+    /// latest group time or `at_ms`, whichever is later.
+    fn write<'c>(
+        &mut self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        at_ms: i64,
+        changes: impl Iterator<Item = (&'c (String, Option<BoardEntry>), (Vec<u8>, Option<Vec<u8>>))>,
+    ) -> Result<(), LeaderboardError> {
+        let mut batch = IndexBatch::new(self.partition);
+        for ((contact, entry), (key, old)) in changes {
+            let old = old.map(|old| self.decode(&old)).transpose()?;
+            if let Some(count) = old.as_ref().and_then(|old| self.counts.get_mut(old.entry.phase)) {
+                *count = count.saturating_sub(1);
             }
-        };
-        let mut slot = Slot { contact: contact.to_owned(), entry, keys: Vec::new(), next_expiry: None };
-        let since = slot.entry.groups.iter().map(|score| score.since_ms).max().unwrap_or(i64::MIN);
-        self.latest_key_ms = self.latest_key_ms.max(since);
-        rekey(rules, &mut slot, since);
-        self.link(index, &slot);
-        self.ids.insert(contact.to_owned(), index);
-        self.slots[index as usize] = Some(slot);
-    }
-
-    /// Removes a contact, if indexed.
-    pub fn remove(&mut self, contact: &str) {
-        let Some(index) = self.ids.remove(contact) else {
-            return;
-        };
-        if let Some(slot) = self.slots[index as usize].take() {
-            self.unlink(index, &slot);
-            self.free.push(index);
+            let valid =
+                |entry: &&BoardEntry| entry.phase < self.counts.len() && entry.groups.len() == rules.groups.len();
+            let new = entry.as_ref().filter(valid).map(|entry| {
+                let since = entry.groups.iter().map(|score| score.since_ms).max().unwrap_or(i64::MIN);
+                self.latest_key_ms = self.latest_key_ms.max(since);
+                self.counts[entry.phase] += 1;
+                let mut indexed = Indexed::new(rules, entry.clone(), since.max(at_ms));
+                if let Some(due) = indexed.next_expiry {
+                    // An entry older than the last catch-up may expire before it.
+                    self.refreshed_to = self.refreshed_to.min(due.saturating_sub(1));
+                }
+                // A bound that is still at least the new one stays: the contact is not refiled for it.
+                if let Some(old) = old.as_ref().filter(|old| old.entry.phase == entry.phase) {
+                    indexed.bound = indexed.bound.max(old.bound);
+                }
+                indexed
+            });
+            if old.as_ref().map(|old| &old.entry) != new.as_ref().map(|new| &new.entry) {
+                refile(&mut batch, contact, key, old.as_ref(), new.as_ref());
+            }
         }
-    }
-
-    fn link(&mut self, index: u32, slot: &Slot) {
-        for (group, key) in slot.keys.iter().enumerate() {
-            self.sets[slot.entry.phase][group].insert((*key, index));
-        }
-        if let Some(due) = slot.next_expiry {
-            self.expiries.insert((due, index));
-        }
-    }
-
-    fn unlink(&mut self, index: u32, slot: &Slot) {
-        for (group, key) in slot.keys.iter().enumerate() {
-            self.sets[slot.entry.phase][group].remove(&(*key, index));
-        }
-        if let Some(due) = slot.next_expiry {
-            self.expiries.remove(&(due, index));
-        }
+        Ok(store.index_write(batch)?)
     }
 
     /// Re-keys every contact whose step contributions expired by `now_ms`.
-    fn refresh(&mut self, rules: &Rules, now_ms: i64) {
-        while let Some(&(due, index)) = self.expiries.first() {
-            if due > now_ms {
-                break;
+    fn refresh(&mut self, rules: &Rules, store: &dyn StateStore, now_ms: i64) -> Result<(), LeaderboardError> {
+        // Expiries up to `refreshed_to` are done: the scan starts after them, not over what they left
+        // deleted.
+        let (from, to) = expired_range(self.refreshed_to, now_ms);
+        self.refreshed_to = self.refreshed_to.max(now_ms);
+        loop {
+            let range = IndexRange { from: &from, to: &to, reverse: false, limit: MAX_CHUNK };
+            let due = store.index_range(self.partition, range)?;
+            if due.is_empty() {
+                return Ok(());
             }
-            let Some(mut slot) = self.slots[index as usize].take() else {
-                self.expiries.pop_first();
-                continue;
-            };
-            self.unlink(index, &slot);
-            rekey(rules, &mut slot, now_ms);
-            self.link(index, &slot);
-            self.slots[index as usize] = Some(slot);
+            let contacts: Vec<String> = due
+                .iter()
+                .map(|(key, _)| parse_expiry_key(key).map(str::to_owned).ok_or_else(|| self.corrupt("an expiry key")))
+                .collect::<Result<_, _>>()?;
+            let keys: Vec<Vec<u8>> = contacts.iter().map(|contact| entry_key(contact)).collect();
+            let entries = store.index_get(self.partition, &keys)?;
+            let mut batch = IndexBatch::new(self.partition);
+            batch.deletes.extend(due.into_iter().map(|(key, _)| key));
+            for ((contact, key), old) in contacts.iter().zip(keys).zip(entries) {
+                let Some(old) = old else { continue };
+                let old = self.decode(&old)?;
+                let new = Indexed::new(rules, old.entry.clone(), now_ms);
+                refile(&mut batch, contact, key, Some(&old), Some(&new));
+            }
+            store.index_write(batch)?;
         }
     }
 
@@ -198,159 +218,245 @@ impl Board {
     pub fn top(
         &mut self,
         rules: &Rules,
-        ranking: Ranking,
-        phase: Option<usize>,
+        store: &dyn StateStore,
+        query: Query,
+        now_ms: i64,
+    ) -> Result<Vec<Ranked>, LeaderboardError> {
+        self.flush(rules, store)?;
+        self.refresh(rules, store, now_ms)?;
+        let phases: Vec<usize> = match query.phase {
+            Some(phase) => (phase < self.counts.len()).then_some(phase).into_iter().collect(),
+            None => (0..self.counts.len()).collect(),
+        };
+        let mut ranked = match query.ranking {
+            Ranking::Group(group) if group < rules.groups.len() => {
+                let ranges = phases.iter().map(|phase| ranking_range(*phase, group)).collect();
+                let mut stream = Merged::new(store, self.partition, ranges, true)?;
+                let mut contacts = Vec::with_capacity(query.limit);
+                while contacts.len() < query.limit
+                    && let Some((_, contact)) = stream.next()?
+                {
+                    contacts.push(contact);
+                }
+                let entries = self.entries(store, &contacts)?;
+                let found = contacts.into_iter().zip(entries);
+                found
+                    .filter_map(|(contact, entry)| {
+                        entry.map(|entry| (entry.value(rules, group, now_ms), contact, entry))
+                    })
+                    .collect()
+            }
+            Ranking::Group(_) => Vec::new(),
+            Ranking::Total => self.top_total(rules, store, &phases, query.limit, now_ms)?,
+        };
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        ranked.truncate(query.limit);
+        Ok(ranked
+            .into_iter()
+            .map(|(score, contact, entry)| {
+                let grade = rules.grades.map(|grades| grades.grade(entry.value(rules, grades.group, now_ms)));
+                Ranked { contact, score, phase: entry.phase, grade }
+            })
+            .collect())
+    }
+
+    /// The best totals, read down the ranking by total bound until the `limit`-th best total is at least
+    /// the next bound. A contact read whose bound has come down since it was made (its groups decayed or
+    /// its step contributions expired) is filed under its bound as of now, so that the next query reads
+    /// past fewer contacts that can no longer rank.
+    fn top_total(
+        &self,
+        rules: &Rules,
+        store: &dyn StateStore,
+        phases: &[usize],
         limit: usize,
         now_ms: i64,
-    ) -> Vec<Ranked> {
-        self.refresh(rules, now_ms);
-        let phases: Vec<&[BTreeSet<(RankKey, u32)>]> = match phase {
-            Some(phase) => self.sets.get(phase).map(Vec::as_slice).into_iter().collect(),
-            None => self.sets.iter().map(Vec::as_slice).collect(),
+    ) -> Result<Vec<(f64, String, BoardEntry)>, LeaderboardError> {
+        let ranges = phases.iter().map(|phase| total_range(*phase)).collect();
+        let mut stream = Merged::new(store, self.partition, ranges, true)?;
+        let mut best: Vec<(f64, String, BoardEntry)> = Vec::with_capacity(limit + 1);
+        let mut rekeyed = IndexBatch::new(self.partition);
+        let mut round = FIRST_CHUNK / 2;
+        let done = 'read: loop {
+            let mut read = Vec::with_capacity(round);
+            while read.len() < round
+                && let Some(next) = stream.next()?
+            {
+                read.push(next);
+            }
+            if read.is_empty() {
+                break 'read best;
+            }
+            let keys: Vec<Vec<u8>> = read.iter().map(|(_, contact)| entry_key(contact)).collect();
+            let stored = store.index_get(self.partition, &keys)?;
+            for (((bound, contact), key), stored) in read.into_iter().zip(keys).zip(stored) {
+                let bound = bound.value_at(DecayLaw::None, now_ms);
+                if best.len() == limit && best.last().is_some_and(|(total, _, _)| *total >= bound) {
+                    break 'read best;
+                }
+                let Some(stored) = stored else { continue };
+                let indexed = self.decode(&stored)?;
+                let now_bound = super::entry::total_bound(rules, &indexed.entry, now_ms);
+                if now_bound < indexed.bound {
+                    let lowered = Indexed { bound: now_bound, ..indexed.clone() };
+                    refile(&mut rekeyed, &contact, key, Some(&indexed), Some(&lowered));
+                }
+                let total = indexed.entry.total(rules, now_ms);
+                let at = best.partition_point(|(score, _, _)| *score >= total);
+                if at < limit {
+                    best.insert(at, (total, contact, indexed.entry));
+                    best.truncate(limit);
+                }
+            }
+            round = (round * 2).min(MAX_CHUNK);
         };
-        let mut ranked: Vec<(f64, u32)> = match ranking {
-            Ranking::Group(group) if group < rules.groups.len() => merged(&phases, group, true)
-                .take(limit)
-                .filter_map(|(_, index)| self.entry(*index).map(|entry| (entry.value(rules, group, now_ms), *index)))
-                .collect(),
-            Ranking::Group(_) => Vec::new(),
-            Ranking::Total => self.top_total(rules, &phases, limit, now_ms),
-        };
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| self.contact(a.1).cmp(self.contact(b.1))));
-        ranked.truncate(limit);
-        ranked
+        store.index_write(rekeyed)?;
+        Ok(done)
+    }
+
+    /// The entries of `contacts`, in order; `None` for one not indexed.
+    fn entries(
+        &self,
+        store: &dyn StateStore,
+        contacts: &[String],
+    ) -> Result<Vec<Option<BoardEntry>>, LeaderboardError> {
+        let keys: Vec<Vec<u8>> = contacts.iter().map(|contact| entry_key(contact)).collect();
+        let values = store.index_get(self.partition, &keys)?;
+        values
             .into_iter()
-            .filter_map(|(score, index)| {
-                let slot = self.slots[index as usize].as_ref()?;
-                let grade = rules.grades.map(|grades| grades.grade(slot.entry.value(rules, grades.group, now_ms)));
-                Some(Ranked { contact: slot.contact.clone(), score, phase: slot.entry.phase, grade })
-            })
+            .map(|value| value.map(|bytes| self.decode(&bytes).map(|indexed| indexed.entry)).transpose())
             .collect()
     }
 
-    /// Fagin's threshold algorithm over the groups with a weight.
-    fn top_total<'a>(
-        &'a self,
-        rules: &Rules,
-        phases: &[&'a [BTreeSet<(RankKey, u32)>]],
-        limit: usize,
-        now_ms: i64,
-    ) -> Vec<(f64, u32)> {
-        // Each stream yields contacts in order of decreasing weighted group value.
-        let mut streams: Vec<(usize, KeyStream<'a>)> = Vec::new();
-        for (group, spec) in rules.groups.iter().enumerate() {
-            if spec.weight != 0.0 {
-                streams.push((group, merged(phases, group, spec.weight > 0.0)));
-            }
-        }
-        // Keys read back exactly once the query time is past every key's time; before that (event times
-        // ahead of the wall clock), bounds come from the contacts themselves.
-        let keys_exact = now_ms >= self.latest_key_ms;
-        let mut seen = vec![0u64; self.slots.len().div_ceil(64)];
-        if streams.is_empty() {
-            // Every weight is 0: every total is 0; any contacts will do.
-            return merged(phases, 0, true).take(limit).map(|(_, index)| (0.0, *index)).collect();
-        }
-        let mut best: Vec<(f64, u32)> = Vec::with_capacity(limit + 1);
-        let mut bounds = vec![f64::INFINITY; streams.len()];
-        loop {
-            let mut advanced = false;
-            for (position, (group, stream)) in streams.iter_mut().enumerate() {
-                let Some(&(key, index)) = stream.next() else {
-                    bounds[position] = f64::NEG_INFINITY;
-                    continue;
-                };
-                advanced = true;
-                let weight = rules.groups[*group].weight;
-                let (word, bit) = (index as usize / 64, 1u64 << (index % 64));
-                let unseen = seen[word] & bit == 0;
-                if keys_exact {
-                    bounds[position] = weight * key.value_at(rules.groups[*group].decay, now_ms);
-                    if !unseen {
-                        continue;
-                    }
-                }
-                let Some(entry) = self.entry(index) else {
-                    continue;
-                };
-                if !keys_exact {
-                    bounds[position] = weight * entry.value(rules, *group, now_ms);
-                }
-                if unseen {
-                    seen[word] |= bit;
-                    let total = entry.total(rules, now_ms);
-                    let at = best.partition_point(|(score, _)| *score >= total);
-                    if at < limit {
-                        best.insert(at, (total, index));
-                        best.truncate(limit);
-                    }
-                }
-            }
-            if !advanced {
-                return best;
-            }
-            let threshold: f64 = bounds.iter().filter(|bound| bound.is_finite()).sum();
-            let exhausted = bounds.iter().all(|bound| *bound == f64::NEG_INFINITY);
-            if exhausted || (best.len() == limit && best.last().is_some_and(|(score, _)| *score >= threshold)) {
-                return best;
-            }
-        }
+    fn decode(&self, bytes: &[u8]) -> Result<Indexed, LeaderboardError> {
+        Indexed::decode(bytes).ok_or_else(|| self.corrupt("an entry"))
     }
 
-    fn entry(&self, index: u32) -> Option<&BoardEntry> {
-        self.slots.get(index as usize)?.as_ref().map(|slot| &slot.entry)
-    }
-
-    fn contact(&self, index: u32) -> &str {
-        self.slots.get(index as usize).and_then(Option::as_ref).map_or("", |slot| slot.contact.as_str())
+    fn corrupt(&self, what: &str) -> LeaderboardError {
+        LeaderboardError::Corrupt {
+            partition: self.partition,
+            reason: format!("the leaderboard index holds {what} it cannot read"),
+        }
     }
 }
 
-/// Group `group`'s entries of every set in `phases`, merged into one stream from the highest key
+/// Adds to `batch` what moves `contact` from its `old` filing to its `new` one: the keys only one of them
+/// has, and the entry at `entry_key`. Most changes move one group's key; the others stay where they are.
+fn refile(batch: &mut IndexBatch, contact: &str, entry_key: Vec<u8>, old: Option<&Indexed>, new: Option<&Indexed>) {
+    let old_keys = old.map(|old| old.index_keys(contact)).unwrap_or_default();
+    let new_keys = new.map(|new| new.index_keys(contact)).unwrap_or_default();
+    batch.deletes.extend(old_keys.iter().filter(|key| !new_keys.contains(key)).cloned());
+    match new {
+        Some(new) => {
+            let added = new_keys.into_iter().filter(|key| !old_keys.contains(key));
+            batch.puts.extend(added.map(|key| (key, Vec::new())));
+            batch.puts.push((entry_key, new.encode()));
+        }
+        None => batch.deletes.push(entry_key),
+    }
+}
+
+/// What a leaderboard query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    /// What to rank by.
+    pub ranking: Ranking,
+    /// Only this phase, or every phase.
+    pub phase: Option<usize>,
+    /// Most contacts returned.
+    pub limit: usize,
+}
+
+/// One group's ranking within one phase, read from the store a chunk at a time, from the highest key
 /// (`descending`) or the lowest.
-fn merged<'a>(phases: &[&'a [BTreeSet<(RankKey, u32)>]], group: usize, descending: bool) -> KeyStream<'a> {
-    let mut streams: Vec<KeyStream<'a>> = phases
-        .iter()
-        .filter_map(|sets| sets.get(group))
-        .map(|set| -> KeyStream<'a> {
-            if descending { Box::new(set.iter().rev()) } else { Box::new(set.iter()) }
-        })
-        .collect();
-    if streams.len() == 1 {
-        return streams.remove(0);
-    }
-    let mut heads: Vec<Option<&'a (RankKey, u32)>> = streams.iter_mut().map(Iterator::next).collect();
-    Box::new(std::iter::from_fn(move || {
-        let next = (0..heads.len()).filter(|at| heads[*at].is_some()).reduce(|best, at| {
-            let better = if descending { heads[at] > heads[best] } else { heads[at] < heads[best] };
-            if better { at } else { best }
-        })?;
-        let head = heads[next];
-        heads[next] = streams[next].next();
-        head
-    }))
+struct Stream<'s> {
+    store: &'s dyn StateStore,
+    partition: i32,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    descending: bool,
+    chunk: usize,
+    buffer: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
+    exhausted: bool,
 }
 
-/// Computes a slot's keys; step groups are keyed by their value at `at_ms`, valid until the next expiry.
-fn rekey(rules: &Rules, slot: &mut Slot, at_ms: i64) {
-    slot.next_expiry = None;
-    slot.keys = rules
-        .groups
-        .iter()
-        .zip(&slot.entry.groups)
-        .map(|(group, score)| match group.decay {
-            DecayLaw::Step { .. } => {
-                let read_at = at_ms.max(score.since_ms);
-                if let Some(next) =
-                    score.contributions.iter().filter_map(|c| c.expires_at_ms).filter(|end| *end > read_at).min()
-                {
-                    slot.next_expiry = Some(slot.next_expiry.map_or(next, |old: i64| old.min(next)));
-                }
-                RankKey::of_value(score.value_at(group, read_at))
+impl<'s> Stream<'s> {
+    fn next(&mut self) -> Result<Option<(RankKey, String)>, LeaderboardError> {
+        loop {
+            if let Some((key, _)) = self.buffer.next() {
+                let (rank, contact) = parse_rank_key(&key).ok_or_else(|| LeaderboardError::Corrupt {
+                    partition: self.partition,
+                    reason: "the leaderboard index holds a ranking key it cannot read".to_owned(),
+                })?;
+                return Ok(Some((rank, contact.to_owned())));
             }
-            decay => RankKey::of(decay, score.value, score.since_ms),
-        })
-        .collect();
+            if self.exhausted {
+                return Ok(None);
+            }
+            let range = IndexRange { from: &self.from, to: &self.to, reverse: self.descending, limit: self.chunk };
+            let entries = self.store.index_range(self.partition, range)?;
+            self.exhausted = entries.len() < self.chunk;
+            // The next chunk starts past the last key read.
+            if let Some((last, _)) = entries.last() {
+                if self.descending {
+                    self.to.clone_from(last);
+                } else {
+                    self.from = [last.as_slice(), &[0]].concat();
+                }
+            }
+            self.chunk = (self.chunk * 2).min(MAX_CHUNK);
+            self.buffer = entries.into_iter();
+        }
+    }
+}
+
+/// Rankings of several phases (key ranges) merged into one stream, best first.
+struct Merged<'s> {
+    streams: Vec<Stream<'s>>,
+    heads: Vec<Option<(RankKey, String)>>,
+    descending: bool,
+}
+
+impl<'s> Merged<'s> {
+    fn new(
+        store: &'s dyn StateStore,
+        partition: i32,
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        descending: bool,
+    ) -> Result<Merged<'s>, LeaderboardError> {
+        let mut streams: Vec<Stream<'s>> = ranges
+            .into_iter()
+            .map(|(from, to)| Stream {
+                store,
+                partition,
+                from,
+                to,
+                descending,
+                chunk: FIRST_CHUNK,
+                buffer: Vec::new().into_iter(),
+                exhausted: false,
+            })
+            .collect();
+        let heads = streams.iter_mut().map(Stream::next).collect::<Result<_, _>>()?;
+        Ok(Merged { streams, heads, descending })
+    }
+
+    fn next(&mut self) -> Result<Option<(RankKey, String)>, LeaderboardError> {
+        let mut pick: Option<usize> = None;
+        for (at, head) in self.heads.iter().enumerate() {
+            let Some((key, _)) = head else { continue };
+            let better = pick.is_none_or(|best| {
+                let best_key = self.heads[best].as_ref().map_or(RankKey::MIN, |(key, _)| *key);
+                if self.descending { *key > best_key } else { *key < best_key }
+            });
+            if better {
+                pick = Some(at);
+            }
+        }
+        let Some(at) = pick else { return Ok(None) };
+        let next = self.streams[at].next()?;
+        Ok(std::mem::replace(&mut self.heads[at], next))
+    }
 }
 
 #[cfg(test)]

@@ -114,7 +114,7 @@ impl Processor<'_> {
         for &partition in partitions {
             let offsets = committed.get(&partition).cloned().unwrap_or_default();
             let task = PartitionTask::open(partition, self.store, &self.settings.task, offsets)?;
-            self.insights.open_partition(partition, &self.rules, self.store)?;
+            self.insights.open_partition(partition, &self.rules)?;
             self.tasks.insert(partition, task);
             self.status.restoring(partition, false);
         }

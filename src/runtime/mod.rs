@@ -460,7 +460,7 @@ impl<'a> Processor<'a> {
     }
 
     fn publish(&mut self, partition: i32, mut batch: TaskBatch) -> Result<(), ProcessorError> {
-        self.insights.apply(partition, &self.rules, std::mem::take(&mut batch.insight), now_ms());
+        self.insights.apply(partition, &self.rules, std::mem::take(&mut batch.insight), now_ms())?;
         self.summary.outputs += batch.counts.outputs;
         let mut sink = self.lock_sink()?;
         sink.send(partition, batch.publish)?;

@@ -1,7 +1,7 @@
 //! The behaviour every [`StateStore`] must have, written once and run against each implementation by
 //! [`conformance_tests!`], so the in-memory store used in tests cannot drift from RocksDB.
 
-use super::{PartitionBatch, PartitionMeta, Result, StateStore};
+use super::{IndexBatch, IndexRange, PartitionBatch, PartitionMeta, Result, StateStore};
 
 /// A store under test, with whatever must outlive it (a temporary directory). Fields drop in order:
 /// the store closes before its directory is removed.
@@ -26,7 +26,8 @@ macro_rules! conformance_tests {
                 put_get_delete, multi_get_keeps_order, timers_come_in_due_order, meta_round_trips,
                 a_batch_is_all_or_nothing, drop_partition_removes_only_that_partition,
                 partitions_lists_those_with_meta, for_each_contact_walks_in_key_order,
-                approximate_size_counts_contacts, empty_batches_and_maintenance_succeed);
+                approximate_size_counts_contacts, empty_batches_and_maintenance_succeed,
+                index_ranges_read_in_order_within_their_partition, index_clear_leaves_the_contacts);
         }
     };
     (@each $fixture:ident; $($check:ident),+) => {
@@ -289,4 +290,62 @@ pub(crate) fn empty_batches_and_maintenance_succeed(store: &dyn StateStore) {
     ok(store.compact());
     assert_eq!(ok(store.partitions()), Vec::<i32>::new());
     assert_eq!(ok(store.approximate_size()).estimated_keys, 0);
+}
+
+fn index_keys(
+    store: &dyn StateStore,
+    partition: i32,
+    from: &[u8],
+    to: &[u8],
+    reverse: bool,
+    limit: usize,
+) -> Vec<Vec<u8>> {
+    let range = IndexRange { from, to, reverse, limit };
+    ok(store.index_range(partition, range)).into_iter().map(|(key, _)| key).collect()
+}
+
+pub(crate) fn index_ranges_read_in_order_within_their_partition(store: &dyn StateStore) {
+    for partition in [i32::MIN, 2, 3, i32::MAX] {
+        let mut batch = IndexBatch::new(partition);
+        for key in [&b"rb"[..], b"ra", b"rc\xff", b"e1", b"r", b"s"] {
+            batch.puts.push((key.to_vec(), partition.to_be_bytes().to_vec()));
+        }
+        ok(store.index_write(batch));
+    }
+    let r = |suffix: &[u8]| [b"r", suffix].concat();
+    assert_eq!(index_keys(store, 2, b"r", b"s", false, 10), [r(b""), r(b"a"), r(b"b"), r(b"c\xff")]);
+    assert_eq!(index_keys(store, 2, b"r", b"s", true, 10), [r(b"c\xff"), r(b"b"), r(b"a"), r(b"")]);
+    assert_eq!(index_keys(store, 2, b"ra", b"rc", false, 10), [r(b"a"), r(b"b")]);
+    assert_eq!(index_keys(store, 2, b"r", b"s", true, 2), [r(b"c\xff"), r(b"b")]);
+    assert_eq!(index_keys(store, 2, b"s", b"r", false, 10), Vec::<Vec<u8>>::new());
+    assert_eq!(index_keys(store, i32::MAX, b"", b"\xff", false, 10).len(), 6);
+    let values = ok(store.index_get(3, &[b"e1".to_vec(), b"e2".to_vec()]));
+    assert_eq!(values, [Some(3i32.to_be_bytes().to_vec()), None]);
+
+    let mut batch = IndexBatch::new(2);
+    batch.deletes.push(b"ra".to_vec());
+    batch.deletes.push(b"rb".to_vec());
+    batch.puts.push((b"rb".to_vec(), b"again".to_vec()));
+    ok(store.index_write(batch));
+    assert_eq!(index_keys(store, 2, b"r", b"s", false, 10), [r(b""), r(b"b"), r(b"c\xff")]);
+    assert_eq!(index_keys(store, 3, b"r", b"s", false, 10).len(), 4);
+}
+
+pub(crate) fn index_clear_leaves_the_contacts(store: &dyn StateStore) {
+    for partition in [0, i32::MAX] {
+        put(store, partition, "c1", b"state");
+        let mut batch = IndexBatch::new(partition);
+        batch.puts.push((b"ec1".to_vec(), b"entry".to_vec()));
+        ok(store.index_write(batch));
+    }
+    for partition in [0, i32::MAX] {
+        ok(store.index_clear(partition));
+        assert_eq!(ok(store.index_get(partition, &[b"ec1".to_vec()])), [None]);
+        assert_eq!(ok(store.get(partition, "c1")), Some(b"state".to_vec()));
+    }
+    let mut batch = IndexBatch::new(1);
+    batch.puts.push((b"ec1".to_vec(), b"entry".to_vec()));
+    ok(store.index_write(batch));
+    ok(store.drop_partition(1));
+    assert_eq!(ok(store.index_get(1, &[b"ec1".to_vec()])), [None]);
 }

@@ -6,8 +6,9 @@ use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    PartitionBatch, PartitionMeta, Result, StateStore, StoreError, StoreSize, contact_from_key, contact_key,
-    decode_meta, meta_key, partition_of_meta_key, partition_range, timer_from_key, timer_key,
+    IndexBatch, IndexRange, PARTITION_LEN, PartitionBatch, PartitionMeta, Result, StateStore, StoreError, StoreSize,
+    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_range,
+    timer_from_key, timer_key,
 };
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -24,6 +25,7 @@ struct Tables {
     contacts: Table,
     timers: Table,
     meta: Table,
+    board: Table,
 }
 
 impl MemoryStore {
@@ -41,6 +43,14 @@ impl MemoryStore {
 fn bounds(partition: i32) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     let (start, end) = partition_range(partition);
     (Bound::Included(start), end.map_or(Bound::Unbounded, Bound::Excluded))
+}
+
+/// Removes every key of the partition from `table`.
+fn clear(table: &mut Table, partition: i32) {
+    let keys: Vec<Vec<u8>> = table.range(bounds(partition)).map(|(key, _)| key.clone()).collect();
+    for key in keys {
+        table.remove(&key);
+    }
 }
 
 impl StateStore for MemoryStore {
@@ -98,14 +108,47 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let tables = self.lock()?;
+        Ok(keys.iter().map(|key| tables.board.get(&index_key(partition, key)).cloned()).collect())
+    }
+
+    fn index_write(&self, batch: IndexBatch) -> Result<()> {
+        let mut tables = self.lock()?;
+        for key in &batch.deletes {
+            tables.board.remove(&index_key(batch.partition, key));
+        }
+        for (key, value) in batch.puts {
+            tables.board.insert(index_key(batch.partition, &key), value);
+        }
+        Ok(())
+    }
+
+    fn index_range(&self, partition: i32, range: IndexRange<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (from, to) = (index_key(partition, range.from), index_key(partition, range.to));
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let tables = self.lock()?;
+        let entries = tables.board.range(from..to);
+        let copy = |(key, value): (&Vec<u8>, &Vec<u8>)| (key[PARTITION_LEN..].to_vec(), value.clone());
+        Ok(if range.reverse {
+            entries.rev().take(range.limit).map(copy).collect()
+        } else {
+            entries.take(range.limit).map(copy).collect()
+        })
+    }
+
+    fn index_clear(&self, partition: i32) -> Result<()> {
+        clear(&mut self.lock()?.board, partition);
+        Ok(())
+    }
+
     fn drop_partition(&self, partition: i32) -> Result<()> {
         let mut tables = self.lock()?;
-        let Tables { contacts, timers, meta } = &mut *tables;
-        for table in [contacts, timers, meta] {
-            let keys: Vec<Vec<u8>> = table.range(bounds(partition)).map(|(key, _)| key.clone()).collect();
-            for key in keys {
-                table.remove(&key);
-            }
+        let Tables { contacts, timers, meta, board } = &mut *tables;
+        for table in [contacts, timers, meta, board] {
+            clear(table, partition);
         }
         Ok(())
     }

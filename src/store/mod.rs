@@ -13,6 +13,7 @@
 //! | [`CF_TIMERS`]   | partition ++ due ms (i64, sign-flipped BE) ++ contact id | empty            |
 //! | [`CF_META`]     | partition ++ `b"meta"`                       | encoded [`PartitionMeta`]    |
 //! | [`CF_META`]     | the empty key                                | [`STORE_FORMAT`], u32 BE     |
+//! | [`CF_BOARD`]    | partition ++ the leaderboard's own key       | the leaderboard's own value  |
 //!
 //! Why this shape:
 //!
@@ -46,8 +47,11 @@ pub const CF_CONTACTS: &str = "contacts";
 pub const CF_TIMERS: &str = "timers";
 /// Per-partition offsets and stream time (where to resume), plus the store-format marker.
 pub const CF_META: &str = "meta";
+/// The leaderboard's index of each partition (see `leaderboard::board`): derived from the contacts and
+/// rebuilt whenever the partition opens, so it is written without the write-ahead log.
+pub const CF_BOARD: &str = "board";
 /// Every column family the store opens, so opening and dropping partitions miss none.
-pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_TIMERS, CF_META];
+pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_TIMERS, CF_META, CF_BOARD];
 
 /// The on-disk layout written by this build; a directory written with another one is refused.
 pub const STORE_FORMAT: u32 = 1;
@@ -157,6 +161,38 @@ impl PartitionBatch {
     }
 }
 
+/// Changes to one partition's leaderboard index, applied together; keys are the index's own, without the
+/// partition prefix. Deletes are applied before puts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexBatch {
+    /// The partition every change belongs to.
+    pub partition: i32,
+    /// Keys to remove.
+    pub deletes: Vec<Vec<u8>>,
+    /// Keys to write, with their values.
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl IndexBatch {
+    /// An empty batch for `partition`.
+    pub fn new(partition: i32) -> Self {
+        IndexBatch { partition, ..IndexBatch::default() }
+    }
+}
+
+/// Which entries of a partition's index [`StateStore::index_range`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexRange<'a> {
+    /// The least key read (inclusive).
+    pub from: &'a [u8],
+    /// The key reading stops before (exclusive).
+    pub to: &'a [u8],
+    /// Highest key first instead of lowest.
+    pub reverse: bool,
+    /// Most entries returned.
+    pub limit: usize,
+}
+
 /// The size of the contacts column family, for capacity metrics and dashboards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreSize {
@@ -197,10 +233,24 @@ pub trait StateStore: Send + Sync {
     fn timers(&self, partition: i32) -> Result<Vec<(i64, String)>>;
 
     /// Calls `f` with every contact of the partition and its state, in contact id byte order, until `f`
-    /// returns false. Sees one consistent view; `f` must not write to the store.
+    /// returns false. Sees one consistent view, the one at the call: `f` may write (the leaderboard
+    /// writes its index as it reads), and the scan does not see what it writes.
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()>;
 
-    /// Removes everything the partition holds (contacts, timers, meta), for a revoked partition.
+    /// The values of the partition's leaderboard index keys, in the order asked.
+    fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
+
+    /// Applies changes to the partition's leaderboard index.
+    fn index_write(&self, batch: IndexBatch) -> Result<()>;
+
+    /// Up to `range.limit` (key, value) entries of the partition's leaderboard index with keys in
+    /// `[range.from, range.to)`, in key order (or reverse order), keys without the partition prefix.
+    fn index_range(&self, partition: i32, range: IndexRange<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Removes the partition's leaderboard index, and nothing else.
+    fn index_clear(&self, partition: i32) -> Result<()>;
+
+    /// Removes everything the partition holds (contacts, timers, meta, index), for a revoked partition.
     fn drop_partition(&self, partition: i32) -> Result<()>;
 
     /// Partitions that have meta (so local state to resume from), in numeric order.
@@ -228,7 +278,7 @@ pub trait StateStore: Send + Sync {
 }
 
 /// Width of the partition prefix that starts every key.
-const PARTITION_LEN: usize = 4;
+pub(crate) const PARTITION_LEN: usize = 4;
 /// Width of the due time in a timer key.
 const DUE_LEN: usize = 8;
 /// Suffix of a partition's meta key.
@@ -266,6 +316,14 @@ fn contact_key(partition: i32, contact: &str) -> Vec<u8> {
 fn contact_from_key(key: &[u8]) -> Result<&str> {
     let id = key.get(PARTITION_LEN..).ok_or_else(|| malformed(CF_CONTACTS, "shorter than the partition prefix"))?;
     std::str::from_utf8(id).map_err(|_| malformed(CF_CONTACTS, "contact id is not UTF-8"))
+}
+
+/// Key of an entry of the leaderboard index in [`CF_BOARD`].
+fn index_key(partition: i32, key: &[u8]) -> Vec<u8> {
+    let mut full = Vec::with_capacity(PARTITION_LEN + key.len());
+    full.extend_from_slice(&partition_prefix(partition));
+    full.extend_from_slice(key);
+    full
 }
 
 /// Key of a timer in [`CF_TIMERS`].

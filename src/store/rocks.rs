@@ -9,9 +9,10 @@ use rocksdb::{
 };
 
 use super::{
-    ALL_CFS, CF_CONTACTS, CF_META, CF_TIMERS, FORMAT_KEY, PartitionBatch, PartitionMeta, Result, STORE_FORMAT,
-    StateStore, StoreError, StoreEstimates, StoreSize, contact_from_key, contact_key, decode_meta, meta_key,
-    partition_of_meta_key, partition_range, timer_from_key, timer_key,
+    ALL_CFS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, FORMAT_KEY, IndexBatch, IndexRange, PARTITION_LEN,
+    PartitionBatch, PartitionMeta, Result, STORE_FORMAT, StateStore, StoreError, StoreEstimates, StoreSize,
+    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_range,
+    timer_from_key, timer_key,
 };
 
 /// Tuning of the RocksDB store, from the config file.
@@ -56,6 +57,11 @@ impl std::fmt::Debug for RocksStore {
 /// when it outgrows this size); a small limit bounds how long.
 const MANIFEST_ROLL_BYTES: usize = 1 << 20;
 
+/// The memory all column families' memtables may take together before the largest is flushed: without
+/// it each of them may hold two 64 MiB memtables, and an instance's memory would depend on its write
+/// pattern rather than on its settings.
+const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
+
 /// A callback over stored (key, value) pairs that may stop the scan (false) or fail it.
 type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 
@@ -71,8 +77,10 @@ fn column_family_options(name: &str, cache: &Cache) -> Options {
     table.set_block_cache(cache);
     table.set_cache_index_and_filter_blocks(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    if name == CF_CONTACTS {
-        // Contacts are read by point lookups, many of them for contacts seen for the first time.
+    let point_lookups = name == CF_CONTACTS || name == CF_BOARD;
+    if point_lookups {
+        // Contacts (and their leaderboard entries) are read by point lookups, many of them for contacts
+        // seen for the first time.
         table.set_bloom_filter(10.0, false);
     }
     let mut options = Options::default();
@@ -102,6 +110,7 @@ impl RocksStore {
         // sequence number so state, timers and meta always come back from the same batch.
         db_options.set_atomic_flush(options.disable_wal);
         db_options.set_max_manifest_file_size(MANIFEST_ROLL_BYTES);
+        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         let descriptors =
             ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name, &cache)));
         let db = DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(|err| open_error(err.to_string()))?;
@@ -154,6 +163,34 @@ impl RocksStore {
     fn write_options(&self) -> WriteOptions {
         let mut options = WriteOptions::default();
         options.disable_wal(self.disable_wal);
+        options
+    }
+
+    /// Adds to `write` the deletion of every key of the partition in `cf`.
+    fn delete_partition(&self, write: &mut WriteBatch, cf: &'static str, partition: i32) -> Result<()> {
+        let (start, end) = partition_range(partition);
+        let cf = self.cf(cf)?;
+        match &end {
+            Some(end) => write.delete_range_cf(cf, start.as_slice(), end.as_slice()),
+            None => {
+                // Partition i32::MAX runs to the end of the key space, which no key bounds: delete up to its
+                // last key, then that key. Its task is stopped, so no key can appear meanwhile.
+                let mut iter = self.db.raw_iterator_cf(cf);
+                iter.seek_to_last();
+                iter.status().map_err(rocks_error("find the end of a partition"))?;
+                if let Some(last) = iter.key().filter(|last| *last >= start.as_slice()) {
+                    write.delete_range_cf(cf, start.as_slice(), last);
+                    write.delete_cf(cf, last);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Index writes never go to the write-ahead log: the index is rebuilt when its partition opens.
+    fn index_write_options() -> WriteOptions {
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
         options
     }
 
@@ -232,25 +269,65 @@ impl StateStore for RocksStore {
         self.scan(CF_CONTACTS, partition, &mut |key, value| Ok(f(contact_from_key(key)?, value)))
     }
 
+    fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| index_key(partition, key)).collect();
+        self.db
+            .batched_multi_get_cf(self.cf(CF_BOARD)?, &keys, false)
+            .into_iter()
+            .map(|value| value.map(|slice| slice.map(|slice| slice.to_vec())).map_err(rocks_error("read the index")))
+            .collect()
+    }
+
+    fn index_write(&self, mut batch: IndexBatch) -> Result<()> {
+        let board = self.cf(CF_BOARD)?;
+        // In key order the memtable inserts each key next to the one before it, for a fraction of a search.
+        batch.deletes.sort_unstable();
+        batch.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut write = WriteBatch::default();
+        for key in &batch.deletes {
+            write.delete_cf(board, index_key(batch.partition, key));
+        }
+        for (key, value) in &batch.puts {
+            write.put_cf(board, index_key(batch.partition, key), value);
+        }
+        self.db.write_opt(write, &Self::index_write_options()).map_err(rocks_error("write the index"))
+    }
+
+    fn index_range(&self, partition: i32, range: IndexRange<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(index_key(partition, range.from));
+        read.set_iterate_upper_bound(index_key(partition, range.to));
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_BOARD)?, read);
+        if range.reverse {
+            iter.seek_to_last();
+        } else {
+            iter.seek_to_first();
+        }
+        let mut entries = Vec::new();
+        while entries.len() < range.limit
+            && let (Some(key), Some(value)) = (iter.key(), iter.value())
+        {
+            entries.push((key[PARTITION_LEN..].to_vec(), value.to_vec()));
+            if range.reverse {
+                iter.prev();
+            } else {
+                iter.next();
+            }
+        }
+        iter.status().map_err(rocks_error("read the index"))?;
+        Ok(entries)
+    }
+
+    fn index_clear(&self, partition: i32) -> Result<()> {
+        let mut write = WriteBatch::default();
+        self.delete_partition(&mut write, CF_BOARD, partition)?;
+        self.db.write_opt(write, &Self::index_write_options()).map_err(rocks_error("clear the index"))
+    }
+
     fn drop_partition(&self, partition: i32) -> Result<()> {
-        let (start, end) = partition_range(partition);
         let mut write = WriteBatch::default();
         for name in ALL_CFS {
-            let cf = self.cf(name)?;
-            match &end {
-                Some(end) => write.delete_range_cf(cf, start.as_slice(), end.as_slice()),
-                None => {
-                    // Partition i32::MAX runs to the end of the key space, which no key bounds: delete up to
-                    // its last key, then that key. Its task is stopped, so no key can appear meanwhile.
-                    let mut iter = self.db.raw_iterator_cf(cf);
-                    iter.seek_to_last();
-                    iter.status().map_err(rocks_error("find the end of a partition"))?;
-                    if let Some(last) = iter.key().filter(|last| *last >= start.as_slice()) {
-                        write.delete_range_cf(cf, start.as_slice(), last);
-                        write.delete_cf(cf, last);
-                    }
-                }
-            }
+            self.delete_partition(&mut write, name, partition)?;
         }
         self.db.write_opt(write, &self.write_options()).map_err(rocks_error("drop a partition"))
     }
