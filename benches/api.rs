@@ -63,7 +63,9 @@ fn demo_instance() -> (Router, String) {
     status.set_owned(0, 0..PARTITIONS as i32);
     let instance = Arc::new(Instance::new(rules.clone(), store.clone(), status, PARTITIONS, Config::default()));
     for partition in 0..PARTITIONS as i32 {
-        instance.insights.leaderboard.open_partition(partition, &rules).unwrap();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let board = leadscore::leaderboard::build(&rules, store.as_ref(), partition, &never).unwrap().unwrap();
+        instance.insights.leaderboard.open_partition(partition, board);
     }
     let top = states
         .values()

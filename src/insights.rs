@@ -9,7 +9,7 @@ use std::sync::Arc;
 use metrics::{counter, histogram};
 
 use crate::event::{ERASE, MANUAL_ADJUSTMENT, PHASE_CHANGE, REQUALIFY};
-use crate::leaderboard::{BoardEntry, Leaderboard, LeaderboardError};
+use crate::leaderboard::{Board, BoardEntry, Leaderboard, LeaderboardError};
 use crate::rule_stats::RuleStats;
 use crate::rules::Rules;
 use crate::scoring::{Attribution, Conversion, Direction, Output, OutputBody, RuleFire};
@@ -30,10 +30,10 @@ impl Insights {
         Insights { leaderboard: Leaderboard::new(store), rule_stats: RuleStats::default() }
     }
 
-    /// Starts a newly assigned partition, after its restore: builds its board from the store.
-    pub fn open_partition(&self, partition: i32, rules: &Rules) -> Result<(), LeaderboardError> {
+    /// Starts a newly assigned partition, after its restore, with the board built from the store.
+    pub fn open_partition(&self, partition: i32, rules: &Rules, board: Board) {
         self.rule_stats.open_partition(partition, rules);
-        self.leaderboard.open_partition(partition, rules)
+        self.leaderboard.open_partition(partition, board);
     }
 
     /// Forgets a partition that moved away.

@@ -50,8 +50,8 @@ const MAX_CHUNK: usize = 4096;
 const MAX_STAGED: usize = 4_096;
 
 /// One partition's index, kept in the store's index column family (see [`super::entry`]); in memory only
-/// the counts per phase, the latest key time and the changes not yet written, so memory does not grow
-/// with the contacts.
+/// the counts per phase, how far step expiries are caught up with, and the changes not yet written, so
+/// memory does not grow with the contacts.
 #[derive(Debug)]
 pub struct Board {
     partition: i32,
@@ -60,8 +60,6 @@ pub struct Board {
     staged: HashMap<String, Option<BoardEntry>>,
     /// Contacts indexed per phase.
     counts: Vec<usize>,
-    /// The latest time any key was made at; from then on keys read back exactly as values.
-    latest_key_ms: i64,
     /// Every step expiry at or before this time has been caught up with.
     refreshed_to: i64,
 }
@@ -69,13 +67,7 @@ pub struct Board {
 impl Board {
     /// The board of `partition`, whose index in the store is empty.
     pub fn new(rules: &Rules, partition: i32) -> Board {
-        Board {
-            partition,
-            staged: HashMap::new(),
-            counts: vec![0; rules.phases.len()],
-            latest_key_ms: i64::MIN,
-            refreshed_to: i64::MIN,
-        }
+        Board { partition, staged: HashMap::new(), counts: vec![0; rules.phases.len()], refreshed_to: i64::MIN }
     }
 
     /// Takes a batch's changed contacts; they are written once [`MAX_STAGED`] contacts have gathered, or
@@ -164,7 +156,6 @@ impl Board {
                 |entry: &&BoardEntry| entry.phase < self.counts.len() && entry.groups.len() == rules.groups.len();
             let new = entry.as_ref().filter(valid).map(|entry| {
                 let since = entry.groups.iter().map(|score| score.since_ms).max().unwrap_or(i64::MIN);
-                self.latest_key_ms = self.latest_key_ms.max(since);
                 self.counts[entry.phase] += 1;
                 let mut indexed = Indexed::new(rules, entry.clone(), since.max(at_ms));
                 if let Some(due) = indexed.next_expiry {

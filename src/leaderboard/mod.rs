@@ -13,6 +13,7 @@ pub mod entry;
 pub mod key;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use board::{Board, Query, Ranked, Ranking};
@@ -45,6 +46,55 @@ pub enum LeaderboardError {
     },
 }
 
+/// Builds partition `partition`'s board from its contacts in `store`: once per assignment, after the
+/// restore and on the restore's thread, so that the processor keeps polling meanwhile. Whatever index
+/// the partition had is dropped first, so that a board never outlives a crash or an earlier assignment.
+/// Returns `None` if `cancel` is set meanwhile (the partition was revoked).
+pub fn build(
+    rules: &Rules,
+    store: &dyn StateStore,
+    partition: i32,
+    cancel: &AtomicBool,
+) -> Result<Option<Board>, LeaderboardError> {
+    let started = std::time::Instant::now();
+    let now_ms = crate::runtime::now_ms();
+    store.index_clear(partition)?;
+    let mut board = Board::new(rules, partition);
+    let mut failure = None;
+    let mut changes = Vec::with_capacity(BUILD_BATCH);
+    store.for_each_contact(partition, &mut |contact, bytes| {
+        match StoredContact::decode(rules, contact, bytes) {
+            Ok(stored) => {
+                if let Some(state) = stored.state {
+                    changes.push((contact.to_owned(), BoardEntry::of(rules, &state)));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(partition, contact, error = %err, "stored contact cannot be read");
+                let reason = format!("a stored contact cannot be read: {err}");
+                failure = Some(LeaderboardError::Corrupt { partition, reason });
+                return false;
+            }
+        }
+        if changes.len() < BUILD_BATCH {
+            return true;
+        }
+        let written = board.insert_new(rules, store, &changes, now_ms);
+        changes.clear();
+        written.map_err(|err| failure = Some(err)).is_ok() && !cancel.load(Ordering::Relaxed)
+    })?;
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    board.insert_new(rules, store, &changes, now_ms)?;
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(partition, contacts = board.len(), seconds, "leaderboard built");
+    Ok(Some(board))
+}
+
 /// The boards of the partitions this instance owns, their indexes in `store`.
 pub struct Leaderboard {
     store: Arc<dyn StateStore>,
@@ -57,48 +107,11 @@ impl Leaderboard {
         Leaderboard { store, partitions: RwLock::default() }
     }
 
-    /// Builds partition `partition`'s board from its contacts: once per assignment, after the restore.
-    /// Whatever index the partition had is dropped first, so that a board never outlives a crash or an
-    /// earlier assignment.
-    pub fn open_partition(&self, partition: i32, rules: &Rules) -> Result<(), LeaderboardError> {
-        let started = std::time::Instant::now();
-        let now_ms = crate::runtime::now_ms();
-        let store = self.store.as_ref();
-        store.index_clear(partition)?;
-        let mut board = Board::new(rules, partition);
-        let mut failure = None;
-        let mut changes = Vec::with_capacity(BUILD_BATCH);
-        store.for_each_contact(partition, &mut |contact, bytes| {
-            match StoredContact::decode(rules, contact, bytes) {
-                Ok(stored) => {
-                    if let Some(state) = stored.state {
-                        changes.push((contact.to_owned(), BoardEntry::of(rules, &state)));
-                    }
-                }
-                Err(err) => {
-                    tracing::debug!(partition, contact, error = %err, "stored contact cannot be read");
-                    let reason = format!("a stored contact cannot be read: {err}");
-                    failure = Some(LeaderboardError::Corrupt { partition, reason });
-                    return false;
-                }
-            }
-            if changes.len() < BUILD_BATCH {
-                return true;
-            }
-            let written = board.insert_new(rules, store, &changes, now_ms);
-            changes.clear();
-            written.map_err(|err| failure = Some(err)).is_ok()
-        })?;
-        if let Some(err) = failure {
-            return Err(err);
-        }
-        board.insert_new(rules, store, &changes, now_ms)?;
-        let seconds = started.elapsed().as_secs_f64();
-        tracing::info!(partition, contacts = board.len(), seconds, "leaderboard built");
+    /// Starts serving partition `partition` from `board`, built by [`build`] once it was assigned.
+    pub fn open_partition(&self, partition: i32, board: Board) {
         if let Ok(mut partitions) = self.partitions.write() {
             partitions.insert(partition, Mutex::new(board));
         }
-        Ok(())
     }
 
     /// Forgets a partition that moved to another instance, and its index.

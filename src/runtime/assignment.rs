@@ -13,6 +13,7 @@ use super::rebalance::GroupEvent;
 use super::restore_job::{RestoreJob, RestoreSource};
 use super::task::{InputRecord, PartitionTask};
 use super::{Processor, ProcessorError};
+use crate::leaderboard::Board;
 use crate::telemetry;
 
 impl Processor<'_> {
@@ -76,9 +77,9 @@ impl Processor<'_> {
             if slot.as_ref().is_some_and(RestoreJob::is_finished) { slot.take() } else { None }
         };
         if let Some(job) = finished {
-            let restored = job.join()?;
-            let ready: Vec<i32> = restored.into_keys().filter(|partition| self.owns(*partition)).collect();
-            self.open_tasks(&ready)?;
+            let ready: BTreeMap<i32, Board> =
+                job.join()?.into_iter().filter(|(partition, _)| self.owns(*partition)).collect();
+            self.open_tasks(ready)?;
         }
         let mut slot = self.lock_restore()?;
         if slot.is_some() {
@@ -105,23 +106,25 @@ impl Processor<'_> {
         Ok(())
     }
 
-    /// Opens the tasks of restored partitions and resumes them where their first dropped record was.
-    fn open_tasks(&mut self, partitions: &[i32]) -> Result<(), ProcessorError> {
-        if partitions.is_empty() {
+    /// Opens the tasks of restored partitions, with their leaderboards, and resumes them where their first
+    /// dropped record was.
+    fn open_tasks(&mut self, boards: BTreeMap<i32, Board>) -> Result<(), ProcessorError> {
+        if boards.is_empty() {
             return Ok(());
         }
-        let committed = self.committed_offsets(partitions)?;
-        for &partition in partitions {
+        let partitions: Vec<i32> = boards.keys().copied().collect();
+        let committed = self.committed_offsets(&partitions)?;
+        for (partition, board) in boards {
             let offsets = committed.get(&partition).cloned().unwrap_or_default();
             let task = PartitionTask::open(partition, self.store, &self.settings.task, offsets)?;
-            self.insights.open_partition(partition, &self.rules)?;
+            self.insights.open_partition(partition, &self.rules, board);
             self.tasks.insert(partition, task);
             self.status.restoring(partition, false);
         }
         let list = self.input_list(&partitions.iter().copied().collect());
         self.consumer.resume(&list)?;
         let mut rewind = TopicPartitionList::new();
-        for &partition in partitions {
+        for &partition in &partitions {
             for (index, topic) in self.settings.task.inputs.iter().enumerate() {
                 if let Some(offset) = self.skipped.remove(&(index, partition)) {
                     rewind.add_partition_offset(topic, partition, Offset::Offset(offset))?;

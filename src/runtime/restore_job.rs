@@ -1,4 +1,4 @@
-//! A changelog restore on a thread of its own, so that the processor keeps polling while it runs: a long
+//! A changelog restore, and the build of the restored partitions' leaderboards, on a thread of its own, so that the processor keeps polling while it runs: a long
 //! restore never costs the member its place in the group (librdkafka's `max.poll.interval.ms`), and the
 //! partitions already restored go on scoring meanwhile.
 //!
@@ -17,13 +17,15 @@ use std::time::Instant;
 use metrics::{counter, gauge, histogram};
 use tracing::{info, warn};
 
-use crate::kafka::restore::{RestoreError, RestoreProgress, RestoreSummary, restore_partitions};
+use super::ProcessorError;
+use crate::kafka::restore::{RestoreProgress, restore_partitions};
+use crate::leaderboard::{self, Board};
 use crate::rules::Rules;
 use crate::store::StateStore;
 use crate::telemetry;
 
-/// What a finished restore read, per partition restored to its end.
-pub type Restored = Result<BTreeMap<i32, RestoreSummary>, RestoreError>;
+/// Per partition restored to its end, its leaderboard, built on the restore's thread too.
+pub type Restored = Result<BTreeMap<i32, Board>, ProcessorError>;
 
 /// The processor's running restore, shared with the revocation callback.
 pub type RestoreSlot = Arc<Mutex<Option<RestoreJob>>>;
@@ -76,11 +78,16 @@ impl RestoreJob {
                     &cancel,
                     &mut report,
                 );
-                if let Ok(restored) = &restored {
-                    let records: u64 = restored.values().map(|summary| summary.records).sum();
-                    counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(records.saturating_sub(counted));
+                let restored = restored?;
+                let records: u64 = restored.values().map(|summary| summary.records).sum();
+                counter!(telemetry::RESTORED_RECORDS_TOTAL).increment(records.saturating_sub(counted));
+                let mut boards = BTreeMap::new();
+                for partition in restored.into_keys() {
+                    if let Some(board) = leaderboard::build(&rules, store.as_ref(), partition, &cancel)? {
+                        boards.insert(partition, board);
+                    }
                 }
-                restored
+                Ok(boards)
             })
         };
         let handle =

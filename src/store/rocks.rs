@@ -187,6 +187,15 @@ impl RocksStore {
         Ok(())
     }
 
+    /// The values of `keys` in `cf`, in order, read in one batched lookup.
+    fn read_many(&self, cf: &'static str, keys: &[Vec<u8>], operation: &'static str) -> Result<Vec<Option<Vec<u8>>>> {
+        self.db
+            .batched_multi_get_cf(self.cf(cf)?, keys, false)
+            .into_iter()
+            .map(|value| value.map(|slice| slice.map(|slice| slice.to_vec())).map_err(rocks_error(operation)))
+            .collect()
+    }
+
     /// Index writes never go to the write-ahead log: the index is rebuilt when its partition opens.
     fn index_write_options() -> WriteOptions {
         let mut options = WriteOptions::default();
@@ -221,11 +230,7 @@ impl StateStore for RocksStore {
 
     fn multi_get(&self, partition: i32, contacts: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<Vec<u8>> = contacts.iter().map(|contact| contact_key(partition, contact)).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(CF_CONTACTS)?, &keys, false)
-            .into_iter()
-            .map(|value| value.map(|slice| slice.map(|slice| slice.to_vec())).map_err(rocks_error("read contacts")))
-            .collect()
+        self.read_many(CF_CONTACTS, &keys, "read contacts")
     }
 
     fn write(&self, batch: PartitionBatch) -> Result<()> {
@@ -271,11 +276,7 @@ impl StateStore for RocksStore {
 
     fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
         let keys: Vec<Vec<u8>> = keys.iter().map(|key| index_key(partition, key)).collect();
-        self.db
-            .batched_multi_get_cf(self.cf(CF_BOARD)?, &keys, false)
-            .into_iter()
-            .map(|value| value.map(|slice| slice.map(|slice| slice.to_vec())).map_err(rocks_error("read the index")))
-            .collect()
+        self.read_many(CF_BOARD, &keys, "read the index")
     }
 
     fn index_write(&self, mut batch: IndexBatch) -> Result<()> {
