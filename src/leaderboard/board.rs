@@ -179,7 +179,7 @@ impl Board {
     fn refresh(&mut self, rules: &Rules, store: &dyn StateStore, now_ms: i64) -> Result<(), LeaderboardError> {
         // Expiries up to `refreshed_to` are done: the scan starts after them, not over what they left
         // deleted.
-        let (from, to) = expired_range(self.refreshed_to, now_ms);
+        let (mut from, to) = expired_range(self.refreshed_to, now_ms);
         self.refreshed_to = self.refreshed_to.max(now_ms);
         loop {
             let range = IndexRange { from: &from, to: &to, reverse: false, limit: MAX_CHUNK };
@@ -193,6 +193,9 @@ impl Board {
                 .collect::<Result<_, _>>()?;
             let keys: Vec<Vec<u8>> = contacts.iter().map(|contact| entry_key(contact)).collect();
             let entries = store.index_get(self.partition, &keys)?;
+            if let Some((last, _)) = due.last() {
+                from = [last.as_slice(), &[0]].concat();
+            }
             let mut batch = IndexBatch::new(self.partition);
             batch.deletes.extend(due.into_iter().map(|(key, _)| key));
             for ((contact, key), old) in contacts.iter().zip(keys).zip(entries) {
