@@ -3,10 +3,9 @@
 //!
 //! An update reads the contact's previous entry and rewrites its keys: one point read and a few writes
 //! per changed contact. A ranking by one group reads the top of one ordered range (per phase). A ranking
-//! by the weighted total, whose order does change with time when groups decay differently, is answered
-//! exactly with Fagin's threshold algorithm over the per-group rankings: it reads them in parallel from
-//! the top, computes the exact total of every contact it meets, and stops as soon as the k-th best total
-//! is at least the best total an unseen contact could still have.
+//! by the weighted total, whose order does change with time when groups decay differently, reads down the
+//! ranking by total bound (see [`super::entry`]), computes the exact total of every contact it meets, and
+//! stops as soon as the k-th best total is at least the next bound.
 
 use std::collections::{HashMap, HashSet};
 
@@ -225,7 +224,7 @@ impl Board {
         let mut ranked = match query.ranking {
             Ranking::Group(group) if group < rules.groups.len() => {
                 let ranges = phases.iter().map(|phase| ranking_range(*phase, group)).collect();
-                let mut stream = Merged::new(store, self.partition, ranges, true)?;
+                let mut stream = Merged::new(store, self.partition, ranges)?;
                 let mut contacts = Vec::with_capacity(query.limit);
                 while contacts.len() < query.limit
                     && let Some((_, contact)) = stream.next()?
@@ -267,7 +266,7 @@ impl Board {
         now_ms: i64,
     ) -> Result<Vec<(f64, String, BoardEntry)>, LeaderboardError> {
         let ranges = phases.iter().map(|phase| total_range(*phase)).collect();
-        let mut stream = Merged::new(store, self.partition, ranges, true)?;
+        let mut stream = Merged::new(store, self.partition, ranges)?;
         let mut best: Vec<(f64, String, BoardEntry)> = Vec::with_capacity(limit + 1);
         let mut rekeyed = IndexBatch::new(self.partition);
         let mut round = FIRST_CHUNK / 2;
@@ -361,14 +360,12 @@ pub struct Query {
     pub limit: usize,
 }
 
-/// One group's ranking within one phase, read from the store a chunk at a time, from the highest key
-/// (`descending`) or the lowest.
+/// One ranking within one phase (a key range), read from the store a chunk at a time, highest key first.
 struct Stream<'s> {
     store: &'s dyn StateStore,
     partition: i32,
     from: Vec<u8>,
     to: Vec<u8>,
-    descending: bool,
     chunk: usize,
     buffer: std::vec::IntoIter<(Vec<u8>, Vec<u8>)>,
     exhausted: bool,
@@ -387,16 +384,12 @@ impl<'s> Stream<'s> {
             if self.exhausted {
                 return Ok(None);
             }
-            let range = IndexRange { from: &self.from, to: &self.to, reverse: self.descending, limit: self.chunk };
+            let range = IndexRange { from: &self.from, to: &self.to, reverse: true, limit: self.chunk };
             let entries = self.store.index_range(self.partition, range)?;
             self.exhausted = entries.len() < self.chunk;
-            // The next chunk starts past the last key read.
+            // The next chunk starts below the last key read.
             if let Some((last, _)) = entries.last() {
-                if self.descending {
-                    self.to.clone_from(last);
-                } else {
-                    self.from = [last.as_slice(), &[0]].concat();
-                }
+                self.to.clone_from(last);
             }
             self.chunk = (self.chunk * 2).min(MAX_CHUNK);
             self.buffer = entries.into_iter();
@@ -408,7 +401,6 @@ impl<'s> Stream<'s> {
 struct Merged<'s> {
     streams: Vec<Stream<'s>>,
     heads: Vec<Option<(RankKey, String)>>,
-    descending: bool,
 }
 
 impl<'s> Merged<'s> {
@@ -416,7 +408,6 @@ impl<'s> Merged<'s> {
         store: &'s dyn StateStore,
         partition: i32,
         ranges: Vec<(Vec<u8>, Vec<u8>)>,
-        descending: bool,
     ) -> Result<Merged<'s>, LeaderboardError> {
         let mut streams: Vec<Stream<'s>> = ranges
             .into_iter()
@@ -425,14 +416,13 @@ impl<'s> Merged<'s> {
                 partition,
                 from,
                 to,
-                descending,
                 chunk: FIRST_CHUNK,
                 buffer: Vec::new().into_iter(),
                 exhausted: false,
             })
             .collect();
         let heads = streams.iter_mut().map(Stream::next).collect::<Result<_, _>>()?;
-        Ok(Merged { streams, heads, descending })
+        Ok(Merged { streams, heads })
     }
 
     fn next(&mut self) -> Result<Option<(RankKey, String)>, LeaderboardError> {
@@ -441,7 +431,7 @@ impl<'s> Merged<'s> {
             let Some((key, _)) = head else { continue };
             let better = pick.is_none_or(|best| {
                 let best_key = self.heads[best].as_ref().map_or(RankKey::MIN, |(key, _)| *key);
-                if self.descending { *key > best_key } else { *key < best_key }
+                *key > best_key
             });
             if better {
                 pick = Some(at);

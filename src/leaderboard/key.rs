@@ -100,7 +100,7 @@ impl RankKey {
     }
 
     /// The value the key stands for at `at_ms` under `decay`, exact for any `at_ms` not before the time
-    /// the key was made at (for a step key: until its next expiry). The threshold algorithm reads its
+    /// the key was made at (for a step key: until its next expiry). The ranking by total reads its
     /// bounds from keys this way, without touching the contacts.
     pub fn value_at(self, decay: DecayLaw, at_ms: i64) -> f64 {
         if self.class == 0 {
