@@ -139,6 +139,7 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
         batch_size: config.kafka.batch_size as usize,
         tick: Duration::from_millis(config.timers.tick_ms),
         drain_timeout: Duration::from_millis(config.processing.drain_timeout_ms),
+        commit_interval: Duration::from_millis(config.processing.commit_interval_ms),
         max_in_flight: 4,
         thread: 0,
         transactional_id: match config.processing.guarantee {

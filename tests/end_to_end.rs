@@ -327,13 +327,31 @@ fn add_counts(expected: &mut BTreeMap<i32, i64>, counts: BTreeMap<i32, i64>) {
 /// every expected output must be published.
 #[test]
 fn three_members_join_and_leave_mid_stream_on_kafka() {
+    members_join_and_leave("threemembers", "at_least_once");
+}
+
+/// The same changes of membership with `exactly_once`, whose transactions span poll cycles: a revoked
+/// partition's open transaction commits before the partition goes, a killed member's is aborted, and a
+/// `read_committed` reader sees every output exactly once.
+#[test]
+fn three_members_join_and_leave_mid_stream_on_kafka_exactly_once() {
+    members_join_and_leave("threemembers-eos", "exactly_once");
+}
+
+fn members_join_and_leave(test: &str, guarantee: &str) {
     const SPREAD: u32 = 6;
     let kafka = shared_kafka();
     let bootstrap = kafka.bootstrap.as_str();
-    let names = Names::new("threemembers");
+    let names = Names::new(test);
     let dir = TestDir::new();
     let mut members: Vec<Member> =
         ["a", "b", "c"].into_iter().map(|name| Member::new(bootstrap, &names, dir.path(), name, SPREAD)).collect();
+    if guarantee == "exactly_once" {
+        // Small batches, which fill while input waits, and a transaction that may then span cycles.
+        for member in &members {
+            use_exactly_once(member, 50, 2_000);
+        }
+    }
     provision_topics(&members[0].config);
     let events = stream(33, 24_000, 2_400);
     let model = model_of_events(&rules(), SPREAD, &events);
@@ -419,6 +437,10 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
         for (run, (log, _)) in member.runs.iter().enumerate() {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             assignments.insert(format!("{}{}", member.name, run + 1), text.matches("partitions assigned").count());
+            // A change of membership finishes the revoked partitions' work: with exactly_once, by
+            // committing the open transaction while the member still owns them.
+            let failed = text.lines().find(|line| line.contains("could not finish the revoked partitions"));
+            assert!(failed.is_none(), "{}{}: {failed:?}", member.name, run + 1);
         }
     }
     let overlaps = overlapping(&owned);
@@ -438,8 +460,11 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
     compare_states(&model, &states);
     let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
     let duplicates = compare_outputs(&model, &published);
+    if guarantee == "exactly_once" {
+        assert_eq!(duplicates, 0, "a read_committed reader sees each output once with exactly_once");
+    }
     eprintln!(
-        "three members on Apache Kafka: {} events in {elapsed:.1} s; {moments:?}; assignments per process run \
+        "three members on Apache Kafka ({guarantee}): {} events in {elapsed:.1} s; {moments:?}; assignments per process run \
          {assignments:?}; {} ownership stretches, none overlapping; owners of each partition in turn \
          {owners_in_turn:?}; final owners {owners:?}; lost 0, double-counted 0, {} outputs, duplicate outputs \
          {duplicates}",
@@ -447,6 +472,68 @@ fn three_members_join_and_leave_mid_stream_on_kafka() {
         owned.len(),
         published.len()
     );
+}
+
+/// Rewrites a member's configuration for `exactly_once`, with `batch_size` records per poll and
+/// transactions open for up to `commit_interval_ms` while input waits.
+fn use_exactly_once(member: &Member, batch_size: u32, commit_interval_ms: u64) {
+    let toml = std::fs::read_to_string(&member.config).unwrap_or_else(|err| panic!("{err}"));
+    let toml = toml.replace("batch_size = 500", &format!("batch_size = {batch_size}")).replace(
+        "[processing]\n",
+        &format!("[processing]\nguarantee = \"exactly_once\"\ncommit_interval_ms = {commit_interval_ms}\n"),
+    );
+    assert!(toml.contains("guarantee = \"exactly_once\"") && toml.contains(&format!("batch_size = {batch_size}")));
+    std::fs::write(&member.config, toml).unwrap_or_else(|err| panic!("{err}"));
+}
+
+/// With `exactly_once`, a member working through a backlog keeps its transaction open across poll
+/// cycles; when a second member joins, the revocation commits that transaction while the first still
+/// owns its partitions, instead of failing the drain and rebuilding, and nothing is lost or published
+/// twice.
+#[test]
+fn on_kafka_a_revocation_commits_the_open_transaction() {
+    const SPREAD: u32 = 6;
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap.as_str();
+    let names = Names::new("revokeopen");
+    let dir = TestDir::new();
+    let mut members: Vec<Member> =
+        ["a", "b"].into_iter().map(|name| Member::new(bootstrap, &names, dir.path(), name, SPREAD)).collect();
+    // Never caught up while the backlog lasts, so one transaction per thread stays open throughout it.
+    for member in &members {
+        use_exactly_once(member, 50, 30_000);
+    }
+    provision_topics(&members[0].config);
+    let events = stream(41, 40_000, 4_000);
+    let model = model_of_events(&rules(), SPREAD, &events);
+    let expected = produce(bootstrap, &names.input, SPREAD, &events);
+    let ports: Vec<u16> = members.iter().map(|member| member.port).collect();
+    members[0].start(dir.path());
+    wait_consumed(&ports, 0, 1_000);
+    members[1].start(dir.path());
+    let settle = Duration::from_secs(120);
+    wait_settled(&members, &[0, 1], SPREAD, settle);
+    wait_committed(bootstrap, &names.group, &names.input, &expected, Duration::from_secs(180));
+    let owners = wait_settled(&members, &[0, 1], SPREAD, settle);
+    terminate_all(&mut members);
+
+    let log = std::fs::read_to_string(&members[0].runs[0].0).unwrap_or_default();
+    let failed = log.lines().find(|line| line.contains("could not finish the revoked partitions"));
+    assert!(failed.is_none(), "{failed:?}");
+    let committed = log.lines().filter(|line| line.contains("committed the open transaction before")).count();
+    assert!(
+        committed > 0,
+        "a revocation found a transaction open and committed it; a's log ends:\n{}",
+        members[0].log_tail()
+    );
+    let mut states = BTreeMap::new();
+    for (member, partitions) in members.iter().zip(&owners) {
+        states.extend(stored_states_of(&rules(), &member.state, Some(partitions)));
+    }
+    compare_states(&model, &states);
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
+    assert_eq!(compare_outputs(&model, &published), 0, "a read_committed reader sees each output once");
+    eprintln!("{committed} open transactions committed by revocations; {} outputs", published.len());
 }
 
 /// Dead letters, decay timers and a lost state directory on Apache Kafka, with `leadscore run`

@@ -81,6 +81,8 @@ impl Config {
             ("topics.partitions", u64::from(topics.partitions), 1, i32::MAX as u64),
             ("topics.replication", u64::from(topics.replication), 1, i16::MAX as u64),
             ("timers.tick_ms", self.timers.tick_ms, 10, u64::MAX),
+            // Well inside the producer's transaction.timeout.ms (60 s), after which the broker aborts.
+            ("processing.commit_interval_ms", self.processing.commit_interval_ms, 0, 30_000),
             ("input.max_bytes", u64::from(self.input.max_bytes), 1, u64::MAX),
         ];
         let history = self.state.history.map(|history| ("state.history", u64::from(history), 1, 10_000));

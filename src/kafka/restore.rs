@@ -3,8 +3,14 @@
 //! The changelog is compacted and keyed by contact; partition p holds the contacts of input partition p,
 //! plus checkpoint records with the partition's applied offsets and stream time. A restore replays it
 //! from the locally checkpointed offset (or from the start for an empty state directory) into RocksDB.
-//! Its end is detected by the partition-EOF event of fetching, never by a watermark query: some brokers
-//! report a low high watermark through ListOffsets.
+//! Its end is detected by the partition-EOF event of fetching, never by a watermark query alone: some
+//! brokers report a low high watermark through ListOffsets.
+//!
+//! Reading committed records, a partition's end is its last stable offset, where the oldest transaction
+//! still open begins. A member killed mid-transaction (exactly-once mode) leaves one open until the broker
+//! aborts it, and the records that the partition's next owners committed after it stay hidden until
+//! then. A restore that ended there would miss them and score on from stale contacts, so it ends only
+//! once its position has also reached the high watermark: it waits for the open transaction to end.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -117,7 +123,11 @@ pub fn restore_partitions(
     let Some(&first) = partitions.first() else {
         return Ok(restored);
     };
-    let consumer = restore_consumer(properties, changelog).map_err(|source| kafka_error(changelog, first, source))?;
+    let consumer = restore_consumer(properties, changelog, "read_committed")
+        .map_err(|source| kafka_error(changelog, first, source))?;
+    // Asked for high watermarks only: reading committed records, a client is told the last stable offset.
+    let watermarks = restore_consumer(properties, changelog, "read_uncommitted")
+        .map_err(|source| kafka_error(changelog, first, source))?;
     let mut assignment = TopicPartitionList::new();
     for restore in reading.values() {
         assignment
@@ -142,12 +152,15 @@ pub fn restore_partitions(
                     let at_end: Vec<i32> = reading
                         .values()
                         .filter(|restore| {
-                            consumer
-                                .fetch_watermarks(changelog, restore.partition, Duration::from_secs(5))
-                                .is_ok_and(|(_, high)| restore.summary.next_offset >= high)
+                            restore.summary.next_offset.max(position(&consumer, changelog, restore.partition))
+                                >= high_watermark(&watermarks, changelog, restore.partition)
                         })
                         .map(|restore| restore.partition)
                         .collect();
+                    // Waiting for a transaction left open by a member that died is not a stall.
+                    if reading.values().any(|restore| restore.behind_open_transaction) {
+                        last_progress = Instant::now();
+                    }
                     for partition in at_end {
                         if let Some(restore) = reading.remove(&partition) {
                             let offset = restore.summary.next_offset;
@@ -164,6 +177,21 @@ pub fn restore_partitions(
                 }
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
+                let Some(restore) = reading.get_mut(&partition) else {
+                    continue;
+                };
+                let high = high_watermark(&watermarks, changelog, partition);
+                if restore.summary.next_offset.max(position(&consumer, changelog, partition)) < high {
+                    if !std::mem::replace(&mut restore.behind_open_transaction, true) {
+                        info!(
+                            partition,
+                            offset = restore.summary.next_offset,
+                            high,
+                            "the changelog has a transaction open; waiting for it to end"
+                        );
+                    }
+                    continue;
+                }
                 if let Some(restore) = reading.remove(&partition) {
                     restored.insert(partition, restore.finish(store, &consumer)?);
                 }
@@ -194,13 +222,31 @@ pub fn restore_partitions(
     Ok(restored)
 }
 
+/// The partition's high watermark, or 0 when the broker does not answer (the end-of-partition event then
+/// decides alone).
+fn high_watermark(consumer: &BaseConsumer<EndIsNotAnError>, changelog: &str, partition: i32) -> i64 {
+    consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5)).map_or(0, |(_, high)| high)
+}
+
+/// Where the consumer reads the partition next: past aborted records and transaction markers, which
+/// deliver no message.
+fn position(consumer: &BaseConsumer<EndIsNotAnError>, changelog: &str, partition: i32) -> i64 {
+    let positions = consumer.position().ok();
+    match positions.as_ref().and_then(|list| list.find_partition(changelog, partition)).map(|entry| entry.offset()) {
+        Some(Offset::Offset(offset)) => offset,
+        _ => 0,
+    }
+}
+
 fn kafka_error(changelog: &str, partition: i32, source: KafkaError) -> RestoreError {
     RestoreError::Kafka { topic: changelog.to_owned(), partition, source }
 }
 
+/// A changelog reader; `isolation` is librdkafka's `isolation.level`.
 fn restore_consumer(
     properties: &[(String, String)],
     changelog: &str,
+    isolation: &str,
 ) -> Result<BaseConsumer<EndIsNotAnError>, KafkaError> {
     let mut config = ClientConfig::new();
     for (key, value) in properties {
@@ -218,7 +264,7 @@ fn restore_consumer(
         // broker sends, so that buffer stays full and is most of what a restore adds to memory.
         .set("queued.max.messages.kbytes", RESTORE_PREFETCH_KBYTES)
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", isolation);
     config.create_with_context(EndIsNotAnError)
 }
 
@@ -234,6 +280,8 @@ struct PartitionRestore {
     pending: usize,
     /// The last timer of each contact in the current batch (a contact can appear more than once).
     timers: HashMap<String, Option<i64>>,
+    /// At the last stable offset, short of the high watermark: a transaction is open there.
+    behind_open_transaction: bool,
 }
 
 impl PartitionRestore {
@@ -255,6 +303,7 @@ impl PartitionRestore {
             summary: RestoreSummary { records: 0, next_offset: start },
             batch: PartitionBatch::new(partition),
             pending: 0,
+            behind_open_transaction: false,
             timers: HashMap::new(),
         })
     }

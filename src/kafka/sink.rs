@@ -175,8 +175,8 @@ pub struct Sink {
     staged: bool,
     /// The first delivery failure; once set nothing more is sent and no batch completes.
     failed: Option<SinkError>,
-    /// A transaction was begun and not yet committed (exactly-once mode).
-    in_transaction: bool,
+    /// When the open transaction began (exactly-once mode); `None` between transactions.
+    transaction_began: Option<Instant>,
 }
 
 impl Sink {
@@ -214,7 +214,7 @@ impl Sink {
             next_batch: 0,
             staged: transactional_id.is_none(),
             failed: None,
-            in_transaction: false,
+            transaction_began: None,
         })
     }
 
@@ -314,10 +314,14 @@ impl Sink {
 
     /// Takes in delivery reports for up to `wait`, sends the waves that became due, then returns the
     /// closed batches now fully acknowledged, oldest first (a batch is only returned once every older
-    /// batch is too).
+    /// batch is too). The batches of an open transaction stay in flight until it commits, however many
+    /// of their records are acknowledged. Nothing is waited for when no record is outstanding.
     pub fn collect(&mut self, wait: Duration) -> Result<Vec<PendingBatch>, SinkError> {
-        self.take_reports(wait)?;
+        self.take_reports(if self.outstanding() == 0 { Duration::ZERO } else { wait })?;
         self.send_due_waves()?;
+        if self.transaction_began.is_some() {
+            return Ok(Vec::new());
+        }
         let mut done = Vec::new();
         while self.in_flight.front().is_some_and(|(_, batch)| batch.done()) {
             if let Some((_, batch)) = self.in_flight.pop_front() {
@@ -413,7 +417,7 @@ impl Sink {
 
     /// Closes the current batch and waits until every batch is acknowledged or `budget` runs out.
     pub fn drain(&mut self, budget: Duration) -> Result<Vec<PendingBatch>, SinkError> {
-        if self.in_transaction {
+        if self.transaction_began.is_some() {
             return Err(SinkError::TransactionOpen);
         }
         self.close();
@@ -431,7 +435,7 @@ impl Sink {
     /// Aborts the open transaction, if there is one (exactly-once mode, after a failure): its records are
     /// dropped, and `read_committed` readers go on at once instead of waiting for the broker to time it out.
     pub fn abort_transaction(&mut self) {
-        if !std::mem::take(&mut self.in_transaction) {
+        if self.transaction_began.take().is_none() {
             return;
         }
         // The batches in flight are the transaction's: their RocksDB writes must never be applied.
@@ -454,8 +458,13 @@ impl Sink {
     /// Starts a transaction (exactly-once mode).
     pub fn begin_transaction(&mut self) -> Result<(), SinkError> {
         self.producer.begin_transaction().map_err(SinkError::Transaction)?;
-        self.in_transaction = true;
+        self.transaction_began = Some(Instant::now());
         Ok(())
+    }
+
+    /// How long the open transaction has been open; `None` when there is none.
+    pub fn transaction_age(&self) -> Option<Duration> {
+        self.transaction_began.map(|began| began.elapsed())
     }
 
     /// Adds the consumer offsets to the open transaction and commits it: outputs, changelog and offsets
@@ -471,7 +480,7 @@ impl Sink {
                 .map_err(SinkError::Transaction)?;
         }
         self.producer.commit_transaction(TRANSACTION_TIMEOUT).map_err(SinkError::Transaction)?;
-        self.in_transaction = false;
+        self.transaction_began = None;
         Ok(())
     }
 }

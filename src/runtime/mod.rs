@@ -38,7 +38,7 @@ use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
 pub use rebalance::Committer;
-use rebalance::{GroupHooks, apply_writes, commit_list};
+use rebalance::{GroupHooks, apply_writes};
 use status::Status;
 use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
 
@@ -66,8 +66,10 @@ pub struct ProcessorSettings {
     /// Which of the instance's processing threads runs with these settings, from 0.
     pub thread: usize,
     /// Exactly-once mode: the transactional id of this thread's producer. Outputs, changelog and input
-    /// offsets of a cycle then commit in one Kafka transaction, and RocksDB is written after the commit.
+    /// offsets then commit in Kafka transactions, and RocksDB is written after the commit.
     pub transactional_id: Option<String>,
+    /// Exactly-once mode: how long a transaction may stay open across poll cycles while input waits.
+    pub commit_interval: Duration,
 }
 
 impl ProcessorSettings {
@@ -300,7 +302,6 @@ impl<'a> Processor<'a> {
                     let batch = task.process(&self.rules, self.store, &self.settings.task, &records)?;
                     self.publish(partition, batch)?;
                 }
-                self.end()?;
             }
             if count > 0 {
                 counter!(telemetry::BATCHES_TOTAL).increment(1);
@@ -318,7 +319,6 @@ impl<'a> Processor<'a> {
                 last_tick = Instant::now();
                 self.begin()?;
                 self.tick()?;
-                self.end()?;
             }
             let done = {
                 let mut sink = self.lock_sink()?;
@@ -335,12 +335,16 @@ impl<'a> Processor<'a> {
             self.complete(done, CommitMode::Async)?;
             self.committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
             self.settle_erasures()?;
+            // A poll that did not fill the batch found the input caught up: what was scored is committed
+            // now rather than held for the rest of the interval.
+            self.commit_when_due(count < self.settings.batch_size)?;
             if !self.status.brokers_up() && last_probe.elapsed() > Duration::from_secs(2) {
                 last_probe = Instant::now();
                 self.probe_brokers();
             }
         }
         info!("shutting down: draining in-flight records");
+        self.commit_when_due(true)?;
         let drained = self.lock_sink()?.drain(self.settings.drain_timeout)?;
         self.complete(drained, CommitMode::Sync)?;
         self.store.flush()?;
@@ -433,27 +437,32 @@ impl<'a> Processor<'a> {
         Ok(records)
     }
 
-    /// Opens a publishing batch (and, in exactly-once mode, a transaction).
+    /// Opens a publishing batch. In exactly-once mode the batch joins the open transaction, or begins one.
     fn begin(&mut self) -> Result<(), ProcessorError> {
         let mut sink = self.lock_sink()?;
         sink.open();
-        if self.settings.transactional_id.is_some() {
+        if self.settings.transactional_id.is_some() && sink.transaction_age().is_none() {
             sink.begin_transaction()?;
         }
         Ok(())
     }
 
-    /// Closes the publishing batch. In exactly-once mode this commits the transaction with the batch's
-    /// input offsets, and only then are its RocksDB writes applied.
-    fn end(&mut self) -> Result<(), ProcessorError> {
-        if self.settings.transactional_id.is_none() {
-            return Ok(());
-        }
+    /// In exactly-once mode, commits the open transaction with the input offsets of its batches once
+    /// `caught_up` or once it has been open for `commit_interval`; only then are its RocksDB writes
+    /// applied. A transaction spans poll cycles while input waits, because each commit waits for the
+    /// broker to finish the previous transaction.
+    fn commit_when_due(&mut self, caught_up: bool) -> Result<(), ProcessorError> {
         let done = {
             let mut sink = self.lock_sink()?;
-            sink.close();
-            let offsets = commit_list(&self.settings.task.inputs, &sink.pending_commits());
-            sink.commit_transaction(&offsets, self.consumer.group_metadata().as_ref())?;
+            match sink.transaction_age() {
+                Some(age) if caught_up || age >= self.settings.commit_interval => {}
+                _ => return Ok(()),
+            }
+            rebalance::commit_transaction(
+                &mut sink,
+                &self.settings.task.inputs,
+                self.consumer.group_metadata().as_ref(),
+            )?;
             sink.drain(self.settings.drain_timeout)?
         };
         self.complete(done, CommitMode::Async)
@@ -502,7 +511,7 @@ impl<'a> Processor<'a> {
                 self.publish(partition, batch)?;
             }
         }
-        self.end()
+        Ok(())
     }
 
     /// Finishes acknowledged batches, oldest first: applies their RocksDB writes, then commits their input

@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use crate::kafka::sink::{PendingBatch, SharedSink};
+use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError};
 use crate::store::{PartitionBatch, StateStore, StoreError};
 
 /// What the processor must act on after a poll.
@@ -59,9 +59,17 @@ impl GroupHooks {
 
     fn drain_and_commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), String> {
         // In exactly-once mode only batches of committed transactions come out of a drain, and their
-        // transactions committed their offsets; a transaction still open fails the drain.
+        // transactions committed their offsets.
         let (mut drained, transactional) = {
             let mut sink = self.sink.lock().map_err(|_| "the publishing pipeline is poisoned".to_owned())?;
+            // The open transaction holds input of the partitions going away: it commits while this member
+            // still owns them.
+            let open = sink.transaction_age();
+            commit_transaction(&mut sink, &self.inputs, consumer.group_metadata().as_ref())
+                .map_err(|err| err.to_string())?;
+            if let Some(age) = open {
+                info!(open_ms = age.as_millis() as u64, "committed the open transaction before the partitions go");
+            }
             (sink.drain(self.drain_timeout).map_err(|err| err.to_string())?, sink.is_transactional())
         };
         apply_writes(self.store.as_ref(), &mut drained).map_err(|err| format!("state store: {err}"))?;
@@ -75,6 +83,21 @@ impl GroupHooks {
         self.push(GroupEvent::Drained(drained));
         Ok(())
     }
+}
+
+/// Commits the open transaction, if there is one (exactly-once mode), with the input offsets of all its
+/// batches: outputs, changelog records and offsets become visible together.
+pub fn commit_transaction(
+    sink: &mut Sink,
+    inputs: &[String],
+    group: Option<&ConsumerGroupMetadata>,
+) -> Result<(), SinkError> {
+    if sink.transaction_age().is_none() {
+        return Ok(());
+    }
+    sink.close();
+    let offsets = commit_list(inputs, &sink.pending_commits());
+    sink.commit_transaction(&offsets, group)
 }
 
 /// Applies the RocksDB writes of acknowledged batches, oldest first. Each write is left empty in its
