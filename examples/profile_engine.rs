@@ -16,7 +16,7 @@ use std::path::Path;
 use leadscore::event::input::InputDecoder;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
-use leadscore::leaderboard::Board;
+use leadscore::leaderboard::{Board, Staged};
 use leadscore::rules::Rules;
 use leadscore::runtime::record_cache::CacheBudget;
 use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
@@ -36,20 +36,24 @@ fn score_batches(
     store: &RocksStore,
     settings: &TaskSettings,
     board: &mut Board,
+    staged: &mut Staged,
     batches: &[Vec<InputRecord>],
 ) -> usize {
     let mut published = 0;
     for records in batches {
         let batch = task.process(rules, store, settings, records).unwrap_or_else(|err| panic!("{err}"));
         store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
-        board.stage(rules, store, batch.insight.contacts).unwrap_or_else(|err| panic!("{err}"));
+        staged.add(batch.insight.contacts);
+        if staged.due() {
+            board.upsert(rules, store, &staged.take()).unwrap_or_else(|err| panic!("{err}"));
+        }
         task.written(batch.sequence);
         published += batch.publish.len();
         if let Some(last) = records.last() {
             task.committed(0, last.offset + 1);
         }
     }
-    board.flush(rules, store).unwrap_or_else(|err| panic!("{err}"));
+    board.upsert(rules, store, &staged.take()).unwrap_or_else(|err| panic!("{err}"));
     published
 }
 
@@ -104,7 +108,8 @@ fn main() {
         })
         .collect();
     let started = std::time::Instant::now();
-    let published = score_batches(&mut task, &rules, &store, &settings, &mut board, &batches);
+    let mut staged = Staged::default();
+    let published = score_batches(&mut task, &rules, &store, &settings, &mut board, &mut staged, &batches);
     let seconds = started.elapsed().as_secs_f64();
     let events = count * BATCH;
     println!("{events} events, {published} records to publish, {:.0} events/s", events as f64 / seconds);

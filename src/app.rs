@@ -289,8 +289,12 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         }
         _ = done => {}
     }
-    let result = watcher.await.map_err(|_| AppError::Crashed)?.map_err(|_| AppError::Crashed)?;
+    let joined = watcher.await;
     http.abort();
+    // The processing threads are done: nothing is staged for the leaderboard any more, and its writer must
+    // not write while the process ends.
+    instance.insights.leaderboard.stop_writer();
+    let result = joined.map_err(|_| AppError::Crashed)?.map_err(|_| AppError::Crashed)?;
     match result {
         Ok(summary) => Ok(summary),
         Err(err) => {

@@ -46,7 +46,7 @@ impl Insights {
     pub fn apply(
         &self,
         partition: i32,
-        rules: &Rules,
+        rules: &Arc<Rules>,
         insight: BatchInsight,
         now_ms: i64,
     ) -> Result<(), LeaderboardError> {

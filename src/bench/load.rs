@@ -247,9 +247,11 @@ pub(crate) fn latency(
     })
 }
 
-/// The event number of a latency-phase output's first id (`lat-<n>:0`), if it is one.
+/// The event number of a latency-phase output's first id (`lat-<n>:0`), or of the event itself as the
+/// pipe copies it (`lat-<n>`); `None` for any other.
 fn event_number(id: &str) -> Option<u64> {
-    id.strip_prefix(LATENCY_ID)?.strip_suffix(":0")?.parse().ok()
+    let number = id.strip_prefix(LATENCY_ID)?;
+    number.strip_suffix(":0").unwrap_or(number).parse().ok()
 }
 
 fn output_id(payload: &[u8], format: Format) -> Option<String> {

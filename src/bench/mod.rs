@@ -205,7 +205,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     for mode in &mut modes {
         mode.ratio_to_pipe = pipe_rate.zip(mode.events_per_second).map(|(pipe, rate)| rate / pipe);
     }
-    let latency = if options.rate > 0 { Some(context.latency()) } else { None };
+    let pipe_latency = if options.rate > 0 { Some(context.latency(LatencyOf::Pipe)) } else { None };
+    let latency = if options.rate > 0 { Some(context.latency(LatencyOf::Processor)) } else { None };
     let restore = if options.restore_contacts > 0 { Some(context.restore(&rules)?) } else { None };
     Ok(BenchReport {
         broker: broker.name(),
@@ -222,6 +223,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         modes,
         latency: latency.as_ref().and_then(|result| result.as_ref().ok().copied()),
         latency_error: latency.and_then(Result::err),
+        pipe_latency: pipe_latency.as_ref().and_then(|result| result.as_ref().ok().copied()),
+        pipe_latency_error: pipe_latency.and_then(Result::err),
         restore,
     })
 }
@@ -237,6 +240,15 @@ fn progress(options: &BenchOptions, name: &str) -> ProgressBar {
     bar.set_style(style);
     bar.set_prefix(name.to_owned());
     bar
+}
+
+/// What a latency phase measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatencyOf {
+    /// `leadscore run`: event to score change.
+    Processor,
+    /// `leadscore pipe`: event to its copy, with the same client settings.
+    Pipe,
 }
 
 /// What every phase shares.
@@ -346,27 +358,44 @@ impl Context<'_> {
         ModeResult::new(mode, measured, state_bytes, loaded.contacts)
     }
 
-    fn latency(&self) -> Result<Latency, String> {
-        let input = format!("{}.latency.events", self.run_id);
-        let mut config = self.config("latency", &input, Guarantee::AtLeastOnce);
-        config.topics.inputs = vec![input.clone()];
+    /// The latency phase of the processor, or of the bare pipe: the same offered load, read from what
+    /// each writes (the processor's score changes, the pipe's copies), so that the pipe gives the floor the
+    /// broker and the clients set on this machine.
+    fn latency(&self, of: LatencyOf) -> Result<Latency, String> {
+        let name = match of {
+            LatencyOf::Processor => "latency",
+            LatencyOf::Pipe => "pipe_latency",
+        };
+        let input = format!("{}.{name}.events", self.run_id);
+        let mut config = self.config(name, &input, Guarantee::AtLeastOnce);
         // The settings for latency (README, "Latency and throughput"): outputs sent at once, fetches
         // answered within a millisecond.
         config.kafka.linger_ms = 0;
         config.kafka.fetch_wait_max_ms = 1;
-        self.broker.create(&topic_specs(&config)).map_err(|err| err.to_string())?;
-        let path = self.write_config("latency", &config).map_err(|err| err.to_string())?;
+        let mut topics = topic_specs(&config);
+        let copy = format!("{}.{name}.copy", self.run_id);
+        if of == LatencyOf::Pipe {
+            topics.push(TopicSpec {
+                name: copy.clone(),
+                role: TopicRole::Output,
+                partitions: self.options.partitions as i32,
+                replication: 1,
+            });
+        }
+        self.broker.create(&topics).map_err(|err| err.to_string())?;
+        let path = self.write_config(name, &config).map_err(|err| err.to_string())?;
         let path = path.to_string_lossy().into_owned();
-        let mut child = child::Measured::start(
-            &self.options.executable,
-            &["run", "--config", &path],
-            &self.work.join("latency.log"),
-        )?;
-        let bar = progress(self.options, "latency");
+        let (args, read) = match of {
+            LatencyOf::Processor => (vec!["run", "--config", &path], &config.topics.score_changed),
+            LatencyOf::Pipe => (vec!["pipe", "--config", &path, "--to", &copy], &copy),
+        };
+        let log = self.work.join(format!("{name}.log"));
+        let mut child = child::Measured::start(&self.options.executable, &args, &log)?;
+        let bar = progress(self.options, name);
         let result = load::latency(
             self.bootstrap,
             &input,
-            &config.topics.score_changed,
+            read,
             self.options.partitions,
             self.options.rate,
             self.options.latency_seconds,

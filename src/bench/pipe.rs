@@ -89,7 +89,7 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
     };
     let mut sink = Sink::new(&settings.producer, topics, None, None)?;
     let mut copied = 0u64;
-    let mut committer = Committer::default();
+    let mut committer = Committer::new(settings.commit_interval);
     while !shutdown.load(Ordering::Relaxed) {
         let mut records: BTreeMap<i32, Vec<Publish>> = BTreeMap::new();
         let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();

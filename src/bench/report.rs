@@ -90,6 +90,11 @@ pub struct BenchReport {
     pub latency: Option<Latency>,
     /// Why the latency phase failed, if it did.
     pub latency_error: Option<String>,
+    /// The same latency phase run through the bare pipe (event to its copy): the floor that the broker and
+    /// the clients set.
+    pub pipe_latency: Option<Latency>,
+    /// Why the pipe's latency phase failed, if it did.
+    pub pipe_latency_error: Option<String>,
     /// The restore phase, if it ran.
     pub restore: Option<Restore>,
 }
@@ -138,18 +143,24 @@ impl BenchReport {
                 mode.error.as_deref().map(short).unwrap_or_default(),
             );
         }
-        match (&self.latency, &self.latency_error) {
-            (Some(latency), _) => {
-                let _ = writeln!(
-                    out,
-                    "latency at {} events/s (event → score_changed, {} of {} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-                    latency.rate, latency.matched, latency.events, latency.p50_ms, latency.p99_ms, latency.max_ms
-                );
+        let phases = [
+            ("event → score_changed", &self.latency, &self.latency_error),
+            ("the bare pipe, event → its copy", &self.pipe_latency, &self.pipe_latency_error),
+        ];
+        for (what, latency, error) in phases {
+            match (latency, error) {
+                (Some(latency), _) => {
+                    let _ = writeln!(
+                        out,
+                        "latency at {} events/s ({what}, {} of {} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                        latency.rate, latency.matched, latency.events, latency.p50_ms, latency.p99_ms, latency.max_ms
+                    );
+                }
+                (None, Some(reason)) => {
+                    let _ = writeln!(out, "latency ({what}): failed: {reason}");
+                }
+                (None, None) => {}
             }
-            (None, Some(reason)) => {
-                let _ = writeln!(out, "latency: failed: {reason}");
-            }
-            (None, None) => {}
         }
         if let Some(restore) = &self.restore {
             let _ = write!(

@@ -272,6 +272,7 @@ pub struct ProcessingConfig {
     /// How long a shutdown or revocation may spend finishing the batch and waiting for acks.
     pub drain_timeout_ms: u64,
     /// With `exactly_once`: how long a transaction may stay open across poll cycles while input waits.
+    /// With `at_least_once`: the shortest time between two commits of input offsets.
     pub commit_interval_ms: u64,
 }
 
@@ -405,7 +406,11 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("processing.guarantee", "at_least_once", "at_least_once or exactly_once (Kafka transactions)"),
     ("processing.threads", "the number of cores", "processing threads, each with its own partitions (1..=64)"),
     ("processing.drain_timeout_ms", "10000", "time budget to finish a batch on shutdown or revocation"),
-    ("processing.commit_interval_ms", "500", "exactly_once: longest a transaction stays open while input waits"),
+    (
+        "processing.commit_interval_ms",
+        "500",
+        "exactly_once: longest a transaction stays open while input waits; at_least_once: shortest time between two offset commits",
+    ),
     ("http.listen", "127.0.0.1:9464", "address of the API, health checks and metrics"),
     ("http.token", "", "bearer token required by /v1/* (secret)"),
     ("rules.path", "rules.toml", "the rules file"),

@@ -8,6 +8,7 @@
 //! stops as soon as the k-th best total is at least the next bound.
 
 use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::LeaderboardError;
 use super::entry::{
@@ -44,19 +45,51 @@ pub struct Ranked {
 const FIRST_CHUNK: usize = 64;
 const MAX_CHUNK: usize = 4096;
 
-/// Most changed contacts a board holds before it writes them to its index (a query and a metrics scrape
-/// write them first).
+/// Most changed contacts that wait to be written to a board's index (a query writes them first).
 const MAX_STAGED: usize = 4_096;
 
+/// Longest a changed contact waits to be written to a board's index, so that the per-phase counts of
+/// the metrics lag the scoring by about this much at most.
+const STAGED_AT_MOST: Duration = Duration::from_secs(1);
+
+/// Changed contacts' latest entries, waiting to be written to a board's index together: a contact that
+/// changes in many batches is written once.
+#[derive(Debug, Default)]
+pub struct Staged {
+    changes: HashMap<String, Option<BoardEntry>>,
+    /// When the oldest waiting change came.
+    since: Option<Instant>,
+}
+
+impl Staged {
+    /// Takes a batch's changed contacts.
+    pub fn add(&mut self, changes: Vec<(String, Option<BoardEntry>)>) {
+        if changes.is_empty() {
+            return;
+        }
+        self.since.get_or_insert_with(Instant::now);
+        self.changes.extend(changes);
+    }
+
+    /// Whether the changes are due to be written: [`MAX_STAGED`] of them, or the oldest has waited
+    /// [`STAGED_AT_MOST`].
+    pub fn due(&self) -> bool {
+        self.changes.len() >= MAX_STAGED || self.since.is_some_and(|since| since.elapsed() >= STAGED_AT_MOST)
+    }
+
+    /// Takes the changes out, to be written with [`Board::upsert`].
+    pub fn take(&mut self) -> Vec<(String, Option<BoardEntry>)> {
+        self.since = None;
+        self.changes.drain().collect()
+    }
+}
+
 /// One partition's index, kept in the store's index column family (see [`super::entry`]); in memory only
-/// the counts per phase, how far step expiries are caught up with, and the changes not yet written, so
-/// memory does not grow with the contacts.
+/// the counts per phase and how far step expiries are caught up with, so memory does not grow with the
+/// contacts.
 #[derive(Debug)]
 pub struct Board {
     partition: i32,
-    /// Changed contacts' latest entries, written together: a contact that changes in many batches is
-    /// written once.
-    staged: HashMap<String, Option<BoardEntry>>,
     /// Contacts indexed per phase.
     counts: Vec<usize>,
     /// Every step expiry at or before this time has been caught up with.
@@ -66,34 +99,10 @@ pub struct Board {
 impl Board {
     /// The board of `partition`, whose index in the store is empty.
     pub fn new(rules: &Rules, partition: i32) -> Board {
-        Board { partition, staged: HashMap::new(), counts: vec![0; rules.phases.len()], refreshed_to: i64::MIN }
+        Board { partition, counts: vec![0; rules.phases.len()], refreshed_to: i64::MIN }
     }
 
-    /// Takes a batch's changed contacts; they are written once [`MAX_STAGED`] contacts have gathered, or
-    /// before the next query or count.
-    pub fn stage(
-        &mut self,
-        rules: &Rules,
-        store: &dyn StateStore,
-        changes: Vec<(String, Option<BoardEntry>)>,
-    ) -> Result<(), LeaderboardError> {
-        self.staged.extend(changes);
-        if self.staged.len() >= MAX_STAGED {
-            self.flush(rules, store)?;
-        }
-        Ok(())
-    }
-
-    /// Writes the staged changes.
-    pub fn flush(&mut self, rules: &Rules, store: &dyn StateStore) -> Result<(), LeaderboardError> {
-        if self.staged.is_empty() {
-            return Ok(());
-        }
-        let changes: Vec<(String, Option<BoardEntry>)> = self.staged.drain().collect();
-        self.upsert(rules, store, &changes)
-    }
-
-    /// Contacts indexed (changes still staged aside).
+    /// Contacts indexed.
     pub fn len(&self) -> usize {
         self.counts.iter().sum()
     }
@@ -103,7 +112,7 @@ impl Board {
         self.len() == 0
     }
 
-    /// Contacts indexed per phase (disqualified contacts are not indexed), changes still staged aside.
+    /// Contacts indexed per phase (disqualified contacts are not indexed).
     pub fn count_by_phase(&self) -> &[usize] {
         &self.counts
     }
@@ -215,7 +224,6 @@ impl Board {
         query: Query,
         now_ms: i64,
     ) -> Result<Vec<Ranked>, LeaderboardError> {
-        self.flush(rules, store)?;
         self.refresh(rules, store, now_ms)?;
         let phases: Vec<usize> = match query.phase {
             Some(phase) => (phase < self.counts.len()).then_some(phase).into_iter().collect(),

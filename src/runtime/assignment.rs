@@ -24,10 +24,7 @@ impl Processor<'_> {
         for event in self.consumer.context().take() {
             match event {
                 GroupEvent::Drained(mut batches) => {
-                    // Exactly-once offsets go only through transactions: nothing to commit again.
-                    if self.settings.transactional_id.is_none() {
-                        self.committer.note(&batches);
-                    }
+                    // Their offsets went with the revocation's commit (or, exactly-once, its transaction).
                     self.write_done(&mut batches)?;
                 }
                 GroupEvent::Failed(reason) => return Err(ProcessorError::Revocation(reason)),

@@ -69,6 +69,7 @@ pub struct ProcessorSettings {
     /// offsets then commit in Kafka transactions, and RocksDB is written after the commit.
     pub transactional_id: Option<String>,
     /// Exactly-once mode: how long a transaction may stay open across poll cycles while input waits.
+    /// At-least-once mode: the shortest time between two commits of input offsets.
     pub commit_interval: Duration,
 }
 
@@ -194,7 +195,6 @@ struct Processor<'a> {
     /// Per (input topic index, partition) being restored: the first offset a poll returned and the
     /// processor had to drop, where the partition resumes once its task opens.
     skipped: BTreeMap<(usize, i32), i64>,
-    committer: Committer,
     summary: RunSummary,
     gauges: ThreadGauges,
 }
@@ -242,6 +242,7 @@ impl<'a> Processor<'a> {
             store: store.clone(),
             status: status.clone(),
             insights: insights.clone(),
+            committer: Mutex::new(Committer::new(settings.commit_interval)),
         };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
@@ -280,7 +281,6 @@ impl<'a> Processor<'a> {
             restore,
             skipped: BTreeMap::new(),
             gauges: ThreadGauges::new(settings.thread),
-            committer: Committer::default(),
             summary: RunSummary::default(),
         })
     }
@@ -333,7 +333,9 @@ impl<'a> Processor<'a> {
                 done
             };
             self.complete(done, CommitMode::Async)?;
-            self.committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
+            if let Ok(mut committer) = self.consumer.context().committer.lock() {
+                committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
+            }
             self.settle_erasures()?;
             // A poll that did not fill the batch found the input caught up: what was scored is committed
             // now rather than held for the rest of the interval.
@@ -379,6 +381,11 @@ impl<'a> Processor<'a> {
         if let Ok(mut sink) = self.sink.lock() {
             sink.abort_transaction();
         }
+    }
+
+    fn lock_committer(&self) -> Result<std::sync::MutexGuard<'_, Committer>, ProcessorError> {
+        let committer = self.consumer.context().committer.lock();
+        committer.map_err(|_| ProcessorError::Revocation("the offset committer is poisoned".into()))
     }
 
     fn lock_sink(&self) -> Result<std::sync::MutexGuard<'_, Sink>, ProcessorError> {
@@ -468,13 +475,18 @@ impl<'a> Processor<'a> {
         self.complete(done, CommitMode::Async)
     }
 
-    fn publish(&mut self, partition: i32, mut batch: TaskBatch) -> Result<(), ProcessorError> {
-        self.insights.apply(partition, &self.rules, std::mem::take(&mut batch.insight), now_ms())?;
+    /// Sends a task batch's outputs, then files its changes in the leaderboard and rule statistics, so
+    /// that the outputs never wait for the index writes that a leaderboard does every few thousand
+    /// contacts.
+    fn publish(&mut self, partition: i32, batch: TaskBatch) -> Result<(), ProcessorError> {
         self.summary.outputs += batch.counts.outputs;
-        let mut sink = self.lock_sink()?;
-        sink.send(partition, batch.publish)?;
-        sink.commit_after(batch.commit.into_iter().map(|(topic, next)| (topic, partition, next)));
-        sink.write_after(batch.sequence, batch.write);
+        {
+            let mut sink = self.lock_sink()?;
+            sink.send(partition, batch.publish)?;
+            sink.commit_after(batch.commit.into_iter().map(|(topic, next)| (topic, partition, next)));
+            sink.write_after(batch.sequence, batch.write);
+        }
+        self.insights.apply(partition, &self.rules, batch.insight, now_ms())?;
         Ok(())
     }
 
@@ -516,13 +528,14 @@ impl<'a> Processor<'a> {
 
     /// Finishes acknowledged batches, oldest first: applies their RocksDB writes, then commits their input
     /// offsets (in exactly-once mode their transaction did). Every commit of the processor goes through
-    /// here, and the revocation drain commits with the same [`rebalance::commit_batches`].
+    /// here, and the revocation drain commits through the same [`Committer`].
     fn complete(&mut self, mut batches: Vec<PendingBatch>, mode: CommitMode) -> Result<(), ProcessorError> {
         self.write_done(&mut batches)?;
         if self.settings.transactional_id.is_some() {
             return Ok(());
         }
-        Ok(self.committer.commit(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
+        let mut committer = self.lock_committer()?;
+        Ok(committer.commit(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
     }
 
     /// Applies the RocksDB writes of acknowledged batches in order, and tells the tasks what is written,

@@ -43,6 +43,8 @@ pub struct GroupHooks {
     pub(super) insights: std::sync::Arc<crate::insights::Insights>,
     /// The processor's running restore, stopped here when a partition it restores is revoked.
     pub(super) restore: super::restore_job::RestoreSlot,
+    /// The input offsets of at-least-once mode, committed by the processor and by a revocation.
+    pub(super) committer: Mutex<Committer>,
 }
 
 impl GroupHooks {
@@ -76,8 +78,8 @@ impl GroupHooks {
         // Asynchronous: a synchronous commit can wait forever on a coordinator that is mid-rebalance.
         // Should it be lost, the next owner replays from an older offset, which changes no state and only
         // re-sends outputs with their ids.
-        if !transactional {
-            let _ = commit_batches(consumer, &self.inputs, &drained, CommitMode::Async);
+        if !transactional && let Ok(mut committer) = self.committer.lock() {
+            let _ = committer.commit_now(consumer, &self.inputs, &drained);
         }
         info!(batches = drained.len(), "revocation drained and committed");
         self.push(GroupEvent::Drained(drained));
@@ -112,26 +114,21 @@ pub fn apply_writes(store: &dyn StateStore, batches: &mut [PendingBatch]) -> Res
     Ok(())
 }
 
-/// Commits the input offsets of acknowledged batches: the one rule for every commit of at-least-once
-/// mode. `batches` come from [`crate::kafka::sink::Sink::collect`] or `drain`, which return a batch only
-/// once every record of it and of every older batch is acknowledged, so no offset passes an undelivered
-/// record.
-pub fn commit_batches<C: ConsumerContext>(
+/// Commits offsets asynchronously or synchronously; a failed asynchronous commit is covered by the next.
+fn commit_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    inputs: &[String],
-    batches: &[PendingBatch],
+    offsets: &TopicPartitionList,
     mode: CommitMode,
 ) -> Result<(), KafkaError> {
-    let offsets = commit_list(inputs, batches.iter().flat_map(|batch| &batch.commits));
     if offsets.count() == 0 {
         return Ok(());
     }
-    match consumer.commit(&offsets, mode) {
+    match consumer.commit(offsets, mode) {
         Ok(()) => {
             metrics::counter!(crate::telemetry::COMMITS_TOTAL).increment(1);
             Ok(())
         }
-        // An asynchronous commit that fails is covered by the next one; a lost one only re-sends.
+        // A lost asynchronous commit only re-sends: the state skips what it applied.
         Err(err) if matches!(mode, CommitMode::Async) => {
             warn!(error = %err, "offset commit failed; the next commit covers it");
             Ok(())
@@ -145,19 +142,40 @@ const RECOMMIT_AFTER: Duration = Duration::from_secs(5);
 /// How long reading the group's committed offsets for that check may take.
 const COMMITTED_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Commits acknowledged batches, as [`commit_batches`] does, and after [`RECOMMIT_AFTER`] without a new
-/// commit, commits again the latest offsets of the partitions still assigned that the group holds behind.
-/// An asynchronous commit that the group refuses while it rebalances is otherwise covered only by the next
-/// one, which a partition with no new records never makes: its committed offset, which lag monitors and
-/// the next owner read, would stay behind what was processed.
-#[derive(Debug, Default)]
+/// Commits the input offsets of at-least-once mode: the one rule for all of them. It takes the offsets of
+/// acknowledged batches from [`crate::kafka::sink::Sink::collect`] or `drain`, which return a batch only
+/// once every record of it and of every older batch is acknowledged, so no offset passes an undelivered
+/// record.
+///
+/// It sends them to the group at most once per `interval` (`processing.commit_interval_ms`), holding the
+/// ones in between: the group coordinator appends every commit to `__consumer_offsets`, and an instance
+/// tuned for latency, whose poll cycles take a millisecond, would otherwise commit a thousand times a
+/// second. A shutdown commits what it holds at once and waits; a revocation commits it at once.
+///
+/// After [`RECOMMIT_AFTER`] without a new commit, it commits again the latest offsets of the partitions
+/// still assigned that the group holds behind. An asynchronous commit that the group refuses while it
+/// rebalances is otherwise covered only by the next one, which a partition with no new records never
+/// makes: its committed offset, which lag monitors and the next owner read, would stay behind what was
+/// processed.
+#[derive(Debug)]
 pub struct Committer {
+    interval: Duration,
+    /// Offsets of acknowledged batches not sent to the group yet.
+    held: BTreeMap<(usize, i32), i64>,
+    /// When offsets were last sent.
+    sent: Option<Instant>,
     latest: BTreeMap<(usize, i32), i64>,
     since: Option<Instant>,
 }
 
 impl Committer {
-    /// Commits the input offsets of acknowledged batches and remembers them.
+    /// A committer that sends offsets at most once per `interval`; zero sends each batch's at once.
+    pub fn new(interval: Duration) -> Committer {
+        Committer { interval, held: BTreeMap::new(), sent: None, latest: BTreeMap::new(), since: None }
+    }
+
+    /// Takes the input offsets of acknowledged batches, and commits every offset held if `interval` has
+    /// passed since the last commit; `CommitMode::Sync` commits them at once and waits.
     pub fn commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
@@ -165,21 +183,43 @@ impl Committer {
         batches: &[PendingBatch],
         mode: CommitMode,
     ) -> Result<(), KafkaError> {
-        self.note(batches);
-        commit_batches(consumer, inputs, batches, mode)
+        match self.take(batches, matches!(mode, CommitMode::Sync)) {
+            Some(offsets) => commit_offsets(consumer, &commit_list(inputs, &offsets), mode),
+            None => Ok(()),
+        }
     }
 
-    /// Remembers the offsets of batches committed elsewhere (by a revocation's drain).
-    pub fn note(&mut self, batches: &[PendingBatch]) {
-        let mut noted = false;
-        for (topic, partition, next) in batches.iter().flat_map(|batch| &batch.commits) {
-            let latest = self.latest.entry((*topic, *partition)).or_insert(*next);
-            *latest = (*latest).max(*next);
-            noted = true;
+    /// Takes the offsets of batches a revocation drained and commits every offset held at once, so that
+    /// the next owners start where this member stopped.
+    pub fn commit_now<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        inputs: &[String],
+        batches: &[PendingBatch],
+    ) -> Result<(), KafkaError> {
+        match self.take(batches, true) {
+            Some(offsets) => commit_offsets(consumer, &commit_list(inputs, &offsets), CommitMode::Async),
+            None => Ok(()),
         }
-        if noted {
+    }
+
+    /// Holds the batches' offsets, the highest per partition; returns every offset held, to be committed
+    /// now, if `now` or `interval` has passed since the last commit.
+    fn take(&mut self, batches: &[PendingBatch], now: bool) -> Option<Vec<(usize, i32, i64)>> {
+        for &(topic, partition, next) in batches.iter().flat_map(|batch| &batch.commits) {
+            for offsets in [&mut self.held, &mut self.latest] {
+                let offset = offsets.entry((topic, partition)).or_insert(next);
+                *offset = (*offset).max(next);
+            }
             self.since = Some(Instant::now());
         }
+        let due = now || self.sent.is_none_or(|sent| sent.elapsed() >= self.interval);
+        if !due || self.held.is_empty() {
+            return None;
+        }
+        self.sent = Some(Instant::now());
+        let held = std::mem::take(&mut self.held);
+        Some(held.into_iter().map(|((topic, partition), next)| (topic, partition, next)).collect())
     }
 
     /// Commits the remembered offsets of the partitions still assigned again, asynchronously, if none was
@@ -309,6 +349,48 @@ impl ConsumerContext for GroupHooks {
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(err) => warn!(error = %err, "rebalance error"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(commits: &[(usize, i32, i64)]) -> PendingBatch {
+        let mut batch = PendingBatch::default();
+        batch.commits = commits.to_vec();
+        batch
+    }
+
+    #[test]
+    fn offsets_are_held_between_commits_and_the_highest_per_partition_goes() {
+        let interval = Duration::from_millis(40);
+        let mut committer = Committer::new(interval);
+        // The first acknowledged batch is committed at once.
+        assert_eq!(committer.take(&[batch(&[(0, 1, 10)])], false), Some(vec![(0, 1, 10)]));
+        // Those within the interval are held, the highest offset per partition kept.
+        assert_eq!(committer.take(&[batch(&[(0, 1, 20), (0, 2, 5)])], false), None);
+        assert_eq!(committer.take(&[batch(&[(0, 1, 15)]), batch(&[(1, 1, 7)])], false), None);
+        std::thread::sleep(interval);
+        // Once the interval has passed, a cycle with no new batch commits what is held.
+        assert_eq!(committer.take(&[], false), Some(vec![(0, 1, 20), (0, 2, 5), (1, 1, 7)]));
+        assert_eq!(committer.take(&[], false), None, "nothing is held any more");
+    }
+
+    #[test]
+    fn a_shutdown_or_a_revocation_commits_what_is_held_at_once() {
+        let mut committer = Committer::new(Duration::from_secs(3600));
+        assert!(committer.take(&[batch(&[(0, 0, 1)])], false).is_some());
+        assert_eq!(committer.take(&[batch(&[(0, 0, 2)])], false), None);
+        assert_eq!(committer.take(&[batch(&[(0, 3, 9)])], true), Some(vec![(0, 0, 2), (0, 3, 9)]));
+    }
+
+    #[test]
+    fn a_zero_interval_commits_every_batch() {
+        let mut committer = Committer::new(Duration::ZERO);
+        for next in 1..5 {
+            assert_eq!(committer.take(&[batch(&[(0, 0, next)])], false), Some(vec![(0, 0, next)]));
         }
     }
 }
