@@ -200,16 +200,21 @@ impl Leaderboard {
         }
     }
 
-    /// Forgets a partition that moved to another instance, and its index.
-    pub fn drop_partition(&self, partition: i32) {
+    /// Stops serving a partition: a write of its changes under way ends first, and none starts after,
+    /// so that a board left from an earlier assignment never writes into the index a restore builds anew.
+    pub fn close_partition(&self, partition: i32) {
         let slot = self.partitions.write().ok().and_then(|mut partitions| partitions.remove(&partition));
         if let Some(slot) = slot {
-            // A write under way ends first, and none starts after.
             let _board = lock(&slot.board);
             let mut pending = lock(&slot.staged);
             pending.closed = true;
             pending.staged.take();
         }
+    }
+
+    /// Forgets a partition that moved to another instance, and its index.
+    pub fn drop_partition(&self, partition: i32) {
+        self.close_partition(partition);
         if let Err(err) = self.store.index_clear(partition) {
             tracing::warn!(partition, error = %err, "the leaderboard index of a revoked partition stays until it is reassigned");
         }

@@ -91,6 +91,11 @@ impl Processor<'_> {
         if waiting.is_empty() {
             return Ok(());
         }
+        // The restore builds their leaderboards anew; a board an earlier processor of the instance left
+        // (rebuilt after a fault) must not write into them meanwhile.
+        for partition in &waiting {
+            self.insights.leaderboard.close_partition(*partition);
+        }
         let source = RestoreSource {
             client: self.settings.client.clone(),
             changelog: self.settings.topics.changelog.clone(),
