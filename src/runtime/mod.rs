@@ -475,9 +475,8 @@ impl<'a> Processor<'a> {
         self.complete(done, CommitMode::Async)
     }
 
-    /// Sends a task batch's outputs, then files its changes in the leaderboard and rule statistics, so
-    /// that the outputs never wait for the index writes that a leaderboard does every few thousand
-    /// contacts.
+    /// Sends a task batch's outputs, then stages its changes for the leaderboard and the rule statistics:
+    /// the outputs go out first.
     fn publish(&mut self, partition: i32, batch: TaskBatch) -> Result<(), ProcessorError> {
         self.summary.outputs += batch.counts.outputs;
         {
