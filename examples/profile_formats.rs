@@ -15,9 +15,9 @@
 use std::hint::black_box;
 
 use leadscore::event::input::InputDecoder;
-use leadscore::event::mapping::render::{FormatSample, samples};
+use leadscore::event::mapping::render::samples;
 use leadscore::event::mapping::{Mapped, Position, SourceRecord};
-use leadscore::event::{DecodeLimits, Event, json};
+use leadscore::event::{DecodeLimits, Event};
 use leadscore::generator::EventGenerator;
 
 /// The allocator of the `leadscore` binary, so that the figures are those of what it runs.
@@ -39,16 +39,6 @@ fn decode_all(decoder: &InputDecoder, records: &[Vec<u8>]) -> usize {
     events
 }
 
-/// The event a record maps to.
-fn mapped(decoder: &InputDecoder, payload: &[u8]) -> Event {
-    let record =
-        SourceRecord { payload, key: None, headers: &[], position: Position::Line { file: "profile", line: 0 } };
-    match decoder.decode_value(&record, &DecodeLimits::default()) {
-        Ok(Mapped::Event(event)) => event,
-        other => panic!("a sample record did not map to an event: {other:?}"),
-    }
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let format = args.next().unwrap_or_else(|| "json".to_owned());
@@ -56,15 +46,15 @@ fn main() {
     let mut generator = EventGenerator::new(42, 5_000, 1_772_366_400_000, 60_000);
     let events: Vec<Event> = (0..count).map(|_| generator.next_event()).collect();
     let native = args.next().is_some_and(|mode| mode == "native");
-    let Some(FormatSample { mut decoder, mut records, .. }) =
+    let Some(sample) =
         samples(&events).unwrap_or_else(|err| panic!("{err}")).into_iter().find(|sample| sample.name == format)
     else {
         panic!("unknown format {format}");
     };
-    if native {
-        records = records.iter().map(|payload| json::encode(&mapped(&decoder, payload))).collect();
-        decoder = InputDecoder::Json;
-    }
+    let (decoder, records) = match native {
+        true => (InputDecoder::Json, sample.as_leadscore_json().unwrap_or_else(|err| panic!("{err}"))),
+        false => (sample.decoder, sample.records),
+    };
     let bytes: usize = records.iter().map(Vec::len).sum();
     let decoded = decode_all(&decoder, &records);
     assert_eq!(decoded, count, "every record decodes");

@@ -302,19 +302,30 @@ impl Mapping {
     }
 
     /// The first of a field's sources that the record has; empty text counts as absent.
+    #[inline]
     fn pick<'a>(&self, field: &Field, found: &Extraction<'a>, record: &SourceRecord<'a>) -> Option<Scalar<'a>> {
-        field.picks.iter().find_map(|pick| {
+        for pick in &field.picks {
             let value = match pick {
-                Pick::Slot(slot) => found.slots[*slot].clone(),
-                Pick::Header(name) => header(record.headers, name).map(|text| Scalar::Text(Cow::Borrowed(text))),
-                Pick::Key => {
-                    record.key.and_then(|key| std::str::from_utf8(key).ok()).map(|text| Scalar::Text(text.into()))
-                }
-                Pick::Offset => Some(Scalar::Text(Cow::Owned(record.position.to_string()))),
-                Pick::Literal(text) => Some(Scalar::Text(Cow::Owned(text.clone()))),
+                Pick::Slot(slot) => match &found.slots[*slot] {
+                    Some(Scalar::Text(text)) if text.is_empty() => continue,
+                    Some(value) => value.clone(),
+                    None => continue,
+                },
+                Pick::Header(name) => match header(record.headers, name) {
+                    Some(text) if !text.is_empty() => Scalar::Text(Cow::Borrowed(text)),
+                    _ => continue,
+                },
+                Pick::Key => match record.key.and_then(|key| std::str::from_utf8(key).ok()) {
+                    Some(text) if !text.is_empty() => Scalar::Text(Cow::Borrowed(text)),
+                    _ => continue,
+                },
+                Pick::Offset => Scalar::Text(Cow::Owned(record.position.to_string())),
+                Pick::Literal(text) if text.is_empty() => continue,
+                Pick::Literal(text) => Scalar::Text(Cow::Owned(text.clone())),
             };
-            value.filter(|value| !matches!(value, Scalar::Text(text) if text.is_empty()))
-        })
+            return Some(value);
+        }
+        None
     }
 
     fn text<'a>(
@@ -339,10 +350,24 @@ impl Mapping {
                 attrs.push((name.clone(), attr_value(value)));
             }
         }
-        let unchanged = |name: &str, value: &Scalar<'_>| {
-            self.attrs_changed_from.is_some_and(|before| {
-                found.members.iter().any(|(bucket, old, was)| *bucket == before && old == name && was == value)
-            })
+        // `before` nearly always lists the columns `after` does, in the same order: each column is looked
+        // for first where the last one was found, and only then among all members.
+        let mut hint = 0;
+        let mut unchanged = |name: &str, value: &Scalar<'_>| {
+            let Some(before) = self.attrs_changed_from else { return false };
+            let named = |member: &(usize, Cow<'_, str>, Scalar<'_>)| member.0 == before && member.1 == name;
+            let hinted = found.members.get(hint).filter(|member| named(member));
+            if let Some(member) = hinted {
+                hint += 1;
+                if member.2 == *value {
+                    return true;
+                }
+            }
+            let at = found.members.iter().position(|member| named(member) && member.2 == *value);
+            if let (None, Some(at)) = (hinted, at) {
+                hint = at + 1;
+            }
+            at.is_some()
         };
         for bucket in &self.attrs_from {
             for (_, name, value) in found.members.iter().filter(|member| member.0 == *bucket) {

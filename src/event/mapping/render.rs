@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use serde_json::{Map, Value, json};
 
 use super::snowplow::COLUMNS;
-use super::{InputFormat, Sources, TopicInput};
+use super::{InputFormat, Mapped, Position, SourceRecord, Sources, TopicInput};
 use crate::event::input::InputDecoder;
-use crate::event::{AttrValue, Event, format_rfc3339, json, protobuf};
+use crate::event::{AttrValue, DecodeLimits, Event, format_rfc3339, json, protobuf};
 
 fn attr_json(value: &AttrValue) -> Value {
     match value {
@@ -180,6 +180,27 @@ pub struct FormatSample {
     pub decoder: InputDecoder,
     /// One record value per event.
     pub records: Vec<Vec<u8>>,
+}
+
+impl FormatSample {
+    /// What each record maps to, written as leadscore JSON: the same events with the same attributes, so
+    /// that decoding these instead of `records` leaves out what the mapping costs. An error names a record
+    /// that maps to no event.
+    pub fn as_leadscore_json(&self) -> Result<Vec<Vec<u8>>, String> {
+        let limits = DecodeLimits::default();
+        self.records
+            .iter()
+            .enumerate()
+            .map(|(line, payload)| {
+                let position = Position::Line { file: self.name, line };
+                let record = SourceRecord { payload, key: None, headers: &[], position };
+                match self.decoder.decode_value(&record, &limits) {
+                    Ok(Mapped::Event(event)) => Ok(json::encode(&event)),
+                    other => Err(format!("{} record {line} maps to no event: {other:?}", self.name)),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The events written in every format, each with its decoder; an error names a preset that does not compile.

@@ -177,6 +177,12 @@ fn debezium_changes_carry_only_changed_columns_and_deletes_follow_the_types_tabl
         ("a@x.io", "profile_update", "24023128")
     );
     assert_eq!(changed.attrs, vec![("industry".to_owned(), text("software"))]);
+    // Columns in another order, `after` first, a column added and one repeated still compare by name.
+    let reordered = r#"{"after":{"email":"a@x.io","employees":45,"id":1,"industry":"retail","plan":"pro"},
+                        "before":{"id":1,"industry":"retail","industry":"x","email":"a@x.io","employees":40},
+                        "source":{"lsn":1},"op":"u","ts_ms":1772442000000}"#;
+    let attrs = event(&input, reordered).attrs;
+    assert_eq!(attrs, vec![("employees".to_owned(), AttrValue::Number(45.0)), ("plan".to_owned(), text("pro"))]);
     let with_schema = format!(r#"{{"schema":{{"type":"struct","fields":[{{"field":"before"}}]}},"payload":{update}}}"#);
     assert_eq!(event(&input, &with_schema), changed);
     let delete = r#"{"before":{"id":1,"email":"a@x.io"},"after":null,"source":{},"op":"d","ts_ms":1772442000000}"#;
