@@ -12,13 +12,15 @@ use super::{AttrValue, DecodeError, DecodeLimits, Event, EventFields, check_payl
 pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeError> {
     check_payload(payload, limits)?;
     check_depth(payload)?;
-    // The fast path; only a payload that fails is decoded again to name the field at fault.
-    let mut deserializer = serde_json::Deserializer::from_slice(payload);
-    if let Ok(raw) = RawEvent::deserialize(&mut deserializer)
-        && deserializer.end().is_ok()
-    {
-        return raw.into_fields().validate(limits);
+    // The fast path; only a payload it does not take is decoded by serde, which names the field at fault.
+    match super::json_fast::read(payload) {
+        Some(fields) => fields.validate(limits),
+        None => decode_with_serde(payload, limits),
     }
+}
+
+/// Decodes an event with serde, naming the field at fault in an error.
+fn decode_with_serde(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeError> {
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
     let raw: RawEvent<'_> = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();
@@ -253,6 +255,8 @@ impl<'de> Deserialize<'de> for AttrScalar {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn decode_str(text: &str) -> Result<Event, DecodeError> {
@@ -283,6 +287,129 @@ mod tests {
             let mut expected = event.clone();
             expected.attrs.sort_by(|a, b| a.0.cmp(&b.0));
             assert_eq!(decoded, expected);
+        }
+    }
+
+    /// A JSON value of any type, some of them edge cases of their type.
+    fn any_value() -> BoxedStrategy<String> {
+        let text = prop_oneof![
+            Just(String::new()),
+            Just("  ".to_owned()),
+            "[a-z0-9_@./-]{1,12}",
+            Just("2026-03-01T12:00:00Z".to_owned()),
+            Just("yesterday".to_owned()),
+            "\\PC{0,6}",
+        ]
+        .prop_map(|text| serde_json::to_string(&text).unwrap_or_default());
+        prop_oneof![
+            text,
+            Just(r#""a\u00e9\n\"b""#.to_owned()),
+            Just(r#""\ud83d\ude00""#.to_owned()),
+            Just(r#""\ud800""#.to_owned()),
+            number(),
+            Just("18446744073709551616".to_owned()),
+            Just("-0".to_owned()),
+            Just("1e3".to_owned()),
+            Just("true".to_owned()),
+            Just("false".to_owned()),
+            Just("null".to_owned()),
+            Just("[1, {}]".to_owned()),
+            Just("{\"a\": [1]}".to_owned()),
+        ]
+        .boxed()
+    }
+
+    /// A well-typed attribute value.
+    fn attr_value() -> impl Strategy<Value = String> {
+        prop_oneof![number(), Just("true".to_owned()), Just("false".to_owned()), "\"[a-z ]{0,8}\""]
+    }
+
+    /// Integers and decimals that serde_json's default float reading parses exactly.
+    fn number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (-2_000_000_000_000i64..2_000_000_000_000).prop_map(|number| number.to_string()),
+            (-99_999i64..99_999, 0u32..100).prop_map(|(whole, cents)| format!("{whole}.{cents:02}")),
+        ]
+    }
+
+    /// The value of one member: mostly of the type the member takes, sometimes anything.
+    fn value_of(key: &'static str) -> BoxedStrategy<String> {
+        let typed: BoxedStrategy<String> = match key {
+            "ts" => prop_oneof![
+                (1_000_000_000_000i64..2_000_000_000_000).prop_map(|ms| ms.to_string()),
+                Just("\"2026-03-01T12:00:00.250+01:00\"".to_owned()),
+            ]
+            .boxed(),
+            "type" => {
+                prop_oneof![Just("page_visit"), Just("manual_adjustment"), Just("phase_change"), Just("demo_request")]
+                    .prop_map(|kind| format!("\"{kind}\""))
+                    .boxed()
+            }
+            "points" => number().boxed(),
+            "attrs" => {
+                proptest::collection::vec(("[a-c]{1,2}", prop_oneof![4 => attr_value(), 1 => any_value()]), 0..4)
+                    .prop_map(|members| {
+                        let members: Vec<String> =
+                            members.iter().map(|(name, value)| format!("\"{name}\": {value}")).collect();
+                        format!("{{{}}}", members.join(","))
+                    })
+                    .boxed()
+            }
+            _ => "\"[a-z0-9_@.-]{1,12}\"".boxed(),
+        };
+        prop_oneof![6 => typed, 1 => any_value()].boxed()
+    }
+
+    /// An event object: the required fields, then random members (every field, an unknown one, a key
+    /// written with an escape, fields given twice), sometimes cut short.
+    fn event_text() -> impl Strategy<Value = String> {
+        const KEYS: [&str; 12] =
+            ["id", "contact", "type", "ts", "item", "attrs", "points", "reason", "group", "actor", "phase", "other"];
+        let member = proptest::sample::select(&KEYS[..])
+            .prop_flat_map(|key| (Just(key), value_of(key), prop_oneof![Just(""), Just(" \n")]));
+        // What each type needs, so that manual adjustments and phase changes are read to the end too.
+        let typed = prop_oneof![
+            (value_of("attrs"), value_of("item"))
+                .prop_map(|(attrs, item)| format!("\"type\":\"page_visit\",\"attrs\":{attrs},\"item\":{item}")),
+            (value_of("points"), value_of("reason"), value_of("group"), value_of("actor")).prop_map(
+                |(points, reason, group, actor)| format!(
+                    "\"type\":\"manual_adjustment\",\"points\":{points},\"reason\":{reason},\"group\":{group},\"actor\":{actor}"
+                )
+            ),
+            value_of("phase").prop_map(|phase| format!("\"type\":\"phase_change\",\"phase\":{phase}")),
+            value_of("type").prop_map(|kind| format!("\"type\":{kind}")),
+        ];
+        let required = (value_of("contact"), typed, value_of("ts"));
+        (required, proptest::collection::vec(member, 0..7), any::<bool>(), 0usize..8).prop_map(
+            |((contact, kind, ts), members, escaped, cut)| {
+                let id = if escaped { "\\u0069d" } else { "id" };
+                let mut body =
+                    vec![format!("\"{id}\":\"e-1\""), format!("\"contact\":{contact}"), kind, format!("\"ts\":{ts}")];
+                body.extend(members.iter().map(|(key, value, space)| format!("{space}\"{key}\":{value}")));
+                let text = format!("{{{}}}", body.join(","));
+                // One event in eight loses its last bytes.
+                text[..text.len() - if cut == 0 { 2 } else { 0 }].to_owned()
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The fast path decodes every event as serde does, to the same event or the same error.
+        #[test]
+        fn the_fast_path_agrees_with_serde(text in event_text()) {
+            let limits = DecodeLimits::default();
+            proptest::prop_assert_eq!(decode(text.as_bytes(), &limits), decode_with_serde(text.as_bytes(), &limits), "{}", text);
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_a_generated_stream() {
+        let mut generator = crate::generator::EventGenerator::new(5, 50, 1_772_366_400_000, 1000);
+        for _ in 0..200 {
+            let payload = encode(&generator.next_event());
+            assert!(super::super::json_fast::read(&payload).is_some(), "{}", String::from_utf8_lossy(&payload));
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod framing;
 pub mod input;
 pub mod json;
+mod json_fast;
 pub mod mapping;
 pub mod protobuf;
 pub mod sample;

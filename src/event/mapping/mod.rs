@@ -5,7 +5,7 @@
 //! fields. [`Mapping::compile`] turns it into a [`walk::PathTree`] of the pointers it reads, so that a
 //! record is read in one pass that keeps only those values, borrowed from the payload.
 
-mod lexer;
+pub(crate) mod lexer;
 pub mod render;
 mod snowplow;
 mod source;
@@ -22,7 +22,8 @@ use super::{
     AttrValue, DecodeError, DecodeLimits, Event, EventFields, MANUAL_ADJUSTMENT, PHASE_CHANGE, check_payload,
     parse_rfc3339, parse_sql_time,
 };
-use walk::{Extraction, PathTree, ROOT, Scalar};
+pub(crate) use walk::Scalar;
+use walk::{Extraction, PathTree, ROOT};
 
 /// A Kafka record as the mapping sees it.
 #[derive(Debug, Clone, Copy)]
