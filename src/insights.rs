@@ -65,7 +65,8 @@ pub const UNKNOWN_CLASS: usize = 5;
 pub const OUTCOMES: [&str; 5] = ["scored", "ignored", "duplicate", "replayed", "dlq"];
 
 /// Output kinds, the `kind` label of `leadscore_outputs_total`.
-pub const OUTPUT_KINDS: [&str; 4] = ["score_changed", "threshold_crossed", "phase_changed", "contact_erased"];
+pub const OUTPUT_KINDS: [&str; 5] =
+    ["score_changed", "threshold_crossed", "phase_changed", "contact_merged", "contact_erased"];
 
 /// Dead-letter reasons, the `reason` label of `leadscore_dlq_records_total`: the decoder's error kinds,
 /// a key that is not the contact id, and events the rules reject.
@@ -100,8 +101,8 @@ pub struct BatchInsight {
     pub phase_changes: BTreeMap<(String, String), u64>,
     /// Event times of the events whose outputs this batch publishes.
     pub event_times_ms: Vec<i64>,
-    /// Outputs per kind (score_changed, threshold_crossed, phase_changed, contact_erased).
-    pub outputs: [u64; 4],
+    /// Outputs per kind, as in [`OUTPUT_KINDS`].
+    pub outputs: [u64; OUTPUT_KINDS.len()],
     /// Dead letters per reason, as in [`DLQ_REASONS`].
     pub dead_letters: [u64; DLQ_REASONS.len()],
 }
@@ -150,7 +151,7 @@ impl BatchInsight {
                 OutputBody::PhaseChanged(changed) => {
                     *self.phase_changes.entry((changed.from.clone(), changed.to.clone())).or_default() += 1;
                 }
-                OutputBody::ScoreChanged(_) | OutputBody::ContactErased => {}
+                OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased => {}
             }
         }
     }

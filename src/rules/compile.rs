@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::file::{GroupFile, PredicateFile, RuleFile, RulesFile, ThresholdFile};
 use super::{
     AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY, MANUAL_SOURCE,
-    Phase, Predicate, Requirements, Rule, Rules, Target, Threshold, parse_duration_ms,
+    MERGE_KEY, MERGE_SOURCE, Phase, Predicate, Requirements, Rule, Rules, Target, Threshold, parse_duration_ms,
 };
 use crate::event::AttrValue;
 use crate::hashing::{id_fingerprint, name_key};
@@ -428,7 +428,8 @@ fn compile_threshold(
 
 /// Stored state refers to names by hash; two names with one hash would be confused, so refuse them.
 fn check_keys_unique(source: &Source<'_>, file: &RulesFile, rules: &[Rule]) -> Result<(), RulesError> {
-    let mut seen: HashMap<u32, &str> = HashMap::from([(CLAMP_KEY, CLAMP_SOURCE), (MANUAL_KEY, MANUAL_SOURCE)]);
+    let mut seen: HashMap<u32, &str> =
+        HashMap::from([(CLAMP_KEY, CLAMP_SOURCE), (MANUAL_KEY, MANUAL_SOURCE), (MERGE_KEY, MERGE_SOURCE)]);
     for (rule, spanned) in rules.iter().zip(&file.rules) {
         if let Some(other) = seen.insert(rule.key, &rule.id) {
             return Err(source.at(&spanned.id, format!("rule id {:?} collides with {other:?}; rename one", rule.id)));

@@ -91,12 +91,13 @@ impl Rules {
         }
     }
 
-    /// The name behind a stored source key: a rule id, `manual`, `clamp`, or a phase (history of phase
-    /// entries). Keys are hashes of names, so one key never stands for two different names.
+    /// The name behind a stored source key: a rule id, `manual`, `clamp`, `merge`, or a phase (history of
+    /// phase entries). Keys are hashes of names, so one key never stands for two different names.
     pub fn source_name(&self, key: u32) -> &str {
         match key {
             CLAMP_KEY => CLAMP_SOURCE,
             MANUAL_KEY => MANUAL_SOURCE,
+            MERGE_KEY => MERGE_SOURCE,
             _ => self
                 .rules
                 .iter()
@@ -112,10 +113,14 @@ impl Rules {
 pub const CLAMP_SOURCE: &str = "clamp";
 /// Contribution source of manual adjustments.
 pub const MANUAL_SOURCE: &str = "manual";
+/// History source of a contact merged into another.
+pub const MERGE_SOURCE: &str = "merge";
 /// Stored key of [`CLAMP_SOURCE`].
 pub const CLAMP_KEY: u32 = crate::hashing::name_key(CLAMP_SOURCE);
 /// Stored key of [`MANUAL_SOURCE`].
 pub const MANUAL_KEY: u32 = crate::hashing::name_key(MANUAL_SOURCE);
+/// Stored key of [`MERGE_SOURCE`].
+pub const MERGE_KEY: u32 = crate::hashing::name_key(MERGE_SOURCE);
 
 /// A named score with its range, weight in the total and decay law.
 #[derive(Debug, Clone, PartialEq)]

@@ -28,7 +28,9 @@ impl Route {
     /// The route of an output.
     pub fn of(body: &OutputBody) -> Route {
         match body {
-            OutputBody::ScoreChanged(_) | OutputBody::ContactErased => Route::ScoreChanged,
+            OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased => {
+                Route::ScoreChanged
+            }
             OutputBody::ThresholdCrossed(_) => Route::ThresholdCrossed,
             OutputBody::PhaseChanged(_) => Route::PhaseChanged,
         }

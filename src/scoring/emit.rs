@@ -3,7 +3,9 @@
 
 use super::attribution::{Attribution, Conversion, RuleFire};
 use super::grade;
-use super::output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
+use super::output::{
+    ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed,
+};
 use super::state::ContactState;
 use crate::rules::{Rules, Threshold};
 
@@ -81,15 +83,7 @@ impl<'a> Emitter<'a> {
     ) {
         let rules = self.rules;
         let new_total = state.total(rules, at_ms);
-        let groups = rules
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(index, group)| GroupValue {
-                group: group.name.clone(),
-                value: state.group_value(rules, index, at_ms),
-            })
-            .collect();
+        let groups = group_values(rules, state, at_ms);
         let body = OutputBody::ScoreChanged(ScoreChanged {
             old_total,
             new_total,
@@ -114,6 +108,12 @@ impl<'a> Emitter<'a> {
         });
         let id = self.next_id();
         self.push(id, at_ms, body, false);
+    }
+
+    /// A merge; published even while the contact is disqualified, since it changes who the contact is.
+    pub fn contact_merged(&mut self, at_ms: i64, merge: ContactMerged) {
+        let id = self.next_id();
+        self.push(id, at_ms, OutputBody::ContactMerged(merge), true);
     }
 
     /// A crossing; `timer` is t* when decay caused it, which also names the output.
@@ -149,6 +149,16 @@ impl<'a> Emitter<'a> {
         }
         outputs.into_iter().zip(unmuted).filter(|(_, unmuted)| *unmuted).map(|(output, _)| output).collect()
     }
+}
+
+/// Every group's value at `at_ms`, in rules-file order.
+pub(super) fn group_values(rules: &Rules, state: &ContactState, at_ms: i64) -> Vec<GroupValue> {
+    rules
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(index, group)| GroupValue { group: group.name.clone(), value: state.group_value(rules, index, at_ms) })
+        .collect()
 }
 
 /// The output that announces an erasure.

@@ -11,6 +11,7 @@ pub mod codec_write;
 mod crossing;
 mod emit;
 mod fire;
+mod merge;
 mod output;
 mod output_json;
 mod series;
@@ -20,7 +21,10 @@ mod view;
 pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
-pub use output::{Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed};
+pub use merge::merge;
+pub use output::{
+    ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed,
+};
 pub use series::{Series, SeriesPoint};
 pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};
 pub use view::{ContactView, ExplanationLine, GroupView, HistoryView};

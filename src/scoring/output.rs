@@ -1,4 +1,4 @@
-//! What the engine publishes: score changes, threshold crossings, phase changes and erasures.
+//! What the engine publishes: score changes, threshold crossings, phase changes, merges and erasures.
 //!
 //! Every output has an `id` derived from its cause, so a consumer can drop copies that are re-sent after
 //! a crash, and the rules version that computed it.
@@ -35,6 +35,8 @@ pub enum OutputBody {
     ThresholdCrossed(ThresholdCrossed),
     /// A contact entered a phase.
     PhaseChanged(PhaseChanged),
+    /// Another contact was merged into this one.
+    ContactMerged(ContactMerged),
     /// Every trace of a contact was deleted.
     ContactErased,
 }
@@ -46,6 +48,7 @@ impl OutputBody {
             OutputBody::ScoreChanged(_) => "score_changed",
             OutputBody::ThresholdCrossed(_) => "threshold_crossed",
             OutputBody::PhaseChanged(_) => "phase_changed",
+            OutputBody::ContactMerged(_) => "contact_merged",
             OutputBody::ContactErased => "contact_erased",
         }
     }
@@ -122,6 +125,31 @@ pub struct PhaseChanged {
     pub cause: String,
 }
 
+/// A merge: who was merged into the contact, and both states before it, and the one after.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactMerged {
+    /// The contact merged into this one; its id now stands for this contact.
+    pub merged: String,
+    /// This contact's weighted total just before (0 if it was new).
+    pub old_total: f64,
+    /// The merged contact's weighted total just before.
+    pub merged_total: f64,
+    /// The weighted total after.
+    pub new_total: f64,
+    /// This contact's groups just before, in rules-file order.
+    pub old_groups: Vec<GroupValue>,
+    /// The merged contact's groups just before.
+    pub merged_groups: Vec<GroupValue>,
+    /// Every group's value after.
+    pub groups: Vec<GroupValue>,
+    /// This contact's phase before.
+    pub old_phase: String,
+    /// The merged contact's phase before.
+    pub merged_phase: String,
+    /// The phase after: the later of the two.
+    pub phase: String,
+}
+
 fn as_rfc3339<S: Serializer>(ms: &i64, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&format_rfc3339(*ms))
 }
@@ -143,11 +171,7 @@ impl Output {
                 old_total: change.old_total,
                 new_total: change.new_total,
                 delta: change.delta,
-                groups: change
-                    .groups
-                    .iter()
-                    .map(|group| v1::GroupValue { group: group.group.clone(), value: group.value })
-                    .collect(),
+                groups: group_values(&change.groups),
                 rules_fired: change.rules_fired.clone(),
                 phase: change.phase.clone(),
                 grade: change.grade.unwrap_or_default().to_owned(),
@@ -169,6 +193,18 @@ impl Output {
                 to: change.to.clone(),
                 cause: change.cause.clone(),
             }),
+            OutputBody::ContactMerged(merge) => Body::ContactMerged(v1::ContactMerged {
+                merged: merge.merged.clone(),
+                old_total: merge.old_total,
+                merged_total: merge.merged_total,
+                new_total: merge.new_total,
+                old_groups: group_values(&merge.old_groups),
+                merged_groups: group_values(&merge.merged_groups),
+                groups: group_values(&merge.groups),
+                old_phase: merge.old_phase.clone(),
+                merged_phase: merge.merged_phase.clone(),
+                phase: merge.phase.clone(),
+            }),
             OutputBody::ContactErased => Body::ContactErased(v1::ContactErased {}),
         };
         v1::Output {
@@ -180,4 +216,8 @@ impl Output {
         }
         .encode_to_vec()
     }
+}
+
+fn group_values(groups: &[GroupValue]) -> Vec<v1::GroupValue> {
+    groups.iter().map(|group| v1::GroupValue { group: group.group.clone(), value: group.value }).collect()
 }

@@ -5,7 +5,7 @@
 //! Numbers are written as serde_json writes them (shortest round-trip form, `null` for a non-finite
 //! value), and strings escaped as JSON requires.
 
-use super::output::{Direction, Output, OutputBody};
+use super::output::{Direction, GroupValue, Output, OutputBody};
 use crate::event::write_rfc3339;
 
 /// Appends `output` as one JSON object to `out`.
@@ -30,19 +30,7 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
             field(out, "delta", false);
             number(out, change.delta);
             field(out, "groups", false);
-            out.push(b'[');
-            for (index, group) in change.groups.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                out.push(b'{');
-                field(out, "group", true);
-                string(out, &group.group);
-                field(out, "value", false);
-                number(out, group.value);
-                out.push(b'}');
-            }
-            out.push(b']');
+            groups(out, &change.groups);
             field(out, "rules_fired", false);
             out.push(b'[');
             for (index, rule) in change.rules_fired.iter().enumerate() {
@@ -91,9 +79,47 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
             field(out, "cause", false);
             string(out, &change.cause);
         }
+        OutputBody::ContactMerged(merge) => {
+            field(out, "merged", false);
+            string(out, &merge.merged);
+            field(out, "old_total", false);
+            number(out, merge.old_total);
+            field(out, "merged_total", false);
+            number(out, merge.merged_total);
+            field(out, "new_total", false);
+            number(out, merge.new_total);
+            field(out, "old_groups", false);
+            groups(out, &merge.old_groups);
+            field(out, "merged_groups", false);
+            groups(out, &merge.merged_groups);
+            field(out, "groups", false);
+            groups(out, &merge.groups);
+            field(out, "old_phase", false);
+            string(out, &merge.old_phase);
+            field(out, "merged_phase", false);
+            string(out, &merge.merged_phase);
+            field(out, "phase", false);
+            string(out, &merge.phase);
+        }
         OutputBody::ContactErased => {}
     }
     out.push(b'}');
+}
+
+fn groups(out: &mut Vec<u8>, groups: &[GroupValue]) {
+    out.push(b'[');
+    for (index, group) in groups.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        field(out, "group", true);
+        string(out, &group.group);
+        field(out, "value", false);
+        number(out, group.value);
+        out.push(b'}');
+    }
+    out.push(b']');
 }
 
 /// A field name (a plain ASCII literal) and its colon, after a comma unless it is the first.
@@ -165,7 +191,7 @@ mod tests {
 
     use super::*;
     use crate::event::format_rfc3339;
-    use crate::scoring::output::{GroupValue, PhaseChanged, ScoreChanged, ThresholdCrossed};
+    use crate::scoring::output::{ContactMerged, PhaseChanged, ScoreChanged, ThresholdCrossed};
 
     /// The same object built through serde_json, the reference the writer must match byte for byte.
     fn reference(output: &Output) -> Vec<u8> {
@@ -219,6 +245,21 @@ mod tests {
                 phase: text.clone(),
             })),
             common(OutputBody::PhaseChanged(PhaseChanged { from: text.clone(), to: "b".into(), cause: text.clone() })),
+            common(OutputBody::ContactMerged(ContactMerged {
+                merged: text.clone(),
+                old_total: number,
+                merged_total: -number,
+                new_total: f64::INFINITY,
+                old_groups: vec![GroupValue { group: text.clone(), value: number }],
+                merged_groups: Vec::new(),
+                groups: vec![
+                    GroupValue { group: "a".into(), value: 0.5 },
+                    GroupValue { group: text.clone(), value: -0.0 },
+                ],
+                old_phase: text.clone(),
+                merged_phase: "b".into(),
+                phase: text.clone(),
+            })),
             common(OutputBody::ContactErased),
         ]
     }

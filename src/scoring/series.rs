@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::state::{ContactState, HistoryEntry};
 use crate::event::format_rfc3339;
-use crate::rules::{DecayLaw, Group, MANUAL_KEY, Rules};
+use crate::rules::{DecayLaw, Group, MANUAL_KEY, MERGE_KEY, Rules};
 
 /// Samples drawn between two consecutive changes when a group decays.
 pub const SAMPLES_BETWEEN: usize = 8;
@@ -54,14 +54,14 @@ pub struct SeriesEvent {
     pub t: i64,
     /// The same time, RFC 3339.
     pub ts: String,
-    /// A rule id, `manual`, or the phase entered.
+    /// A rule id, `manual`, `merge`, or the phase entered.
     pub source: String,
     /// The group changed, if one was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// What the entry gave (the change of the total, for phase entries).
     pub delta: f64,
-    /// `rule`, `manual`, `phase` or `disqualified`.
+    /// `rule`, `manual`, `merge`, `phase` or `disqualified`.
     pub kind: &'static str,
 }
 
@@ -162,6 +162,7 @@ fn event(rules: &Rules, entry: &HistoryEntry) -> SeriesEvent {
     let kind = match () {
         () if phase_entered(rules, entry).is_some() => "phase",
         () if entry.source == MANUAL_KEY => "manual",
+        () if entry.source == MERGE_KEY => "merge",
         () if group.is_none() => "disqualified",
         () => "rule",
     };

@@ -249,6 +249,73 @@ impl GroupScore {
         GroupChange { before, after: self.value, cut, pushing }
     }
 
+    /// Adds `other`, the same group of a contact merged into this one, at `at_ms` (not before either's
+    /// last rebase): both decayed to `at_ms`, their contributions added source by source, then clamped
+    /// once. A step group keeps every live contribution with its own expiry, so each still vanishes when
+    /// it would have.
+    pub fn absorb(&mut self, group: &Group, other: &GroupScore, at_ms: i64) {
+        if let DecayLaw::Step { .. } = group.decay {
+            self.contributions.retain(|c| c.expires_at_ms.is_none_or(|end| end > at_ms));
+            for theirs in other.contributions.iter().filter(|c| c.expires_at_ms.is_none_or(|end| end > at_ms)) {
+                let same = |c: &&mut Contribution| c.source == theirs.source && c.expires_at_ms == theirs.expires_at_ms;
+                match self.contributions.iter_mut().find(same) {
+                    Some(existing) => existing.points += theirs.points,
+                    None => self.contributions.push(*theirs),
+                }
+            }
+            // In order of expiry, as firings add them.
+            self.contributions.sort_by_key(|c| c.expires_at_ms);
+            self.since_ms = at_ms;
+            self.value = clamp(group, self.live_sum(at_ms));
+            return;
+        }
+        self.rebase(group, at_ms);
+        let wanted = self.value + other.value_at(group, at_ms);
+        for theirs in other.contributions_at(group, at_ms) {
+            credit(&mut self.contributions, theirs.source, theirs.points);
+        }
+        let after = clamp(group, wanted);
+        if after != wanted {
+            credit(&mut self.contributions, CLAMP_KEY, after - wanted);
+        }
+        self.value = after;
+    }
+
+    /// Takes back `firings` of the `held` firings of `points` each that `source` holds in the group at
+    /// `at_ms`: for a step group the latest ones, exactly (`held` is not needed there); for the others
+    /// that share of the source's decayed points (exact when the source fired once, as a rule with
+    /// `max_times = 1` does), without clamping again: [`GroupScore::absorb`] clamps once, after.
+    pub fn withdraw(&mut self, group: &Group, source: u32, points: f64, firings: u32, held: u32, at_ms: i64) {
+        if firings == 0 || held == 0 || points == 0.0 {
+            return;
+        }
+        if let DecayLaw::Step { .. } = group.decay {
+            self.contributions.retain(|c| c.expires_at_ms.is_none_or(|end| end > at_ms));
+            // Contributions are in order of expiry: the last firings, the ones a single contact's limit
+            // would have refused, come first from the back.
+            let mut left = f64::from(firings);
+            for contribution in self.contributions.iter_mut().rev().filter(|c| c.source == source) {
+                let taken = (contribution.points / points).round().min(left);
+                contribution.points -= taken * points;
+                left -= taken;
+                if left <= 0.0 {
+                    break;
+                }
+            }
+            self.contributions.retain(|c| c.points != 0.0);
+            self.since_ms = at_ms;
+            self.value = clamp(group, self.live_sum(at_ms));
+            return;
+        }
+        self.rebase(group, at_ms);
+        let share = f64::from(firings.min(held)) / f64::from(held);
+        if let Some(contribution) = self.contributions.iter_mut().find(|c| c.source == source) {
+            let taken = contribution.points * share;
+            contribution.points -= taken;
+            self.value -= taken;
+        }
+    }
+
     /// Sets the group to 0 at `at_ms` (a phase reset).
     pub fn reset(&mut self, at_ms: i64) {
         *self = GroupScore::empty(at_ms);
