@@ -9,9 +9,10 @@ use toml::Spanned;
 use super::file::{GroupFile, PredicateFile, RuleFile, RulesFile, ThresholdFile};
 use super::{
     AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY, MANUAL_SOURCE,
-    MERGE_KEY, MERGE_SOURCE, Phase, Predicate, Requirements, Rule, Rules, Target, Threshold, parse_duration_ms,
+    MERGE, MERGE_KEY, MERGE_SOURCE, MergeOn, Phase, Predicate, Requirements, Rule, Rules, Target, Threshold,
+    parse_duration_ms,
 };
-use crate::event::AttrValue;
+use crate::event::{AttrValue, ERASE, MANUAL_ADJUSTMENT, PHASE_CHANGE, REQUALIFY};
 use crate::hashing::{id_fingerprint, name_key};
 
 /// Default number of history entries per contact.
@@ -155,6 +156,21 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
     let history_limit = positive_count(&source, settings.history.as_ref(), DEFAULT_HISTORY, "history")?;
     let dedup_window = positive_count(&source, settings.dedup_window.as_ref(), DEFAULT_DEDUP_WINDOW, "dedup_window")?;
 
+    let mut merges = vec![MergeOn { event_type: MERGE.to_owned(), attribute: "merged".to_owned() }];
+    for merge in &file.merges {
+        let kind = merge.on.get_ref();
+        if [ERASE, PHASE_CHANGE, MANUAL_ADJUSTMENT, REQUALIFY].contains(&kind.as_str()) || kind.trim().is_empty() {
+            return Err(source.at(&merge.on, format!("{kind:?} cannot merge contacts; name an event type of your own")));
+        }
+        if merges.iter().any(|other| other.event_type == *kind) {
+            return Err(source.at(&merge.on, format!("event type {kind:?} already merges contacts")));
+        }
+        if merge.merged.get_ref().trim().is_empty() {
+            return Err(source.at(&merge.merged, "name the attribute that holds the merged contact's id"));
+        }
+        merges.push(MergeOn { event_type: kind.clone(), attribute: merge.merged.get_ref().clone() });
+    }
+
     let mut rules_by_type: HashMap<String, Vec<usize>> = HashMap::new();
     for (index, rule) in rules.iter().enumerate() {
         rules_by_type.entry(rule.event_type.clone()).or_default().push(index);
@@ -175,6 +191,7 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
         manual_group,
         history_limit,
         dedup_window,
+        merges,
         rules_by_type: rules_by_type.into_iter().map(|(kind, list)| (kind, list.into_boxed_slice())).collect(),
     })
 }
@@ -189,7 +206,7 @@ fn check_name(source: &Source<'_>, name: &Spanned<String>, what: &str) -> Result
     if text.trim().is_empty() {
         return Err(source.at(name, format!("{what} name must not be empty")));
     }
-    if text == CLAMP_SOURCE || text == MANUAL_SOURCE {
+    if text == CLAMP_SOURCE || text == MANUAL_SOURCE || text == MERGE_SOURCE {
         return Err(source.at(name, format!("{text:?} is reserved and cannot name a {what}")));
     }
     Ok(())

@@ -18,6 +18,15 @@ pub(super) struct RulesFile {
     pub rules: Vec<RuleFile>,
     #[serde(default)]
     pub thresholds: Vec<ThresholdFile>,
+    #[serde(default)]
+    pub merges: Vec<MergeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MergeFile {
+    pub on: Spanned<String>,
+    pub merged: Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

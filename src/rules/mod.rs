@@ -43,6 +43,9 @@ pub struct Rules {
     pub history_limit: usize,
     /// How many recent event ids a contact remembers to drop duplicates.
     pub dedup_window: usize,
+    /// Event types that merge another contact into the event's, with the attribute that names it; the
+    /// built-in `merge` type (attribute `merged`) first.
+    pub merges: Vec<MergeOn>,
     rules_by_type: HashMap<String, Box<[usize]>>,
 }
 
@@ -61,6 +64,15 @@ impl Rules {
     /// Indices of the rules that listen to `event_type`, in file order.
     pub fn rules_for(&self, event_type: &str) -> &[usize] {
         self.rules_by_type.get(event_type).map_or(&[], |rules| rules)
+    }
+
+    /// The contact an event merges into its own, if its type is a merge type and it names one.
+    pub fn merged_contact<'e>(&self, event: &'e Event) -> Option<&'e str> {
+        let merge = self.merges.iter().find(|merge| merge.event_type == event.kind)?;
+        match event.attr(&merge.attribute)? {
+            AttrValue::Text(id) if !id.is_empty() => Some(id),
+            _ => None,
+        }
     }
 
     /// The index of the group named `name`.
@@ -108,6 +120,18 @@ impl Rules {
         }
     }
 }
+
+/// An event type that says two contact ids are one person.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeOn {
+    /// The event type, such as `identify`.
+    pub event_type: String,
+    /// The attribute naming the contact merged into the event's contact, such as `anonymous_id`.
+    pub attribute: String,
+}
+
+/// The built-in event type that merges the contact in its `merged` attribute into its own.
+pub const MERGE: &str = "merge";
 
 /// Contribution source of the points a group's range cut off.
 pub const CLAMP_SOURCE: &str = "clamp";

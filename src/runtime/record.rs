@@ -44,12 +44,15 @@ pub struct StoredContact {
     pub state: Option<ContactState>,
     /// Last input offset applied, per input topic key.
     pub offsets: Vec<(u32, i64)>,
+    /// The contact this one was merged into, whose state holds its events from then on; `state` is then
+    /// `None`, and the record stays as the id's alias.
+    pub merged_into: Option<String>,
 }
 
 impl StoredContact {
     /// A record for a contact seen for the first time.
     pub fn fresh(state: Option<ContactState>) -> Self {
-        StoredContact { state, offsets: Vec::new() }
+        StoredContact { state, offsets: Vec::new(), merged_into: None }
     }
 
     /// The last offset of `topic` applied to this contact.
@@ -68,14 +71,14 @@ impl StoredContact {
     /// Encodes the record.
     pub fn encode(&self, rules: &Rules) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        codec_write::write_record(rules, self.state.as_ref(), &self.offsets, &mut out);
+        codec_write::write_record(rules, self.state.as_ref(), &self.offsets, self.merged_into.as_deref(), &mut out);
         out
     }
 
     /// Decodes a record written by [`StoredContact::encode`].
     pub fn decode(rules: &Rules, contact: &str, bytes: &[u8]) -> Result<StoredContact, codec::CodecError> {
         let message = v1::ContactState::decode(bytes).map_err(|err| codec::CodecError::Corrupt(err.to_string()))?;
-        let state = if message.erased {
+        let state = if message.erased || message.merged_into.is_some() {
             if message.format != codec::STATE_FORMAT {
                 return Err(codec::CodecError::UnknownFormat { found: message.format });
             }
@@ -83,7 +86,8 @@ impl StoredContact {
         } else {
             Some(codec::from_proto(rules, contact, &message)?)
         };
-        Ok(StoredContact { state, offsets: message.offsets.iter().map(|entry| (entry.topic, entry.offset)).collect() })
+        let offsets = message.offsets.iter().map(|entry| (entry.topic, entry.offset)).collect();
+        Ok(StoredContact { state, offsets, merged_into: message.merged_into })
     }
 }
 
@@ -160,7 +164,7 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
     .collect();
     state.next_timer_ms = Some(i64::MAX);
     state.phase = rules.phases.len().saturating_sub(1);
-    let record = StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs] };
+    let record = StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs], merged_into: None };
     record.encode(rules).len()
 }
 
@@ -278,5 +282,20 @@ per = "7d"
         let bound = output_size_bound(&rules(BOUNDED), true);
         assert!(bound > crate::event::MAX_FIELD_BYTES && bound < 1_000_000, "{bound}");
         assert!(output_size_bound(&rules(BOUNDED), false) < bound);
+    }
+
+    #[test]
+    fn an_alias_record_keeps_its_survivor_and_offsets_and_no_state() {
+        let rules = rules(BOUNDED);
+        let alias = StoredContact { state: None, offsets: vec![(7, 41)], merged_into: Some("known-1".into()) };
+        let bytes = alias.encode(&rules);
+        let message = v1::ContactState {
+            format: codec::STATE_FORMAT,
+            offsets: vec![v1::InputOffset { topic: 7, offset: 41 }],
+            merged_into: Some("known-1".into()),
+            ..Default::default()
+        };
+        assert_eq!(bytes, message.encode_to_vec());
+        assert_eq!(StoredContact::decode(&rules, "anonymous-1", &bytes), Ok(alias));
     }
 }

@@ -75,6 +75,7 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
         next_timer_ms: state.next_timer_ms,
         offsets: Vec::new(),
         erased: false,
+        merged_into: None,
     }
 }
 
@@ -137,7 +138,7 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
 /// Encodes a state on its own (no runtime bookkeeping).
 pub fn encode(rules: &Rules, state: &ContactState) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    super::codec_write::write_record(rules, Some(state), &[], &mut out);
+    super::codec_write::write_record(rules, Some(state), &[], None, &mut out);
     out
 }
 

@@ -14,9 +14,15 @@ const FIXED64: u32 = 1;
 const LENGTH: u32 = 2;
 const FIXED32: u32 = 5;
 
-/// Appends the encoding of a contact record: `state` (or an erased record when `None`) and the applied
-/// offsets per input topic key.
-pub fn write_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i64)], out: &mut Vec<u8>) {
+/// Appends the encoding of a contact record: `state` (when `None`, an erased record, or the alias of the
+/// contact it was `merged_into`) and the applied offsets per input topic key.
+pub fn write_record(
+    rules: &Rules,
+    state: Option<&ContactState>,
+    offsets: &[(u32, i64)],
+    merged_into: Option<&str>,
+    out: &mut Vec<u8>,
+) {
     uint(out, 1, u64::from(super::codec::STATE_FORMAT));
     if let Some(state) = state {
         int(out, 2, state.clock_ms);
@@ -63,8 +69,10 @@ pub fn write_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32
         fixed32(out, 1, topic);
         int(out, 2, offset);
     }
-    if state.is_none() {
-        uint(out, 13, 1);
+    match (state, merged_into) {
+        (Some(_), _) => {}
+        (None, None) => uint(out, 13, 1),
+        (None, Some(survivor)) => text(out, 14, survivor),
     }
 }
 

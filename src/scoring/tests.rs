@@ -644,7 +644,7 @@ fn prost_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i6
 
 fn written_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i64)]) -> Vec<u8> {
     let mut out = Vec::new();
-    codec_write::write_record(rules, state, offsets, &mut out);
+    codec_write::write_record(rules, state, offsets, None, &mut out);
     out
 }
 
