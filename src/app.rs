@@ -117,7 +117,13 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
         producer: config.kafka.producer_config(),
         client: config.kafka.client_config(),
         task: TaskSettings {
-            inputs: topics.inputs.clone(),
+            // The internal merge topic is read as one more input, co-partitioned with the others.
+            inputs: topics
+                .inputs
+                .iter()
+                .cloned()
+                .chain([topics.internal_merge_topic(&config.kafka.group_id)])
+                .collect(),
             decoders: config.input.decoders(&topics.inputs).map_err(AppError::Input)?.into(),
             output_format: wire(config.output.format),
             limits: DecodeLimits { max_bytes: config.input.max_bytes as usize, ..DecodeLimits::default() },
@@ -128,6 +134,8 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
             },
             record_cache: CacheBudget::new((config.state.record_cache_mb as usize) << 20),
             registry: config.input.schema_registry.as_deref().map(|url| Arc::new(SchemaRegistry::new(url))),
+            internal: Some(topics.inputs.len()),
+            partitions: topics.partitions,
         },
         topics: SinkTopics {
             score_changed: topics.score_changed.clone(),
@@ -135,6 +143,7 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
             phase_changed: topics.phase_changed.clone(),
             dlq: topics.dlq.clone(),
             changelog: topics.changelog_topic(&config.kafka.group_id),
+            internal: topics.internal_merge_topic(&config.kafka.group_id),
         },
         batch_size: config.kafka.batch_size as usize,
         tick: Duration::from_millis(config.timers.tick_ms),
@@ -169,6 +178,7 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
     for name in [&topics.score_changed, &topics.threshold_crossed, &topics.phase_changed, &topics.dlq] {
         specs.push(spec(name, TopicRole::Output));
     }
+    specs.push(spec(&topics.internal_merge_topic(&config.kafka.group_id), TopicRole::Input));
     specs.push(spec(&topics.changelog_topic(&config.kafka.group_id), TopicRole::Changelog));
     specs
 }
@@ -247,7 +257,8 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         .await
         .map_err(|reason| AppError::Http { address: instance.config.http.listen.to_string(), reason })?;
     let stop = Arc::new(AtomicBool::new(false));
-    let settings = processor_settings(&instance.config)?;
+    let mut settings = processor_settings(&instance.config)?;
+    settings.task.partitions = instance.partitions;
     let threads = instance.config.processing.thread_count();
     info!(threads, "starting the processing threads");
     let mut processors = Vec::with_capacity(threads);

@@ -62,7 +62,7 @@ pub const EVENT_CLASSES: [&str; 6] =
 /// Index of `unknown` in [`EVENT_CLASSES`]: records that were not decoded (replays, dead letters).
 pub const UNKNOWN_CLASS: usize = 5;
 /// Event outcomes, the `outcome` label of `leadscore_events_total`.
-pub const OUTCOMES: [&str; 5] = ["scored", "ignored", "duplicate", "replayed", "dlq"];
+pub const OUTCOMES: [&str; 6] = ["scored", "ignored", "duplicate", "replayed", "dlq", "forwarded"];
 
 /// Output kinds, the `kind` label of `leadscore_outputs_total`.
 pub const OUTPUT_KINDS: [&str; 5] =
@@ -70,8 +70,8 @@ pub const OUTPUT_KINDS: [&str; 5] =
 
 /// Dead-letter reasons, the `reason` label of `leadscore_dlq_records_total`: the decoder's error kinds,
 /// a key that is not the contact id, and events the rules reject.
-pub const DLQ_REASONS: [&str; 8] =
-    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "schema", "rejected"];
+pub const DLQ_REASONS: [&str; 9] =
+    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "schema", "rejected", "merge"];
 
 /// The class of an event type.
 pub fn event_class(kind: &str) -> usize {

@@ -6,23 +6,30 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
 use crate::event::DecodeLimits;
+use crate::event::Event;
 use crate::event::input::InputDecoder;
 use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::hashing::partition_for_key;
 use crate::rules::Rules;
-use crate::scoring::{ContactState, ContactView, Outcome, Output};
+use crate::scoring::{ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, alias_cycle, merge_event};
 use crate::stream::{ContactStore, PartitionStream, TimerClock};
 
 /// Contact states in memory, ordered by contact id so that output is deterministic.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStore {
     contacts: BTreeMap<String, ContactState>,
+    merged_into: BTreeMap<String, String>,
 }
 
 impl MemoryStore {
     /// Every contact, by id.
     pub fn contacts(&self) -> &BTreeMap<String, ContactState> {
         &self.contacts
+    }
+
+    /// Every contact merged into another, with the one it was merged into.
+    pub fn aliases(&self) -> &BTreeMap<String, String> {
+        &self.merged_into
     }
 }
 
@@ -104,7 +111,24 @@ impl<'r> OfflineScorer<'r> {
                 return Err(err.to_string());
             }
         };
-        let partition = partition_for_key(event.contact.as_bytes(), self.partitions.len() as u32) as usize;
+        self.score_event(event, 0)
+    }
+
+    fn partition(&self, contact: &str) -> usize {
+        partition_for_key(contact.as_bytes(), self.partitions.len() as u32) as usize
+    }
+
+    /// Scores an event on its contact, or on the contact its contact was merged into, as the runtime
+    /// forwards it; a merge event then merges its merged contact in.
+    fn score_event(&mut self, event: Event, hops: u32) -> Result<Vec<Output>, String> {
+        if let Some(survivor) = self.store.merged_into.get(&event.contact).cloned() {
+            if hops >= MAX_ALIAS_HOPS {
+                self.summary.malformed += 1;
+                return Err(alias_cycle(&survivor));
+            }
+            return self.score_event(Event { contact: survivor, ..event }, hops + 1);
+        }
+        let partition = self.partition(&event.contact);
         let processed = self.partitions[partition].process(self.rules, &mut self.store, &event);
         match processed.outcome {
             Outcome::Scored => self.summary.scored += 1,
@@ -115,7 +139,34 @@ impl<'r> OfflineScorer<'r> {
                 return Err(reason);
             }
         }
-        self.summary.outputs += processed.outputs.len() as u64;
+        let mut outputs = processed.outputs;
+        let takes_effect = matches!(processed.outcome, Outcome::Scored | Outcome::Ignored);
+        let rules = self.rules;
+        if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact)
+            && !self.store.merged_into.contains_key(merged)
+        {
+            let partition = self.partition(merged);
+            let state = self.partitions[partition].release(&mut self.store, merged);
+            self.store.merged_into.insert(merged.to_owned(), event.contact.clone());
+            if let Some(state) = state {
+                outputs.extend(self.transfer(&event, state, 0)?);
+            }
+        }
+        self.summary.outputs += outputs.len() as u64;
+        Ok(outputs)
+    }
+
+    /// Merges a merged contact's state into the merge event's contact, or the contact that one was merged
+    /// into.
+    fn transfer(&mut self, event: &Event, merged: ContactState, hops: u32) -> Result<Vec<Output>, String> {
+        if let Some(next) = self.store.merged_into.get(&event.contact).cloned() {
+            if hops >= MAX_ALIAS_HOPS {
+                return Err(alias_cycle(&next));
+            }
+            return self.transfer(&Event { contact: next, ..event.clone() }, merged, hops + 1);
+        }
+        let partition = self.partition(&event.contact);
+        let processed = self.partitions[partition].merge(self.rules, &mut self.store, merged, &merge_event(event));
         Ok(processed.outputs)
     }
 

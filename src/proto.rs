@@ -1,4 +1,5 @@
-//! Generated protobuf types for `proto/leadscore/v1`: events, outputs and the stored contact state.
+//! Generated protobuf types for `proto/leadscore/v1`: events, outputs, the stored contact state and
+//! the internal merge topic's records.
 
 /// `leadscore.v1`: the wire format shared with producers, consumers and the changelog.
 #[allow(missing_docs, clippy::all)]

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use crate::event::Event;
 use crate::rules::Rules;
-use crate::scoring::{self, Attribution, ContactState, Outcome, Output};
+use crate::scoring::{self, Applied, Attribution, ContactState, Outcome, Output};
 
 /// Where a partition's contact states live: a map in the offline model, RocksDB in the runtime.
 pub trait ContactStore {
@@ -87,24 +87,58 @@ impl PartitionStream {
 
     /// Scores one event of this partition.
     pub fn process(&mut self, rules: &Rules, store: &mut impl ContactStore, event: &Event) -> Processed {
+        self.score(rules, store, &event.contact, event.ts_ms, |before| scoring::apply(rules, before, event))
+    }
+
+    /// Merges `merged` into the contact of `event` (a merge event), as [`PartitionStream::process`]
+    /// scores an event.
+    pub fn merge(
+        &mut self,
+        rules: &Rules,
+        store: &mut impl ContactStore,
+        merged: ContactState,
+        event: &Event,
+    ) -> Processed {
+        self.score(rules, store, &event.contact, event.ts_ms, |before| scoring::merge(rules, before, merged, event))
+    }
+
+    /// Takes a contact's state out of the partition, with its timer: it was merged into another contact.
+    pub fn release(&mut self, store: &mut impl ContactStore, contact: &str) -> Option<ContactState> {
+        let state = store.take(contact)?;
+        if let Some(due) = state.next_timer_ms {
+            self.timers.remove(&(due, contact.to_owned()));
+        }
+        store.remove(contact);
+        Some(state)
+    }
+
+    /// Runs `change` on a contact at event time `ts_ms`, with the timers due before and after it.
+    fn score(
+        &mut self,
+        rules: &Rules,
+        store: &mut impl ContactStore,
+        contact: &str,
+        ts_ms: i64,
+        change: impl FnOnce(Option<ContactState>) -> Applied,
+    ) -> Processed {
         let mut outputs = Vec::new();
-        self.stream_time_ms = self.stream_time_ms.max(event.ts_ms);
+        self.stream_time_ms = self.stream_time_ms.max(ts_ms);
         if self.clock == TimerClock::StreamTime {
             outputs.extend(self.fire_due(rules, store, self.stream_time_ms));
         }
-        let before = store.take(&event.contact);
+        let before = store.take(contact);
         let old_timer = before.as_ref().and_then(|state| state.next_timer_ms);
-        let applied = scoring::apply(rules, before, event);
+        let applied = change(before);
         if applied.outcome == Outcome::Scored {
             if let Some(due) = old_timer {
-                self.timers.remove(&(due, event.contact.clone()));
+                self.timers.remove(&(due, contact.to_owned()));
             }
             match applied.state {
                 Some(state) => {
                     self.track(&state);
                     store.save(state);
                 }
-                None => store.remove(&event.contact),
+                None => store.remove(contact),
             }
         } else if let Some(state) = applied.state {
             store.put_back(state);

@@ -78,7 +78,7 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
     set_default(&mut client, "auto.offset.reset", "earliest");
     set_default(&mut client, "partition.assignment.strategy", "cooperative-sticky");
     let consumer: BaseConsumer = client.create()?;
-    let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
+    let inputs: Vec<&str> = settings.task.event_topics().iter().map(String::as_str).collect();
     consumer.subscribe(&inputs)?;
     let topics = SinkTopics {
         score_changed: to.to_owned(),
@@ -86,6 +86,7 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
         phase_changed: to.to_owned(),
         dlq: to.to_owned(),
         changelog: to.to_owned(),
+        internal: to.to_owned(),
     };
     let mut sink = Sink::new(&settings.producer, topics, None, None)?;
     let mut copied = 0u64;

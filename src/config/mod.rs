@@ -64,6 +64,7 @@ impl Config {
     pub fn redacted(&self) -> String {
         let mut effective = self.clone();
         effective.topics.changelog = Some(self.topics.changelog_topic(&self.kafka.group_id));
+        effective.topics.internal_merge = Some(self.topics.internal_merge_topic(&self.kafka.group_id));
         toml::to_string(&effective)
             .unwrap_or_else(|err| format!("# the configuration cannot be shown as TOML: {err}\n"))
     }
@@ -85,6 +86,8 @@ pub struct TopicsConfig {
     pub dlq: String,
     /// The compacted state changelog; see [`TopicsConfig::changelog_topic`] when unset.
     pub changelog: Option<String>,
+    /// The internal topic of contact merges; see [`TopicsConfig::internal_merge_topic`] when unset.
+    pub internal_merge: Option<String>,
     /// Partition count of the topics leadscore creates.
     pub partitions: u32,
     /// Replication factor of the topics leadscore creates.
@@ -115,6 +118,7 @@ impl Default for TopicsConfig {
             phase_changed: "leadscore.phase-changed".to_owned(),
             dlq: "leadscore.dlq".to_owned(),
             changelog: None,
+            internal_merge: None,
             partitions: default_partitions(),
             replication: default_replication(),
         }
@@ -126,6 +130,13 @@ impl TopicsConfig {
     /// one cluster never restore each other's state.
     pub fn changelog_topic(&self, group_id: &str) -> String {
         self.changelog.clone().unwrap_or_else(|| format!("{group_id}.state-changelog"))
+    }
+
+    /// The internal topic through which contact merges cross partitions: events of a merged contact
+    /// forwarded to the one it was merged into, merge requests and merged states. Named after the consumer
+    /// group by default, as the changelog is.
+    pub fn internal_merge_topic(&self, group_id: &str) -> String {
+        self.internal_merge.clone().unwrap_or_else(|| format!("{group_id}.internal.merge"))
     }
 }
 
@@ -391,6 +402,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("topics.phase_changed", "leadscore.phase-changed", "phase change outputs"),
     ("topics.dlq", "leadscore.dlq", "dead-letter topic for events that cannot be scored"),
     ("topics.changelog", "<group_id>.state-changelog", "compacted state changelog topic"),
+    ("topics.internal_merge", "<group_id>.internal.merge", "internal topic of contact merges across partitions"),
     ("topics.partitions", "6", "partition count of the topics leadscore creates"),
     ("topics.replication", "1", "replication factor of the topics leadscore creates"),
     ("state.dir", "./leadscore-state", "RocksDB state directory"),

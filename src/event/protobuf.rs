@@ -12,6 +12,11 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<Event, DecodeErro
     check_payload(payload, limits)?;
     let raw = v1::Event::decode(payload)
         .map_err(|err| DecodeError::Malformed { format: "protobuf", reason: err.to_string() })?;
+    from_proto(raw, limits)
+}
+
+/// Validates a decoded `leadscore.v1.Event` against `limits`.
+pub fn from_proto(raw: v1::Event, limits: &DecodeLimits) -> Result<Event, DecodeError> {
     let mut attrs = Vec::with_capacity(raw.attrs.len());
     for (name, value) in raw.attrs {
         let value = match value.value {
@@ -52,6 +57,11 @@ fn non_empty(text: String) -> Option<Cow<'static, str>> {
 
 /// Encodes an event as `leadscore.v1.Event`: for producers, tests and the benchmark generator.
 pub fn encode(event: &Event) -> Vec<u8> {
+    to_proto(event).encode_to_vec()
+}
+
+/// The event as a `leadscore.v1.Event` message.
+pub fn to_proto(event: &Event) -> v1::Event {
     let attrs = event
         .attrs
         .iter()
@@ -78,7 +88,6 @@ pub fn encode(event: &Event) -> Vec<u8> {
         actor: adjustment.and_then(|a| a.actor.clone()),
         phase: event.phase.clone(),
     }
-    .encode_to_vec()
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ pub struct SinkTopics {
     pub dlq: String,
     /// The state changelog.
     pub changelog: String,
+    /// The internal merge topic.
+    pub internal: String,
 }
 
 impl SinkTopics {
@@ -62,6 +64,7 @@ impl SinkTopics {
             Destination::Output(Route::PhaseChanged) => &self.phase_changed,
             Destination::DeadLetter => &self.dlq,
             Destination::Changelog | Destination::Checkpoint => &self.changelog,
+            Destination::Internal(_) => &self.internal,
         }
     }
 }
@@ -252,7 +255,7 @@ impl Sink {
         for record in records {
             let wave = match record.destination {
                 _ if !self.staged => 0,
-                Destination::Output(_) | Destination::DeadLetter => 0,
+                Destination::Output(_) | Destination::DeadLetter | Destination::Internal(_) => 0,
                 Destination::Changelog => 1,
                 Destination::Checkpoint => 2,
             };
@@ -273,6 +276,10 @@ impl Sink {
             let topic = self.topics.topic(record.destination).to_owned();
             let changelog_partition =
                 matches!(record.destination, Destination::Changelog | Destination::Checkpoint).then_some(partition);
+            let to_partition = match record.destination {
+                Destination::Internal(partition) => Some(partition),
+                _ => changelog_partition,
+            };
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (name, value) in &record.headers {
                 headers = headers.insert(Header { key: name, value: Some(value) });
@@ -284,7 +291,7 @@ impl Sink {
             if let Some(payload) = &record.payload {
                 pending = pending.payload(&payload[..]);
             }
-            if let Some(partition) = changelog_partition {
+            if let Some(partition) = to_partition {
                 pending = pending.partition(partition);
             }
             loop {

@@ -80,7 +80,7 @@ pub struct KafkaReplaySummary {
 pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> Result<KafkaReplaySummary, ReplayError> {
     let started = Instant::now();
     let kafka = |err: KafkaError| ReplayError::Kafka(err.to_string());
-    let inputs = &options.task.inputs;
+    let inputs = options.task.event_topics();
     let partitions = input_partitions(&options.client, inputs)?;
     let mut config = ClientConfig::new();
     for (key, value) in &options.client {
@@ -123,17 +123,19 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
     let settings = TaskSettings { clock: crate::stream::TimerClock::StreamTime, ..options.task.clone() };
     let mut tasks = BTreeMap::new();
     for partition in 0..partitions {
-        tasks.insert(partition, PartitionTask::open(partition, store, &settings, vec![None; inputs.len()])?);
+        tasks.insert(partition, PartitionTask::open(partition, store, &settings, vec![None; settings.inputs.len()])?);
     }
+    // Internal merge records go straight back to the task of their partition, as the next batch's input.
+    let mut looped = LoopBack::default();
     let mut sink = Sink::new(&options.producer, options.shadow.clone(), None, None)?;
     let mut progress = Progress::new("replay", "events", total, options.progress_bar);
     let mut summary = KafkaReplaySummary { partitions, ..KafkaReplaySummary::default() };
     let mut last_record = Instant::now();
-    while !reading.finished() {
-        let mut batch: BTreeMap<i32, Vec<InputRecord>> = BTreeMap::new();
+    while !reading.finished() || !looped.is_empty() {
+        let mut batch: BTreeMap<i32, Vec<InputRecord>> = looped.take();
         let mut count = 0;
         let mut wait = Duration::ZERO;
-        'poll: while count < options.batch_size {
+        'poll: while count < options.batch_size && !reading.finished() {
             let mut polled = false;
             for (index, consumer) in consumers.iter().enumerate() {
                 if reading.topic_finished(index) {
@@ -185,11 +187,15 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
                 store.write(result.write)?;
             }
             task.written(result.sequence);
-            let publish = result
-                .publish
-                .into_iter()
-                .filter(|record| !matches!(record.destination, Destination::Changelog | Destination::Checkpoint));
-            sink.send(partition, publish.collect())?;
+            let mut publish = Vec::with_capacity(result.publish.len());
+            for record in result.publish {
+                match record.destination {
+                    Destination::Changelog | Destination::Checkpoint => {}
+                    Destination::Internal(target) => looped.push(&settings, target, record),
+                    _ => publish.push(record),
+                }
+            }
+            sink.send(partition, publish)?;
             // Shadow topics are scored once from the start: the offsets only mark what is applied.
             for (topic, next) in result.commit {
                 task.committed(topic, next);
@@ -226,6 +232,35 @@ pub fn input_partitions(client: &[(String, String)], inputs: &[String]) -> Resul
         partitions = Some(count);
     }
     partitions.ok_or_else(|| ReplayError::Usage("no input topics".into()))
+}
+
+/// Internal merge records waiting for their partition's next batch, with the offsets they get there.
+#[derive(Default)]
+struct LoopBack {
+    waiting: BTreeMap<i32, Vec<InputRecord>>,
+    next_offset: BTreeMap<i32, i64>,
+}
+
+impl LoopBack {
+    fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    fn push(&mut self, settings: &TaskSettings, partition: i32, record: crate::runtime::task::Publish) {
+        let offset = self.next_offset.entry(partition).or_default();
+        self.waiting.entry(partition).or_default().push(InputRecord {
+            topic: settings.internal.unwrap_or_default(),
+            offset: *offset,
+            key: Some(record.key),
+            payload: record.payload,
+            headers: record.headers,
+        });
+        *offset += 1;
+    }
+
+    fn take(&mut self) -> BTreeMap<i32, Vec<InputRecord>> {
+        std::mem::take(&mut self.waiting)
+    }
 }
 
 fn input_record(topic: usize, message: &rdkafka::message::BorrowedMessage<'_>) -> InputRecord {

@@ -212,6 +212,7 @@ fn run_kafka(
         phase_changed: format!("{prefix}{}", topics.phase_changed),
         dlq: format!("{prefix}{}", topics.dlq),
         changelog: format!("{prefix}{}", topics.changelog_topic(&config.kafka.group_id)),
+        internal: format!("{prefix}{}", topics.internal_merge_topic(&config.kafka.group_id)),
     };
     let changelog = request.changelog.clone().unwrap_or_else(|| topics.changelog_topic(&config.kafka.group_id));
     let client = config.kafka.client_config();

@@ -81,6 +81,20 @@ impl<'a> BatchStore<'a> {
         }
     }
 
+    /// The contact the contact was merged into, if it is an alias.
+    pub fn merged_into(&mut self, contact: &str) -> Result<Option<String>, TaskError> {
+        Ok(self.entry(contact)?.stored.merged_into.clone())
+    }
+
+    /// Makes the contact, whose state the caller took out, an alias of `survivor`.
+    pub fn set_merged_into(&mut self, contact: &str, survivor: &str) -> Result<(), TaskError> {
+        let entry = self.entry(contact)?;
+        entry.stored.state = None;
+        entry.stored.merged_into = Some(survivor.to_owned());
+        entry.dirty = true;
+        Ok(())
+    }
+
     /// The first error met while loading, if any.
     pub fn check(&mut self) -> Result<(), TaskError> {
         match self.error.take() {

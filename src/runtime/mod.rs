@@ -9,6 +9,7 @@
 
 mod assignment;
 pub mod batch_store;
+pub mod internal;
 mod rebalance;
 pub mod record;
 pub mod record_cache;

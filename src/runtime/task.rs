@@ -14,19 +14,20 @@
 //! A contact gets one record per batch, however many of its events the batch holds.
 
 use super::batch_store::{BatchStore, Change};
+use super::internal::{InternalRecord, MAX_HOPS, Origin, Work};
 use super::record::{Route, StoredContact};
 use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
-use crate::event::DecodeLimits;
 use crate::event::framing::{self, Framed};
 use crate::event::input::InputDecoder;
 use crate::event::mapping::{Mapped, Position, SourceRecord};
+use crate::event::{DecodeLimits, Event};
 use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
 use crate::leaderboard::BoardEntry;
 use crate::rules::Rules;
 use crate::schema_registry::{RegistryUnavailable, SchemaRegistry};
 use crate::scoring::{Outcome, Output};
 use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
-use crate::stream::{PartitionStream, TimerClock};
+use crate::stream::{PartitionStream, Processed, TimerClock};
 
 /// Wire format of events or outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +47,7 @@ const IGNORED: usize = 1;
 const DUPLICATE: usize = 2;
 const REPLAYED: usize = 3;
 const DEAD_LETTERED: usize = 4;
+const FORWARDED: usize = 5;
 
 /// Bytes of an oversized record kept in its dead-letter copy.
 const DEAD_LETTER_HEAD: usize = 64 * 1024;
@@ -72,9 +74,18 @@ pub struct TaskSettings {
     pub record_cache: CacheBudget,
     /// The schema registry that framed records' schema ids are checked against, if configured.
     pub registry: Option<std::sync::Arc<SchemaRegistry>>,
+    /// Index in `inputs` of the internal merge topic, if the processor consumes one.
+    pub internal: Option<usize>,
+    /// Partitions of every input topic, to key internal records onto the partition of their contact.
+    pub partitions: u32,
 }
 
 impl TaskSettings {
+    /// The input topics users produce events to: all but the internal merge topic.
+    pub fn event_topics(&self) -> &[String] {
+        &self.inputs[..self.internal.unwrap_or(self.inputs.len()).min(self.inputs.len())]
+    }
+
     /// Stored key of an input topic.
     pub fn topic_key(topic: &str) -> u32 {
         crate::hashing::name_key(topic)
@@ -107,6 +118,8 @@ pub enum Destination {
     Checkpoint,
     /// The dead-letter topic.
     DeadLetter,
+    /// The internal merge topic, to this partition: the one of the record's key.
+    Internal(i32),
 }
 
 /// A record to publish.
@@ -270,9 +283,8 @@ impl PartitionTask {
     ) -> Result<TaskBatch, TaskError> {
         // A task error drops the task, and with it the records this batch took out of the cache.
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
-        let mut publish = Vec::new();
-        let mut counts = BatchCounts::default();
-        let mut insight = BatchInsight::default();
+        let mut out = Gathered::default();
+        let mut scorer = Scorer { stream: &mut self.stream, partition: self.partition };
         let mut commit: Vec<(usize, i64)> = Vec::new();
         for record in records {
             let topic_key = TaskSettings::topic_key(&settings.inputs[record.topic]);
@@ -281,65 +293,36 @@ impl PartitionTask {
                 None => commit.push((record.topic, record.offset + 1)),
             }
             if self.next_offsets[record.topic].is_some_and(|next| record.offset < next) {
-                counts.replayed += 1;
-                insight.count_event(REPLAYED, UNKNOWN_CLASS);
+                out.counts.replayed += 1;
+                out.insight.count_event(REPLAYED, UNKNOWN_CLASS);
+                continue;
+            }
+            let here = Origin { topic: topic_key, partition: self.partition, offset: record.offset };
+            if settings.internal == Some(record.topic) {
+                scorer.process_internal(rules, settings, &mut batch, record, here, &mut out)?;
                 continue;
             }
             let event = match decode(settings, self.partition, record)? {
                 Ok(Mapped::Event(event)) => event,
                 Ok(Mapped::Skipped(_)) => {
-                    counts.ignored += 1;
-                    insight.count_event(IGNORED, UNKNOWN_CLASS);
+                    out.counts.ignored += 1;
+                    out.insight.count_event(IGNORED, UNKNOWN_CLASS);
                     continue;
                 }
                 Err((kind, reason)) => {
-                    counts.dead_lettered += 1;
-                    insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
-                    insight.count_dead_letter(kind);
-                    publish.push(dead_letter(settings, self.partition, record, &reason));
+                    out.dead_letter(settings, self.partition, record, kind, &reason);
                     continue;
                 }
             };
-            let class = event_class(&event.kind);
-            if batch.applied_offset(&event.contact, topic_key)?.is_some_and(|applied| record.offset <= applied) {
-                counts.replayed += 1;
-                insight.count_event(REPLAYED, class);
-                continue;
-            }
-            let processed = self.stream.process(rules, &mut batch, &event);
-            batch.check()?;
-            let outcome = match &processed.outcome {
-                Outcome::Scored => {
-                    counts.scored += 1;
-                    batch.mark_applied(&event.contact, topic_key, record.offset);
-                    SCORED
-                }
-                Outcome::Ignored => {
-                    counts.ignored += 1;
-                    IGNORED
-                }
-                Outcome::Duplicate => {
-                    counts.duplicate += 1;
-                    DUPLICATE
-                }
-                Outcome::Rejected(reason) => {
-                    counts.dead_lettered += 1;
-                    insight.count_dead_letter("rejected");
-                    publish.push(dead_letter(settings, self.partition, record, reason));
-                    DEAD_LETTERED
-                }
-            };
-            insight.count_event(outcome, class);
-            insight.add_attribution(processed.attribution);
-            insight.add_outputs(&processed.outputs, Some(event.ts_ms));
-            counts.outputs += processed.outputs.len() as u64;
-            publish.extend(route(settings, processed.outputs));
+            let scoring = Scoring { record, stamp: (topic_key, record.offset), here, hops: 0 };
+            scorer.score_event(rules, settings, &mut batch, event, &scoring, &mut out)?;
         }
         for (topic, next) in &commit {
             let slot = &mut self.next_offsets[*topic];
             *slot = Some(slot.map_or(*next, |old| old.max(*next)));
         }
         let changes = batch.into_changes();
+        let Gathered { publish, counts, insight } = out;
         Ok(self.finish(rules, settings, changes, publish, commit, counts, insight))
     }
 
@@ -428,8 +411,10 @@ impl PartitionTask {
             }
             // An erased contact keeps a record without state until its erasure is committed, so that a
             // replay of the input before the erasure finds the contact's applied offsets.
+            // An alias keeps its record for good: it says where the contact's events go.
+            let erased = stored.state.is_none() && stored.merged_into.is_none();
             let mut waits = false;
-            if stored.state.is_none() {
+            if erased {
                 for (topic_key, offset) in &stored.offsets {
                     let Some(topic) = keys.iter().position(|key| key == topic_key) else { continue };
                     if self.committed[topic].is_none_or(|next| *offset >= next) {
@@ -438,7 +423,7 @@ impl PartitionTask {
                     }
                 }
             }
-            let payload = if stored.state.is_none() && !waits {
+            let payload = if erased && !waits {
                 write.deletes.push(change.contact.clone());
                 None
             } else {
@@ -475,6 +460,147 @@ impl PartitionTask {
         write.meta = Some(meta);
         self.cache.evict();
         TaskBatch { write, publish, commit, sequence, counts, insight }
+    }
+}
+
+/// The task's parts a batch scores with, apart from its record cache, which the batch's store holds.
+struct Scorer<'t> {
+    stream: &'t mut PartitionStream,
+    partition: i32,
+}
+
+impl Scorer<'_> {
+    /// Scores one event on its contact, or forwards it to the contact its contact was merged into; a
+    /// merge event also asks the merged contact's task for its state.
+    fn score_event(
+        &mut self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        batch: &mut BatchStore,
+        event: Event,
+        scoring: &Scoring,
+        out: &mut Gathered,
+    ) -> Result<(), TaskError> {
+        let class = event_class(&event.kind);
+        if let Some(survivor) = batch.merged_into(&event.contact)? {
+            let forward = Work::Forward(Event { contact: survivor.clone(), ..event });
+            out.follow(rules, settings, self.partition, scoring, &survivor, forward);
+            out.insight.count_event(FORWARDED, class);
+            return Ok(());
+        }
+        if batch.applied_offset(&event.contact, scoring.stamp.0)?.is_some_and(|applied| scoring.stamp.1 <= applied) {
+            out.counts.replayed += 1;
+            out.insight.count_event(REPLAYED, class);
+            return Ok(());
+        }
+        let processed = self.stream.process(rules, batch, &event);
+        batch.check()?;
+        let takes_effect = matches!(processed.outcome, Outcome::Scored | Outcome::Ignored);
+        out.outcome(settings, self.partition, batch, &event.contact, scoring, processed, Some(event.ts_ms), class);
+        if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact) {
+            let merged = merged.to_owned();
+            let record = InternalRecord { origin: scoring.here, hops: 0, work: Work::Request(event) };
+            out.internal(rules, settings, &merged, &record);
+        }
+        Ok(())
+    }
+}
+
+/// What a batch gathers as it goes.
+#[derive(Default)]
+struct Gathered {
+    publish: Vec<Publish>,
+    counts: BatchCounts,
+    insight: BatchInsight,
+}
+
+/// The record being scored, and how its effects are stamped and named.
+struct Scoring<'r> {
+    record: &'r InputRecord,
+    /// The key and offset the changed contact's record stamps as applied.
+    stamp: (u32, i64),
+    /// The record as the origin of the internal records it writes.
+    here: Origin,
+    /// Aliases followed to get here.
+    hops: u32,
+}
+
+impl Gathered {
+    fn dead_letter(&mut self, settings: &TaskSettings, partition: i32, record: &InputRecord, kind: &str, reason: &str) {
+        self.counts.dead_lettered += 1;
+        self.insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
+        self.insight.count_dead_letter(kind);
+        self.publish.push(dead_letter(settings, partition, record, reason));
+    }
+
+    /// Publishes an internal record to the partition of the contact `key`.
+    fn internal(&mut self, rules: &Rules, settings: &TaskSettings, key: &str, record: &InternalRecord) {
+        let partition = crate::hashing::partition_for_key(key.as_bytes(), settings.partitions.max(1)) as i32;
+        self.publish.push(Publish {
+            destination: Destination::Internal(partition),
+            key: key.as_bytes().to_vec(),
+            payload: Some(record.encode(rules)),
+            headers: Vec::new(),
+        });
+    }
+
+    /// Hands `work` on to `survivor`, one alias further; a chain longer than [`MAX_HOPS`] is a cycle.
+    fn follow(
+        &mut self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        partition: i32,
+        scoring: &Scoring,
+        survivor: &str,
+        work: Work,
+    ) {
+        if scoring.hops >= MAX_HOPS {
+            self.dead_letter(settings, partition, scoring.record, "merge", &crate::scoring::alias_cycle(survivor));
+            return;
+        }
+        let record = InternalRecord { origin: scoring.here, hops: scoring.hops + 1, work };
+        self.internal(rules, settings, survivor, &record);
+    }
+
+    /// Counts what scoring did to `contact`, stamps it if it changed, and routes its outputs.
+    #[allow(clippy::too_many_arguments)] // the parts of one scored record
+    fn outcome(
+        &mut self,
+        settings: &TaskSettings,
+        partition: i32,
+        batch: &mut BatchStore,
+        contact: &str,
+        scoring: &Scoring,
+        processed: Processed,
+        event_ts_ms: Option<i64>,
+        class: usize,
+    ) {
+        let outcome = match &processed.outcome {
+            Outcome::Scored => {
+                self.counts.scored += 1;
+                batch.mark_applied(contact, scoring.stamp.0, scoring.stamp.1);
+                SCORED
+            }
+            Outcome::Ignored => {
+                self.counts.ignored += 1;
+                IGNORED
+            }
+            Outcome::Duplicate => {
+                self.counts.duplicate += 1;
+                DUPLICATE
+            }
+            Outcome::Rejected(reason) => {
+                self.counts.dead_lettered += 1;
+                self.insight.count_dead_letter("rejected");
+                self.publish.push(dead_letter(settings, partition, scoring.record, reason));
+                DEAD_LETTERED
+            }
+        };
+        self.insight.count_event(outcome, class);
+        self.insight.add_attribution(processed.attribution);
+        self.insight.add_outputs(&processed.outputs, event_ts_ms);
+        self.counts.outputs += processed.outputs.len() as u64;
+        self.publish.extend(route(settings, processed.outputs));
     }
 }
 
@@ -549,3 +675,5 @@ fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, re
     }
     Publish { destination: Destination::DeadLetter, key: record.key.clone().unwrap_or_default(), payload, headers }
 }
+
+mod merging;

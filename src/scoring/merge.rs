@@ -32,6 +32,20 @@ use crate::rules::{DecayLaw, Effect, MERGE_KEY, Rules};
 
 use super::Attribution;
 
+/// Aliases a merged contact's work follows before it is taken for a cycle of merges.
+pub const MAX_ALIAS_HOPS: u32 = 8;
+
+/// Why work that followed [`MAX_ALIAS_HOPS`] merged contacts and got to `survivor` is refused.
+pub fn alias_cycle(survivor: &str) -> String {
+    format!("followed {MAX_ALIAS_HOPS} merged contacts to {survivor:?}: the merges form a cycle")
+}
+
+/// A merge event as it is scored on the survivor: its id marked, so that the merge's outputs are named
+/// apart from those of the merge event itself, which is also scored as an event of its own.
+pub fn merge_event(event: &Event) -> Event {
+    Event { id: format!("{}:merge", event.id), ..event.clone() }
+}
+
 /// Merges `merged` into `survivor` (`None` for a contact not seen before, which takes the merged state
 /// under its own id), on `event`: the `merge` or `identify` event, keyed by the survivor.
 pub fn merge(rules: &Rules, survivor: Option<ContactState>, merged: ContactState, event: &Event) -> Applied {

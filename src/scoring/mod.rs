@@ -21,7 +21,7 @@ mod view;
 pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{fall_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
-pub use merge::merge;
+pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
 pub use output::{
     ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed,
 };

@@ -1,0 +1,168 @@
+//! Records of the internal merge topic (`leadscore.v1.InternalRecord`): work one contact's task hands to
+//! the task of another contact, keyed by that contact, so that it lands on the partition that owns it.
+//!
+//! - **Forward**: an event for a contact merged into another, scored on the survivor.
+//! - **Request**: a merge event, sent to the merged contact's task, which turns that contact into an alias
+//!   of the survivor and sends its state on.
+//! - **Transfer**: the merged contact's state, which the survivor's task merges in.
+//!
+//! Each record names its origin: the record (input or internal) whose processing wrote it. A task sends
+//! its records again when it scores uncommitted input again after a crash or a rebalance; the copies keep
+//! their origin, and a contact applies each origin partition's records once, in order, as it applies its
+//! input topics' records once (its record stamps the last origin offset applied).
+
+use prost::Message;
+
+use crate::event::{DecodeLimits, Event, protobuf};
+use crate::proto::v1;
+use crate::rules::Rules;
+use crate::scoring::{ContactState, codec};
+
+pub use crate::scoring::MAX_ALIAS_HOPS as MAX_HOPS;
+
+/// The record whose processing wrote an internal record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Stored key of its topic.
+    pub topic: u32,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+impl Origin {
+    /// The key a contact's record stamps this origin partition's applied offset under.
+    pub fn stamp_key(&self) -> u32 {
+        crate::hashing::name_key(&format!("{:08x}#{}", self.topic, self.partition))
+    }
+}
+
+/// What an internal record asks of the task that owns its key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Work {
+    /// Score this event on the key's contact.
+    Forward(Event),
+    /// Merge the key's contact into the contact of this merge event.
+    Request(Event),
+    /// Merge `merged`'s state into the key's contact, on this merge event.
+    Transfer {
+        /// The merge event.
+        event: Event,
+        /// The merged contact's state.
+        merged: ContactState,
+    },
+}
+
+/// One internal record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InternalRecord {
+    /// Where it came from.
+    pub origin: Origin,
+    /// Aliases followed so far.
+    pub hops: u32,
+    /// What to do.
+    pub work: Work,
+}
+
+impl InternalRecord {
+    /// Encodes the record.
+    pub fn encode(&self, rules: &Rules) -> Vec<u8> {
+        let event = protobuf::to_proto;
+        let body = match &self.work {
+            Work::Forward(forwarded) => v1::internal_record::Body::Forward(event(forwarded)),
+            Work::Request(merge) => v1::internal_record::Body::Request(event(merge)),
+            Work::Transfer { event: merge, merged } => v1::internal_record::Body::Transfer(v1::Transfer {
+                event: Some(event(merge)),
+                merged: merged.contact.clone(),
+                state: codec::encode(rules, merged),
+            }),
+        };
+        v1::InternalRecord {
+            origin_topic: self.origin.topic,
+            origin_partition: self.origin.partition,
+            origin_offset: self.origin.offset,
+            hops: self.hops,
+            body: Some(body),
+        }
+        .encode_to_vec()
+    }
+
+    /// Decodes a record written by [`InternalRecord::encode`]; the error says what is wrong with it.
+    pub fn decode(rules: &Rules, bytes: &[u8], limits: &DecodeLimits) -> Result<InternalRecord, String> {
+        let message = v1::InternalRecord::decode(bytes).map_err(|err| format!("internal record: {err}"))?;
+        let event = |event: v1::Event| {
+            protobuf::from_proto(event, limits).map_err(|err| format!("internal record's event: {err}"))
+        };
+        let work = match message.body {
+            Some(v1::internal_record::Body::Forward(forwarded)) => Work::Forward(event(forwarded)?),
+            Some(v1::internal_record::Body::Request(merge)) => Work::Request(event(merge)?),
+            Some(v1::internal_record::Body::Transfer(transfer)) => {
+                let merged = codec::decode(rules, &transfer.merged, &transfer.state)
+                    .map_err(|err| format!("internal transfer of {:?}: {err}", transfer.merged))?;
+                let merge = transfer.event.ok_or("internal transfer without its merge event")?;
+                Work::Transfer { event: event(merge)?, merged }
+            }
+            None => return Err("internal record without a body".to_owned()),
+        };
+        let origin =
+            Origin { topic: message.origin_topic, partition: message.origin_partition, offset: message.origin_offset };
+        Ok(InternalRecord { origin, hops: message.hops, work })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::event::AttrValue;
+
+    const RULES: &str = r#"
+[[groups]]
+name = "engagement"
+decay = "exponential"
+half_life = "10d"
+[[phases]]
+name = "lead"
+[[rules]]
+id = "visit"
+on = "page_visit"
+group = "engagement"
+points = 10
+"#;
+
+    fn event(contact: &str, kind: &str) -> Event {
+        Event {
+            id: "e-1".into(),
+            contact: contact.into(),
+            kind: kind.into(),
+            ts_ms: 1_772_366_400_000,
+            item: Some("/pricing".into()),
+            attrs: vec![("merged".into(), AttrValue::Text("anonymous-1".into()))],
+            adjustment: None,
+            phase: None,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_record_round_trips() {
+        let rules = Rules::parse(RULES, Path::new("internal.toml")).unwrap_or_else(|err| panic!("{err}"));
+        let merged = crate::scoring::apply(&rules, None, &event("anonymous-1", "page_visit"))
+            .state
+            .unwrap_or_else(|| panic!("no state"));
+        let origin = Origin { topic: 7, partition: 3, offset: 41 };
+        for work in [
+            Work::Forward(event("known-1", "page_visit")),
+            Work::Request(event("known-1", "merge")),
+            Work::Transfer { event: event("known-1", "merge"), merged },
+        ] {
+            let record = InternalRecord { origin, hops: 2, work };
+            let bytes = record.encode(&rules);
+            assert_eq!(InternalRecord::decode(&rules, &bytes, &DecodeLimits::default()), Ok(record));
+        }
+        assert!(InternalRecord::decode(&rules, b"\xff\xff", &DecodeLimits::default()).is_err());
+        // Two partitions of one topic are two origins.
+        assert_ne!(origin.stamp_key(), Origin { partition: 4, ..origin }.stamp_key());
+    }
+}
