@@ -96,6 +96,8 @@ fn engine_rocksdb(c: &mut Criterion) {
             clock: TimerClock::StreamTime,
             record_cache: CacheBudget::default(),
             registry: None,
+            internal: None,
+            partitions: 1,
         };
         let task =
             RefCell::new(PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}")));

@@ -81,6 +81,8 @@ fn main() {
         clock: TimerClock::StreamTime,
         record_cache: CacheBudget::default(),
         registry: None,
+        internal: None,
+        partitions: 1,
     };
     let mut board = Board::new(&rules, 0);
     let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));

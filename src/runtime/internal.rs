@@ -50,7 +50,7 @@ pub enum Work {
         /// The merge event.
         event: Event,
         /// The merged contact's state.
-        merged: ContactState,
+        merged: Box<ContactState>,
     },
 }
 
@@ -101,7 +101,7 @@ impl InternalRecord {
                 let merged = codec::decode(rules, &transfer.merged, &transfer.state)
                     .map_err(|err| format!("internal transfer of {:?}: {err}", transfer.merged))?;
                 let merge = transfer.event.ok_or("internal transfer without its merge event")?;
-                Work::Transfer { event: event(merge)?, merged }
+                Work::Transfer { event: event(merge)?, merged: Box::new(merged) }
             }
             None => return Err("internal record without a body".to_owned()),
         };
@@ -155,7 +155,7 @@ points = 10
         for work in [
             Work::Forward(event("known-1", "page_visit")),
             Work::Request(event("known-1", "merge")),
-            Work::Transfer { event: event("known-1", "merge"), merged },
+            Work::Transfer { event: event("known-1", "merge"), merged: Box::new(merged) },
         ] {
             let record = InternalRecord { origin, hops: 2, work };
             let bytes = record.encode(&rules);

@@ -223,6 +223,7 @@ pub struct Names {
     pub phase_changed: String,
     pub dlq: String,
     pub changelog: String,
+    pub internal: String,
     pub group: String,
 }
 
@@ -236,6 +237,7 @@ impl Names {
             phase_changed: format!("{base}.phase"),
             dlq: format!("{base}.dlq"),
             changelog: format!("{base}.changelog"),
+            internal: format!("{base}.internal.merge"),
             group: format!("{base}.group"),
         }
     }
@@ -257,7 +259,7 @@ impl Names {
         partitions: i32,
         outputs: i32,
     ) {
-        for topic in [&self.input, &self.changelog] {
+        for topic in [&self.input, &self.changelog, &self.internal] {
             cluster.create_topic(topic, partitions, 1).unwrap_or_else(|err| panic!("{err}"));
         }
         for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.dlq] {
@@ -294,6 +296,7 @@ threshold_crossed = "{threshold}"
 phase_changed = "{phase}"
 dlq = "{dlq}"
 changelog = "{changelog}"
+internal_merge = "{internal}"
 partitions = {partitions}
 
 [state]
@@ -318,6 +321,7 @@ path = "{rules}"
             phase = self.phase_changed,
             dlq = self.dlq,
             changelog = self.changelog,
+            internal = self.internal,
             state = state_dir.display(),
             rules = manifest("examples/rules.toml").display(),
         )
@@ -591,6 +595,8 @@ pub fn model_of_events(rules: &Rules, partitions: u32, events: &[Event]) -> Mode
 pub struct Model {
     pub outputs: BTreeMap<String, Vec<u8>>,
     pub states: BTreeMap<String, Vec<u8>>,
+    /// Merged contacts, with the contact each was merged into.
+    pub aliases: BTreeMap<String, String>,
 }
 
 pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
@@ -610,7 +616,7 @@ pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
         .iter()
         .map(|(contact, state)| (contact.clone(), codec::encode(rules, state)))
         .collect();
-    Model { outputs, states }
+    Model { outputs, states, aliases: scorer.store().aliases().clone() }
 }
 
 /// Encoded states of every contact in a state directory (erased records left out).
@@ -635,6 +641,24 @@ pub fn stored_states_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTre
             .unwrap_or_else(|err| panic!("{err}"));
     }
     states
+}
+
+/// Every merged contact in a state directory, with the contact it was merged into.
+pub fn stored_aliases(rules: &Rules, dir: &Path) -> BTreeMap<String, String> {
+    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+    let mut aliases = BTreeMap::new();
+    for partition in store.partitions().unwrap_or_else(|err| panic!("{err}")) {
+        store
+            .for_each_contact(partition, &mut |contact, bytes| {
+                let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
+                if let Some(survivor) = stored.merged_into {
+                    aliases.insert(contact.to_owned(), survivor);
+                }
+                true
+            })
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    aliases
 }
 
 /// How published outputs differ from the model.
@@ -877,7 +901,7 @@ pub fn model_switching(first: &Rules, second: &Rules, partitions: u32, lines: &[
         .iter()
         .map(|(contact, state)| (contact.clone(), codec::encode(second, state)))
         .collect();
-    Model { outputs, states }
+    Model { outputs, states, aliases: scorer.store().aliases().clone() }
 }
 
 /// Waits until the log file has a line containing `needle`, and returns that line.

@@ -33,7 +33,7 @@ impl Scorer<'_> {
             Work::Forward(event) => self.score_event(rules, settings, batch, event, &scoring, out),
             Work::Request(event) => self.release_merged(rules, settings, batch, event, &scoring, out),
             Work::Transfer { event, merged } => {
-                self.merge_transfer(rules, settings, batch, event, merged, &scoring, out)
+                self.merge_transfer(rules, settings, batch, event, *merged, &scoring, out)
             }
         }
     }
@@ -74,8 +74,11 @@ impl Scorer<'_> {
         out.insight.count_event(super::SCORED, class);
         if let Some(state) = state {
             let survivor = event.contact.clone();
-            let record =
-                InternalRecord { origin: scoring.here, hops: 0, work: Work::Transfer { event, merged: state } };
+            let record = InternalRecord {
+                origin: scoring.here,
+                hops: 0,
+                work: Work::Transfer { event, merged: Box::new(state) },
+            };
             out.internal(rules, settings, &survivor, &record);
         }
         Ok(())
@@ -95,7 +98,7 @@ impl Scorer<'_> {
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         if let Some(next) = batch.merged_into(&event.contact)? {
-            let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged };
+            let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };
             out.follow(rules, settings, self.partition, scoring, &next, work);
             out.insight.count_event(super::FORWARDED, UNKNOWN_CLASS);
             return Ok(());
