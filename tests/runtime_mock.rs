@@ -244,6 +244,17 @@ fn an_aborted_transaction_leaves_no_batch_to_write() {
     assert_eq!(drained.iter().map(|batch| batch.writes.len()).sum::<usize>(), 1);
 }
 
+/// The whole answer to a GET, headers included.
+fn raw_http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|err| panic!("{err}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|err| panic!("{err}"));
+    response
+}
+
 /// The end offsets of a topic's partitions.
 fn ends(bootstrap: &str, topic: &str) -> BTreeMap<i32, i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -331,11 +342,18 @@ fn merged_contacts_move_to_their_survivor_across_partitions_as_the_model_says() 
     let through_two = vec![visit("last-1".into(), contact(1), t_last + 3_600_000)];
 
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
-    let (config, _) = config_with(&names, &bootstrap, dir.path(), "");
+    let (mut config, _) = config_with(&names, &bootstrap, dir.path(), "");
+    let port = free_port();
+    config.http.listen = ([127, 0, 0, 1], port).into();
     let instance = InProcess::start(&config, PARTITIONS);
     for phase in [&first, &merges, &after, &chain, &through_one, &through_two] {
         score_phase(&bootstrap, &names, phase);
     }
+    // The API sends a merged contact's readers to the contact it was merged into.
+    let response = http_get_status(port, &format!("/v1/contacts/{}/series", contact(3)));
+    assert_eq!(response.map(|(status, _)| status), Some(308));
+    let raw = raw_http_get(port, &format!("/v1/contacts/{}", contact(3)));
+    assert!(raw.contains(&format!("location: /v1/contacts/{}\r\n", contact(2))), "{raw}");
     instance.stop();
 
     let all: Vec<Event> = [first, merges, after, chain, through_one, through_two].concat();

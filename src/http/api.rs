@@ -26,18 +26,21 @@ pub const DEFAULT_LIMIT: usize = 50;
 
 /// `GET /v1/contacts/{id}`.
 pub async fn contact(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
-    read_contact(instance, id, |rules, state| Json(ContactView::new(rules, state, now_ms())).into_response()).await
+    read_contact(instance, id, "", |rules, state| Json(ContactView::new(rules, state, now_ms())).into_response()).await
 }
 
 /// `GET /v1/contacts/{id}/series`: the contact's score over time, for charts.
 pub async fn series(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
-    read_contact(instance, id, |rules, state| Json(Series::new(rules, state, now_ms())).into_response()).await
+    read_contact(instance, id, "/series", |rules, state| Json(Series::new(rules, state, now_ms())).into_response())
+        .await
 }
 
-/// Reads the contact named in the path from the partition that holds it, and answers with `show` of it.
+/// Reads the contact named in the path from the partition that holds it, and answers with `show` of it;
+/// a contact merged into another is redirected, for good, to the same path (`suffix`) of that contact.
 async fn read_contact(
     instance: Arc<Instance>,
     id: Result<Path<String>, PathRejection>,
+    suffix: &'static str,
     show: fn(&Rules, &ContactState) -> Response,
 ) -> Response {
     let Ok(Path(id)) = id else {
@@ -64,6 +67,11 @@ async fn read_contact(
             return Ok(None);
         };
         let stored = StoredContact::decode(&rules, &id, &bytes).map_err(|err| err.to_string())?;
+        if let Some(survivor) = stored.merged_into {
+            let location = format!("/v1/contacts/{}{suffix}", percent_encoded(&survivor));
+            let response = (StatusCode::PERMANENT_REDIRECT, [(axum::http::header::LOCATION, location)]);
+            return Ok(Some(response.into_response()));
+        }
         Ok::<_, String>(stored.state.map(|state| show(&rules, &state)))
     })
     .await;
@@ -73,6 +81,19 @@ async fn read_contact(
         Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
     }
+}
+
+/// A contact id as one path segment: everything but RFC 3986's unreserved characters percent-encoded.
+fn percent_encoded(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Query of `GET /v1/leaderboard`.

@@ -116,3 +116,118 @@ impl Scorer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Destination, PartitionTask, Publish, WireFormat};
+    use super::*;
+    use crate::event::input::InputDecoder;
+    use crate::event::{AttrValue, DecodeLimits, json};
+    use crate::runtime::record_cache::CacheBudget;
+    use crate::store::MemoryStore;
+    use crate::stream::TimerClock;
+
+    const RULES: &str = r#"
+[[groups]]
+name = "engagement"
+[[phases]]
+name = "lead"
+[[rules]]
+id = "visit"
+on = "page_visit"
+group = "engagement"
+points = 10
+"#;
+
+    fn settings() -> TaskSettings {
+        TaskSettings {
+            inputs: vec!["events".into(), "merges".into()],
+            decoders: [InputDecoder::Json].into(),
+            output_format: WireFormat::Json,
+            limits: DecodeLimits::default(),
+            max_record_bytes: 1 << 20,
+            clock: TimerClock::StreamTime,
+            record_cache: CacheBudget::default(),
+            registry: None,
+            internal: Some(1),
+            partitions: 1,
+        }
+    }
+
+    fn event(id: &str, contact: &str, kind: &str, merged: Option<&str>) -> Event {
+        Event {
+            id: id.into(),
+            contact: contact.into(),
+            kind: kind.into(),
+            ts_ms: 1_772_366_400_000,
+            item: None,
+            attrs: merged.map(|merged| ("merged".to_owned(), AttrValue::Text(merged.into()))).into_iter().collect(),
+            adjustment: None,
+            phase: None,
+        }
+    }
+
+    fn input(offset: i64, event: &Event) -> InputRecord {
+        let key = Some(event.contact.clone().into_bytes());
+        InputRecord { topic: 0, offset, key, payload: Some(json::encode(event)), headers: Vec::new() }
+    }
+
+    /// The internal records of a batch, as the internal topic hands them back from `first_offset` on.
+    fn internal(published: &[Publish], first_offset: i64) -> Vec<InputRecord> {
+        published
+            .iter()
+            .filter(|record| matches!(record.destination, Destination::Internal(_)))
+            .zip(first_offset..)
+            .map(|(record, offset)| InputRecord {
+                topic: 1,
+                offset,
+                key: Some(record.key.clone()),
+                payload: record.payload.clone(),
+                headers: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// A replay of uncommitted input sends its internal records again, at new offsets of the internal
+    /// topic but with their origin: each is applied once, so a state is never merged in twice.
+    #[test]
+    fn a_copy_of_an_internal_record_is_applied_once() {
+        let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+        let (settings, store) = (settings(), MemoryStore::new());
+        let mut task =
+            PartitionTask::open(0, &store, &settings, vec![None, None]).unwrap_or_else(|err| panic!("{err}"));
+        let mut process = |records: &[InputRecord]| {
+            task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+        };
+        let scored = process(&[
+            input(0, &event("a-1", "anonymous", "page_visit", None)),
+            input(1, &event("k-1", "known", "page_visit", None)),
+            input(2, &event("m-1", "known", "merge", Some("anonymous"))),
+        ]);
+        let request = internal(&scored.publish, 0);
+        assert_eq!(request.len(), 1);
+
+        // The request, and its copy.
+        let copy = InputRecord { offset: 1, ..request[0].clone() };
+        let released = process(&[request[0].clone(), copy]);
+        assert_eq!(released.counts.replayed, 1);
+        let transfer = internal(&released.publish, 2);
+        assert_eq!(transfer.len(), 1, "one transfer for two copies of the request");
+
+        // The transfer, and its copy.
+        let copy = InputRecord { offset: 3, ..transfer[0].clone() };
+        let merged = process(&[transfer[0].clone(), copy]);
+        assert_eq!((merged.counts.scored, merged.counts.replayed), (1, 1));
+        let totals: Vec<Option<f64>> = merged
+            .publish
+            .iter()
+            .filter(|record| matches!(record.destination, Destination::Output(_)))
+            .filter_map(|record| serde_json::from_slice::<serde_json::Value>(record.payload.as_deref()?).ok())
+            .filter(|output| output["type"] == "score_changed")
+            .map(|output| output["new_total"].as_f64())
+            .collect();
+        assert_eq!(totals, [Some(20.0)], "the visits of both, counted once");
+    }
+}
