@@ -685,3 +685,16 @@ fn the_ownership_check_tells_the_threads_of_a_process_apart() {
     assert_eq!(overlaps.len(), 1, "{overlaps:#?}");
     assert_eq!((overlaps[0].0.process.as_str(), overlaps[0].1.process.as_str()), ("a/t0", "a/t1"));
 }
+
+/// Merges cross partitions through the internal topic on Apache Kafka, as on the mock cluster (see
+/// [`merges::scenario`]): states, aliases and outputs equal the offline model's.
+#[test]
+fn on_kafka_merged_contacts_move_to_their_survivor_across_partitions() {
+    let kafka = shared_kafka();
+    let names = Names::new("merges");
+    let dir = TestDir::new();
+    let path = write_config(&kafka.bootstrap, &names, dir.path(), "a");
+    provision_topics(&path);
+    let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    merges::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
+}

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod merges;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

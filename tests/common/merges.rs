@@ -1,0 +1,148 @@
+//! A scenario of contact merges across partitions, run on the mock cluster and on Apache Kafka.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use leadscore::config::Config;
+
+use super::*;
+
+/// The whole answer to a GET, headers included.
+fn raw_http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|err| panic!("{err}"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|err| panic!("{err}"));
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap_or_else(|err| panic!("{err}"));
+    response
+}
+
+/// The end offsets of a topic's partitions.
+fn ends(bootstrap: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = client(bootstrap).create().unwrap_or_else(|err| panic!("{err}"));
+    (0..partitions as i32)
+        .map(|partition| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .unwrap_or_else(|err| panic!("{err}"));
+            (partition, high)
+        })
+        .collect()
+}
+
+/// Produces `events`, then waits until the group has committed them and everything they sent through the
+/// internal merge topic (a merge request sends a transfer on, so until that topic's end stops moving).
+fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::Event], partitions: u32) {
+    produce(bootstrap, &names.input, partitions, events);
+    wait_committed(
+        bootstrap,
+        &names.group,
+        &names.input,
+        &ends(bootstrap, &names.input, partitions),
+        Duration::from_secs(60),
+    );
+    let mut previous = BTreeMap::new();
+    loop {
+        let internal = ends(bootstrap, &names.internal, partitions);
+        let written: BTreeMap<i32, i64> = internal.iter().filter(|(_, end)| **end > 0).map(|(p, e)| (*p, *e)).collect();
+        wait_committed(bootstrap, &names.group, &names.internal, &written, Duration::from_secs(60));
+        if internal == previous {
+            break;
+        }
+        previous = internal;
+    }
+}
+
+/// Merges cross partitions through the internal topic, with one instance of `config` in this process: a
+/// merged contact's state moves into the survivor,
+/// the merged id becomes an alias whose later events are scored on the survivor (through two aliases for
+/// a chain of merges), and the final states, aliases and outputs equal the offline model's. Each phase's
+/// merges and forwarded events share one event time, so that no decay timer depends on the order in which
+/// records from different partitions meet.
+pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: u32) {
+    use leadscore::event::{AttrValue, Event};
+
+    let rules = rules();
+    let contact = |n: u64| format!("contact-{n:07}");
+    let first = stream(41, 1_500, 120);
+    let end = first.iter().map(|event| event.ts_ms).max().unwrap_or_default();
+    let merge = |id: String, survivor: String, merged: String, ts_ms: i64| Event {
+        id,
+        contact: survivor,
+        kind: "merge".into(),
+        ts_ms,
+        item: None,
+        attrs: vec![("merged".into(), AttrValue::Text(merged))],
+        adjustment: None,
+        phase: None,
+    };
+    let visit = |id: String, who: String, ts_ms: i64| Event {
+        id,
+        contact: who,
+        kind: "page_visit".into(),
+        ts_ms,
+        item: Some("/pricing".into()),
+        attrs: Vec::new(),
+        adjustment: None,
+        phase: None,
+    };
+    // Odd contacts below 40 merge into the even ones before them; one merge is sent twice; a merged
+    // contact never seen before becomes an alias all the same.
+    let t_merge = end + 3_600_000;
+    let mut merges: Vec<Event> =
+        (0..20).map(|n| merge(format!("merge-{n}"), contact(2 * n), contact(2 * n + 1), t_merge)).collect();
+    merges.push(merge("merge-again".into(), contact(4), contact(5), t_merge));
+    merges.push(merge("merge-new".into(), contact(60), "visitor-never-seen".into(), t_merge));
+    // The merged ids' later events go to their survivors.
+    let t_after = t_merge + 3_600_000;
+    let after: Vec<Event> = (0..20)
+        .map(|n| visit(format!("after-{n}"), contact(2 * n + 1), t_after))
+        .chain([visit("after-new".into(), "visitor-never-seen".into(), t_after)])
+        .collect();
+    // A survivor merged in turn: contact 1's events now go through contact 0 to contact 100.
+    let t_chain = t_after + 3_600_000;
+    let chain = vec![merge("merge-chain".into(), contact(100), contact(0), t_chain)];
+    // One at a time: both reach contact 100, by paths of different length.
+    let t_last = t_chain + 3_600_000;
+    let through_one = vec![visit("last-0".into(), contact(0), t_last)];
+    let through_two = vec![visit("last-1".into(), contact(1), t_last + 3_600_000)];
+
+    let db = config.state.dir.clone();
+    let port = free_port();
+    config.http.listen = ([127, 0, 0, 1], port).into();
+    let instance = InProcess::start(&config, partitions);
+    for phase in [&first, &merges, &after, &chain, &through_one, &through_two] {
+        score_phase(bootstrap, names, phase, partitions);
+    }
+    // The API sends a merged contact's readers to the contact it was merged into.
+    let response = http_get_status(port, &format!("/v1/contacts/{}/series", contact(3)));
+    assert_eq!(response.map(|(status, _)| status), Some(308));
+    let raw = raw_http_get(port, &format!("/v1/contacts/{}", contact(3)));
+    assert!(raw.contains(&format!("location: /v1/contacts/{}\r\n", contact(2))), "{raw}");
+    instance.stop();
+
+    let all: Vec<Event> = [first, merges, after, chain, through_one, through_two].concat();
+    let model = model_of_events(&rules, partitions, &all);
+    let states = stored_states(&rules, &db);
+    compare_states(&model, &states);
+    assert_eq!(stored_aliases(&rules, &db), model.aliases);
+    assert_eq!(model.aliases.len(), 22);
+    for merged in (0..20).map(|n| contact(2 * n + 1)).chain([contact(0), "visitor-never-seen".to_owned()]) {
+        assert!(!states.contains_key(&merged), "{merged} was merged but still has a state");
+    }
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(2));
+    assert_eq!(compare_outputs(&model, &published), 0, "a clean run publishes each output once");
+    let merged_outputs = published
+        .iter()
+        .filter(|(_, _, payload, _)| {
+            payload
+                .as_deref()
+                .is_some_and(|bytes| String::from_utf8_lossy(bytes).contains("\"type\":\"contact_merged\""))
+        })
+        .count();
+    // Twenty merges of contacts with a state, and the chain; the repeated merge and the contact never
+    // seen move no state.
+    assert_eq!(merged_outputs, 21);
+}
