@@ -21,6 +21,16 @@ struct Entry {
     bytes: usize,
 }
 
+/// Where a contact stands for one record.
+pub(crate) enum Standing {
+    /// It was merged into this contact, which takes its records.
+    MergedInto(String),
+    /// The record was applied to it before a crash or rebalance: it changes nothing.
+    Applied,
+    /// The record is to be applied.
+    Open,
+}
+
 /// A changed contact record of a batch.
 pub(crate) struct Change {
     pub contact: String,
@@ -68,9 +78,17 @@ impl<'a> BatchStore<'a> {
             .ok_or_else(|| TaskError::Store(crate::store::StoreError::Rocks("entry vanished".into())))
     }
 
-    /// The last offset of `topic` applied to the contact.
-    pub fn applied_offset(&mut self, contact: &str, topic: u32) -> Result<Option<i64>, TaskError> {
-        Ok(self.entry(contact)?.stored.applied_offset(topic))
+    /// Where the contact stands for a record stamped `stamp` (topic or origin key, and offset).
+    pub fn standing(&mut self, contact: &str, stamp: (u32, i64)) -> Result<Standing, TaskError> {
+        let stored = &self.entry(contact)?.stored;
+        // Applied first: a record applied to a contact before it was merged went with its state.
+        Ok(if stored.applied_offset(stamp.0).is_some_and(|applied| stamp.1 <= applied) {
+            Standing::Applied
+        } else if let Some(survivor) = &stored.merged_into {
+            Standing::MergedInto(survivor.clone())
+        } else {
+            Standing::Open
+        })
     }
 
     /// Records that the input record at `offset` changed the contact.
@@ -79,11 +97,6 @@ impl<'a> BatchStore<'a> {
             entry.stored.mark_applied(topic, offset);
             entry.dirty = true;
         }
-    }
-
-    /// The contact the contact was merged into, if it is an alias.
-    pub fn merged_into(&mut self, contact: &str) -> Result<Option<String>, TaskError> {
-        Ok(self.entry(contact)?.stored.merged_into.clone())
     }
 
     /// Makes the contact, whose state the caller took out, an alias of `survivor`.

@@ -13,7 +13,7 @@
 //! acknowledged and written, its contact records are pending in the cache, which never evicts them.
 //! A contact gets one record per batch, however many of its events the batch holds.
 
-use super::batch_store::{BatchStore, Change};
+use super::batch_store::{BatchStore, Change, Standing};
 use super::internal::{InternalRecord, MAX_HOPS, Origin, Work};
 use super::record::{Route, StoredContact};
 use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
@@ -482,16 +482,19 @@ impl Scorer<'_> {
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
-        if let Some(survivor) = batch.merged_into(&event.contact)? {
-            let forward = Work::Forward(Event { contact: survivor.clone(), ..event });
-            out.follow(rules, settings, self.partition, scoring, &survivor, forward);
-            out.insight.count_event(FORWARDED, class);
-            return Ok(());
-        }
-        if batch.applied_offset(&event.contact, scoring.stamp.0)?.is_some_and(|applied| scoring.stamp.1 <= applied) {
-            out.counts.replayed += 1;
-            out.insight.count_event(REPLAYED, class);
-            return Ok(());
+        match batch.standing(&event.contact, scoring.stamp)? {
+            Standing::MergedInto(survivor) => {
+                let forward = Work::Forward(Event { contact: survivor.clone(), ..event });
+                out.follow(rules, settings, self.partition, scoring, &survivor, forward);
+                out.insight.count_event(FORWARDED, class);
+                return Ok(());
+            }
+            Standing::Applied => {
+                out.counts.replayed += 1;
+                out.insight.count_event(REPLAYED, class);
+                return Ok(());
+            }
+            Standing::Open => {}
         }
         let processed = self.stream.process(rules, batch, &event);
         batch.check()?;

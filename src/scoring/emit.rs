@@ -113,7 +113,7 @@ impl<'a> Emitter<'a> {
     /// A merge; published even while the contact is disqualified, since it changes who the contact is.
     pub fn contact_merged(&mut self, at_ms: i64, merge: ContactMerged) {
         let id = self.next_id();
-        self.push(id, at_ms, OutputBody::ContactMerged(merge), true);
+        self.push(id, at_ms, OutputBody::ContactMerged(Box::new(merge)), true);
     }
 
     /// A crossing; `timer` is t* when decay caused it, which also names the output.

@@ -35,8 +35,9 @@ pub enum OutputBody {
     ThresholdCrossed(ThresholdCrossed),
     /// A contact entered a phase.
     PhaseChanged(PhaseChanged),
-    /// Another contact was merged into this one.
-    ContactMerged(ContactMerged),
+    /// Another contact was merged into this one (boxed: merges are rare, and every output moves as large
+    /// as its largest kind).
+    ContactMerged(Box<ContactMerged>),
     /// Every trace of a contact was deleted.
     ContactErased,
 }

@@ -245,7 +245,7 @@ mod tests {
                 phase: text.clone(),
             })),
             common(OutputBody::PhaseChanged(PhaseChanged { from: text.clone(), to: "b".into(), cause: text.clone() })),
-            common(OutputBody::ContactMerged(ContactMerged {
+            common(OutputBody::ContactMerged(Box::new(ContactMerged {
                 merged: text.clone(),
                 old_total: number,
                 merged_total: -number,
@@ -259,7 +259,7 @@ mod tests {
                 old_phase: text.clone(),
                 merged_phase: "b".into(),
                 phase: text.clone(),
-            })),
+            }))),
             common(OutputBody::ContactErased),
         ]
     }

@@ -2,9 +2,9 @@
 //! is scored, a merge request turns the merged contact into an alias and sends its state on, and a
 //! transferred state is merged into the survivor (or passed on, if the survivor was merged too).
 
-use super::{BatchStore, Gathered, InputRecord, Scorer, Scoring, TaskError, TaskSettings};
+use super::{BatchStore, Gathered, InputRecord, Scorer, Scoring, Standing, TaskError, TaskSettings};
 use crate::event::Event;
-use crate::insights::{UNKNOWN_CLASS, event_class};
+use crate::insights::event_class;
 use crate::rules::Rules;
 use crate::runtime::internal::{InternalRecord, Origin, Work};
 use crate::scoring::ContactState;
@@ -56,15 +56,18 @@ impl Scorer<'_> {
             out.insight.count_event(super::IGNORED, class);
             return Ok(());
         };
-        if batch.applied_offset(&merged, scoring.stamp.0)?.is_some_and(|applied| scoring.stamp.1 <= applied) {
-            out.counts.replayed += 1;
-            out.insight.count_event(super::REPLAYED, class);
-            return Ok(());
-        }
-        if batch.merged_into(&merged)?.is_some() {
-            out.counts.ignored += 1;
-            out.insight.count_event(super::IGNORED, class);
-            return Ok(());
+        match batch.standing(&merged, scoring.stamp)? {
+            Standing::MergedInto(_) => {
+                out.counts.ignored += 1;
+                out.insight.count_event(super::IGNORED, class);
+                return Ok(());
+            }
+            Standing::Applied => {
+                out.counts.replayed += 1;
+                out.insight.count_event(super::REPLAYED, class);
+                return Ok(());
+            }
+            Standing::Open => {}
         }
         let state = self.stream.release(batch, &merged);
         batch.check()?;
@@ -97,17 +100,20 @@ impl Scorer<'_> {
         scoring: &Scoring,
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
-        if let Some(next) = batch.merged_into(&event.contact)? {
-            let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };
-            out.follow(rules, settings, self.partition, scoring, &next, work);
-            out.insight.count_event(super::FORWARDED, UNKNOWN_CLASS);
-            return Ok(());
-        }
         let class = event_class(&event.kind);
-        if batch.applied_offset(&event.contact, scoring.stamp.0)?.is_some_and(|applied| scoring.stamp.1 <= applied) {
-            out.counts.replayed += 1;
-            out.insight.count_event(super::REPLAYED, class);
-            return Ok(());
+        match batch.standing(&event.contact, scoring.stamp)? {
+            Standing::MergedInto(next) => {
+                let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };
+                out.follow(rules, settings, self.partition, scoring, &next, work);
+                out.insight.count_event(super::FORWARDED, class);
+                return Ok(());
+            }
+            Standing::Applied => {
+                out.counts.replayed += 1;
+                out.insight.count_event(super::REPLAYED, class);
+                return Ok(());
+            }
+            Standing::Open => {}
         }
         let merge = crate::scoring::merge_event(&event);
         let processed = self.stream.merge(rules, batch, merged, &merge);
