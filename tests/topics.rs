@@ -120,8 +120,10 @@ fn topics_create_is_idempotent_and_reports_bad_topics_on_kafka() {
 
     // Inputs that exist with another partition count than topics.partitions: the changelog follows them.
     let existing = Names::new("topics-existing");
-    let toml =
-        other.config_toml(&kafka.bootstrap, &dir.path().join("state-maker"), 2).replace(&other.input, &existing.input);
+    let toml = other
+        .config_toml(&kafka.bootstrap, &dir.path().join("state-maker"), 2)
+        .replace(&other.input, &existing.input)
+        .replace(&other.internal, &existing.internal);
     let input_maker = write_config(dir.path(), "input-maker.toml", &toml);
     assert_eq!(leadscore(&["topics", "create"], &input_maker).status.code(), Some(1), "its changelog is still bad");
     let follows = write_config(

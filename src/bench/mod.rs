@@ -327,8 +327,9 @@ impl Context<'_> {
     ) -> Result<ModeResult, BenchError> {
         let mut config = self.config(mode, input, guarantee);
         config.http.listen = child::free_address()?;
+        // Every topic of the run but the event input, which is loaded already.
         let specs: Vec<TopicSpec> =
-            topic_specs(&config).into_iter().filter(|spec| spec.role != TopicRole::Input).collect();
+            topic_specs(&config).into_iter().filter(|spec| !config.topics.inputs.contains(&spec.name)).collect();
         self.broker.create(&specs)?;
         let path = self.write_config(mode, &config)?;
         let args = ["run".to_owned(), "--config".to_owned(), path.to_string_lossy().into_owned()];

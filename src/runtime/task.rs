@@ -13,8 +13,13 @@
 //! acknowledged and written, its contact records are pending in the cache, which never evicts them.
 //! A contact gets one record per batch, however many of its events the batch holds.
 
+mod gathered;
+mod merging;
+
+use gathered::{Gathered, Scoring, route};
+
 use super::batch_store::{BatchStore, Change, Standing};
-use super::internal::{InternalRecord, MAX_HOPS, Origin, Work};
+use super::internal::{InternalRecord, Origin, Work};
 use super::record::{Route, StoredContact};
 use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
 use crate::event::framing::{self, Framed};
@@ -25,9 +30,9 @@ use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
 use crate::leaderboard::BoardEntry;
 use crate::rules::Rules;
 use crate::schema_registry::{RegistryUnavailable, SchemaRegistry};
-use crate::scoring::{Outcome, Output};
+use crate::scoring::Outcome;
 use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
-use crate::stream::{PartitionStream, Processed, TimerClock};
+use crate::stream::{PartitionStream, TimerClock};
 
 /// Wire format of events or outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,8 +298,7 @@ impl PartitionTask {
                 None => commit.push((record.topic, record.offset + 1)),
             }
             if self.next_offsets[record.topic].is_some_and(|next| record.offset < next) {
-                out.counts.replayed += 1;
-                out.insight.count_event(REPLAYED, UNKNOWN_CLASS);
+                out.tally(REPLAYED, UNKNOWN_CLASS);
                 continue;
             }
             let here = Origin { topic: topic_key, partition: self.partition, offset: record.offset };
@@ -305,8 +309,7 @@ impl PartitionTask {
             let event = match decode(settings, self.partition, record)? {
                 Ok(Mapped::Event(event)) => event,
                 Ok(Mapped::Skipped(_)) => {
-                    out.counts.ignored += 1;
-                    out.insight.count_event(IGNORED, UNKNOWN_CLASS);
+                    out.tally(IGNORED, UNKNOWN_CLASS);
                     continue;
                 }
                 Err((kind, reason)) => {
@@ -486,12 +489,11 @@ impl Scorer<'_> {
             Standing::MergedInto(survivor) => {
                 let forward = Work::Forward(Event { contact: survivor.clone(), ..event });
                 out.follow(rules, settings, self.partition, scoring, &survivor, forward);
-                out.insight.count_event(FORWARDED, class);
+                out.tally(FORWARDED, class);
                 return Ok(());
             }
             Standing::Applied => {
-                out.counts.replayed += 1;
-                out.insight.count_event(REPLAYED, class);
+                out.tally(REPLAYED, class);
                 return Ok(());
             }
             Standing::Open => {}
@@ -507,123 +509,6 @@ impl Scorer<'_> {
         }
         Ok(())
     }
-}
-
-/// What a batch gathers as it goes.
-#[derive(Default)]
-struct Gathered {
-    publish: Vec<Publish>,
-    counts: BatchCounts,
-    insight: BatchInsight,
-}
-
-/// The record being scored, and how its effects are stamped and named.
-struct Scoring<'r> {
-    record: &'r InputRecord,
-    /// The key and offset the changed contact's record stamps as applied.
-    stamp: (u32, i64),
-    /// The record as the origin of the internal records it writes.
-    here: Origin,
-    /// Aliases followed to get here.
-    hops: u32,
-}
-
-impl Gathered {
-    fn dead_letter(&mut self, settings: &TaskSettings, partition: i32, record: &InputRecord, kind: &str, reason: &str) {
-        self.counts.dead_lettered += 1;
-        self.insight.count_event(DEAD_LETTERED, UNKNOWN_CLASS);
-        self.insight.count_dead_letter(kind);
-        self.publish.push(dead_letter(settings, partition, record, reason));
-    }
-
-    /// Publishes an internal record to the partition of the contact `key`.
-    fn internal(&mut self, rules: &Rules, settings: &TaskSettings, key: &str, record: &InternalRecord) {
-        let partition = crate::hashing::partition_for_key(key.as_bytes(), settings.partitions.max(1)) as i32;
-        self.publish.push(Publish {
-            destination: Destination::Internal(partition),
-            key: key.as_bytes().to_vec(),
-            payload: Some(record.encode(rules)),
-            headers: Vec::new(),
-        });
-    }
-
-    /// Hands `work` on to `survivor`, one alias further; a chain longer than [`MAX_HOPS`] is a cycle.
-    fn follow(
-        &mut self,
-        rules: &Rules,
-        settings: &TaskSettings,
-        partition: i32,
-        scoring: &Scoring,
-        survivor: &str,
-        work: Work,
-    ) {
-        if scoring.hops >= MAX_HOPS {
-            self.dead_letter(settings, partition, scoring.record, "merge", &crate::scoring::alias_cycle(survivor));
-            return;
-        }
-        let record = InternalRecord { origin: scoring.here, hops: scoring.hops + 1, work };
-        self.internal(rules, settings, survivor, &record);
-    }
-
-    /// Counts what scoring did to `contact`, stamps it if it changed, and routes its outputs.
-    #[allow(clippy::too_many_arguments)] // the parts of one scored record
-    fn outcome(
-        &mut self,
-        settings: &TaskSettings,
-        partition: i32,
-        batch: &mut BatchStore,
-        contact: &str,
-        scoring: &Scoring,
-        processed: Processed,
-        event_ts_ms: Option<i64>,
-        class: usize,
-    ) {
-        let outcome = match &processed.outcome {
-            Outcome::Scored => {
-                self.counts.scored += 1;
-                batch.mark_applied(contact, scoring.stamp.0, scoring.stamp.1);
-                SCORED
-            }
-            Outcome::Ignored => {
-                self.counts.ignored += 1;
-                IGNORED
-            }
-            Outcome::Duplicate => {
-                self.counts.duplicate += 1;
-                DUPLICATE
-            }
-            Outcome::Rejected(reason) => {
-                self.counts.dead_lettered += 1;
-                self.insight.count_dead_letter("rejected");
-                self.publish.push(dead_letter(settings, partition, scoring.record, reason));
-                DEAD_LETTERED
-            }
-        };
-        self.insight.count_event(outcome, class);
-        self.insight.add_attribution(processed.attribution);
-        self.insight.add_outputs(&processed.outputs, event_ts_ms);
-        self.counts.outputs += processed.outputs.len() as u64;
-        self.publish.extend(route(settings, processed.outputs));
-    }
-}
-
-/// Encodes outputs for their topics.
-fn route(settings: &TaskSettings, outputs: Vec<Output>) -> Vec<Publish> {
-    outputs
-        .into_iter()
-        .map(|output| {
-            let payload = match settings.output_format {
-                WireFormat::Json => output.to_json(),
-                WireFormat::Protobuf => output.to_protobuf(),
-            };
-            Publish {
-                destination: Destination::Output(Route::of(&output.body)),
-                key: output.contact.into_bytes(),
-                payload: Some(payload),
-                headers: Vec::new(),
-            }
-        })
-        .collect()
 }
 
 /// Decodes a record; an error carries its metric label (a `DecodeError::kind` or `key`) and message.
@@ -649,34 +534,3 @@ fn decode(
     }
     Ok(decoder.decode(&source, &settings.limits))
 }
-
-fn dead_letter(settings: &TaskSettings, partition: i32, record: &InputRecord, reason: &str) -> Publish {
-    let mut headers = record.headers.clone();
-    let mut cut = reason.len().min(crate::event::MAX_FIELD_BYTES);
-    while !reason.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    headers.push(("leadscore.error".to_owned(), reason.as_bytes()[..cut].to_vec()));
-    headers.push(("leadscore.source.topic".to_owned(), settings.inputs[record.topic].as_bytes().to_vec()));
-    headers.push(("leadscore.source.partition".to_owned(), partition.to_string().into_bytes()));
-    headers.push(("leadscore.source.offset".to_owned(), record.offset.to_string().into_bytes()));
-    // A record too large to republish whole keeps its head, with its full size, and its headers if they
-    // fit: a dead letter that cannot be written would stop the partition it is meant to keep going.
-    let mut payload = record.payload.clone();
-    let header_bytes = |headers: &[(String, Vec<u8>)]| -> usize {
-        headers.iter().map(|(name, value)| name.len() + value.len() + DEAD_LETTER_HEADER_OVERHEAD).sum()
-    };
-    let key_bytes = record.key.as_ref().map_or(0, Vec::len);
-    let whole = key_bytes + header_bytes(&headers) + payload.as_ref().map_or(0, Vec::len);
-    if let Some(bytes) = payload.as_mut().filter(|_| whole > settings.max_record_bytes) {
-        headers.push(("leadscore.truncated.from".to_owned(), bytes.len().to_string().into_bytes()));
-        let room = settings.max_record_bytes.saturating_sub(key_bytes + header_bytes(&headers));
-        bytes.truncate(DEAD_LETTER_HEAD.min(room));
-    }
-    if key_bytes + header_bytes(&headers) > settings.max_record_bytes {
-        headers.retain(|(name, _)| name.starts_with("leadscore."));
-    }
-    Publish { destination: Destination::DeadLetter, key: record.key.clone().unwrap_or_default(), payload, headers }
-}
-
-mod merging;

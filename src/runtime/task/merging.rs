@@ -52,19 +52,16 @@ impl Scorer<'_> {
         let class = event_class(&event.kind);
         let Some(merged) = rules.merged_contact(&event).map(str::to_owned) else {
             // The rules no longer merge on this event type.
-            out.counts.ignored += 1;
-            out.insight.count_event(super::IGNORED, class);
+            out.tally(super::IGNORED, class);
             return Ok(());
         };
         match batch.standing(&merged, scoring.stamp)? {
             Standing::MergedInto(_) => {
-                out.counts.ignored += 1;
-                out.insight.count_event(super::IGNORED, class);
+                out.tally(super::IGNORED, class);
                 return Ok(());
             }
             Standing::Applied => {
-                out.counts.replayed += 1;
-                out.insight.count_event(super::REPLAYED, class);
+                out.tally(super::REPLAYED, class);
                 return Ok(());
             }
             Standing::Open => {}
@@ -73,8 +70,7 @@ impl Scorer<'_> {
         batch.check()?;
         batch.set_merged_into(&merged, &event.contact)?;
         batch.mark_applied(&merged, scoring.stamp.0, scoring.stamp.1);
-        out.counts.scored += 1;
-        out.insight.count_event(super::SCORED, class);
+        out.tally(super::SCORED, class);
         if let Some(state) = state {
             let survivor = event.contact.clone();
             let record = InternalRecord {
@@ -105,12 +101,11 @@ impl Scorer<'_> {
             Standing::MergedInto(next) => {
                 let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };
                 out.follow(rules, settings, self.partition, scoring, &next, work);
-                out.insight.count_event(super::FORWARDED, class);
+                out.tally(super::FORWARDED, class);
                 return Ok(());
             }
             Standing::Applied => {
-                out.counts.replayed += 1;
-                out.insight.count_event(super::REPLAYED, class);
+                out.tally(super::REPLAYED, class);
                 return Ok(());
             }
             Standing::Open => {}
