@@ -120,7 +120,11 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
     }
     info!(partitions, records = total, "replaying");
 
-    let settings = TaskSettings { clock: crate::stream::TimerClock::StreamTime, ..options.task.clone() };
+    let settings = TaskSettings {
+        clock: crate::stream::TimerClock::StreamTime,
+        partitions: partitions as u32,
+        ..options.task.clone()
+    };
     let mut tasks = BTreeMap::new();
     for partition in 0..partitions {
         tasks.insert(partition, PartitionTask::open(partition, store, &settings, vec![None; settings.inputs.len()])?);
