@@ -151,7 +151,7 @@ impl BatchInsight {
                 OutputBody::PhaseChanged(changed) => {
                     *self.phase_changes.entry((changed.from.clone(), changed.to.clone())).or_default() += 1;
                 }
-                OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased => {}
+                OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased(_) => {}
             }
         }
     }

@@ -11,7 +11,9 @@ use crate::event::input::InputDecoder;
 use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::hashing::partition_for_key;
 use crate::rules::Rules;
-use crate::scoring::{ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, alias_cycle, merge_event};
+use crate::scoring::{
+    ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, OutputBody, alias_cycle, merge_event,
+};
 use crate::stream::{ContactStore, PartitionStream, TimerClock};
 
 /// Contact states in memory, ordered by contact id so that output is deterministic.
@@ -140,6 +142,17 @@ impl<'r> OfflineScorer<'r> {
             }
         }
         let mut outputs = processed.outputs;
+        // An erased contact's aliases go with it.
+        for output in &outputs {
+            if let OutputBody::ContactErased(erased) = &output.body {
+                let family = |id: &String| *id == output.contact || erased.aliases.contains(id);
+                for alias in &erased.aliases {
+                    if self.store.merged_into.get(alias).is_some_and(family) {
+                        self.store.merged_into.remove(alias);
+                    }
+                }
+            }
+        }
         let takes_effect = matches!(processed.outcome, Outcome::Scored | Outcome::Ignored);
         let rules = self.rules;
         if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact)

@@ -164,13 +164,17 @@ impl PartitionStream {
                 continue;
             }
             let applied = scoring::on_timer(rules, state, now_ms);
-            if let Some(state) = applied.state {
-                self.track(&state);
-                if applied.outcome == Outcome::Scored {
-                    store.save(state);
-                } else {
-                    store.put_back(state);
+            match applied.state {
+                Some(state) => {
+                    self.track(&state);
+                    if applied.outcome == Outcome::Scored {
+                        store.save(state);
+                    } else {
+                        store.put_back(state);
+                    }
                 }
+                // An idle anonymous contact expired.
+                None => store.remove(&contact),
             }
             outputs.extend(applied.outputs);
         }

@@ -8,9 +8,9 @@ use toml::Spanned;
 
 use super::file::{GroupFile, PredicateFile, RuleFile, RulesFile, ThresholdFile};
 use super::{
-    AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY, MANUAL_SOURCE,
-    MERGE, MERGE_KEY, MERGE_SOURCE, MergeOn, Phase, Predicate, Requirements, Rule, Rules, Target, Threshold,
-    parse_duration_ms,
+    Anonymous, AttrTest, CLAMP_KEY, CLAMP_SOURCE, DecayLaw, Effect, Glob, Grade, Grades, Group, Limit, MANUAL_KEY,
+    MANUAL_SOURCE, MERGE, MERGE_KEY, MERGE_SOURCE, MergeOn, Phase, Predicate, Requirements, Rule, Rules, Target,
+    Threshold, parse_duration_ms,
 };
 use crate::event::{AttrValue, ERASE, MANUAL_ADJUSTMENT, PHASE_CHANGE, REQUALIFY};
 use crate::hashing::{id_fingerprint, name_key};
@@ -171,6 +171,19 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
         merges.push(MergeOn { event_type: kind.clone(), attribute: merge.merged.get_ref().clone() });
     }
 
+    let anonymous = match &file.anonymous {
+        None => None,
+        Some(anonymous) => {
+            if anonymous.attribute.get_ref().trim().is_empty() {
+                return Err(source.at(&anonymous.attribute, "name the attribute that holds an anonymous visitor's id"));
+            }
+            let expire_after = &anonymous.expire_after;
+            let idle_ms = parse_duration_ms(expire_after.get_ref())
+                .map_err(|reason| source.at(expire_after, format!("expire_after: {reason}")))?;
+            Some(Anonymous { attribute: anonymous.attribute.get_ref().clone(), expire_after_ms: idle_ms })
+        }
+    };
+
     let mut rules_by_type: HashMap<String, Vec<usize>> = HashMap::new();
     for (index, rule) in rules.iter().enumerate() {
         rules_by_type.entry(rule.event_type.clone()).or_default().push(index);
@@ -192,6 +205,7 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
         history_limit,
         dedup_window,
         merges,
+        anonymous,
         rules_by_type: rules_by_type.into_iter().map(|(kind, list)| (kind, list.into_boxed_slice())).collect(),
     })
 }

@@ -20,6 +20,14 @@ pub(super) struct RulesFile {
     pub thresholds: Vec<ThresholdFile>,
     #[serde(default)]
     pub merges: Vec<MergeFile>,
+    pub anonymous: Option<AnonymousFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AnonymousFile {
+    pub attribute: Spanned<String>,
+    pub expire_after: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

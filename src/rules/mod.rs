@@ -46,6 +46,8 @@ pub struct Rules {
     /// Event types that merge another contact into the event's, with the attribute that names it; the
     /// built-in `merge` type (attribute `merged`) first.
     pub merges: Vec<MergeOn>,
+    /// How anonymous visitors are told apart, and when an idle one is removed, if the file says.
+    pub anonymous: Option<Anonymous>,
     rules_by_type: HashMap<String, Box<[usize]>>,
 }
 
@@ -128,6 +130,24 @@ pub struct MergeOn {
     pub event_type: String,
     /// The attribute naming the contact merged into the event's contact, such as `anonymous_id`.
     pub attribute: String,
+}
+
+/// Anonymous visitors: contacts known only by a cookie or device id, removed once idle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anonymous {
+    /// The attribute holding the visitor's anonymous id, such as `anonymous_id`: an event whose value of
+    /// it is its own contact id is an anonymous visitor's. A contact stays anonymous while every event
+    /// scored on it is, and no contact was merged into it.
+    pub attribute: String,
+    /// Time after a contact's last event at which an anonymous contact is removed.
+    pub expire_after_ms: i64,
+}
+
+impl Anonymous {
+    /// Whether `event` is an anonymous visitor's: it names its own contact as the anonymous id.
+    pub fn is_anonymous(&self, event: &Event) -> bool {
+        matches!(event.attr(&self.attribute), Some(AttrValue::Text(id)) if *id == event.contact)
+    }
 }
 
 /// The built-in event type that merges the contact in its `merged` attribute into its own.

@@ -28,7 +28,7 @@ impl Route {
     /// The route of an output.
     pub fn of(body: &OutputBody) -> Route {
         match body {
-            OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased => {
+            OutputBody::ScoreChanged(_) | OutputBody::ContactMerged(_) | OutputBody::ContactErased(_) => {
                 Route::ScoreChanged
             }
             OutputBody::ThresholdCrossed(_) => Route::ThresholdCrossed,

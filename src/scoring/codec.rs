@@ -76,6 +76,8 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
         offsets: Vec::new(),
         erased: false,
         merged_into: None,
+        merged_ids: state.merged_ids.clone(),
+        anonymous: state.anonymous,
     }
 }
 
@@ -132,6 +134,8 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
         recent_ids: message.recent_ids.iter().copied().collect(),
         history,
         next_timer_ms: message.next_timer_ms,
+        merged_ids: message.merged_ids.clone(),
+        anonymous: message.anonymous,
     })
 }
 

@@ -70,7 +70,14 @@ pub fn write_record(
         int(out, 2, offset);
     }
     match (state, merged_into) {
-        (Some(_), _) => {}
+        (Some(state), _) => {
+            for merged in &state.merged_ids {
+                text(out, 15, merged);
+            }
+            if state.anonymous {
+                uint(out, 16, 1);
+            }
+        }
         (None, None) => uint(out, 13, 1),
         (None, Some(survivor)) => text(out, 14, survivor),
     }

@@ -4,7 +4,8 @@
 use super::attribution::{Attribution, Conversion, RuleFire};
 use super::grade;
 use super::output::{
-    ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed,
+    ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
+    ThresholdCrossed,
 };
 use super::state::ContactState;
 use crate::rules::{Rules, Threshold};
@@ -161,13 +162,20 @@ pub(super) fn group_values(rules: &Rules, state: &ContactState, at_ms: i64) -> V
         .collect()
 }
 
-/// The output that announces an erasure.
-pub(super) fn erased(rules: &Rules, contact: &str, event_id: &str, at_ms: i64) -> Output {
+/// The output that announces an erasure, for `cause`, with the ids of the contacts merged into it.
+pub(super) fn erased(
+    rules: &Rules,
+    contact: &str,
+    id: String,
+    at_ms: i64,
+    cause: &'static str,
+    aliases: Vec<String>,
+) -> Output {
     Output {
-        id: format!("{event_id}:erased"),
+        id,
         contact: contact.to_owned(),
         rules_version: rules.version.clone(),
         ts_ms: at_ms,
-        body: OutputBody::ContactErased,
+        body: OutputBody::ContactErased(ContactErased { cause, aliases }),
     }
 }

@@ -107,6 +107,14 @@ pub fn merge(rules: &Rules, survivor: Option<ContactState>, merged: ContactState
         union_ids(&state.recent_ids, &merged.recent_ids, rules.dedup_window)
     };
     state.history = union_history(std::mem::take(&mut state.history), std::mem::take(&mut merged.history));
+    // Its ids and those merged into it are aliases of the survivor now; a contact others merge into is
+    // known, not an anonymous visitor.
+    for id in std::iter::once(merged.contact.clone()).chain(merged.merged_ids.drain(..)) {
+        if !state.merged_ids.contains(&id) {
+            state.merged_ids.push(id);
+        }
+    }
+    state.anonymous = false;
     let new_total = state.total(rules, at_ms);
     let entry = HistoryEntry {
         source: MERGE_KEY,

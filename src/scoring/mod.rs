@@ -23,7 +23,8 @@ pub use crossing::{fall_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
 pub use output::{
-    ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged, ThresholdCrossed,
+    ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
+    ThresholdCrossed,
 };
 pub use series::{Series, SeriesPoint};
 pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};
@@ -77,26 +78,36 @@ enum Plan {
 pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Applied {
     let unchanged =
         |state, outcome| Applied { state, outputs: Vec::new(), outcome, attribution: Attribution::default() };
+    let at_ms = state.as_ref().map_or(event.ts_ms, |state| state.clock_ms.max(event.ts_ms));
+    // An anonymous visitor idle past its expiry is gone before this event, which finds no contact.
+    let expires = state.as_ref().and_then(|state| idle_expiry(rules, state)).is_some_and(|expiry| expiry <= at_ms);
+    let current = state.as_ref().filter(|_| !expires);
     let fingerprint = id_fingerprint(&event.id);
-    if state.as_ref().is_some_and(|state| state.recent_ids.contains(&fingerprint)) {
+    if current.is_some_and(|state| state.recent_ids.contains(&fingerprint)) {
         return unchanged(state, Outcome::Duplicate);
     }
-    let at_ms = state.as_ref().map_or(event.ts_ms, |state| state.clock_ms.max(event.ts_ms));
-    let plan = match plan(rules, state.as_ref(), event, at_ms) {
+    let plan = match plan(rules, current, event, at_ms) {
         Ok(plan) => plan,
         Err(reason) => return unchanged(state, Outcome::Rejected(reason)),
     };
     if let Plan::Nothing = plan {
         return unchanged(state, Outcome::Ignored);
     }
+    let (state, expired) = match state {
+        Some(old) if expires => (None, expire(rules, old)),
+        state => (state, Vec::new()),
+    };
     let mut state = state.unwrap_or_else(|| ContactState::new(rules, &event.contact, at_ms));
+    state.anonymous &= rules.anonymous.as_ref().is_some_and(|anonymous| anonymous.is_anonymous(event));
     let mut emit = Emitter::new(rules, &event.contact, &event.id);
     fire_due_timers(rules, &mut state, at_ms, &mut emit);
     state.clock_ms = at_ms;
 
     if let Plan::Erase = plan {
-        let mut outputs = emit.finish(&state);
-        outputs.push(emit::erased(rules, &event.contact, &event.id, at_ms));
+        let mut outputs = expired;
+        outputs.extend(emit.finish(&state));
+        let id = [event.id.as_str(), ":erased"].concat();
+        outputs.push(emit::erased(rules, &event.contact, id, at_ms, "erase", state.merged_ids));
         let attribution = emit.take_attribution();
         return Applied { state: None, outputs, outcome: Outcome::Scored, attribution };
     }
@@ -140,7 +151,8 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
     }
     remember(&mut state.recent_ids, fingerprint, rules.dedup_window);
     state.next_timer_ms = next_timer(rules, &state);
-    let outputs = emit.finish(&state);
+    let mut outputs = expired;
+    outputs.extend(emit.finish(&state));
     let attribution = emit.take_attribution();
     Applied { state: Some(state), outputs, outcome: Outcome::Scored, attribution }
 }
@@ -154,6 +166,10 @@ pub fn on_timer(rules: &Rules, state: ContactState, now_ms: i64) -> Applied {
             outcome: Outcome::Ignored,
             attribution: Attribution::default(),
         };
+    }
+    if idle_expiry(rules, &state).is_some_and(|expiry| expiry <= now_ms) {
+        let outputs = expire(rules, state);
+        return Applied { state: None, outputs, outcome: Outcome::Scored, attribution: Attribution::default() };
     }
     let mut state = state;
     let contact = state.contact.clone();
@@ -336,13 +352,32 @@ fn fire_due_timers(rules: &Rules, state: &mut ContactState, now_ms: i64, emit: &
 }
 
 fn next_timer(rules: &Rules, state: &ContactState) -> Option<i64> {
-    rules
-        .thresholds
-        .iter()
-        .zip(&state.fired)
-        .filter(|(_, fired)| **fired)
-        .filter_map(|(threshold, _)| fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms))
-        .min()
+    let falls =
+        rules.thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).filter_map(|(threshold, _)| {
+            fall_time(rules, state, threshold.target, threshold.down_level(), state.clock_ms)
+        });
+    falls.chain(idle_expiry(rules, state)).min()
+}
+
+/// When an anonymous contact is removed for being idle: the rules' `expire_after` past its last event.
+fn idle_expiry(rules: &Rules, state: &ContactState) -> Option<i64> {
+    let anonymous = rules.anonymous.as_ref().filter(|_| state.anonymous)?;
+    Some(state.clock_ms.saturating_add(anonymous.expire_after_ms))
+}
+
+/// Removes an idle anonymous contact at its expiry: the thresholds that fall before then fall, then a
+/// `contact_erased` with cause `idle` says it is gone.
+fn expire(rules: &Rules, mut state: ContactState) -> Vec<Output> {
+    let Some(expiry_ms) = idle_expiry(rules, &state) else {
+        return Vec::new();
+    };
+    let contact = std::mem::take(&mut state.contact);
+    let mut emit = Emitter::new(rules, &contact, "");
+    fire_due_timers(rules, &mut state, expiry_ms, &mut emit);
+    let mut outputs = emit.finish(&state);
+    let id = format!("{contact}:idle:{expiry_ms}");
+    outputs.push(emit::erased(rules, &contact, id, expiry_ms, "idle", state.merged_ids));
+    outputs
 }
 
 fn push_history(state: &mut ContactState, entry: HistoryEntry, limit: usize) {
@@ -359,5 +394,7 @@ fn remember(ids: &mut std::collections::VecDeque<u64>, fingerprint: u64, limit: 
     }
 }
 
+#[cfg(test)]
+mod anonymous_tests;
 #[cfg(test)]
 mod tests;

@@ -39,7 +39,7 @@ pub enum OutputBody {
     /// as its largest kind).
     ContactMerged(Box<ContactMerged>),
     /// Every trace of a contact was deleted.
-    ContactErased,
+    ContactErased(ContactErased),
 }
 
 impl OutputBody {
@@ -50,9 +50,18 @@ impl OutputBody {
             OutputBody::ThresholdCrossed(_) => "threshold_crossed",
             OutputBody::PhaseChanged(_) => "phase_changed",
             OutputBody::ContactMerged(_) => "contact_merged",
-            OutputBody::ContactErased => "contact_erased",
+            OutputBody::ContactErased(_) => "contact_erased",
         }
     }
+}
+
+/// A contact deleted with everything known of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactErased {
+    /// Why: `erase` (an erase event) or `idle` (an anonymous visitor idle for the rules' `expire_after`).
+    pub cause: &'static str,
+    /// The ids of the contacts merged into it, forgotten with it.
+    pub aliases: Vec<String>,
 }
 
 /// A score change with its cause.
@@ -206,7 +215,10 @@ impl Output {
                 merged_phase: merge.merged_phase.clone(),
                 phase: merge.phase.clone(),
             }),
-            OutputBody::ContactErased => Body::ContactErased(v1::ContactErased {}),
+            OutputBody::ContactErased(erased) => Body::ContactErased(v1::ContactErased {
+                cause: erased.cause.to_owned(),
+                aliases: erased.aliases.clone(),
+            }),
         };
         v1::Output {
             id: self.id.clone(),

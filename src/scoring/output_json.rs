@@ -101,7 +101,19 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
             field(out, "phase", false);
             string(out, &merge.phase);
         }
-        OutputBody::ContactErased => {}
+        OutputBody::ContactErased(erased) => {
+            field(out, "cause", false);
+            string(out, erased.cause);
+            field(out, "aliases", false);
+            out.push(b'[');
+            for (index, alias) in erased.aliases.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                string(out, alias);
+            }
+            out.push(b']');
+        }
     }
     out.push(b'}');
 }
@@ -191,7 +203,7 @@ mod tests {
 
     use super::*;
     use crate::event::format_rfc3339;
-    use crate::scoring::output::{ContactMerged, PhaseChanged, ScoreChanged, ThresholdCrossed};
+    use crate::scoring::output::{ContactErased, ContactMerged, PhaseChanged, ScoreChanged, ThresholdCrossed};
 
     /// The same object built through serde_json, the reference the writer must match byte for byte.
     fn reference(output: &Output) -> Vec<u8> {
@@ -260,7 +272,11 @@ mod tests {
                 merged_phase: "b".into(),
                 phase: text.clone(),
             }))),
-            common(OutputBody::ContactErased),
+            common(OutputBody::ContactErased(ContactErased { cause: "idle", aliases: Vec::new() })),
+            common(OutputBody::ContactErased(ContactErased {
+                cause: "erase",
+                aliases: vec![text.clone(), "b".into()],
+            })),
         ]
     }
 

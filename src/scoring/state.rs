@@ -29,8 +29,13 @@ pub struct ContactState {
     pub recent_ids: VecDeque<u64>,
     /// The most recent score changes, oldest first.
     pub history: VecDeque<HistoryEntry>,
-    /// The earliest decay-driven threshold fall, epoch ms: the contact's entry in the timer index.
+    /// The earliest decay-driven threshold fall, or an anonymous contact's expiry, epoch ms: the
+    /// contact's entry in the timer index.
     pub next_timer_ms: Option<i64>,
+    /// Contacts merged into this one, directly or through others: aliases of it.
+    pub merged_ids: Vec<String>,
+    /// Whether every event scored on it was an anonymous visitor's (see [`crate::rules::Anonymous`]).
+    pub anonymous: bool,
 }
 
 impl ContactState {
@@ -47,6 +52,8 @@ impl ContactState {
             recent_ids: VecDeque::new(),
             history: VecDeque::new(),
             next_timer_ms: None,
+            merged_ids: Vec::new(),
+            anonymous: rules.anonymous.is_some(),
         }
     }
 
