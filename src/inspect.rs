@@ -10,7 +10,7 @@ use crate::app::{load_rules, open_store};
 use crate::config::Config;
 use crate::rules::RulesError;
 use crate::runtime::record::StoredContact;
-use crate::scoring::ContactView;
+use crate::scoring::{ContactView, MAX_ALIAS_HOPS};
 use crate::store::StoreError;
 
 /// A contact found in a state directory.
@@ -18,6 +18,9 @@ use crate::store::StoreError;
 pub struct InspectedContact {
     /// The partition whose state holds it.
     pub partition: i32,
+    /// The ids followed to get to it: the contact asked for, and any it was merged into on the way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub via: Vec<String>,
     /// What the API would show, decayed to the time asked for.
     #[serde(flatten)]
     pub view: ContactView,
@@ -45,8 +48,8 @@ pub enum InspectError {
     },
 }
 
-/// Looks `contact` up in every partition the config's state directory holds, and reads it at `at_ms`.
-/// `Ok(None)`: no partition knows the contact.
+/// Looks `contact` up in every partition the config's state directory holds, and reads it at `at_ms`; a
+/// merged contact is read where it was merged into. `Ok(None)`: no partition knows the contact.
 pub fn inspect(config: &Config, contact: &str, at_ms: i64) -> Result<Option<InspectedContact>, InspectError> {
     let rules = load_rules(config)?;
     let store = open_store(config).map_err(|err| match err {
@@ -54,17 +57,29 @@ pub fn inspect(config: &Config, contact: &str, at_ms: i64) -> Result<Option<Insp
         StoreError::Open { dir, reason } if reason.contains("lock") => InspectError::InUse(dir),
         other => InspectError::Store(other),
     })?;
-    for partition in store.partitions().map_err(InspectError::Store)? {
-        let Some(bytes) = store.get(partition, contact).map_err(InspectError::Store)? else {
-            continue;
-        };
-        let corrupt = |reason: String| InspectError::Corrupt { partition, reason };
-        let stored = StoredContact::decode(&rules, contact, &bytes).map_err(|err| corrupt(err.to_string()))?;
-        // An erased contact keeps a stateless record until its erase is committed.
-        let Some(state) = stored.state else {
-            continue;
-        };
-        return Ok(Some(InspectedContact { partition, view: ContactView::new(&rules, &state, at_ms) }));
+    let partitions = store.partitions().map_err(InspectError::Store)?;
+    let mut id = contact.to_owned();
+    let mut via = Vec::new();
+    'follow: while via.len() <= MAX_ALIAS_HOPS as usize {
+        for &partition in &partitions {
+            let Some(bytes) = store.get(partition, &id).map_err(InspectError::Store)? else {
+                continue;
+            };
+            let corrupt = |reason: String| InspectError::Corrupt { partition, reason };
+            let stored = StoredContact::decode(&rules, &id, &bytes).map_err(|err| corrupt(err.to_string()))?;
+            if let Some(state) = stored.state {
+                let view = ContactView::new(&rules, &state, at_ms);
+                return Ok(Some(InspectedContact { partition, via, view }));
+            }
+            // A merged contact's record names the contact that holds its state.
+            if let Some(survivor) = stored.merged_into {
+                via.push(std::mem::replace(&mut id, survivor));
+                continue 'follow;
+            }
+            // An erased contact keeps a stateless record until its erase is committed.
+            return Ok(None);
+        }
+        return Ok(None);
     }
     Ok(None)
 }

@@ -37,11 +37,24 @@ fn inspect_prints_a_contact_of_a_stopped_instance_as_the_model_sees_it() {
     std::fs::write(&config, names.config_toml(&bootstrap, &state, PARTITIONS)).unwrap_or_else(|err| panic!("{err}"));
     let rules = rules();
     let events = stream(5, 2_000, 50);
-    let model = model_of_events(&rules, PARTITIONS, &events);
+    // The first contact merges the second in, after everything else.
+    let (survivor, merged) = (
+        events[0].contact.clone(),
+        events.iter().map(|e| &e.contact).find(|c| **c != events[0].contact).cloned().unwrap_or_default(),
+    );
+    let merge = leadscore::event::Event {
+        id: "merge-1".into(),
+        kind: "merge".into(),
+        ts_ms: events.iter().map(|event| event.ts_ms).max().unwrap_or_default() + 60_000,
+        attrs: vec![("merged".into(), leadscore::event::AttrValue::Text(merged.clone()))],
+        ..events[0].clone()
+    };
+    let model = model_of_events(&rules, PARTITIONS, &[events.clone(), vec![merge.clone()]].concat());
     let expected = produce(&bootstrap, &names.input, PARTITIONS, &events);
 
     let mut run = spawn_run(&config, &dir.path().join("run.log"));
     wait_committed(&bootstrap, &names.group, &names.input, &expected, Duration::from_secs(120));
+    common::merges::score_phase(&bootstrap, &names, &[merge], PARTITIONS);
     let (code, _, stderr) = inspect(&config, &events[0].contact);
     assert_eq!(code, Some(1), "refused while the instance runs: {stderr}");
     assert!(stderr.contains("in use by a running instance") && stderr.contains("/v1/contacts/"), "{stderr}");
@@ -62,6 +75,13 @@ fn inspect_prints_a_contact_of_a_stopped_instance_as_the_model_sees_it() {
         let view: serde_json::Value = serde_json::from_str(&view).unwrap_or_else(|err| panic!("{err}"));
         assert_eq!(printed, view, "{contact}");
     }
+    // A merged contact is shown where it was merged into.
+    let (code, stdout, stderr) = inspect(&config, &merged);
+    assert_eq!(code, Some(0), "{merged}: {stderr}");
+    let printed: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(printed["via"], serde_json::json!([merged]));
+    assert_eq!(printed["contact"], serde_json::json!(survivor));
+
     let (code, _, stderr) = inspect(&config, "contact-nobody");
     assert_eq!(code, Some(1));
     assert!(stderr.contains("contact-nobody is not in"), "{stderr}");

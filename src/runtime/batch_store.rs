@@ -108,6 +108,16 @@ impl<'a> BatchStore<'a> {
         Ok(())
     }
 
+    /// Forgets an alias: its record becomes that of an erased contact, applied up to the internal
+    /// record at `offset` of the topic `topic`, and is deleted once that record is committed.
+    pub fn forget_alias(&mut self, contact: &str, topic: u32, offset: i64) -> Result<(), TaskError> {
+        let entry = self.entry(contact)?;
+        entry.stored.merged_into = None;
+        entry.stored.mark_applied(topic, offset);
+        entry.dirty = true;
+        Ok(())
+    }
+
     /// The first error met while loading, if any.
     pub fn check(&mut self) -> Result<(), TaskError> {
         match self.error.take() {

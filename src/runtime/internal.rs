@@ -5,6 +5,7 @@
 //! - **Request**: a merge event, sent to the merged contact's task, which turns that contact into an alias
 //!   of the survivor and sends its state on.
 //! - **Transfer**: the merged contact's state, which the survivor's task merges in.
+//! - **Forget**: the survivor was erased, and with it every id merged into it: the alias is deleted.
 //!
 //! Each record names its origin: the record (input or internal) whose processing wrote it. A task sends
 //! its records again when it scores uncommitted input again after a crash or a rebalance; the copies keep
@@ -52,6 +53,13 @@ pub enum Work {
         /// The merged contact's state.
         merged: Box<ContactState>,
     },
+    /// Forget the alias `alias` of an erased contact.
+    Forget {
+        /// The alias: the record's key.
+        alias: String,
+        /// The erased contact and all its aliases; `alias` is forgotten if it was merged into one of them.
+        erased: Vec<String>,
+    },
 }
 
 /// One internal record.
@@ -77,6 +85,9 @@ impl InternalRecord {
                 merged: merged.contact.clone(),
                 state: codec::encode(rules, merged),
             }),
+            Work::Forget { alias, erased } => {
+                v1::internal_record::Body::Forget(v1::Forget { alias: alias.clone(), erased: erased.clone() })
+            }
         };
         v1::InternalRecord {
             origin_topic: self.origin.topic,
@@ -102,6 +113,9 @@ impl InternalRecord {
                     .map_err(|err| format!("internal transfer of {:?}: {err}", transfer.merged))?;
                 let merge = transfer.event.ok_or("internal transfer without its merge event")?;
                 Work::Transfer { event: event(merge)?, merged: Box::new(merged) }
+            }
+            Some(v1::internal_record::Body::Forget(forget)) => {
+                Work::Forget { alias: forget.alias, erased: forget.erased }
             }
             None => return Err("internal record without a body".to_owned()),
         };
@@ -156,6 +170,7 @@ points = 10
             Work::Forward(event("known-1", "page_visit")),
             Work::Request(event("known-1", "merge")),
             Work::Transfer { event: event("known-1", "merge"), merged: Box::new(merged) },
+            Work::Forget { alias: "anonymous-1".into(), erased: vec!["known-1".into(), "anonymous-1".into()] },
         ] {
             let record = InternalRecord { origin, hops: 2, work };
             let bytes = record.encode(&rules);

@@ -501,7 +501,17 @@ impl Scorer<'_> {
         let processed = self.stream.process(rules, batch, &event);
         batch.check()?;
         let takes_effect = matches!(processed.outcome, Outcome::Scored | Outcome::Ignored);
-        out.outcome(settings, self.partition, batch, &event.contact, scoring, processed, Some(event.ts_ms), class);
+        out.outcome(
+            rules,
+            settings,
+            self.partition,
+            batch,
+            &event.contact,
+            scoring,
+            processed,
+            Some(event.ts_ms),
+            class,
+        );
         if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact) {
             let merged = merged.to_owned();
             let record = InternalRecord { origin: scoring.here, hops: 0, work: Work::Request(event) };

@@ -34,7 +34,7 @@ fn ends(bootstrap: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> {
 
 /// Produces `events`, then waits until the group has committed them and everything they sent through the
 /// internal merge topic (a merge request sends a transfer on, so until that topic's end stops moving).
-fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::Event], partitions: u32) {
+pub fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::Event], partitions: u32) {
     produce(bootstrap, &names.input, partitions, events);
     wait_committed(
         bootstrap,
@@ -108,12 +108,18 @@ pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: 
     let t_last = t_chain + 3_600_000;
     let through_one = vec![visit("last-0".into(), contact(0), t_last)];
     let through_two = vec![visit("last-1".into(), contact(1), t_last + 3_600_000)];
+    // Erasing the survivor of the chain forgets its aliases: contact 1 is a contact of its own again.
+    let t_erase = t_last + 2 * 3_600_000;
+    let erase =
+        |id: &str, who: String, ts_ms: i64| Event { kind: "erase".into(), item: None, ..visit(id.into(), who, ts_ms) };
+    let erased = vec![erase("erase-100", contact(100), t_erase)];
+    let reborn = vec![visit("reborn-1".into(), contact(1), t_erase + 3_600_000)];
 
     let db = config.state.dir.clone();
     let port = free_port();
     config.http.listen = ([127, 0, 0, 1], port).into();
     let instance = InProcess::start(&config, partitions);
-    for phase in [&first, &merges, &after, &chain, &through_one, &through_two] {
+    for phase in [&first, &merges, &after, &chain, &through_one, &through_two, &erased, &reborn] {
         score_phase(bootstrap, names, phase, partitions);
     }
     // The API sends a merged contact's readers to the contact it was merged into.
@@ -123,15 +129,18 @@ pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: 
     assert!(raw.contains(&format!("location: /v1/contacts/{}\r\n", contact(2))), "{raw}");
     instance.stop();
 
-    let all: Vec<Event> = [first, merges, after, chain, through_one, through_two].concat();
+    let all: Vec<Event> = [first, merges, after, chain, through_one, through_two, erased, reborn].concat();
     let model = model_of_events(&rules, partitions, &all);
     let states = stored_states(&rules, &db);
     compare_states(&model, &states);
     assert_eq!(stored_aliases(&rules, &db), model.aliases);
-    assert_eq!(model.aliases.len(), 22);
-    for merged in (0..20).map(|n| contact(2 * n + 1)).chain([contact(0), "visitor-never-seen".to_owned()]) {
+    // 22 merged ids, less contacts 0 and 1, forgotten with contact 100.
+    assert_eq!(model.aliases.len(), 20);
+    for merged in (1..20).map(|n| contact(2 * n + 1)).chain(["visitor-never-seen".to_owned()]) {
         assert!(!states.contains_key(&merged), "{merged} was merged but still has a state");
     }
+    assert!(!states.contains_key(&contact(0)) && !states.contains_key(&contact(100)), "erased with its aliases");
+    assert!(states.contains_key(&contact(1)), "a forgotten alias's later event starts a contact of its own");
     let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(2));
     assert_eq!(compare_outputs(&model, &published), 0, "a clean run publishes each output once");
     let merged_outputs = published

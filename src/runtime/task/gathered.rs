@@ -10,7 +10,7 @@ use crate::rules::Rules;
 use crate::runtime::batch_store::BatchStore;
 use crate::runtime::internal::{InternalRecord, MAX_HOPS, Origin, Work};
 use crate::runtime::record::Route;
-use crate::scoring::{Outcome, Output};
+use crate::scoring::{Outcome, Output, OutputBody};
 use crate::stream::Processed;
 
 /// What a batch gathers as it goes.
@@ -93,6 +93,7 @@ impl Gathered {
     #[allow(clippy::too_many_arguments)] // the parts of one scored record
     pub(super) fn outcome(
         &mut self,
+        rules: &Rules,
         settings: &TaskSettings,
         partition: i32,
         batch: &mut BatchStore,
@@ -116,6 +117,15 @@ impl Gathered {
             }
         };
         self.tally(outcome, class);
+        // An erased contact's aliases go with it.
+        for output in &processed.outputs {
+            let OutputBody::ContactErased(erased) = &output.body else { continue };
+            let family: Vec<String> = std::iter::once(&output.contact).chain(&erased.aliases).cloned().collect();
+            for alias in &erased.aliases {
+                let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
+                self.internal(rules, settings, alias, &InternalRecord { origin: scoring.here, hops: 0, work });
+            }
+        }
         self.insight.add_attribution(processed.attribution);
         self.insight.add_outputs(&processed.outputs, event_ts_ms);
         self.counts.outputs += processed.outputs.len() as u64;

@@ -1,6 +1,7 @@
 //! The internal merge topic's records, as the task that owns their key handles them: a forwarded event
 //! is scored, a merge request turns the merged contact into an alias and sends its state on, and a
-//! transferred state is merged into the survivor (or passed on, if the survivor was merged too).
+//! transferred state is merged into the survivor (or passed on, if the survivor was merged too), and an
+//! alias of an erased contact is forgotten.
 
 use super::{BatchStore, Gathered, InputRecord, Scorer, Scoring, Standing, TaskError, TaskSettings};
 use crate::event::Event;
@@ -34,6 +35,19 @@ impl Scorer<'_> {
             Work::Request(event) => self.release_merged(rules, settings, batch, event, &scoring, out),
             Work::Transfer { event, merged } => {
                 self.merge_transfer(rules, settings, batch, event, *merged, &scoring, out)
+            }
+            Work::Forget { alias, erased } => {
+                let forgotten = match batch.standing(&alias, scoring.stamp)? {
+                    Standing::MergedInto(into) if erased.contains(&into) => {
+                        let topic = TaskSettings::topic_key(&settings.inputs[record.topic]);
+                        batch.forget_alias(&alias, topic, record.offset)?;
+                        super::SCORED
+                    }
+                    // A copy sent again, or an id merged into another contact since.
+                    _ => super::IGNORED,
+                };
+                out.tally(forgotten, crate::insights::UNKNOWN_CLASS);
+                Ok(())
             }
         }
     }
@@ -113,7 +127,17 @@ impl Scorer<'_> {
         let merge = crate::scoring::merge_event(&event);
         let processed = self.stream.merge(rules, batch, merged, &merge);
         batch.check()?;
-        out.outcome(settings, self.partition, batch, &merge.contact, scoring, processed, Some(merge.ts_ms), class);
+        out.outcome(
+            rules,
+            settings,
+            self.partition,
+            batch,
+            &merge.contact,
+            scoring,
+            processed,
+            Some(merge.ts_ms),
+            class,
+        );
         Ok(())
     }
 }
@@ -126,6 +150,7 @@ mod tests {
     use super::*;
     use crate::event::input::InputDecoder;
     use crate::event::{AttrValue, DecodeLimits, json};
+    use crate::runtime::record::StoredContact;
     use crate::runtime::record_cache::CacheBudget;
     use crate::store::MemoryStore;
     use crate::stream::TimerClock;
@@ -230,5 +255,26 @@ points = 10
             .map(|output| output["new_total"].as_f64())
             .collect();
         assert_eq!(totals, [Some(20.0)], "the visits of both, counted once");
+
+        // Erasing the survivor forgets its alias once its record is committed; a copy changes nothing.
+        let erased = process(&[input(3, &event("x-1", "known", "erase", None))]);
+        let forget = internal(&erased.publish, 4);
+        assert_eq!(forget.len(), 1, "one alias to forget");
+        let copy = InputRecord { offset: 5, ..forget[0].clone() };
+        let forgotten = process(&[forget[0].clone(), copy]);
+        assert_eq!((forgotten.counts.scored, forgotten.counts.ignored), (1, 1));
+        let alias_record = forgotten.write.puts.iter().find(|(contact, _)| contact == "anonymous");
+        let alias = alias_record.map(|(_, bytes)| StoredContact::decode(&rules, "anonymous", bytes));
+        assert!(
+            matches!(&alias, Some(Ok(stored)) if stored.state.is_none() && stored.merged_into.is_none()),
+            "{alias:?}"
+        );
+        task.committed(1, 6);
+        let settled = task.settle_erasures(&rules, &settings);
+        assert_eq!(settled.write.deletes, ["anonymous"]);
+        let visit = task
+            .process(&rules, &store, &settings, &[input(4, &event("a-2", "anonymous", "page_visit", None))])
+            .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!((visit.counts.scored, internal(&visit.publish, 6).len()), (1, 0), "scored on a contact of its own");
     }
 }
