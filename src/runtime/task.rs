@@ -15,6 +15,8 @@
 
 mod gathered;
 mod merging;
+#[cfg(test)]
+mod tests;
 
 use gathered::{Gathered, Scoring, route};
 
