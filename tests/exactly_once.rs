@@ -180,3 +180,17 @@ fn count_ids(records: &[ReadRecord]) -> HashMap<String, usize> {
     }
     counts
 }
+
+/// Merges in exactly-once mode: the internal merge topic's records are written in the same transactions
+/// as the outputs and offsets, and the states, aliases and outputs equal the offline model's (see
+/// [`merges::scenario`]).
+#[test]
+fn exactly_once_on_kafka_merges_contacts_as_the_model_says() {
+    let kafka = shared_kafka();
+    let names = Names::new("eos-merges");
+    let dir = TestDir::new();
+    let path = eos_config(&kafka.bootstrap, &names, dir.path(), free_port());
+    provision_topics(&path);
+    let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    merges::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
+}
