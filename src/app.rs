@@ -97,6 +97,7 @@ pub fn load_rules(config: &Config) -> Result<Rules, RulesError> {
     if let Some(history) = config.state.history {
         rules.history_limit = history as usize;
     }
+    rules.check_processor_support()?;
     Ok(rules)
 }
 

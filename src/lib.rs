@@ -13,6 +13,8 @@
 //! - [`rules`]: the rules file (TOML), validated with file:line:column errors and compiled to indices.
 //! - [`scoring`]: the engine, `apply` and `on_timer`, with decay, thresholds, phases, explanations, the
 //!   score over time for charts, outputs and the stored-state codec.
+//! - [`accounts`]: account (ABM) scoring: an account's contacts as they last reported, exact aggregates
+//!   over them at any time, and account thresholds with hysteresis.
 //! - [`stream`]: one partition's order of events and decay timers, shared by the model and the runtime.
 //! - [`leaderboard`]: the top contacts per group or total, from an index in RocksDB with time-invariant keys.
 //! - [`offline`]: `leadscore score`, the offline reference model over JSON lines.
@@ -41,6 +43,7 @@
 //! The shell is the default `runtime` feature; without it the crate builds only the core and the
 //! contact record codec (`runtime::record`), which is what the fuzz targets in `fuzz/` link against.
 
+pub mod accounts;
 #[cfg(feature = "runtime")]
 pub mod app;
 #[cfg(feature = "runtime")]

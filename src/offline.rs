@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 
+use crate::accounts::{AccountBook, AccountOutput};
 use crate::event::DecodeLimits;
 use crate::event::Event;
 use crate::event::input::InputDecoder;
@@ -74,6 +75,11 @@ pub struct OfflineScorer<'r> {
     limits: DecodeLimits,
     partitions: Vec<PartitionStream>,
     store: MemoryStore,
+    accounts: AccountBook,
+    /// Account outputs of the lines scored since [`OfflineScorer::take_account_outputs`].
+    account_outputs: Vec<AccountOutput>,
+    /// The latest event time seen, which account timers fire on.
+    clock_ms: i64,
     summary: Summary,
 }
 
@@ -87,6 +93,9 @@ impl<'r> OfflineScorer<'r> {
             limits: DecodeLimits::default(),
             partitions: (0..count).map(|_| PartitionStream::new(TimerClock::StreamTime)).collect(),
             store: MemoryStore::default(),
+            accounts: AccountBook::default(),
+            account_outputs: Vec::new(),
+            clock_ms: i64::MIN,
             summary: Summary::default(),
         }
     }
@@ -113,7 +122,42 @@ impl<'r> OfflineScorer<'r> {
                 return Err(err.to_string());
             }
         };
-        self.score_event(event, 0)
+        if self.rules.accounts.is_none() {
+            return self.score_event(event, 0);
+        }
+        let outputs = self.score_event(event.clone(), 0)?;
+        self.account_changes(&event, &outputs);
+        Ok(outputs)
+    }
+
+    /// Brings the accounts of the contacts an event changed up to date, then fires the account timers due
+    /// at the latest event time.
+    fn account_changes(&mut self, event: &Event, outputs: &[Output]) {
+        let mut scored = event.contact.clone();
+        while let Some(next) = self.store.merged_into.get(&scored) {
+            scored = next.clone();
+        }
+        let mut touched: Vec<&str> = vec![&event.contact, &scored];
+        touched.extend(self.rules.merged_contact(event));
+        touched.extend(outputs.iter().map(|output| output.contact.as_str()));
+        touched.sort_unstable();
+        touched.dedup();
+        for contact in touched {
+            let state = self.store.contacts.get(contact);
+            self.account_outputs.extend(self.accounts.sync(self.rules, contact, state, event.ts_ms, &event.id));
+        }
+        self.clock_ms = self.clock_ms.max(event.ts_ms);
+        self.account_outputs.extend(self.accounts.fire_due(self.rules, self.clock_ms));
+    }
+
+    /// The account outputs of the lines scored since the last call, in order.
+    pub fn take_account_outputs(&mut self) -> Vec<AccountOutput> {
+        std::mem::take(&mut self.account_outputs)
+    }
+
+    /// Every account.
+    pub fn accounts(&self) -> &AccountBook {
+        &self.accounts
     }
 
     fn partition(&self, contact: &str) -> usize {
@@ -233,6 +277,10 @@ impl<'r> OfflineScorer<'r> {
                     }
                 }
                 Err(reason) => writeln!(errors, "line {}: {reason}", number + 1)?,
+            }
+            for out in self.take_account_outputs() {
+                output.write_all(&out.to_json())?;
+                output.write_all(b"\n")?;
             }
         }
         Ok(self.summary)

@@ -43,18 +43,18 @@ impl RulesError {
 }
 
 /// Collects the location context for errors.
-struct Source<'a> {
+pub(super) struct Source<'a> {
     text: &'a str,
     path: &'a Path,
 }
 
 impl Source<'_> {
-    fn error(&self, span: Range<usize>, message: impl Into<String>) -> RulesError {
+    pub(super) fn error(&self, span: Range<usize>, message: impl Into<String>) -> RulesError {
         let (line, column) = line_column(self.text, span.start);
         RulesError { file: self.path.to_owned(), line, column, message: message.into() }
     }
 
-    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> RulesError {
+    pub(super) fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> RulesError {
         self.error(spanned.span(), message)
     }
 }
@@ -184,6 +184,16 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
         }
     };
 
+    let accounts = match &file.accounts {
+        Some(accounts) => {
+            let mut compiled =
+                super::accounts::compile(&source, accounts.get_ref(), &groups, &phases, grades.as_ref())?;
+            compiled.declared_at = source.at(accounts, "[accounts]");
+            Some(compiled)
+        }
+        None => None,
+    };
+
     let mut rules_by_type: HashMap<String, Vec<usize>> = HashMap::new();
     for (index, rule) in rules.iter().enumerate() {
         rules_by_type.entry(rule.event_type.clone()).or_default().push(index);
@@ -206,6 +216,7 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
         dedup_window,
         merges,
         anonymous,
+        accounts,
         rules_by_type: rules_by_type.into_iter().map(|(kind, list)| (kind, list.into_boxed_slice())).collect(),
     })
 }

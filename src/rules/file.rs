@@ -21,6 +21,36 @@ pub(super) struct RulesFile {
     #[serde(default)]
     pub merges: Vec<MergeFile>,
     pub anonymous: Option<AnonymousFile>,
+    pub accounts: Option<Spanned<AccountsFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccountsFile {
+    pub attribute: Option<Spanned<String>>,
+    pub email: Option<Spanned<String>>,
+    #[serde(default)]
+    pub free_mail: Vec<Spanned<String>>,
+    pub score: Option<Spanned<String>>,
+    pub top_k: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub phase_weights: std::collections::BTreeMap<String, Spanned<f64>>,
+    #[serde(default)]
+    pub thresholds: Vec<AccountThresholdFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccountThresholdFile {
+    pub name: Spanned<String>,
+    pub sum: Option<Spanned<f64>>,
+    pub max: Option<Spanned<f64>>,
+    pub top_k_sum: Option<Spanned<f64>>,
+    pub contacts_above: Option<Spanned<f64>>,
+    pub contacts: Option<Spanned<i64>>,
+    pub min_grade: Option<Spanned<String>>,
+    pub graded_contacts: Option<Spanned<i64>>,
+    pub hysteresis: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@
 //! of every error, and turns it into [`Rules`]: indices instead of names, rules grouped by event type, and
 //! globs compiled, so that scoring an event allocates nothing to find its rules.
 
+mod accounts;
 mod compile;
 mod duration;
 mod file;
@@ -12,6 +13,7 @@ mod glob;
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use accounts::{AccountRules, AccountThreshold};
 pub use compile::RulesError;
 #[cfg(feature = "runtime")]
 pub(crate) use compile::line_column;
@@ -48,6 +50,8 @@ pub struct Rules {
     pub merges: Vec<MergeOn>,
     /// How anonymous visitors are told apart, and when an idle one is removed, if the file says.
     pub anonymous: Option<Anonymous>,
+    /// Account scoring, if the file declares `[accounts]`.
+    pub accounts: Option<AccountRules>,
     rules_by_type: HashMap<String, Box<[usize]>>,
 }
 
@@ -74,6 +78,20 @@ impl Rules {
         match event.attr(&merge.attribute)? {
             AttrValue::Text(id) if !id.is_empty() => Some(id),
             _ => None,
+        }
+    }
+
+    /// Refuses what the Kafka processor does not do yet: account scoring (`[accounts]`), which
+    /// `leadscore score` models but `leadscore run` would silently skip.
+    pub fn check_processor_support(&self) -> Result<(), RulesError> {
+        match &self.accounts {
+            Some(accounts) => Err(RulesError {
+                message: "[accounts]: account scoring runs in `leadscore score` only so far; `leadscore run` does \
+                          not score accounts yet, so remove the table from the file it runs"
+                    .to_owned(),
+                ..accounts.declared_at.clone()
+            }),
+            None => Ok(()),
         }
     }
 

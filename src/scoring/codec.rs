@@ -78,6 +78,7 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
         merged_into: None,
         merged_ids: state.merged_ids.clone(),
         anonymous: state.anonymous,
+        account: state.account.clone(),
     }
 }
 
@@ -136,6 +137,7 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
         next_timer_ms: message.next_timer_ms,
         merged_ids: message.merged_ids.clone(),
         anonymous: message.anonymous,
+        account: message.account.clone(),
     })
 }
 

@@ -77,6 +77,9 @@ pub fn write_record(
             if state.anonymous {
                 uint(out, 16, 1);
             }
+            if let Some(account) = &state.account {
+                text(out, 17, account);
+            }
         }
         (None, None) => uint(out, 13, 1),
         (None, Some(survivor)) => text(out, 14, survivor),

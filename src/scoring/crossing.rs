@@ -26,12 +26,18 @@ pub fn fall_time(rules: &Rules, state: &ContactState, target: Target, level: f64
     if let Some(guess) = closed_form(rules, state, target, level) {
         return Some(settle(guess.max(from_ms + 1), from_ms, &below));
     }
-    // Bracket: double the step until the target is below the level.
+    first_time(from_ms, below)
+}
+
+/// The first millisecond after `from_ms` at which `holds` is true, found by doubling the step until it
+/// holds (up to about a thousand years) and then halving the bracket: exact for a condition that, once
+/// true, stays true, as a decaying value stays below a level.
+pub fn first_time(from_ms: i64, holds: impl Fn(i64) -> bool) -> Option<i64> {
     let mut low = from_ms;
     let mut step: i64 = 1;
     let high = loop {
         let probe = from_ms.saturating_add(step);
-        if below(probe) {
+        if holds(probe) {
             break probe;
         }
         low = probe;
@@ -40,11 +46,11 @@ pub fn fall_time(rules: &Rules, state: &ContactState, target: Target, level: f64
         }
         step *= 2;
     };
-    // Invariant: not below at `low`, below at `high`.
+    // Invariant: not true at `low`, true at `high`.
     let (mut low, mut high) = (low, high);
     while high - low > 1 {
         let middle = low + (high - low) / 2;
-        if below(middle) {
+        if holds(middle) {
             high = middle;
         } else {
             low = middle;

@@ -115,6 +115,9 @@ pub fn merge(rules: &Rules, survivor: Option<ContactState>, merged: ContactState
         }
     }
     state.anonymous = false;
+    if state.account.is_none() {
+        state.account = merged.account.take();
+    }
     let new_total = state.total(rules, at_ms);
     let entry = HistoryEntry {
         source: MERGE_KEY,

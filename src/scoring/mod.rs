@@ -19,7 +19,7 @@ mod state;
 mod view;
 
 pub use attribution::{Attribution, Conversion, RuleFire};
-pub use crossing::{fall_time, target_value};
+pub use crossing::{fall_time, first_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
 pub use output::{
@@ -90,15 +90,24 @@ pub fn apply(rules: &Rules, state: Option<ContactState>, event: &Event) -> Appli
         Ok(plan) => plan,
         Err(reason) => return unchanged(state, Outcome::Rejected(reason)),
     };
-    if let Plan::Nothing = plan {
-        return unchanged(state, Outcome::Ignored);
-    }
+    // An event that names another account than the contact's moves it there, even if no rule listens.
+    let named_account = rules.accounts.as_ref().and_then(|accounts| accounts.account_of(event));
+    let moves =
+        named_account.as_ref().is_some_and(|named| current.is_none_or(|state| state.account.as_ref() != Some(named)));
+    let plan = match plan {
+        Plan::Nothing if moves => Plan::Rules(Vec::new()),
+        Plan::Nothing => return unchanged(state, Outcome::Ignored),
+        plan => plan,
+    };
     let (state, expired) = match state {
         Some(old) if expires => (None, expire(rules, old)),
         state => (state, Vec::new()),
     };
     let mut state = state.unwrap_or_else(|| ContactState::new(rules, &event.contact, at_ms));
     state.anonymous &= rules.anonymous.as_ref().is_some_and(|anonymous| anonymous.is_anonymous(event));
+    if named_account.is_some() {
+        state.account = named_account;
+    }
     let mut emit = Emitter::new(rules, &event.contact, &event.id);
     fire_due_timers(rules, &mut state, at_ms, &mut emit);
     state.clock_ms = at_ms;

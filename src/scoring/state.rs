@@ -36,6 +36,8 @@ pub struct ContactState {
     pub merged_ids: Vec<String>,
     /// Whether every event scored on it was an anonymous visitor's (see [`crate::rules::Anonymous`]).
     pub anonymous: bool,
+    /// The account its latest event naming one named (see [`crate::rules::AccountRules`]).
+    pub account: Option<String>,
 }
 
 impl ContactState {
@@ -54,6 +56,7 @@ impl ContactState {
             next_timer_ms: None,
             merged_ids: Vec::new(),
             anonymous: rules.anonymous.is_some(),
+            account: None,
         }
     }
 

@@ -697,6 +697,7 @@ fn the_record_writer_writes_what_prost_writes_at_the_edges() {
     state.next_timer_ms = Some(0);
     state.merged_ids = vec![String::new(), "anonymous-1".into()];
     state.anonymous = true;
+    state.account = Some("acme.io".into());
     let offsets = [(0, 0), (u32::MAX, -1), (5, i64::MAX)];
     assert_eq!(written_record(&rules, Some(&state), &offsets), prost_record(&rules, Some(&state), &offsets));
     assert_eq!(written_record(&rules, None, &offsets), prost_record(&rules, None, &offsets));
