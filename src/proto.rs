@@ -1,5 +1,5 @@
-//! Generated protobuf types for `proto/leadscore/v1`: events, outputs, the stored contact state and
-//! the internal merge topic's records.
+//! Generated protobuf types for `proto/leadscore/v1`: events, outputs, the stored contact and account
+//! states, and the internal topics' records.
 
 /// `leadscore.v1`: the wire format shared with producers, consumers and the changelog.
 #[allow(missing_docs, clippy::all)]

@@ -12,6 +12,7 @@
 //! account there (its timer, at the first millisecond it happens).
 
 mod book;
+pub mod codec;
 mod output;
 #[cfg(test)]
 mod tests;

@@ -377,3 +377,39 @@ fn the_processor_refuses_account_rules_it_does_not_score_yet_naming_the_table() 
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(without.check_processor_support().is_ok());
 }
+
+#[test]
+fn an_account_record_round_trips_and_reads_under_reordered_rules() {
+    let rules = rules();
+    let mut account = None;
+    for state in [contact(&rules, "ana", 1, true), contact(&rules, "ben", 2, false), contact(&rules, "cy", 0, true)] {
+        account = upsert(&rules, account, &state, T0).state;
+    }
+    let account = account.unwrap_or_else(|| panic!("no account"));
+    assert_eq!(account.fired, [true, true]);
+    let offsets = [(7, 41), (u32::MAX, -1)];
+    let bytes = codec::encode(&rules, &account, &offsets);
+    let (read, read_offsets) = codec::decode(&rules, "acme.io", &bytes).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(read_offsets, offsets);
+    assert_eq!(codec::encode(&rules, &read, &offsets), bytes);
+    assert_eq!(
+        (read.clock_ms, &read.fired, read.next_timer_ms),
+        (account.clock_ms, &account.fired, account.next_timer_ms)
+    );
+    for at in [T0, T0 + 3 * DAY, T0 + 40 * DAY] {
+        assert_eq!(read.aggregate(&rules, at), account.aggregate(&rules, at));
+    }
+    // Thresholds and groups found by their keys: the second threshold alone fired, the mqa removed.
+    let mqa = RULES.find("[[accounts.thresholds]]\nname = \"mqa\"").unwrap_or(0);
+    let busy = RULES.find("[[accounts.thresholds]]\nname = \"busy\"").unwrap_or(RULES.len());
+    let reordered = Rules::parse(&[&RULES[..mqa], &RULES[busy..]].concat(), Path::new("fewer.toml"))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let (fewer, _) = codec::decode(&reordered, "acme.io", &bytes).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(fewer.fired, [true]);
+    assert!(codec::decode(&rules, "acme.io", b"\xff\xff").is_err());
+    let future = prost::Message::encode_to_vec(&crate::proto::v1::AccountState { format: 99, ..Default::default() });
+    assert!(matches!(
+        codec::decode(&rules, "acme.io", &future),
+        Err(crate::scoring::codec::CodecError::UnknownFormat { found: 99 })
+    ));
+}

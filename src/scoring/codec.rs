@@ -34,22 +34,7 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
         format: STATE_FORMAT,
         clock_ms: state.clock_ms,
         phase: rules.phases.get(state.phase).map_or(0, |phase| phase.key),
-        groups: rules
-            .groups
-            .iter()
-            .zip(&state.groups)
-            .filter(|(_, score)| score.value != 0.0 || !score.contributions.is_empty())
-            .map(|(group, score)| v1::GroupState {
-                group: group.key,
-                value: score.value,
-                since_ms: score.since_ms,
-                contributions: score
-                    .contributions
-                    .iter()
-                    .map(|c| v1::Contribution { source: c.source, points: c.points, expires_at_ms: c.expires_at_ms })
-                    .collect(),
-            })
-            .collect(),
+        groups: groups_to_proto(rules, &state.groups),
         fired: rules.thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).map(|(t, _)| t.key).collect(),
         rule_counts: state
             .rule_counts
@@ -87,25 +72,7 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
     if message.format != STATE_FORMAT {
         return Err(CodecError::UnknownFormat { found: message.format });
     }
-    let finite = |value: f64, what: &str| {
-        if value.is_finite() { Ok(value) } else { Err(CodecError::Corrupt(format!("{what} is not a finite number"))) }
-    };
-    let mut groups: Vec<GroupScore> = rules.groups.iter().map(|_| GroupScore::empty(message.clock_ms)).collect();
-    for stored in &message.groups {
-        let Some(index) = rules.group_by_key(stored.group) else {
-            continue;
-        };
-        let mut contributions = Vec::with_capacity(stored.contributions.len());
-        for c in &stored.contributions {
-            contributions.push(Contribution {
-                source: c.source,
-                points: finite(c.points, "a contribution")?,
-                expires_at_ms: c.expires_at_ms,
-            });
-        }
-        groups[index] =
-            GroupScore { value: finite(stored.value, "a group value")?, since_ms: stored.since_ms, contributions };
-    }
+    let groups = groups_from_proto(rules, message.clock_ms, &message.groups)?;
     let fired = rules.thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect();
     let mut history = VecDeque::with_capacity(message.history.len());
     for entry in &message.history {
@@ -139,6 +106,56 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
         anonymous: message.anonymous,
         account: message.account.clone(),
     })
+}
+
+/// The stored form of a contact's (or an account member's) groups: those with a value or contributions.
+pub fn groups_to_proto(rules: &Rules, groups: &[GroupScore]) -> Vec<v1::GroupState> {
+    rules
+        .groups
+        .iter()
+        .zip(groups)
+        .filter(|(_, score)| score.value != 0.0 || !score.contributions.is_empty())
+        .map(|(group, score)| v1::GroupState {
+            group: group.key,
+            value: score.value,
+            since_ms: score.since_ms,
+            contributions: score
+                .contributions
+                .iter()
+                .map(|c| v1::Contribution { source: c.source, points: c.points, expires_at_ms: c.expires_at_ms })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Reads stored groups under the current rules: groups that no longer exist are dropped, new ones start
+/// at 0 as of `clock_ms`.
+pub fn groups_from_proto(
+    rules: &Rules,
+    clock_ms: i64,
+    stored: &[v1::GroupState],
+) -> Result<Vec<GroupScore>, CodecError> {
+    let mut groups: Vec<GroupScore> = rules.groups.iter().map(|_| GroupScore::empty(clock_ms)).collect();
+    for stored in stored {
+        let Some(index) = rules.group_by_key(stored.group) else {
+            continue;
+        };
+        let mut contributions = Vec::with_capacity(stored.contributions.len());
+        for c in &stored.contributions {
+            contributions.push(Contribution {
+                source: c.source,
+                points: finite(c.points, "a contribution")?,
+                expires_at_ms: c.expires_at_ms,
+            });
+        }
+        groups[index] =
+            GroupScore { value: finite(stored.value, "a group value")?, since_ms: stored.since_ms, contributions };
+    }
+    Ok(groups)
+}
+
+fn finite(value: f64, what: &str) -> Result<f64, CodecError> {
+    if value.is_finite() { Ok(value) } else { Err(CodecError::Corrupt(format!("{what} is not a finite number"))) }
 }
 
 /// Encodes a state on its own (no runtime bookkeeping).

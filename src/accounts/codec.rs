@@ -1,0 +1,64 @@
+//! The stored form of an account (`leadscore.v1.AccountState`). As contact records, it names groups,
+//! phases and thresholds by their keys, so it reads under any rules version: what no longer exists is
+//! dropped, what is new starts empty.
+
+use prost::Message;
+
+use super::{AccountState, Member};
+use crate::proto::v1;
+use crate::rules::Rules;
+use crate::scoring::codec::{CodecError, STATE_FORMAT, groups_from_proto, groups_to_proto};
+
+/// Encodes an account with the last origin offset it applied per origin partition key.
+pub fn encode(rules: &Rules, state: &AccountState, offsets: &[(u32, i64)]) -> Vec<u8> {
+    let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
+    v1::AccountState {
+        format: STATE_FORMAT,
+        clock_ms: state.clock_ms,
+        members: state.members.iter().map(|member| member_to_proto(rules, member)).collect(),
+        fired: thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).map(|(t, _)| t.key).collect(),
+        next_timer_ms: state.next_timer_ms,
+        offsets: offsets.iter().map(|&(topic, offset)| v1::InputOffset { topic, offset }).collect(),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes an account written by [`encode`], with its applied offsets.
+pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountState, Vec<(u32, i64)>), CodecError> {
+    let message = v1::AccountState::decode(bytes).map_err(|err| CodecError::Corrupt(err.to_string()))?;
+    if message.format != STATE_FORMAT {
+        return Err(CodecError::UnknownFormat { found: message.format });
+    }
+    let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
+    let mut members = Vec::with_capacity(message.members.len());
+    for member in &message.members {
+        members.push(member_from_proto(rules, message.clock_ms, member)?);
+    }
+    members.sort_by(|a, b| a.contact.cmp(&b.contact));
+    let state = AccountState {
+        account: account.to_owned(),
+        clock_ms: message.clock_ms,
+        members,
+        fired: thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect(),
+        next_timer_ms: message.next_timer_ms,
+    };
+    Ok((state, message.offsets.iter().map(|offset| (offset.topic, offset.offset)).collect()))
+}
+
+/// A member in its stored form.
+pub fn member_to_proto(rules: &Rules, member: &Member) -> v1::AccountMember {
+    v1::AccountMember {
+        contact: member.contact.clone(),
+        phase: rules.phases.get(member.phase).map_or(0, |phase| phase.key),
+        groups: groups_to_proto(rules, &member.groups),
+    }
+}
+
+/// A member read back under the current rules.
+pub fn member_from_proto(rules: &Rules, clock_ms: i64, member: &v1::AccountMember) -> Result<Member, CodecError> {
+    Ok(Member {
+        contact: member.contact.clone(),
+        phase: rules.phase_by_key(member.phase).unwrap_or(0),
+        groups: groups_from_proto(rules, clock_ms, &member.groups)?,
+    })
+}
