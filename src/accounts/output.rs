@@ -107,13 +107,7 @@ pub(super) fn score_changed(
     body: AccountScoreChanged,
     at_ms: i64,
 ) -> AccountOutput {
-    AccountOutput {
-        id,
-        account: account.to_owned(),
-        rules_version: rules.version.clone(),
-        ts_ms: at_ms,
-        body: AccountBody::AccountScoreChanged(body),
-    }
+    output(rules, account, id, at_ms, AccountBody::AccountScoreChanged(body))
 }
 
 pub(super) fn crossed(
@@ -125,16 +119,10 @@ pub(super) fn crossed(
     aggregate: Aggregate,
     at_ms: i64,
 ) -> AccountOutput {
-    AccountOutput {
-        id,
-        account: account.to_owned(),
-        rules_version: rules.version.clone(),
-        ts_ms: at_ms,
-        body: AccountBody::AccountThresholdCrossed(AccountThresholdCrossed {
-            threshold: threshold.name.clone(),
-            direction,
-            aggregate,
-            crossed_at: at_ms,
-        }),
-    }
+    let body = AccountThresholdCrossed { threshold: threshold.name.clone(), direction, aggregate, crossed_at: at_ms };
+    output(rules, account, id, at_ms, AccountBody::AccountThresholdCrossed(body))
+}
+
+fn output(rules: &Rules, account: &str, id: String, at_ms: i64, body: AccountBody) -> AccountOutput {
+    AccountOutput { id, account: account.to_owned(), rules_version: rules.version.clone(), ts_ms: at_ms, body }
 }

@@ -32,14 +32,7 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
             field(out, "groups", false);
             groups(out, &change.groups);
             field(out, "rules_fired", false);
-            out.push(b'[');
-            for (index, rule) in change.rules_fired.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                string(out, rule);
-            }
-            out.push(b']');
+            strings(out, &change.rules_fired);
             field(out, "phase", false);
             string(out, &change.phase);
             if let Some(grade) = change.grade {
@@ -105,17 +98,21 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
             field(out, "cause", false);
             string(out, erased.cause);
             field(out, "aliases", false);
-            out.push(b'[');
-            for (index, alias) in erased.aliases.iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                string(out, alias);
-            }
-            out.push(b']');
+            strings(out, &erased.aliases);
         }
     }
     out.push(b'}');
+}
+
+fn strings(out: &mut Vec<u8>, values: &[String]) {
+    out.push(b'[');
+    for (index, value) in values.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        string(out, value);
+    }
+    out.push(b']');
 }
 
 fn groups(out: &mut Vec<u8>, groups: &[GroupValue]) {
