@@ -20,7 +20,7 @@ mod tests;
 pub use book::AccountBook;
 pub use output::{AccountBody, AccountOutput, AccountScoreChanged, AccountThresholdCrossed, Aggregate, MemberMove};
 
-use crate::rules::{AccountRules, AccountThreshold, DecayLaw, Grade, Rules, Target};
+use crate::rules::{AccountRules, AccountThreshold, Grade, Rules, Target};
 use crate::scoring::{ContactState, Direction, GroupScore, first_time};
 
 /// A contact as its account sees it.
@@ -37,16 +37,7 @@ pub struct Member {
 impl Member {
     /// The member a contact's state makes.
     pub fn of(rules: &Rules, state: &ContactState) -> Member {
-        let groups = rules
-            .groups
-            .iter()
-            .zip(&state.groups)
-            .map(|(group, score)| match group.decay {
-                DecayLaw::Step { .. } => score.clone(),
-                _ => GroupScore { contributions: Vec::new(), ..score.clone() },
-            })
-            .collect();
-        Member { contact: state.contact.clone(), phase: state.phase, groups }
+        Member { contact: state.contact.clone(), phase: state.phase, groups: state.value_groups(rules) }
     }
 
     /// Its weighted score at `at_ms`: the account's score target, times its phase's weight.

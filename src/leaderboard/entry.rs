@@ -41,15 +41,7 @@ impl BoardEntry {
         if state.disqualified.is_some() {
             return None;
         }
-        let groups = rules
-            .groups
-            .iter()
-            .zip(&state.groups)
-            .map(|(group, score)| match group.decay {
-                DecayLaw::Step { .. } => score.clone(),
-                _ => GroupScore { value: score.value, since_ms: score.since_ms, contributions: Vec::new() },
-            })
-            .collect();
+        let groups = state.value_groups(rules);
         Some(BoardEntry { phase: state.phase, groups })
     }
 

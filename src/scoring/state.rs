@@ -68,6 +68,20 @@ impl ContactState {
         }
     }
 
+    /// Its groups with only what their values need: a step group's live contributions, which expire one
+    /// by one, and the others' value and time alone. Read models keep these to decay values later.
+    pub fn value_groups(&self, rules: &Rules) -> Vec<GroupScore> {
+        rules
+            .groups
+            .iter()
+            .zip(&self.groups)
+            .map(|(group, score)| match group.decay {
+                DecayLaw::Step { .. } => score.clone(),
+                _ => GroupScore { value: score.value, since_ms: score.since_ms, contributions: Vec::new() },
+            })
+            .collect()
+    }
+
     /// The weighted total at `at_ms`.
     pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
         rules
