@@ -413,3 +413,17 @@ fn an_account_record_round_trips_and_reads_under_reordered_rules() {
         Err(crate::scoring::codec::CodecError::UnknownFormat { found: 99 })
     ));
 }
+
+#[test]
+fn a_level_is_reached_at_the_level_and_hysteresis_lowers_it_for_a_fired_threshold() {
+    let rules = rules();
+    let accounts = rules.accounts.as_ref().unwrap_or_else(|| panic!("no [accounts]"));
+    let mqa = &accounts.thresholds[0];
+    let standing = |scores: [f64; 3]| Standing { scores: scores.to_vec(), grades: vec![Some(Grade::A), None, None] };
+    assert!(standing([40.0, 40.0, 40.0]).holds(mqa, 3, false), "40 is at least 40");
+    assert!(!standing([40.0, 40.0, 39.999]).holds(mqa, 3, false));
+    assert!(standing([30.0, 30.0, 30.0]).holds(mqa, 3, true), "a fired mqa holds down to 30");
+    assert!(!standing([30.0, 30.0, 29.999]).holds(mqa, 3, true));
+    let no_a = Standing { scores: vec![90.0; 3], grades: vec![Some(Grade::B); 3] };
+    assert!(!no_a.holds(mqa, 3, false), "no contact of grade A");
+}
