@@ -97,6 +97,7 @@ fn engine_rocksdb(c: &mut Criterion) {
             record_cache: CacheBudget::default(),
             registry: None,
             internal: None,
+            internal_account: None,
             partitions: 1,
         };
         let task =

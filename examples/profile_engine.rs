@@ -82,6 +82,7 @@ fn main() {
         record_cache: CacheBudget::default(),
         registry: None,
         internal: None,
+        internal_account: None,
         partitions: 1,
     };
     let mut board = Board::new(&rules, 0);

@@ -97,7 +97,6 @@ pub fn load_rules(config: &Config) -> Result<Rules, RulesError> {
     if let Some(history) = config.state.history {
         rules.history_limit = history as usize;
     }
-    rules.check_processor_support()?;
     Ok(rules)
 }
 
@@ -118,12 +117,15 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
         producer: config.kafka.producer_config(),
         client: config.kafka.client_config(),
         task: TaskSettings {
-            // The internal merge topic is read as one more input, co-partitioned with the others.
+            // The internal topics are read as two more inputs, co-partitioned with the others.
             inputs: topics
                 .inputs
                 .iter()
                 .cloned()
-                .chain([topics.internal_merge_topic(&config.kafka.group_id)])
+                .chain([
+                    topics.internal_merge_topic(&config.kafka.group_id),
+                    topics.internal_account_topic(&config.kafka.group_id),
+                ])
                 .collect(),
             decoders: config.input.decoders(&topics.inputs).map_err(AppError::Input)?.into(),
             output_format: wire(config.output.format),
@@ -136,15 +138,18 @@ pub fn processor_settings(config: &Config) -> Result<ProcessorSettings, AppError
             record_cache: CacheBudget::new((config.state.record_cache_mb as usize) << 20),
             registry: config.input.schema_registry.as_deref().map(|url| Arc::new(SchemaRegistry::new(url))),
             internal: Some(topics.inputs.len()),
+            internal_account: Some(topics.inputs.len() + 1),
             partitions: topics.partitions,
         },
         topics: SinkTopics {
             score_changed: topics.score_changed.clone(),
             threshold_crossed: topics.threshold_crossed.clone(),
             phase_changed: topics.phase_changed.clone(),
+            accounts: topics.accounts.clone(),
             dlq: topics.dlq.clone(),
             changelog: topics.changelog_topic(&config.kafka.group_id),
             internal: topics.internal_merge_topic(&config.kafka.group_id),
+            internal_account: topics.internal_account_topic(&config.kafka.group_id),
         },
         batch_size: config.kafka.batch_size as usize,
         tick: Duration::from_millis(config.timers.tick_ms),
@@ -176,10 +181,12 @@ pub fn topic_specs(config: &Config) -> Vec<TopicSpec> {
         replication: topics.replication as i32,
     };
     let mut specs: Vec<TopicSpec> = topics.inputs.iter().map(|name| spec(name, TopicRole::Input)).collect();
-    for name in [&topics.score_changed, &topics.threshold_crossed, &topics.phase_changed, &topics.dlq] {
+    for name in [&topics.score_changed, &topics.threshold_crossed, &topics.phase_changed, &topics.accounts, &topics.dlq]
+    {
         specs.push(spec(name, TopicRole::Output));
     }
     specs.push(spec(&topics.internal_merge_topic(&config.kafka.group_id), TopicRole::Input));
+    specs.push(spec(&topics.internal_account_topic(&config.kafka.group_id), TopicRole::Input));
     specs.push(spec(&topics.changelog_topic(&config.kafka.group_id), TopicRole::Changelog));
     specs
 }

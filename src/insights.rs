@@ -65,13 +65,30 @@ pub const UNKNOWN_CLASS: usize = 5;
 pub const OUTCOMES: [&str; 6] = ["scored", "ignored", "duplicate", "replayed", "dlq", "forwarded"];
 
 /// Output kinds, the `kind` label of `leadscore_outputs_total`.
-pub const OUTPUT_KINDS: [&str; 5] =
-    ["score_changed", "threshold_crossed", "phase_changed", "contact_merged", "contact_erased"];
+pub const OUTPUT_KINDS: [&str; 7] = [
+    "score_changed",
+    "threshold_crossed",
+    "phase_changed",
+    "contact_merged",
+    "contact_erased",
+    "account_score_changed",
+    "account_threshold_crossed",
+];
 
 /// Dead-letter reasons, the `reason` label of `leadscore_dlq_records_total`: the decoder's error kinds,
 /// a key that is not the contact id, and events the rules reject.
-pub const DLQ_REASONS: [&str; 9] =
-    ["too_large", "empty", "malformed", "missing_field", "invalid_field", "key", "schema", "rejected", "merge"];
+pub const DLQ_REASONS: [&str; 10] = [
+    "too_large",
+    "empty",
+    "malformed",
+    "missing_field",
+    "invalid_field",
+    "key",
+    "schema",
+    "rejected",
+    "merge",
+    "account",
+];
 
 /// The class of an event type.
 pub fn event_class(kind: &str) -> usize {
@@ -119,6 +136,19 @@ impl BatchInsight {
     pub fn count_dead_letter(&mut self, reason: &str) {
         if let Some(index) = DLQ_REASONS.iter().position(|known| *known == reason) {
             self.dead_letters[index] += 1;
+        }
+    }
+
+    /// Counts account outputs by kind.
+    pub fn add_account_outputs(&mut self, outputs: &[crate::accounts::AccountOutput]) {
+        for output in outputs {
+            let kind = match output.body {
+                crate::accounts::AccountBody::AccountScoreChanged(_) => "account_score_changed",
+                crate::accounts::AccountBody::AccountThresholdCrossed(_) => "account_threshold_crossed",
+            };
+            if let Some(index) = OUTPUT_KINDS.iter().position(|known| *known == kind) {
+                self.outputs[index] += 1;
+            }
         }
     }
 

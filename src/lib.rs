@@ -26,10 +26,11 @@
 //! Shell:
 //! - [`config`]: the `leadscore run` configuration file, environment overrides and secrets.
 //! - [`store`]: byte-level state storage behind a trait: RocksDB, and in memory for tests.
-//! - [`runtime`]: the processor: per-partition tasks, contact records, rebalances, readiness.
+//! - [`runtime`]: the processor: per-partition tasks, contact and account records, the internal merge and
+//!   account topics, rebalances, readiness.
 //! - [`kafka`]: publishing with delivery tracking, changelog restore, topic provisioning.
 //! - [`schema_registry`]: schema ids of framed records, resolved against a Confluent-compatible registry.
-//! - [`http`]: the contact, leaderboard, rules and what-if API, the web console (`/ui/`), health checks
+//! - [`http`]: the contact, leaderboard, account, rules and what-if API, the web console (`/ui/`), health checks
 //!   and Prometheus metrics.
 //! - [`inspect`]: `leadscore inspect`: one contact read from a state directory.
 //! - [`insights`]: the read models the API serves (leaderboard, rule statistics), updated per batch.

@@ -13,7 +13,7 @@ use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::hashing::partition_for_key;
 use crate::rules::Rules;
 use crate::scoring::{
-    ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, OutputBody, alias_cycle, merge_event,
+    ContactErased, ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, OutputBody, alias_cycle, merge_event,
 };
 use crate::stream::{ContactStore, PartitionStream, TimerClock};
 
@@ -22,6 +22,8 @@ use crate::stream::{ContactStore, PartitionStream, TimerClock};
 pub struct MemoryStore {
     contacts: BTreeMap<String, ContactState>,
     merged_into: BTreeMap<String, String>,
+    /// With account rules: contacts whose state changed since their accounts were last brought up to date.
+    touched: Option<Vec<String>>,
 }
 
 impl MemoryStore {
@@ -41,12 +43,18 @@ impl ContactStore for MemoryStore {
         self.contacts.remove(contact)
     }
     fn save(&mut self, state: ContactState) {
+        if let Some(touched) = &mut self.touched {
+            touched.push(state.contact.clone());
+        }
         self.contacts.insert(state.contact.clone(), state);
     }
     fn put_back(&mut self, state: ContactState) {
-        self.save(state);
+        self.contacts.insert(state.contact.clone(), state);
     }
     fn remove(&mut self, contact: &str) {
+        if let Some(touched) = &mut self.touched {
+            touched.push(contact.to_owned());
+        }
         self.contacts.remove(contact);
     }
 }
@@ -92,7 +100,7 @@ impl<'r> OfflineScorer<'r> {
             decoder: InputDecoder::Json,
             limits: DecodeLimits::default(),
             partitions: (0..count).map(|_| PartitionStream::new(TimerClock::StreamTime)).collect(),
-            store: MemoryStore::default(),
+            store: MemoryStore { touched: rules.accounts.as_ref().map(|_| Vec::new()), ..MemoryStore::default() },
             accounts: AccountBook::default(),
             account_outputs: Vec::new(),
             clock_ms: i64::MIN,
@@ -122,32 +130,27 @@ impl<'r> OfflineScorer<'r> {
                 return Err(err.to_string());
             }
         };
-        if self.rules.accounts.is_none() {
-            return self.score_event(event, 0);
+        let ts_ms = event.ts_ms;
+        let outputs = self.score_event(event, 0);
+        if self.rules.accounts.is_some() {
+            self.clock_ms = self.clock_ms.max(ts_ms);
+            self.account_outputs.extend(self.accounts.fire_due(self.rules, self.clock_ms));
         }
-        let outputs = self.score_event(event.clone(), 0)?;
-        self.account_changes(&event, &outputs);
-        Ok(outputs)
+        outputs
     }
 
-    /// Brings the accounts of the contacts an event changed up to date, then fires the account timers due
-    /// at the latest event time.
-    fn account_changes(&mut self, event: &Event, outputs: &[Output]) {
-        let mut scored = event.contact.clone();
-        while let Some(next) = self.store.merged_into.get(&scored) {
-            scored = next.clone();
-        }
-        let mut touched: Vec<&str> = vec![&event.contact, &scored];
-        touched.extend(self.rules.merged_contact(event));
-        touched.extend(outputs.iter().map(|output| output.contact.as_str()));
+    /// Brings the accounts of the contacts changed since the last call up to date, as of `at_ms`; `id`
+    /// names the change. The runtime reports the same contacts at the same steps: after an event is
+    /// scored, after a merged contact is released, and after its state is merged in (`<id>:merge`).
+    fn report_accounts(&mut self, id: &str, at_ms: i64) {
+        let Some(touched) = &mut self.store.touched else { return };
+        let mut touched = std::mem::take(touched);
         touched.sort_unstable();
         touched.dedup();
         for contact in touched {
-            let state = self.store.contacts.get(contact);
-            self.account_outputs.extend(self.accounts.sync(self.rules, contact, state, event.ts_ms, &event.id));
+            let state = self.store.contacts.get(&contact);
+            self.account_outputs.extend(self.accounts.sync(self.rules, &contact, state, at_ms, id));
         }
-        self.clock_ms = self.clock_ms.max(event.ts_ms);
-        self.account_outputs.extend(self.accounts.fire_due(self.rules, self.clock_ms));
     }
 
     /// The account outputs of the lines scored since the last call, in order.
@@ -176,6 +179,7 @@ impl<'r> OfflineScorer<'r> {
         }
         let partition = self.partition(&event.contact);
         let processed = self.partitions[partition].process(self.rules, &mut self.store, &event);
+        self.report_accounts(&event.id, event.ts_ms);
         match processed.outcome {
             Outcome::Scored => self.summary.scored += 1,
             Outcome::Ignored => self.summary.ignored += 1,
@@ -189,9 +193,9 @@ impl<'r> OfflineScorer<'r> {
         // An erased contact's aliases go with it.
         for output in &outputs {
             if let OutputBody::ContactErased(erased) = &output.body {
-                let family = |id: &String| *id == output.contact || erased.aliases.contains(id);
+                let family = erased.family(&output.contact);
                 for alias in &erased.aliases {
-                    if self.store.merged_into.get(alias).is_some_and(family) {
+                    if self.store.merged_into.get(alias).is_some_and(|into| ContactErased::forgets(&family, into)) {
                         self.store.merged_into.remove(alias);
                     }
                 }
@@ -204,6 +208,7 @@ impl<'r> OfflineScorer<'r> {
         {
             let partition = self.partition(merged);
             let state = self.partitions[partition].release(&mut self.store, merged);
+            self.report_accounts(&event.id, event.ts_ms);
             self.store.merged_into.insert(merged.to_owned(), event.contact.clone());
             if let Some(state) = state {
                 outputs.extend(self.transfer(&event, state, 0)?);
@@ -224,6 +229,7 @@ impl<'r> OfflineScorer<'r> {
         }
         let partition = self.partition(&event.contact);
         let processed = self.partitions[partition].merge(self.rules, &mut self.store, merged, &merge_event(event));
+        self.report_accounts(&[&event.id, ":merge"].concat(), event.ts_ms);
         Ok(processed.outputs)
     }
 

@@ -103,7 +103,6 @@ impl RulesSource {
         if let Some(history) = self.history {
             rules.history_limit = history as usize;
         }
-        rules.check_processor_support()?;
         Ok(rules)
     }
 }

@@ -111,6 +111,9 @@ impl StateStore for FailingStore {
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> leadscore::store::Result<()> {
         self.inner.for_each_contact(partition, f)
     }
+    fn for_each_account(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> leadscore::store::Result<()> {
+        self.inner.for_each_account(partition, f)
+    }
     fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> leadscore::store::Result<Vec<Option<Vec<u8>>>> {
         self.inner.index_get(partition, keys)
     }

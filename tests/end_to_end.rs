@@ -698,3 +698,16 @@ fn on_kafka_merged_contacts_move_to_their_survivor_across_partitions() {
     let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
     merges::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
 }
+
+/// Contacts' changes reach their accounts across partitions on Apache Kafka, as on the mock cluster (see
+/// [`accounts::scenario`]): account outputs and final accounts equal the offline model's.
+#[test]
+fn on_kafka_accounts_score_their_contacts_across_partitions() {
+    let kafka = shared_kafka();
+    let names = Names::new("accounts");
+    let dir = TestDir::new();
+    let path = write_config(&kafka.bootstrap, &names, dir.path(), "a");
+    provision_topics(&path);
+    let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    accounts::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
+}

@@ -194,3 +194,17 @@ fn exactly_once_on_kafka_merges_contacts_as_the_model_says() {
     let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
     merges::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
 }
+
+/// Accounts in exactly-once mode: the internal account topic's updates are written in the same
+/// transactions as the outputs and offsets, and the account outputs and final accounts equal the offline
+/// model's (see [`accounts::scenario`]).
+#[test]
+fn exactly_once_on_kafka_scores_accounts_as_the_model_says() {
+    let kafka = shared_kafka();
+    let names = Names::new("eos-accounts");
+    let dir = TestDir::new();
+    let path = eos_config(&kafka.bootstrap, &names, dir.path(), free_port());
+    provision_topics(&path);
+    let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+    accounts::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
+}

@@ -208,9 +208,11 @@ fn an_aborted_transaction_leaves_no_batch_to_write() {
         score_changed: names.score_changed.clone(),
         threshold_crossed: names.threshold_crossed.clone(),
         phase_changed: names.phase_changed.clone(),
+        accounts: names.accounts.clone(),
         dlq: names.dlq.clone(),
         changelog: names.changelog.clone(),
         internal: names.internal.clone(),
+        internal_account: names.internal_account.clone(),
     };
     let properties = vec![("bootstrap.servers".to_owned(), bootstrap.clone())];
     let mut sink =
@@ -251,4 +253,14 @@ fn merged_contacts_move_to_their_survivor_across_partitions_as_the_model_says() 
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let (config, _) = config_with(&names, &bootstrap, dir.path(), "");
     merges::scenario(&bootstrap, &names, config, PARTITIONS);
+}
+
+/// Contacts' changes reach their accounts across partitions, on the mock cluster (see
+/// [`accounts::scenario`]).
+#[test]
+fn accounts_score_their_contacts_across_partitions_as_the_model_says() {
+    let (_cluster, bootstrap, names) = mock_broker("accounts", PARTITIONS);
+    let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
+    let (config, _) = config_with(&names, &bootstrap, dir.path(), "");
+    accounts::scenario(&bootstrap, &names, config, PARTITIONS);
 }

@@ -123,7 +123,8 @@ fn topics_create_is_idempotent_and_reports_bad_topics_on_kafka() {
     let toml = other
         .config_toml(&kafka.bootstrap, &dir.path().join("state-maker"), 2)
         .replace(&other.input, &existing.input)
-        .replace(&other.internal, &existing.internal);
+        .replace(&other.internal, &existing.internal)
+        .replace(&other.internal_account, &existing.internal_account);
     let input_maker = write_config(dir.path(), "input-maker.toml", &toml);
     assert_eq!(leadscore(&["topics", "create"], &input_maker).status.code(), Some(1), "its changelog is still bad");
     let follows = write_config(
@@ -184,7 +185,14 @@ fn on_the_mock_cluster_partitions_are_checked_and_topic_configs_are_unchecked() 
     // Every topic leadscore writes has its configs checked (the changelog's compaction, every written
     // topic's max.message.bytes); the inputs have none to check.
     let unverified: Vec<&str> = provisioned.unverified.iter().map(|problem| problem.topic.as_str()).collect();
-    let written = [&names.score_changed, &names.threshold_crossed, &names.phase_changed, &names.dlq, &names.changelog];
+    let written = [
+        &names.score_changed,
+        &names.threshold_crossed,
+        &names.phase_changed,
+        &names.accounts,
+        &names.dlq,
+        &names.changelog,
+    ];
     assert_eq!(unverified, written, "{provisioned}");
     for problem in &provisioned.unverified {
         assert!(problem.problem.starts_with("topic configs could not be read ("), "{provisioned}");

@@ -9,8 +9,26 @@ use crate::proto::v1;
 use crate::rules::Rules;
 use crate::scoring::codec::{CodecError, STATE_FORMAT, groups_from_proto, groups_to_proto};
 
-/// Encodes an account with the last origin offset it applied per origin partition key.
-pub fn encode(rules: &Rules, state: &AccountState, offsets: &[(u32, i64)]) -> Vec<u8> {
+/// The last update an account applied from one origin partition (the runtime's account updates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedOrigin {
+    /// The origin partition's stamp key.
+    pub origin: u32,
+    /// The origin record's offset.
+    pub offset: i64,
+    /// The update's place among those the origin record wrote.
+    pub index: u32,
+}
+
+impl AppliedOrigin {
+    /// Whether the update at `offset` and `index` of this origin is applied already.
+    pub fn covers(&self, offset: i64, index: u32) -> bool {
+        (offset, index) <= (self.offset, self.index)
+    }
+}
+
+/// Encodes an account with the last update it applied per origin partition.
+pub fn encode(rules: &Rules, state: &AccountState, applied: &[AppliedOrigin]) -> Vec<u8> {
     let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
     v1::AccountState {
         format: STATE_FORMAT,
@@ -18,13 +36,16 @@ pub fn encode(rules: &Rules, state: &AccountState, offsets: &[(u32, i64)]) -> Ve
         members: state.members.iter().map(|member| member_to_proto(rules, member)).collect(),
         fired: thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).map(|(t, _)| t.key).collect(),
         next_timer_ms: state.next_timer_ms,
-        offsets: offsets.iter().map(|&(topic, offset)| v1::InputOffset { topic, offset }).collect(),
+        applied: applied
+            .iter()
+            .map(|applied| v1::AppliedOrigin { origin: applied.origin, offset: applied.offset, index: applied.index })
+            .collect(),
     }
     .encode_to_vec()
 }
 
-/// Decodes an account written by [`encode`], with its applied offsets.
-pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountState, Vec<(u32, i64)>), CodecError> {
+/// Decodes an account written by [`encode`], with its applied origins.
+pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountState, Vec<AppliedOrigin>), CodecError> {
     let message = v1::AccountState::decode(bytes).map_err(|err| CodecError::Corrupt(err.to_string()))?;
     if message.format != STATE_FORMAT {
         return Err(CodecError::UnknownFormat { found: message.format });
@@ -32,7 +53,7 @@ pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountStat
     let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
     let mut members = Vec::with_capacity(message.members.len());
     for member in &message.members {
-        members.push(member_from_proto(rules, message.clock_ms, member)?);
+        members.push(member_from_proto(rules, member)?);
     }
     members.sort_by(|a, b| a.contact.cmp(&b.contact));
     let state = AccountState {
@@ -42,7 +63,12 @@ pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountStat
         fired: thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect(),
         next_timer_ms: message.next_timer_ms,
     };
-    Ok((state, message.offsets.iter().map(|offset| (offset.topic, offset.offset)).collect()))
+    let applied = message
+        .applied
+        .iter()
+        .map(|applied| AppliedOrigin { origin: applied.origin, offset: applied.offset, index: applied.index })
+        .collect();
+    Ok((state, applied))
 }
 
 /// A member in its stored form.
@@ -54,11 +80,12 @@ pub fn member_to_proto(rules: &Rules, member: &Member) -> v1::AccountMember {
     }
 }
 
-/// A member read back under the current rules.
-pub fn member_from_proto(rules: &Rules, clock_ms: i64, member: &v1::AccountMember) -> Result<Member, CodecError> {
+/// A member read back under the current rules; its empty groups as of time 0, as [`Member::of`] keeps
+/// them.
+pub fn member_from_proto(rules: &Rules, member: &v1::AccountMember) -> Result<Member, CodecError> {
     Ok(Member {
         contact: member.contact.clone(),
         phase: rules.phase_by_key(member.phase).unwrap_or(0),
-        groups: groups_from_proto(rules, clock_ms, &member.groups)?,
+        groups: groups_from_proto(rules, 0, &member.groups)?,
     })
 }

@@ -37,7 +37,14 @@ pub struct Member {
 impl Member {
     /// The member a contact's state makes.
     pub fn of(rules: &Rules, state: &ContactState) -> Member {
-        Member { contact: state.contact.clone(), phase: state.phase, groups: state.value_groups(rules) }
+        // An empty group is the same at any time: it is kept as of time 0, as its stored form reads
+        // back, so that a member compares equal to itself read back.
+        let groups = state
+            .value_groups(rules)
+            .into_iter()
+            .map(|score| if score.is_empty() { GroupScore::empty(0) } else { score })
+            .collect();
+        Member { contact: state.contact.clone(), phase: state.phase, groups }
     }
 
     /// Its weighted score at `at_ms`: the account's score target, times its phase's weight.
@@ -83,6 +90,27 @@ pub enum MemberChange {
     Upsert(Member),
     /// The contact left the account (it moved to another, was erased, expired or merged into another).
     Leave(String),
+}
+
+impl MemberChange {
+    /// The contact that changed.
+    pub fn contact(&self) -> &str {
+        match self {
+            MemberChange::Upsert(Member { contact, .. }) | MemberChange::Leave(contact) => contact,
+        }
+    }
+
+    /// Whether the change leaves the account as it is, its clock included: a member reporting itself as
+    /// it was (after a change its account does not see, such as its history or a threshold of its own),
+    /// or a contact that is not a member leaving.
+    fn changes_nothing(&self, account: Option<&AccountState>) -> bool {
+        let members = account.map_or(&[][..], |account| &account.members[..]);
+        let known = |contact: &str| members.binary_search_by(|known| known.contact.as_str().cmp(contact));
+        match self {
+            MemberChange::Upsert(member) => known(&member.contact).is_ok_and(|index| members[index] == *member),
+            MemberChange::Leave(contact) => known(contact).is_err(),
+        }
+    }
 }
 
 /// The result of [`apply`] or [`on_timer`].
@@ -136,7 +164,8 @@ impl Standing {
 }
 
 impl AccountState {
-    fn new(rules: &Rules, account: &str, clock_ms: i64) -> AccountState {
+    /// An account without members as of `clock_ms`.
+    pub fn new(rules: &Rules, account: &str, clock_ms: i64) -> AccountState {
         let thresholds = rules.accounts.as_ref().map_or(0, |accounts| accounts.thresholds.len());
         AccountState {
             account: account.to_owned(),
@@ -213,6 +242,9 @@ pub fn apply(
     let Some(accounts) = &rules.accounts else {
         return AccountApplied { state, outputs: Vec::new() };
     };
+    if change.changes_nothing(state.as_ref()) {
+        return AccountApplied { state, outputs: Vec::new() };
+    }
     let mut outputs = Vec::new();
     let at_ms = state.as_ref().map_or(at_ms, |state| state.clock_ms.max(at_ms));
     let mut state = state.unwrap_or_else(|| AccountState::new(rules, account, at_ms));
@@ -234,11 +266,8 @@ pub fn apply(
             }
         }
         MemberChange::Leave(contact) => {
-            match state.members.binary_search_by(|known| known.contact.cmp(&contact)) {
-                Ok(index) => {
-                    state.members.remove(index);
-                }
-                Err(_) => return finish(rules, accounts, state, outputs),
+            if let Ok(index) = state.members.binary_search_by(|known| known.contact.cmp(&contact)) {
+                state.members.remove(index);
             }
             (contact, MemberMove::Left)
         }

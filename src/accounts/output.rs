@@ -4,6 +4,7 @@
 use serde::{Serialize, Serializer};
 
 use crate::event::format_rfc3339;
+use crate::proto::v1;
 use crate::rules::{AccountThreshold, Rules};
 use crate::scoring::Direction;
 
@@ -93,6 +94,46 @@ impl AccountOutput {
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain data with string keys cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The protobuf message (`leadscore.v1.AccountOutput`) the account topic carries with protobuf outputs.
+    pub fn to_protobuf(&self) -> Vec<u8> {
+        use prost::Message;
+        use v1::account_output::Body;
+        let aggregate = |aggregate: &Aggregate| v1::AccountAggregate {
+            contacts: aggregate.contacts as u32,
+            sum: aggregate.sum,
+            max: aggregate.max,
+            top_k_sum: aggregate.top_k_sum,
+        };
+        let body = match &self.body {
+            AccountBody::AccountScoreChanged(changed) => Body::AccountScoreChanged(v1::AccountScoreChanged {
+                contact: changed.contact.clone(),
+                change: match changed.change {
+                    MemberMove::Joined => v1::MemberChange::Joined,
+                    MemberMove::Updated => v1::MemberChange::Updated,
+                    MemberMove::Left => v1::MemberChange::Left,
+                } as i32,
+                old_sum: changed.old_sum,
+                aggregate: Some(aggregate(&changed.aggregate)),
+            }),
+            AccountBody::AccountThresholdCrossed(crossed) => {
+                Body::AccountThresholdCrossed(v1::AccountThresholdCrossed {
+                    threshold: crossed.threshold.clone(),
+                    direction: crate::scoring::direction_to_proto(crossed.direction) as i32,
+                    aggregate: Some(aggregate(&crossed.aggregate)),
+                    crossed_at_ms: crossed.crossed_at,
+                })
+            }
+        };
+        v1::AccountOutput {
+            id: self.id.clone(),
+            account: self.account.clone(),
+            rules_version: self.rules_version.clone(),
+            ts_ms: self.ts_ms,
+            body: Some(body),
+        }
+        .encode_to_vec()
     }
 }
 

@@ -274,6 +274,7 @@ impl Context<'_> {
         config.topics.score_changed = format!("{prefix}.score");
         config.topics.threshold_crossed = format!("{prefix}.threshold");
         config.topics.phase_changed = format!("{prefix}.phase");
+        config.topics.accounts = format!("{prefix}.accounts");
         config.topics.dlq = format!("{prefix}.dlq");
         config.topics.changelog = Some(format!("{prefix}.changelog"));
         config.topics.partitions = self.options.partitions;

@@ -84,9 +84,11 @@ fn copy(settings: &ProcessorSettings, to: &str, shutdown: &AtomicBool) -> Result
         score_changed: to.to_owned(),
         threshold_crossed: to.to_owned(),
         phase_changed: to.to_owned(),
+        accounts: to.to_owned(),
         dlq: to.to_owned(),
         changelog: to.to_owned(),
         internal: to.to_owned(),
+        internal_account: to.to_owned(),
     };
     let mut sink = Sink::new(&settings.producer, topics, None, None)?;
     let mut copied = 0u64;

@@ -65,6 +65,7 @@ impl Config {
         let mut effective = self.clone();
         effective.topics.changelog = Some(self.topics.changelog_topic(&self.kafka.group_id));
         effective.topics.internal_merge = Some(self.topics.internal_merge_topic(&self.kafka.group_id));
+        effective.topics.internal_account = Some(self.topics.internal_account_topic(&self.kafka.group_id));
         toml::to_string(&effective)
             .unwrap_or_else(|err| format!("# the configuration cannot be shown as TOML: {err}\n"))
     }
@@ -82,12 +83,17 @@ pub struct TopicsConfig {
     pub threshold_crossed: String,
     /// Where phase changes go.
     pub phase_changed: String,
+    /// Where account score changes and account threshold crossings go.
+    pub accounts: String,
     /// Where undecodable or invalid events go, with the reason in a header.
     pub dlq: String,
     /// The compacted state changelog; see [`TopicsConfig::changelog_topic`] when unset.
     pub changelog: Option<String>,
     /// The internal topic of contact merges; see [`TopicsConfig::internal_merge_topic`] when unset.
     pub internal_merge: Option<String>,
+    /// The internal topic of contacts' changes to their accounts; see
+    /// [`TopicsConfig::internal_account_topic`] when unset.
+    pub internal_account: Option<String>,
     /// Partition count of the topics leadscore creates.
     pub partitions: u32,
     /// Replication factor of the topics leadscore creates.
@@ -116,9 +122,11 @@ impl Default for TopicsConfig {
             score_changed: "leadscore.score-changed".to_owned(),
             threshold_crossed: "leadscore.threshold-crossed".to_owned(),
             phase_changed: "leadscore.phase-changed".to_owned(),
+            accounts: "leadscore.accounts".to_owned(),
             dlq: "leadscore.dlq".to_owned(),
             changelog: None,
             internal_merge: None,
+            internal_account: None,
             partitions: default_partitions(),
             replication: default_replication(),
         }
@@ -137,6 +145,12 @@ impl TopicsConfig {
     /// group by default, as the changelog is.
     pub fn internal_merge_topic(&self, group_id: &str) -> String {
         self.internal_merge.clone().unwrap_or_else(|| format!("{group_id}.internal.merge"))
+    }
+
+    /// The internal topic through which contacts' changes reach their accounts' partitions, keyed by
+    /// account. Named after the consumer group by default, as the changelog is.
+    pub fn internal_account_topic(&self, group_id: &str) -> String {
+        self.internal_account.clone().unwrap_or_else(|| format!("{group_id}.internal.account"))
     }
 }
 
@@ -400,9 +414,11 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("topics.score_changed", "leadscore.score-changed", "score change outputs"),
     ("topics.threshold_crossed", "leadscore.threshold-crossed", "threshold crossing outputs"),
     ("topics.phase_changed", "leadscore.phase-changed", "phase change outputs"),
+    ("topics.accounts", "leadscore.accounts", "account score changes and account threshold crossings"),
     ("topics.dlq", "leadscore.dlq", "dead-letter topic for events that cannot be scored"),
     ("topics.changelog", "<group_id>.state-changelog", "compacted state changelog topic"),
     ("topics.internal_merge", "<group_id>.internal.merge", "internal topic of contact merges across partitions"),
+    ("topics.internal_account", "<group_id>.internal.account", "internal topic of contacts' changes to their accounts"),
     ("topics.partitions", "6", "partition count of the topics leadscore creates"),
     ("topics.replication", "1", "replication factor of the topics leadscore creates"),
     ("state.dir", "./leadscore-state", "RocksDB state directory"),

@@ -181,6 +181,7 @@ fn the_redacted_config_reads_back() {
     let mut effective = Config::default();
     effective.topics.changelog = Some("leadscore.state-changelog".to_owned());
     effective.topics.internal_merge = Some("leadscore.internal.merge".to_owned());
+    effective.topics.internal_account = Some("leadscore.internal.account".to_owned());
     assert_eq!(toml::from_str::<Config>(&text).unwrap_or_else(|err| panic!("{err}\n{text}")), effective);
 }
 
@@ -286,6 +287,7 @@ fn fully_populated() -> Config {
     kafka.ssl_key_password = Some(Secret::new("key password"));
     config.topics.changelog = Some("changelog".into());
     config.topics.internal_merge = Some("merges".into());
+    config.topics.internal_account = Some("account-updates".into());
     config.state.history = Some(20);
     config.processing.threads = Some(3);
     config.http.token = Some(Secret::new("token"));

@@ -23,13 +23,16 @@ impl Config {
         ensure(!topics.inputs.is_empty(), || "topics.inputs is empty; list at least one input topic".into())?;
         let changelog = topics.changelog_topic(&kafka.group_id);
         let internal_merge = topics.internal_merge_topic(&kafka.group_id);
+        let internal_account = topics.internal_account_topic(&kafka.group_id);
         let roles = topics.inputs.iter().map(|topic| ("topics.inputs", topic.as_str())).chain([
             ("topics.score_changed", topics.score_changed.as_str()),
             ("topics.threshold_crossed", topics.threshold_crossed.as_str()),
             ("topics.phase_changed", topics.phase_changed.as_str()),
+            ("topics.accounts", topics.accounts.as_str()),
             ("topics.dlq", topics.dlq.as_str()),
             ("topics.changelog", changelog.as_str()),
             ("topics.internal_merge", internal_merge.as_str()),
+            ("topics.internal_account", internal_account.as_str()),
         ]);
         let mut seen: Vec<(&str, &str)> = Vec::new();
         for (key, topic) in roles {

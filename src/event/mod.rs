@@ -193,6 +193,10 @@ impl EventFields<'_> {
     pub fn validate(self, limits: &DecodeLimits) -> Result<Event, DecodeError> {
         let id = required_text("id", self.id)?;
         let contact = required_text("contact", self.contact)?;
+        if contact.starts_with('\0') {
+            // The state store and the changelog keep a partition's other records under such keys.
+            return Err(DecodeError::invalid("contact", "must not begin with a NUL character"));
+        }
         let kind = required_text("type", self.kind)?;
         let ts_ms = self.ts_ms.ok_or(DecodeError::MissingField("ts"))?;
         if ts_ms < limits.min_ts_ms || ts_ms > limits.max_ts_ms {

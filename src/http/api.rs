@@ -49,16 +49,10 @@ async fn read_contact(
     if id.is_empty() || id.len() > crate::event::MAX_FIELD_BYTES {
         return error(StatusCode::BAD_REQUEST, "invalid contact id");
     }
-    let partition = partition_for_key(id.as_bytes(), instance.partitions) as i32;
-    if instance.status.is_restoring(partition) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("partition {partition} is restoring; retry shortly"));
-    }
-    if !instance.status.owns(partition) {
-        return error(
-            StatusCode::MISDIRECTED_REQUEST,
-            format!("partition {partition} is not owned by this instance; ask the instance that owns it"),
-        );
-    }
+    let partition = match owning_partition(&instance, &id) {
+        Ok(partition) => partition,
+        Err((status, message)) => return error(status, message),
+    };
     let store = instance.store.clone();
     let rules = instance.rules.get();
     let lookup = tokio::task::spawn_blocking(move || {
@@ -81,6 +75,20 @@ async fn read_contact(
         Ok(Err(reason)) => error(StatusCode::INTERNAL_SERVER_ERROR, reason),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
     }
+}
+
+/// The partition of `key` (a contact or an account), if this instance owns it and has restored it; else
+/// the status and message that say why not.
+pub(super) fn owning_partition(instance: &Instance, key: &str) -> Result<i32, (StatusCode, String)> {
+    let partition = partition_for_key(key.as_bytes(), instance.partitions) as i32;
+    if instance.status.is_restoring(partition) {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, format!("partition {partition} is restoring; retry shortly")));
+    }
+    if !instance.status.owns(partition) {
+        let message = format!("partition {partition} is not owned by this instance; ask the instance that owns it");
+        return Err((StatusCode::MISDIRECTED_REQUEST, message));
+    }
+    Ok(partition)
 }
 
 /// A contact id as one path segment: everything but RFC 3986's unreserved characters percent-encoded.

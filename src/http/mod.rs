@@ -3,6 +3,7 @@
 //! token; `/healthz`, `/readyz`, `/metrics` and the console's static files stay open (the console asks for
 //! the token and sends it with its API calls).
 
+mod accounts;
 mod api;
 mod console;
 pub mod metrics;
@@ -34,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/contacts/{id}"),
     ("GET", "/v1/contacts/{id}/series"),
     ("GET", "/v1/leaderboard"),
+    ("GET", "/v1/accounts"),
+    ("GET", "/v1/accounts/{id}"),
     ("GET", "/v1/rules"),
     ("POST", "/v1/whatif"),
     ("GET", "/"),
@@ -64,6 +67,8 @@ pub fn router(instance: Arc<Instance>) -> Router {
         .route("/v1/contacts/{id}", get(api::contact))
         .route("/v1/contacts/{id}/series", get(api::series))
         .route("/v1/leaderboard", get(api::leaderboard))
+        .route("/v1/accounts", get(accounts::ranking))
+        .route("/v1/accounts/{id}", get(accounts::account))
         .route("/v1/rules", get(api::rules))
         .route("/v1/whatif", post(whatif::whatif).layer(DefaultBodyLimit::max(whatif::MAX_BODY_BYTES)))
         .route_layer(middleware::from_fn_with_state(instance.clone(), require_token));

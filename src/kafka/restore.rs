@@ -25,8 +25,7 @@ use tracing::{info, warn};
 
 use super::EndIsNotAnError;
 use crate::rules::Rules;
-use crate::runtime::record::StoredContact;
-use crate::runtime::task::CHECKPOINT_KEY;
+use crate::runtime::task::{CHECKPOINT_KEY, record_timer};
 use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
 
 /// Records written to RocksDB per batch while restoring.
@@ -340,12 +339,9 @@ impl PartitionRestore {
             }
             if self.incremental
                 && let Some(old) = store.get(self.partition, contact)?
+                && let Some(due) = record_timer(rules, contact, &old).map_err(|err| self.corrupt(offset, err))?
             {
-                let old =
-                    StoredContact::decode(rules, contact, &old).map_err(|err| self.corrupt(offset, err.to_string()))?;
-                if let Some(due) = old.state.and_then(|state| state.next_timer_ms) {
-                    self.batch.timer_deletes.push((due, contact.to_owned()));
-                }
+                self.batch.timer_deletes.push((due, contact.to_owned()));
             }
             let due = match message.payload() {
                 None => {
@@ -353,10 +349,9 @@ impl PartitionRestore {
                     None
                 }
                 Some(payload) => {
-                    let stored = StoredContact::decode(rules, contact, payload)
-                        .map_err(|err| self.corrupt(offset, err.to_string()))?;
+                    let due = record_timer(rules, contact, payload).map_err(|err| self.corrupt(offset, err))?;
                     self.batch.puts.push((contact.to_owned(), payload.to_vec()));
-                    stored.state.as_ref().and_then(|state| state.next_timer_ms)
+                    due
                 }
             };
             self.timers.insert(contact.to_owned(), due);

@@ -33,7 +33,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 
 use crate::runtime::record::Route;
 use crate::runtime::status::Status;
-use crate::runtime::task::{Destination, Publish};
+use crate::runtime::task::{Destination, InternalTopic, Publish};
 use crate::store::PartitionBatch;
 
 /// How long a transaction step may take.
@@ -48,12 +48,16 @@ pub struct SinkTopics {
     pub threshold_crossed: String,
     /// Phase changes.
     pub phase_changed: String,
+    /// Account score changes and account threshold crossings.
+    pub accounts: String,
     /// Dead letters.
     pub dlq: String,
     /// The state changelog.
     pub changelog: String,
     /// The internal merge topic.
     pub internal: String,
+    /// The internal account topic.
+    pub internal_account: String,
 }
 
 impl SinkTopics {
@@ -62,9 +66,11 @@ impl SinkTopics {
             Destination::Output(Route::ScoreChanged) => &self.score_changed,
             Destination::Output(Route::ThresholdCrossed) => &self.threshold_crossed,
             Destination::Output(Route::PhaseChanged) => &self.phase_changed,
+            Destination::Output(Route::Account) => &self.accounts,
             Destination::DeadLetter => &self.dlq,
             Destination::Changelog | Destination::Checkpoint => &self.changelog,
-            Destination::Internal(_) => &self.internal,
+            Destination::Internal(InternalTopic::Merge, _) => &self.internal,
+            Destination::Internal(InternalTopic::Account, _) => &self.internal_account,
         }
     }
 }
@@ -255,7 +261,7 @@ impl Sink {
         for record in records {
             let wave = match record.destination {
                 _ if !self.staged => 0,
-                Destination::Output(_) | Destination::DeadLetter | Destination::Internal(_) => 0,
+                Destination::Output(_) | Destination::DeadLetter | Destination::Internal(..) => 0,
                 Destination::Changelog => 1,
                 Destination::Checkpoint => 2,
             };
@@ -277,7 +283,7 @@ impl Sink {
             let changelog_partition =
                 matches!(record.destination, Destination::Changelog | Destination::Checkpoint).then_some(partition);
             let to_partition = match record.destination {
-                Destination::Internal(partition) => Some(partition),
+                Destination::Internal(_, partition) => Some(partition),
                 _ => changelog_partition,
             };
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());

@@ -24,7 +24,7 @@ use super::progress::Progress;
 use crate::kafka::EndIsNotAnError;
 use crate::kafka::sink::{Sink, SinkTopics};
 use crate::rules::Rules;
-use crate::runtime::task::{Destination, InputRecord, PartitionTask, TaskSettings};
+use crate::runtime::task::{Destination, InputRecord, InternalTopic, PartitionTask, TaskSettings};
 use crate::store::StateStore;
 
 /// Batches of outputs that may wait for acknowledgements at once.
@@ -195,7 +195,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
             for record in result.publish {
                 match record.destination {
                     Destination::Changelog | Destination::Checkpoint => {}
-                    Destination::Internal(target) => looped.push(&settings, target, record),
+                    Destination::Internal(topic, target) => looped.push(&settings, topic, target, record),
                     _ => publish.push(record),
                 }
             }
@@ -242,7 +242,7 @@ pub fn input_partitions(client: &[(String, String)], inputs: &[String]) -> Resul
 #[derive(Default)]
 struct LoopBack {
     waiting: BTreeMap<i32, Vec<InputRecord>>,
-    next_offset: BTreeMap<i32, i64>,
+    next_offset: BTreeMap<(Option<usize>, i32), i64>,
 }
 
 impl LoopBack {
@@ -250,10 +250,20 @@ impl LoopBack {
         self.waiting.is_empty()
     }
 
-    fn push(&mut self, settings: &TaskSettings, partition: i32, record: crate::runtime::task::Publish) {
-        let offset = self.next_offset.entry(partition).or_default();
+    fn push(
+        &mut self,
+        settings: &TaskSettings,
+        topic: InternalTopic,
+        partition: i32,
+        record: crate::runtime::task::Publish,
+    ) {
+        let topic = match topic {
+            InternalTopic::Merge => settings.internal,
+            InternalTopic::Account => settings.internal_account,
+        };
+        let offset = self.next_offset.entry((topic, partition)).or_default();
         self.waiting.entry(partition).or_default().push(InputRecord {
-            topic: settings.internal.unwrap_or_default(),
+            topic: topic.unwrap_or_default(),
             offset: *offset,
             key: Some(record.key),
             payload: record.payload,

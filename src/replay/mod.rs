@@ -210,9 +210,11 @@ fn run_kafka(
         score_changed: format!("{prefix}{}", topics.score_changed),
         threshold_crossed: format!("{prefix}{}", topics.threshold_crossed),
         phase_changed: format!("{prefix}{}", topics.phase_changed),
+        accounts: format!("{prefix}{}", topics.accounts),
         dlq: format!("{prefix}{}", topics.dlq),
         changelog: format!("{prefix}{}", topics.changelog_topic(&config.kafka.group_id)),
         internal: format!("{prefix}{}", topics.internal_merge_topic(&config.kafka.group_id)),
+        internal_account: format!("{prefix}{}", topics.internal_account_topic(&config.kafka.group_id)),
     };
     let changelog = request.changelog.clone().unwrap_or_else(|| topics.changelog_topic(&config.kafka.group_id));
     let client = config.kafka.client_config();

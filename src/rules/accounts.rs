@@ -65,8 +65,6 @@ pub struct AccountRules {
     pub phase_weights: Vec<f64>,
     /// Account thresholds in file order.
     pub thresholds: Vec<AccountThreshold>,
-    /// Where the file declares `[accounts]`, for messages about the table as a whole.
-    pub declared_at: RulesError,
 }
 
 /// A threshold on an account: every condition it declares holds.
@@ -176,8 +174,7 @@ pub(super) fn compile(
         }
         thresholds.push(compiled);
     }
-    let declared_at = source.error(0..0, "[accounts]");
-    Ok(AccountRules { attribute, email, free_mail, score, top_k, phase_weights, thresholds, declared_at })
+    Ok(AccountRules { attribute, email, free_mail, score, top_k, phase_weights, thresholds })
 }
 
 fn compile_threshold(

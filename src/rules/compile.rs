@@ -186,10 +186,7 @@ pub(super) fn compile(text: &str, path: &Path) -> Result<Rules, RulesError> {
 
     let accounts = match &file.accounts {
         Some(accounts) => {
-            let mut compiled =
-                super::accounts::compile(&source, accounts.get_ref(), &groups, &phases, grades.as_ref())?;
-            compiled.declared_at = source.at(accounts, "[accounts]");
-            Some(compiled)
+            Some(super::accounts::compile(&source, accounts.get_ref(), &groups, &phases, grades.as_ref())?)
         }
         None => None,
     };

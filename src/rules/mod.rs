@@ -81,20 +81,6 @@ impl Rules {
         }
     }
 
-    /// Refuses what the Kafka processor does not do yet: account scoring (`[accounts]`), which
-    /// `leadscore score` models but `leadscore run` would silently skip.
-    pub fn check_processor_support(&self) -> Result<(), RulesError> {
-        match &self.accounts {
-            Some(accounts) => Err(RulesError {
-                message: "[accounts]: account scoring runs in `leadscore score` only so far; `leadscore run` does \
-                          not score accounts yet, so remove the table from the file it runs"
-                    .to_owned(),
-                ..accounts.declared_at.clone()
-            }),
-            None => Ok(()),
-        }
-    }
-
     /// The index of the group named `name`.
     pub fn group_index(&self, name: &str) -> Option<usize> {
         self.groups.iter().position(|group| group.name == name)

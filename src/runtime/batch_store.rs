@@ -7,6 +7,7 @@ use foldhash::HashMap;
 use super::record::StoredContact;
 use super::record_cache::{RecordCache, memory_estimate};
 use super::task::TaskError;
+use crate::accounts::{Member, MemberChange};
 use crate::rules::Rules;
 use crate::scoring::ContactState;
 use crate::store::StateStore;
@@ -19,6 +20,8 @@ struct Entry {
     /// The cache's pending batch and size estimate of the record, kept for an unchanged record.
     pending: Option<u64>,
     bytes: usize,
+    /// The account the contact last reported itself to (see [`BatchStore::account_changes`]).
+    reported: Option<String>,
 }
 
 /// Where a contact stands for one record.
@@ -47,12 +50,15 @@ pub(super) struct BatchStore<'a> {
     cache: &'a mut RecordCache,
     entries: HashMap<String, Entry>,
     order: Vec<String>,
+    /// With account rules: contacts whose state changed since the last [`BatchStore::account_changes`].
+    touched: Vec<String>,
     error: Option<TaskError>,
 }
 
 impl<'a> BatchStore<'a> {
     pub fn new(rules: &'a Rules, store: &'a dyn StateStore, partition: i32, cache: &'a mut RecordCache) -> Self {
-        BatchStore { rules, store, partition, cache, entries: HashMap::default(), order: Vec::new(), error: None }
+        let (entries, order, touched) = (HashMap::default(), Vec::new(), Vec::new());
+        BatchStore { rules, store, partition, cache, entries, order, touched, error: None }
     }
 
     fn entry(&mut self, contact: &str) -> Result<&mut Entry, TaskError> {
@@ -70,7 +76,13 @@ impl<'a> BatchStore<'a> {
                 },
             };
             let old_timer = stored.state.as_ref().and_then(|state| state.next_timer_ms);
-            self.entries.insert(contact.to_owned(), Entry { stored, old_timer, dirty: false, pending, bytes });
+            // A contact reports every change of its state, so its stored account is the one it reported to.
+            let reported = match self.rules.accounts {
+                Some(_) => stored.state.as_ref().and_then(|state| state.account.clone()),
+                None => None,
+            };
+            let entry = Entry { stored, old_timer, dirty: false, pending, bytes, reported };
+            self.entries.insert(contact.to_owned(), entry);
             self.order.push(contact.to_owned());
         }
         self.entries
@@ -105,7 +117,37 @@ impl<'a> BatchStore<'a> {
         entry.stored.state = None;
         entry.stored.merged_into = Some(survivor.to_owned());
         entry.dirty = true;
+        self.touch(contact);
         Ok(())
+    }
+
+    fn touch(&mut self, contact: &str) {
+        if self.rules.accounts.is_some() {
+            self.touched.push(contact.to_owned());
+        }
+    }
+
+    /// What the contacts changed since the last call do to their accounts, as (account, change, the
+    /// contact's clock): a contact whose state names an account reports itself there, and one that
+    /// reported to another account before (or has no state now) leaves that one first.
+    pub fn account_changes(&mut self) -> Vec<(String, MemberChange, i64)> {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        let mut changes = Vec::new();
+        for contact in touched {
+            let Some(entry) = self.entries.get_mut(&contact) else { continue };
+            let state = entry.stored.state.as_ref();
+            let named = state.and_then(|state| state.account.as_ref());
+            if let Some(old) = entry.reported.take_if(|old| Some(&*old) != named) {
+                changes.push((old, MemberChange::Leave(contact.clone()), i64::MIN));
+            }
+            if let (Some(state), Some(account)) = (state, named) {
+                changes.push((account.clone(), MemberChange::Upsert(Member::of(self.rules, state)), state.clock_ms));
+                entry.reported = Some(account.clone());
+            }
+        }
+        changes
     }
 
     /// Forgets an alias: its record becomes that of an erased contact, applied up to the internal
@@ -153,6 +195,7 @@ impl ContactStore for BatchStore<'_> {
     }
 
     fn save(&mut self, state: ContactState) {
+        self.touch(&state.contact);
         match self.entry(&state.contact) {
             Ok(entry) => {
                 entry.stored.state = Some(state);
@@ -175,6 +218,7 @@ impl ContactStore for BatchStore<'_> {
             Ok(entry) => {
                 entry.stored.state = None;
                 entry.dirty = true;
+                self.touch(contact);
             }
             Err(err) => {
                 self.error.get_or_insert(err);

@@ -7,6 +7,7 @@
 //! ([`Processor::complete`], the one place that commits). Assignments restore state from the changelog
 //! first; revocations drain and commit first.
 
+pub mod account_update;
 mod assignment;
 pub mod batch_store;
 pub mod internal;
@@ -500,7 +501,9 @@ impl<'a> Processor<'a> {
             };
             let batch = task.tick(&self.rules, self.store, &self.settings.task, now)?;
             pending += task.pending_timers();
-            if batch.counts.outputs > 0 {
+            // Timers that changed a record without an output (a contact reporting itself to its
+            // account) are published too.
+            if batch.counts.outputs > 0 || !batch.write.puts.is_empty() || !batch.write.deletes.is_empty() {
                 counter!(telemetry::TIMERS_FIRED_TOTAL).increment(batch.counts.outputs);
                 self.publish(partition, batch)?;
             }

@@ -22,6 +22,8 @@ pub enum Route {
     ThresholdCrossed = 1,
     /// `phase_changed`.
     PhaseChanged = 2,
+    /// `account_score_changed` and `account_threshold_crossed`.
+    Account = 3,
 }
 
 impl Route {

@@ -13,11 +13,14 @@
 //! acknowledged and written, its contact records are pending in the cache, which never evicts them.
 //! A contact gets one record per batch, however many of its events the batch holds.
 
+mod accounts;
 mod gathered;
 mod merging;
 #[cfg(test)]
 mod tests;
 
+use accounts::{AccountBatch, timer_origin};
+pub use accounts::{TaskAccounts, account_key, record_timer};
 use gathered::{Gathered, Scoring, route};
 
 use super::batch_store::{BatchStore, Change, Standing};
@@ -83,12 +86,14 @@ pub struct TaskSettings {
     pub registry: Option<std::sync::Arc<SchemaRegistry>>,
     /// Index in `inputs` of the internal merge topic, if the processor consumes one.
     pub internal: Option<usize>,
+    /// Index in `inputs` of the internal account topic, if the processor consumes one.
+    pub internal_account: Option<usize>,
     /// Partitions of every input topic, to key internal records onto the partition of their contact.
     pub partitions: u32,
 }
 
 impl TaskSettings {
-    /// The input topics users produce events to: all but the internal merge topic.
+    /// The input topics users produce events to: all but the internal topics, which come last.
     pub fn event_topics(&self) -> &[String] {
         &self.inputs[..self.internal.unwrap_or(self.inputs.len()).min(self.inputs.len())]
     }
@@ -125,8 +130,17 @@ pub enum Destination {
     Checkpoint,
     /// The dead-letter topic.
     DeadLetter,
-    /// The internal merge topic, to this partition: the one of the record's key.
-    Internal(i32),
+    /// An internal topic, to this partition: the one of the record's key.
+    Internal(InternalTopic, i32),
+}
+
+/// The internal topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalTopic {
+    /// Contact merges, keyed by contact.
+    Merge,
+    /// Contacts' changes to their accounts, keyed by account.
+    Account,
 }
 
 /// A record to publish.
@@ -210,6 +224,8 @@ pub struct PartitionTask {
     changelog_next: Option<i64>,
     /// Decoded contact records, among them every record of batches not yet written to RocksDB.
     cache: RecordCache,
+    /// The partition's accounts: their timers, and their records not yet written to RocksDB.
+    accounts: TaskAccounts,
     /// Sequence number of the last batch built.
     batches: u64,
 }
@@ -227,8 +243,11 @@ impl PartitionTask {
         if let Some(stream_time) = meta.stream_time_ms {
             stream.advance_stream_time(stream_time);
         }
-        for (due, contact) in store.timers(partition)? {
-            stream.track_due(due, contact);
+        let mut accounts = TaskAccounts::default();
+        for (due, key) in store.timers(partition)? {
+            if !accounts.track_due(due, &key) {
+                stream.track_due(due, key);
+            }
         }
         let next_offsets = settings
             .inputs
@@ -243,6 +262,7 @@ impl PartitionTask {
             erased_waiting: Vec::new(),
             changelog_next: meta.changelog_offset,
             cache: RecordCache::new(settings.record_cache.clone()),
+            accounts,
             batches: 0,
         })
     }
@@ -252,9 +272,9 @@ impl PartitionTask {
         self.partition
     }
 
-    /// Contacts with a pending decay timer.
+    /// Contacts and accounts with a pending decay timer.
     pub fn pending_timers(&self) -> usize {
-        self.stream.pending_timers()
+        self.stream.pending_timers() + self.accounts.pending_timers()
     }
 
     /// Records that offsets up to `next` of input `topic` are committed.
@@ -273,6 +293,7 @@ impl PartitionTask {
     /// records.
     pub fn written(&mut self, sequence: u64) {
         self.cache.written(sequence);
+        self.accounts.written(sequence);
     }
 
     /// Re-reads the cached records under rules that replace `old`.
@@ -290,6 +311,7 @@ impl PartitionTask {
     ) -> Result<TaskBatch, TaskError> {
         // A task error drops the task, and with it the records this batch took out of the cache.
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
+        let mut accounts = AccountBatch::new(rules, store, self.partition, &mut self.accounts);
         let mut out = Gathered::default();
         let mut scorer = Scorer { stream: &mut self.stream, partition: self.partition };
         let mut commit: Vec<(usize, i64)> = Vec::new();
@@ -304,8 +326,13 @@ impl PartitionTask {
                 continue;
             }
             let here = Origin { topic: topic_key, partition: self.partition, offset: record.offset };
+            if settings.internal_account == Some(record.topic) {
+                accounts.apply(settings, record, &mut out)?;
+                continue;
+            }
             if settings.internal == Some(record.topic) {
                 scorer.process_internal(rules, settings, &mut batch, record, here, &mut out)?;
+                out.report_cause(rules, settings, &mut batch, here);
                 continue;
             }
             let event = match decode(settings, self.partition, record)? {
@@ -321,13 +348,17 @@ impl PartitionTask {
             };
             let scoring = Scoring { record, stamp: (topic_key, record.offset), here, hops: 0 };
             scorer.score_event(rules, settings, &mut batch, event, &scoring, &mut out)?;
+            out.report_cause(rules, settings, &mut batch, here);
+        }
+        if settings.clock == TimerClock::StreamTime {
+            accounts.fire_due(settings, accounts.stream_time(scorer.stream.stream_time_ms()), &mut out)?;
         }
         for (topic, next) in &commit {
             let slot = &mut self.next_offsets[*topic];
             *slot = Some(slot.map_or(*next, |old| old.max(*next)));
         }
-        let changes = batch.into_changes();
-        let Gathered { publish, counts, insight } = out;
+        let changes = (batch.into_changes(), accounts.into_changes());
+        let Gathered { publish, counts, insight, .. } = out;
         Ok(self.finish(rules, settings, changes, publish, commit, counts, insight))
     }
 
@@ -340,13 +371,18 @@ impl PartitionTask {
         now_ms: i64,
     ) -> Result<TaskBatch, TaskError> {
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
+        let mut accounts = AccountBatch::new(rules, store, self.partition, &mut self.accounts);
         let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
-        let counts = BatchCounts { outputs: outputs.len() as u64, ..BatchCounts::default() };
-        let mut insight = BatchInsight::default();
-        insight.add_outputs(&outputs, None);
-        let publish = route(settings, outputs);
-        let changes = batch.into_changes();
+        let mut out = Gathered::default();
+        out.insight.add_outputs(&outputs, None);
+        out.counts.outputs = outputs.len() as u64;
+        out.publish = route(settings, outputs);
+        let origin = timer_origin(self.partition, now_ms);
+        out.report_accounts(rules, settings, &mut batch, origin, &format!("timers:{now_ms}"), now_ms);
+        accounts.fire_due(settings, now_ms, &mut out)?;
+        let changes = (batch.into_changes(), accounts.into_changes());
+        let Gathered { publish, counts, insight, .. } = out;
         Ok(self.finish(rules, settings, changes, publish, Vec::new(), counts, insight))
     }
 
@@ -363,7 +399,7 @@ impl PartitionTask {
         self.finish(
             rules,
             settings,
-            Vec::new(),
+            (Vec::new(), Vec::new()),
             Vec::new(),
             Vec::new(),
             BatchCounts::default(),
@@ -376,7 +412,7 @@ impl PartitionTask {
         &mut self,
         rules: &Rules,
         settings: &TaskSettings,
-        changes: Vec<Change>,
+        (changes, account_changes): (Vec<Change>, Vec<accounts::AccountChange>),
         mut publish: Vec<Publish>,
         commit: Vec<(usize, i64)>,
         counts: BatchCounts,
@@ -445,6 +481,7 @@ impl PartitionTask {
             });
             self.cache.put(change.contact, stored, Some(sequence), estimate);
         }
+        self.accounts.write(account_changes, sequence, &mut write, &mut publish);
         let meta = PartitionMeta {
             input_offsets: settings
                 .inputs
@@ -487,6 +524,7 @@ impl Scorer<'_> {
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
+        out.caused_by(rules, &event.id, event.ts_ms);
         match batch.standing(&event.contact, scoring.stamp)? {
             Standing::MergedInto(survivor) => {
                 let forward = Work::Forward(Event { contact: survivor.clone(), ..event });

@@ -114,7 +114,7 @@ pub fn groups_to_proto(rules: &Rules, groups: &[GroupScore]) -> Vec<v1::GroupSta
         .groups
         .iter()
         .zip(groups)
-        .filter(|(_, score)| score.value != 0.0 || !score.contributions.is_empty())
+        .filter(|(_, score)| !score.is_empty())
         .map(|(group, score)| v1::GroupState {
             group: group.key,
             value: score.value,

@@ -24,7 +24,7 @@ pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
 pub use output::{
     ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
-    ThresholdCrossed,
+    ThresholdCrossed, direction_to_proto,
 };
 pub use series::{Series, SeriesPoint};
 pub use state::{ContactState, Contribution, GroupChange, GroupScore, HistoryEntry, RuleCount};

@@ -64,6 +64,19 @@ pub struct ContactErased {
     pub aliases: Vec<String>,
 }
 
+impl ContactErased {
+    /// The erased contact (`contact`, the output's) and all its aliases.
+    pub fn family(&self, contact: &str) -> Vec<String> {
+        std::iter::once(contact).chain(self.aliases.iter().map(String::as_str)).map(str::to_owned).collect()
+    }
+
+    /// Whether an alias merged into `merged_into` is forgotten with an erased `family`: it is when it was
+    /// merged into one of them; an id merged into another contact since stays.
+    pub fn forgets(family: &[String], merged_into: &str) -> bool {
+        family.iter().any(|id| id == merged_into)
+    }
+}
+
 /// A score change with its cause.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScoreChanged {
@@ -190,10 +203,7 @@ impl Output {
             }),
             OutputBody::ThresholdCrossed(crossing) => Body::ThresholdCrossed(v1::ThresholdCrossed {
                 threshold: crossing.threshold.clone(),
-                direction: match crossing.direction {
-                    Direction::Up => v1::Direction::Up,
-                    Direction::Down => v1::Direction::Down,
-                } as i32,
+                direction: direction_to_proto(crossing.direction) as i32,
                 value: crossing.value,
                 crossed_at_ms: crossing.crossed_at,
                 phase: crossing.phase.clone(),
@@ -233,4 +243,12 @@ impl Output {
 
 fn group_values(groups: &[GroupValue]) -> Vec<v1::GroupValue> {
     groups.iter().map(|group| v1::GroupValue { group: group.group.clone(), value: group.value }).collect()
+}
+
+/// A crossing's direction in the published protobuf messages.
+pub fn direction_to_proto(direction: Direction) -> v1::Direction {
+    match direction {
+        Direction::Up => v1::Direction::Up,
+        Direction::Down => v1::Direction::Down,
+    }
 }

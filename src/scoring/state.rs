@@ -185,6 +185,11 @@ impl GroupScore {
         GroupScore { value: 0.0, since_ms, contributions: Vec::new() }
     }
 
+    /// Whether it holds nothing: no value and no contributions (its stored form leaves it out).
+    pub fn is_empty(&self) -> bool {
+        self.value == 0.0 && self.contributions.is_empty()
+    }
+
     /// The decayed value at `at_ms`.
     pub fn value_at(&self, group: &Group, at_ms: i64) -> f64 {
         match group.decay {

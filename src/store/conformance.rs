@@ -26,6 +26,7 @@ macro_rules! conformance_tests {
                 put_get_delete, multi_get_keeps_order, timers_come_in_due_order, meta_round_trips,
                 a_batch_is_all_or_nothing, drop_partition_removes_only_that_partition,
                 partitions_lists_those_with_meta, for_each_contact_walks_in_key_order,
+                accounts_and_contacts_are_walked_apart,
                 approximate_size_counts_contacts, empty_batches_and_maintenance_succeed,
                 index_ranges_read_in_order_within_their_partition, index_clear_leaves_the_contacts);
         }
@@ -270,6 +271,30 @@ pub(crate) fn for_each_contact_walks_in_key_order(store: &dyn StateStore) {
     }));
     assert_eq!(first_two, ["a", "b"]);
     assert!(contacts(store, 6).is_empty());
+}
+
+pub(crate) fn accounts_and_contacts_are_walked_apart(store: &dyn StateStore) {
+    for key in ["ana", "\0account:acme", "ben", "\0account:globex"] {
+        put(store, 2, key, key.as_bytes());
+    }
+    put(store, 1, "\0account:before", b"x");
+    put(store, 3, "\0account:after", b"x");
+    assert_eq!(contacts(store, 2).into_iter().map(|(contact, _)| contact).collect::<Vec<_>>(), ["ana", "ben"]);
+    let mut accounts = Vec::new();
+    ok(store.for_each_account(2, &mut |account, value| {
+        accounts.push((account.to_owned(), value.to_vec()));
+        true
+    }));
+    assert_eq!(
+        accounts,
+        [("acme".to_owned(), b"\0account:acme".to_vec()), ("globex".to_owned(), b"\0account:globex".to_vec())]
+    );
+    let mut first = Vec::new();
+    ok(store.for_each_account(2, &mut |account, _| {
+        first.push(account.to_owned());
+        false
+    }));
+    assert_eq!(first, ["acme"]);
 }
 
 pub(crate) fn approximate_size_counts_contacts(store: &dyn StateStore) {

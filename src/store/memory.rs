@@ -101,8 +101,23 @@ impl StateStore for MemoryStore {
             tables.contacts.range(bounds(partition)).map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         for (key, value) in &entries {
-            if !f(contact_from_key(key)?, value) {
+            let contact = contact_from_key(key)?;
+            if !contact.starts_with(super::ACCOUNT_KEY_PREFIX) && !f(contact, value) {
                 break;
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each_account(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = {
+            let tables = self.lock()?;
+            tables.contacts.range(bounds(partition)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        for (key, value) in &entries {
+            match contact_from_key(key)?.strip_prefix(super::ACCOUNT_KEY_PREFIX) {
+                Some(account) if f(account, value) => {}
+                _ => break,
             }
         }
         Ok(())

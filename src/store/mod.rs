@@ -124,6 +124,10 @@ impl StoreError {
     }
 }
 
+/// The key prefix of account records in a partition's contact table. Contact ids never begin with NUL,
+/// and [`StateStore::for_each_contact`] passes over these records.
+pub const ACCOUNT_KEY_PREFIX: &str = "\0account:";
+
 /// All changes one task makes for one batch of input, applied atomically so state, timers and
 /// offsets never disagree after a crash.
 ///
@@ -233,9 +237,15 @@ pub trait StateStore: Send + Sync {
     fn timers(&self, partition: i32) -> Result<Vec<(i64, String)>>;
 
     /// Calls `f` with every contact of the partition and its state, in contact id byte order, until `f`
-    /// returns false. Sees one consistent view, the one at the call: `f` may write (the leaderboard
-    /// writes its index as it reads), and the scan does not see what it writes.
+    /// returns false; account records (under [`ACCOUNT_KEY_PREFIX`]) are passed over. Sees one consistent
+    /// view, the one at the call: `f` may write (the leaderboard writes its index as it reads), and the
+    /// scan does not see what it writes.
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()>;
+
+    /// Calls `f` with every account record of the partition (the account id, without the key prefix, and
+    /// the record), in id byte order, until `f` returns false. Account keys sort before every contact id,
+    /// so this reads nothing else.
+    fn for_each_account(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()>;
 
     /// The values of the partition's leaderboard index keys, in the order asked.
     fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;

@@ -271,7 +271,16 @@ impl StateStore for RocksStore {
     }
 
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
-        self.scan(CF_CONTACTS, partition, &mut |key, value| Ok(f(contact_from_key(key)?, value)))
+        self.scan(CF_CONTACTS, partition, &mut |key, value| {
+            let contact = contact_from_key(key)?;
+            Ok(contact.starts_with(super::ACCOUNT_KEY_PREFIX) || f(contact, value))
+        })
+    }
+
+    fn for_each_account(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
+        self.scan(CF_CONTACTS, partition, &mut |key, value| {
+            Ok(contact_from_key(key)?.strip_prefix(super::ACCOUNT_KEY_PREFIX).is_some_and(|account| f(account, value)))
+        })
     }
 
     fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {

@@ -68,7 +68,8 @@ fn read_to(bootstrap: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> 
 }
 
 /// Produces `events`, then waits until the group has committed them and everything they sent through the
-/// internal merge topic (a merge request sends a transfer on, so until that topic's end stops moving).
+/// internal topics (a merge request sends a transfer on, which sends account updates: so until the
+/// topics' ends stop moving).
 pub fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::Event], partitions: u32) {
     produce(bootstrap, &names.input, partitions, events);
     wait_committed(
@@ -78,11 +79,14 @@ pub fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::E
         &ends(bootstrap, &names.input, partitions),
         Duration::from_secs(60),
     );
-    let mut previous = BTreeMap::new();
+    let mut previous = Vec::new();
     loop {
-        let internal = ends(bootstrap, &names.internal, partitions);
-        let written = read_to(bootstrap, &names.internal, partitions);
-        wait_committed(bootstrap, &names.group, &names.internal, &written, Duration::from_secs(60));
+        let mut internal = Vec::new();
+        for topic in [&names.internal, &names.internal_account] {
+            internal.push(ends(bootstrap, topic, partitions));
+            let written = read_to(bootstrap, topic, partitions);
+            wait_committed(bootstrap, &names.group, topic, &written, Duration::from_secs(60));
+        }
         if internal == previous {
             break;
         }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod accounts;
 pub mod merges;
 
 use std::collections::{BTreeMap, HashMap};
@@ -225,7 +226,9 @@ pub struct Names {
     pub phase_changed: String,
     pub dlq: String,
     pub changelog: String,
+    pub accounts: String,
     pub internal: String,
+    pub internal_account: String,
     pub group: String,
 }
 
@@ -239,7 +242,9 @@ impl Names {
             phase_changed: format!("{base}.phase"),
             dlq: format!("{base}.dlq"),
             changelog: format!("{base}.changelog"),
+            accounts: format!("{base}.accounts"),
             internal: format!("{base}.internal.merge"),
+            internal_account: format!("{base}.internal.account"),
             group: format!("{base}.group"),
         }
     }
@@ -261,10 +266,10 @@ impl Names {
         partitions: i32,
         outputs: i32,
     ) {
-        for topic in [&self.input, &self.changelog, &self.internal] {
+        for topic in [&self.input, &self.changelog, &self.internal, &self.internal_account] {
             cluster.create_topic(topic, partitions, 1).unwrap_or_else(|err| panic!("{err}"));
         }
-        for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.dlq] {
+        for topic in [&self.score_changed, &self.threshold_crossed, &self.phase_changed, &self.accounts, &self.dlq] {
             cluster.create_topic(topic, outputs, 1).unwrap_or_else(|err| panic!("{err}"));
         }
     }
@@ -296,9 +301,11 @@ inputs = ["{input}"]
 score_changed = "{score}"
 threshold_crossed = "{threshold}"
 phase_changed = "{phase}"
+accounts = "{accounts}"
 dlq = "{dlq}"
 changelog = "{changelog}"
 internal_merge = "{internal}"
+internal_account = "{internal_account}"
 partitions = {partitions}
 
 [state]
@@ -321,9 +328,11 @@ path = "{rules}"
             score = self.score_changed,
             threshold = self.threshold_crossed,
             phase = self.phase_changed,
+            accounts = self.accounts,
             dlq = self.dlq,
             changelog = self.changelog,
             internal = self.internal,
+            internal_account = self.internal_account,
             state = state_dir.display(),
             rules = manifest("examples/rules.toml").display(),
         )

@@ -3,7 +3,7 @@
 
 use super::{
     BatchCounts, DEAD_LETTER_HEAD, DEAD_LETTER_HEADER_OVERHEAD, DEAD_LETTERED, DUPLICATE, Destination, IGNORED,
-    InputRecord, Publish, REPLAYED, SCORED, TaskSettings, WireFormat,
+    InputRecord, InternalTopic, Publish, REPLAYED, SCORED, TaskSettings, WireFormat,
 };
 use crate::insights::{BatchInsight, UNKNOWN_CLASS};
 use crate::rules::Rules;
@@ -19,6 +19,9 @@ pub(super) struct Gathered {
     pub publish: Vec<Publish>,
     pub counts: BatchCounts,
     pub insight: BatchInsight,
+    /// With account rules: the id and time of the event the current record applies, which names the
+    /// account updates of the contacts it changes.
+    pub cause: Option<(String, i64)>,
 }
 
 /// The record being scored, and how its effects are stamped and named.
@@ -33,6 +36,26 @@ pub(super) struct Scoring<'r> {
 }
 
 impl Gathered {
+    /// Notes the change the current record makes (`id`, at `at_ms`), which names its account updates.
+    pub(super) fn caused_by(&mut self, rules: &Rules, id: &str, at_ms: i64) {
+        if rules.accounts.is_some() {
+            self.cause = Some((id.to_owned(), at_ms));
+        }
+    }
+
+    /// Reports the contacts the current record changed to their accounts, named after its event.
+    pub(super) fn report_cause(
+        &mut self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        batch: &mut BatchStore,
+        here: Origin,
+    ) {
+        if let Some((id, at_ms)) = self.cause.take() {
+            self.report_accounts(rules, settings, batch, here, &id, at_ms);
+        }
+    }
+
     /// Counts a record's outcome (an index in [`crate::insights::OUTCOMES`]) for its class of event.
     pub(super) fn tally(&mut self, outcome: usize, class: usize) {
         let counts = &mut self.counts;
@@ -64,7 +87,7 @@ impl Gathered {
     pub(super) fn internal(&mut self, rules: &Rules, settings: &TaskSettings, key: &str, record: &InternalRecord) {
         let partition = crate::hashing::partition_for_key(key.as_bytes(), settings.partitions.max(1)) as i32;
         self.publish.push(Publish {
-            destination: Destination::Internal(partition),
+            destination: Destination::Internal(InternalTopic::Merge, partition),
             key: key.as_bytes().to_vec(),
             payload: Some(record.encode(rules)),
             headers: Vec::new(),
@@ -120,7 +143,7 @@ impl Gathered {
         // An erased contact's aliases go with it.
         for output in &processed.outputs {
             let OutputBody::ContactErased(erased) = &output.body else { continue };
-            let family: Vec<String> = std::iter::once(&output.contact).chain(&erased.aliases).cloned().collect();
+            let family = erased.family(&output.contact);
             for alias in &erased.aliases {
                 let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
                 self.internal(rules, settings, alias, &InternalRecord { origin: scoring.here, hops: 0, work });

@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::insights::event_class;
 use crate::rules::Rules;
 use crate::runtime::internal::{InternalRecord, Origin, Work};
-use crate::scoring::ContactState;
+use crate::scoring::{ContactErased, ContactState};
 
 impl Scorer<'_> {
     pub(super) fn process_internal(
@@ -38,7 +38,7 @@ impl Scorer<'_> {
             }
             Work::Forget { alias, erased } => {
                 let forgotten = match batch.standing(&alias, scoring.stamp)? {
-                    Standing::MergedInto(into) if erased.contains(&into) => {
+                    Standing::MergedInto(into) if ContactErased::forgets(&erased, &into) => {
                         let topic = TaskSettings::topic_key(&settings.inputs[record.topic]);
                         batch.forget_alias(&alias, topic, record.offset)?;
                         super::SCORED
@@ -64,6 +64,7 @@ impl Scorer<'_> {
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
+        out.caused_by(rules, &event.id, event.ts_ms);
         let Some(merged) = rules.merged_contact(&event).map(str::to_owned) else {
             // The rules no longer merge on this event type.
             out.tally(super::IGNORED, class);
@@ -111,6 +112,8 @@ impl Scorer<'_> {
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
+        // The survivor's account hears of the merge apart from the merge event itself.
+        out.caused_by(rules, &[&event.id, ":merge"].concat(), event.ts_ms);
         match batch.standing(&event.contact, scoring.stamp)? {
             Standing::MergedInto(next) => {
                 let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };

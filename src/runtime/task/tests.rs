@@ -1,12 +1,13 @@
 //! A task's batches end to end on an in-memory store: internal merge records applied once, aliases
-//! forgotten with their survivor, and idle anonymous contacts leaving without a trace.
+//! forgotten with their survivor, idle anonymous contacts leaving without a trace, and contacts' changes
+//! reaching their accounts once, as the offline model has them.
 
 use std::path::Path;
 
 use super::*;
 use crate::event::input::InputDecoder;
 use crate::event::{AttrValue, DecodeLimits, json};
-use crate::runtime::record::StoredContact;
+use crate::runtime::record::{Route, StoredContact};
 use crate::runtime::record_cache::CacheBudget;
 use crate::store::MemoryStore;
 use crate::stream::TimerClock;
@@ -25,7 +26,7 @@ points = 10
 
 fn settings() -> TaskSettings {
     TaskSettings {
-        inputs: vec!["events".into(), "merges".into()],
+        inputs: vec!["events".into(), "merges".into(), "accounts".into()],
         decoders: [InputDecoder::Json].into(),
         output_format: WireFormat::Json,
         limits: DecodeLimits::default(),
@@ -34,6 +35,7 @@ fn settings() -> TaskSettings {
         record_cache: CacheBudget::default(),
         registry: None,
         internal: Some(1),
+        internal_account: Some(2),
         partitions: 1,
     }
 }
@@ -56,14 +58,23 @@ fn input(offset: i64, event: &Event) -> InputRecord {
     InputRecord { topic: 0, offset, key, payload: Some(json::encode(event)), headers: Vec::new() }
 }
 
-/// The internal records of a batch, as the internal topic hands them back from `first_offset` on.
+/// The internal merge records of a batch, as their topic hands them back from `first_offset` on.
 fn internal(published: &[Publish], first_offset: i64) -> Vec<InputRecord> {
+    internal_of(InternalTopic::Merge, published, first_offset)
+}
+
+/// The records of a batch for one internal topic, as it hands them back from `first_offset` on.
+fn internal_of(topic: InternalTopic, published: &[Publish], first_offset: i64) -> Vec<InputRecord> {
+    let index = match topic {
+        InternalTopic::Merge => 1,
+        InternalTopic::Account => 2,
+    };
     published
         .iter()
-        .filter(|record| matches!(record.destination, Destination::Internal(_)))
+        .filter(|record| matches!(record.destination, Destination::Internal(to, _) if to == topic))
         .zip(first_offset..)
         .map(|(record, offset)| InputRecord {
-            topic: 1,
+            topic: index,
             offset,
             key: Some(record.key.clone()),
             payload: record.payload.clone(),
@@ -78,7 +89,7 @@ fn internal(published: &[Publish], first_offset: i64) -> Vec<InputRecord> {
 fn a_copy_of_an_internal_record_is_applied_once() {
     let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
     let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None, None]).unwrap_or_else(|err| panic!("{err}"));
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
     let mut process = |records: &[InputRecord]| {
         task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
     };
@@ -137,7 +148,7 @@ fn an_idle_anonymous_contact_leaves_with_a_tombstone_once_its_input_is_committed
     let text = [RULES, "[anonymous]\nattribute = \"anonymous_id\"\nexpire_after = \"30d\"\n"].concat();
     let rules = Rules::parse(&text, Path::new("anonymous.toml")).unwrap_or_else(|err| panic!("{err}"));
     let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None, None]).unwrap_or_else(|err| panic!("{err}"));
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
     let visitor = Event {
         attrs: vec![("anonymous_id".into(), AttrValue::Text("cookie-1".into()))],
         ..event("a-1", "cookie-1", "page_visit", None)
@@ -165,4 +176,64 @@ fn an_idle_anonymous_contact_leaves_with_a_tombstone_once_its_input_is_committed
         tombstone.is_some_and(|record| record.destination == Destination::Changelog && record.payload.is_none()),
         "{tombstone:?}"
     );
+}
+
+/// Contacts report their changes through the internal account topic; the account applies each once,
+/// also when a replay sends copies, and publishes what the offline model publishes, id for id.
+#[test]
+fn contacts_changes_reach_their_account_once_as_the_model_has_them() {
+    let text = [RULES, "[accounts]\nattribute = \"account_id\"\n[[accounts.thresholds]]\nname = \"busy\"\nsum = 25\n"]
+        .concat();
+    let rules = Rules::parse(&text, Path::new("accounts.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let (settings, store) = (settings(), MemoryStore::new());
+    let mut task =
+        PartitionTask::open(0, &store, &settings, vec![None, None, None]).unwrap_or_else(|err| panic!("{err}"));
+    let at = |id: &str, contact: &str, account: &str, hours: i64| Event {
+        ts_ms: 1_772_366_400_000 + hours * 3_600_000,
+        attrs: vec![("account_id".into(), AttrValue::Text(account.into()))],
+        ..event(id, contact, "page_visit", None)
+    };
+    let events = [
+        at("e-1", "ana", "acme", 0),
+        at("e-2", "ben", "acme", 1),
+        at("e-3", "ana", "acme", 2),
+        at("e-4", "ben", "globex", 3),
+        event("e-5", "ana", "erase", None),
+    ];
+    let inputs: Vec<InputRecord> = events.iter().zip(0..).map(|(event, offset)| input(offset, event)).collect();
+    let scored = task.process(&rules, &store, &settings, &inputs).unwrap_or_else(|err| panic!("{err}"));
+    let updates = internal_of(InternalTopic::Account, &scored.publish, 0);
+    assert_eq!(updates.len(), 6, "ana 2 upserts and a leave, ben 2 upserts and a leave");
+
+    // The updates, then a replay's copies of them: the copies change nothing.
+    let copies: Vec<InputRecord> =
+        updates.iter().zip(6..).map(|(update, offset)| InputRecord { offset, ..update.clone() }).collect();
+    let applied = task.process(&rules, &store, &settings, &updates).unwrap_or_else(|err| panic!("{err}"));
+    let again = task.process(&rules, &store, &settings, &copies).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!((applied.counts.scored, again.counts.replayed, again.counts.outputs), (6, 6, 0));
+
+    let mut model = crate::offline::OfflineScorer::new(&rules, 1);
+    for event in &events {
+        model.score_line(&json::encode(event)).unwrap_or_else(|err| panic!("{err}"));
+    }
+    let expected: Vec<String> = model.take_account_outputs().iter().map(|output| output.id.clone()).collect();
+    let published: Vec<String> = applied
+        .publish
+        .iter()
+        .filter(|record| record.destination == Destination::Output(Route::Account))
+        .filter_map(|record| serde_json::from_slice::<serde_json::Value>(record.payload.as_deref()?).ok())
+        .map(|output| output["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(expected.len() >= 6, "{expected:?}");
+    assert_eq!(published, expected);
+
+    // The accounts' records went to RocksDB's batch and the changelog under their own keys; acme has no
+    // members left but keeps what it applied.
+    let acme = applied.write.puts.iter().find(|(key, _)| key == "\0account:acme");
+    let (state, origins) = acme
+        .and_then(|(_, bytes)| crate::accounts::codec::decode(&rules, "acme", bytes).ok())
+        .unwrap_or_else(|| panic!("no record of acme"));
+    assert!(state.members.is_empty() && !origins.is_empty(), "{state:?} {origins:?}");
+    let globex = model.accounts().accounts().get("globex").map(|account| account.members.len());
+    assert_eq!(globex, Some(1));
 }
