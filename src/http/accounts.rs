@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::api::owning_partition;
+use super::api::owned_key;
 use super::error;
 use crate::accounts::{AccountState, Aggregate, codec};
 use crate::app::Instance;
@@ -35,14 +35,8 @@ struct MemberView<'a> {
 
 /// `GET /v1/accounts/{id}`.
 pub async fn account(State(instance): State<Arc<Instance>>, id: Result<Path<String>, PathRejection>) -> Response {
-    let Ok(Path(id)) = id else {
-        return error(StatusCode::BAD_REQUEST, "invalid account id");
-    };
-    if id.is_empty() || id.len() > crate::event::MAX_FIELD_BYTES {
-        return error(StatusCode::BAD_REQUEST, "invalid account id");
-    }
-    let partition = match owning_partition(&instance, &id) {
-        Ok(partition) => partition,
+    let (id, partition) = match owned_key(&instance, id, "account") {
+        Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };
     let store = instance.store.clone();

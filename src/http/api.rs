@@ -43,14 +43,8 @@ async fn read_contact(
     suffix: &'static str,
     show: fn(&Rules, &ContactState) -> Response,
 ) -> Response {
-    let Ok(Path(id)) = id else {
-        return error(StatusCode::BAD_REQUEST, "invalid contact id");
-    };
-    if id.is_empty() || id.len() > crate::event::MAX_FIELD_BYTES {
-        return error(StatusCode::BAD_REQUEST, "invalid contact id");
-    }
-    let partition = match owning_partition(&instance, &id) {
-        Ok(partition) => partition,
+    let (id, partition) = match owned_key(&instance, id, "contact") {
+        Ok(found) => found,
         Err((status, message)) => return error(status, message),
     };
     let store = instance.store.clone();
@@ -77,10 +71,18 @@ async fn read_contact(
     }
 }
 
-/// The partition of `key` (a contact or an account), if this instance owns it and has restored it; else
-/// the status and message that say why not.
-pub(super) fn owning_partition(instance: &Instance, key: &str) -> Result<i32, (StatusCode, String)> {
-    let partition = partition_for_key(key.as_bytes(), instance.partitions) as i32;
+/// The id in a path (of a contact or an account: `what`) and its partition, if the id is valid and this
+/// instance owns the partition and has restored it; else the status and message that say why not.
+pub(super) fn owned_key(
+    instance: &Instance,
+    id: Result<Path<String>, PathRejection>,
+    what: &str,
+) -> Result<(String, i32), (StatusCode, String)> {
+    let id = match id {
+        Ok(Path(id)) if !id.is_empty() && id.len() <= crate::event::MAX_FIELD_BYTES => id,
+        _ => return Err((StatusCode::BAD_REQUEST, format!("invalid {what} id"))),
+    };
+    let partition = partition_for_key(id.as_bytes(), instance.partitions) as i32;
     if instance.status.is_restoring(partition) {
         return Err((StatusCode::SERVICE_UNAVAILABLE, format!("partition {partition} is restoring; retry shortly")));
     }
@@ -88,7 +90,7 @@ pub(super) fn owning_partition(instance: &Instance, key: &str) -> Result<i32, (S
         let message = format!("partition {partition} is not owned by this instance; ask the instance that owns it");
         return Err((StatusCode::MISDIRECTED_REQUEST, message));
     }
-    Ok(partition)
+    Ok((id, partition))
 }
 
 /// A contact id as one path segment: everything but RFC 3986's unreserved characters percent-encoded.
