@@ -237,3 +237,74 @@ fn contacts_changes_reach_their_account_once_as_the_model_has_them() {
     let globex = model.accounts().accounts().get("globex").map(|account| account.members.len());
     assert_eq!(globex, Some(1));
 }
+
+/// On the wall clock (the default), an account's decay-driven fall fires on the task's tick, at its exact
+/// millisecond, and its record goes to the write and the changelog.
+#[test]
+fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
+    const DECAYING: &str = r#"
+[[groups]]
+name = "engagement"
+decay = "exponential"
+half_life = "1d"
+[[phases]]
+name = "lead"
+[[rules]]
+id = "visit"
+on = "page_visit"
+group = "engagement"
+points = 10
+[accounts]
+attribute = "account_id"
+[[accounts.thresholds]]
+name = "busy"
+sum = 15
+"#;
+    let rules = Rules::parse(DECAYING, Path::new("decaying.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let settings = TaskSettings { clock: TimerClock::WallClock, ..settings() };
+    let store = MemoryStore::new();
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let t0 = 1_772_366_400_000;
+    let visit = |id: &str, contact: &str| Event {
+        attrs: vec![("account_id".into(), AttrValue::Text("acme".into()))],
+        ts_ms: t0,
+        ..event(id, contact, "page_visit", None)
+    };
+    let scored = task
+        .process(&rules, &store, &settings, &[input(0, &visit("e-1", "ana")), input(1, &visit("e-2", "ben"))])
+        .unwrap_or_else(|err| panic!("{err}"));
+    let updates = internal_of(InternalTopic::Account, &scored.publish, 0);
+    let applied = task.process(&rules, &store, &settings, &updates).unwrap_or_else(|err| panic!("{err}"));
+    let account_outputs = |batch: &TaskBatch| -> Vec<serde_json::Value> {
+        batch
+            .publish
+            .iter()
+            .filter(|record| record.destination == Destination::Output(Route::Account))
+            .filter_map(|record| serde_json::from_slice(record.payload.as_deref()?).ok())
+            .collect()
+    };
+    let up: Vec<serde_json::Value> =
+        account_outputs(&applied).into_iter().filter(|output| output["type"] == "account_threshold_crossed").collect();
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["direction"], "up");
+    assert_eq!(task.pending_timers(), 1, "the account's fall is due");
+
+    // 20 points halve in a day: they are below 15 from t0 + log2(4/3) days on.
+    let falls = t0 + (86_400_000.0 * (4.0_f64 / 3.0).log2()).ceil() as i64;
+    let early = task.tick(&rules, &store, &settings, falls - 1).unwrap_or_else(|err| panic!("{err}"));
+    assert!(account_outputs(&early).is_empty(), "not due yet");
+    let fallen = task.tick(&rules, &store, &settings, t0 + 2 * 86_400_000).unwrap_or_else(|err| panic!("{err}"));
+    let down = account_outputs(&fallen);
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!((&down[0]["direction"], &down[0]["id"]), (&"down".into(), &format!("acme:busy:down:{falls}").into()));
+    assert!(fallen.write.puts.iter().any(|(key, _)| key == "\0account:acme"), "{:?}", fallen.write.puts);
+    assert!(
+        fallen
+            .publish
+            .iter()
+            .any(|record| record.destination == Destination::Changelog && record.key == b"\0account:acme")
+    );
+    assert_eq!(task.pending_timers(), 0);
+    let later = task.tick(&rules, &store, &settings, t0 + 3 * 86_400_000).unwrap_or_else(|err| panic!("{err}"));
+    assert!(account_outputs(&later).is_empty());
+}
