@@ -242,25 +242,12 @@ fn contacts_changes_reach_their_account_once_as_the_model_has_them() {
 /// millisecond, and its record goes to the write and the changelog.
 #[test]
 fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
-    const DECAYING: &str = r#"
-[[groups]]
-name = "engagement"
-decay = "exponential"
-half_life = "1d"
-[[phases]]
-name = "lead"
-[[rules]]
-id = "visit"
-on = "page_visit"
-group = "engagement"
-points = 10
-[accounts]
-attribute = "account_id"
-[[accounts.thresholds]]
-name = "busy"
-sum = 15
-"#;
-    let rules = Rules::parse(DECAYING, Path::new("decaying.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let decaying = RULES
+        .replace("name = \"engagement\"\n", "name = \"engagement\"\ndecay = \"exponential\"\nhalf_life = \"1d\"\n");
+    let text =
+        [&decaying, "[accounts]\nattribute = \"account_id\"\n[[accounts.thresholds]]\nname = \"busy\"\nsum = 15\n"]
+            .concat();
+    let rules = Rules::parse(&text, Path::new("decaying.toml")).unwrap_or_else(|err| panic!("{err}"));
     let settings = TaskSettings { clock: TimerClock::WallClock, ..settings() };
     let store = MemoryStore::new();
     let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
