@@ -55,7 +55,7 @@ fn batch_write(c: &mut Criterion) {
                     let event = generator.next_event();
                     let state = scoring::apply(&rules, None, &event).state;
                     let due = state.as_ref().and_then(|state| state.next_timer_ms);
-                    let stored = StoredContact { state, offsets: vec![(1, 0)], merged_into: None };
+                    let stored = StoredContact { state, offsets: vec![(1, 0)], ..StoredContact::default() };
                     if let Some(due) = due {
                         batch.timer_puts.push((due, event.contact.clone()));
                     }

@@ -210,12 +210,28 @@ impl<'r> OfflineScorer<'r> {
             let state = self.partitions[partition].release(&mut self.store, merged);
             self.report_accounts(&event.id, event.ts_ms);
             self.store.merged_into.insert(merged.to_owned(), event.contact.clone());
-            if let Some(state) = state {
-                outputs.extend(self.transfer(&event, state, 0)?);
+            match state {
+                Some(state) => outputs.extend(self.transfer(&event, state, 0)?),
+                None => self.adopt_alias(&event.contact, merged),
             }
         }
         self.summary.outputs += outputs.len() as u64;
         Ok(outputs)
+    }
+
+    /// Makes `alias`, merged into `survivor` without a state, an alias of the contact that holds the
+    /// survivor's state, as the runtime does when the merged contact answers that it has none.
+    fn adopt_alias(&mut self, survivor: &str, alias: &str) {
+        let mut holder = survivor;
+        for _ in 0..MAX_ALIAS_HOPS {
+            match self.store.merged_into.get(holder) {
+                Some(next) => holder = next,
+                None => break,
+            }
+        }
+        if let Some(state) = self.store.contacts.get_mut(holder) {
+            state.adopt_alias(alias);
+        }
     }
 
     /// Merges a merged contact's state into the merge event's contact, or the contact that one was merged

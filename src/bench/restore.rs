@@ -68,7 +68,7 @@ pub fn write_changelog(
             event.contact = contact.clone();
             state = scoring::apply(rules, state, &event).state;
         }
-        let stored = StoredContact { state, offsets: vec![(topic_key, index as i64)], merged_into: None };
+        let stored = StoredContact { state, offsets: vec![(topic_key, index as i64)], ..StoredContact::default() };
         let payload = stored.encode(rules);
         let partition = partition_for_key(contact.as_bytes(), partitions) as i32;
         let record = BaseRecord::to(changelog).key(contact.as_bytes()).payload(&payload).partition(partition);

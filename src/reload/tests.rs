@@ -146,7 +146,7 @@ fn state_written_under_old_rules_reads_and_scores_under_new_rules() {
     let mut state = state.unwrap_or_else(|| panic!("no state"));
     state.phase = old.phase_index("mql").unwrap_or_else(|| panic!("no mql"));
     assert!(state.fired.iter().all(|fired| *fired), "warm and retired fired under the old rules");
-    let stored = StoredContact { state: Some(state.clone()), offsets: vec![(1, 41)], merged_into: None };
+    let stored = StoredContact { state: Some(state.clone()), offsets: vec![(1, 41)], ..StoredContact::default() };
     let bytes = stored.encode(&old);
 
     let read = StoredContact::decode(&new, "c1", &bytes).unwrap_or_else(|err| panic!("{err}"));

@@ -151,12 +151,68 @@ impl<'a> BatchStore<'a> {
     }
 
     /// Forgets an alias: its record becomes that of an erased contact, applied up to the internal
-    /// record at `offset` of the topic `topic`, and is deleted once that record is committed.
+    /// record at `offset` of the topic `topic`, and is deleted once that record is committed (and every
+    /// answer it awaited has arrived and been dropped).
     pub fn forget_alias(&mut self, contact: &str, topic: u32, offset: i64) -> Result<(), TaskError> {
         let entry = self.entry(contact)?;
         entry.stored.merged_into = None;
         entry.stored.mark_applied(topic, offset);
         entry.dirty = true;
+        self.refuse_answers(contact);
+        Ok(())
+    }
+
+    /// Notes that `contact` asked `merged` to merge into it (or was handed that wait by a contact merged
+    /// into it): their answer is awaited.
+    pub fn await_answers(&mut self, contact: &str, merged: &[String]) -> Result<(), TaskError> {
+        let entry = self.entry(contact)?;
+        for id in merged {
+            if !entry.stored.awaiting.contains(id) {
+                entry.stored.awaiting.push(id.clone());
+                entry.dirty = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The answers `contact` awaits.
+    pub fn awaiting(&mut self, contact: &str) -> Result<Vec<String>, TaskError> {
+        Ok(self.entry(contact)?.stored.awaiting.clone())
+    }
+
+    /// The answers a contact of this batch awaited are refused from now on: its state was erased, or it
+    /// was forgotten.
+    pub fn refuse_answers(&mut self, contact: &str) {
+        if let Some(entry) = self.entries.get_mut(contact)
+            && !entry.stored.awaiting.is_empty()
+        {
+            let awaiting = std::mem::take(&mut entry.stored.awaiting);
+            entry.stored.refused.extend(awaiting);
+            entry.dirty = true;
+        }
+    }
+
+    /// Takes `merged`'s answer off the contact's lists: whether it was refused.
+    pub fn answered(&mut self, contact: &str, merged: &str) -> Result<bool, TaskError> {
+        let entry = self.entry(contact)?;
+        let before = (entry.stored.awaiting.len(), entry.stored.refused.len());
+        entry.stored.awaiting.retain(|id| id != merged);
+        entry.stored.refused.retain(|id| id != merged);
+        let refused = entry.stored.refused.len() < before.1;
+        if (entry.stored.awaiting.len(), entry.stored.refused.len()) != before {
+            entry.dirty = true;
+        }
+        Ok(refused)
+    }
+
+    /// Makes `alias`, a contact without state merged into `contact`, one of its aliases, if it has a state.
+    pub fn adopt_alias(&mut self, contact: &str, alias: &str) -> Result<(), TaskError> {
+        let entry = self.entry(contact)?;
+        if let Some(state) = entry.stored.state.as_mut()
+            && state.adopt_alias(alias)
+        {
+            entry.dirty = true;
+        }
         Ok(())
     }
 

@@ -4,7 +4,9 @@
 //! - **Forward**: an event for a contact merged into another, scored on the survivor.
 //! - **Request**: a merge event, sent to the merged contact's task, which turns that contact into an alias
 //!   of the survivor and sends its state on.
-//! - **Transfer**: the merged contact's state, which the survivor's task merges in.
+//! - **Transfer**: the merged contact's answer, always sent: its state, which the survivor's task merges
+//!   in, or that it has none, or that it declined. The survivor awaits it, so that an erasure of the
+//!   survivor before it arrives drops it instead of bringing the contact back.
 //! - **Forget**: the survivor was erased, and with it every id merged into it: the alias is deleted.
 //!
 //! Each record names its origin: the record (input or internal) whose processing wrote it. A task sends
@@ -46,12 +48,16 @@ pub enum Work {
     Forward(Event),
     /// Merge the key's contact into the contact of this merge event.
     Request(Event),
-    /// Merge `merged`'s state into the key's contact, on this merge event.
+    /// The answer of the contact `merged` to the key's contact, on this merge event.
     Transfer {
         /// The merge event.
         event: Event,
-        /// The merged contact's state.
-        merged: Box<ContactState>,
+        /// The merged contact's id.
+        merged: String,
+        /// What it answered.
+        answer: Answer,
+        /// Answers it awaited itself, which follow it to the survivor.
+        awaiting: Vec<String>,
     },
     /// Forget the alias `alias` of an erased contact.
     Forget {
@@ -60,6 +66,17 @@ pub enum Work {
         /// The erased contact and all its aliases; `alias` is forgotten if it was merged into one of them.
         erased: Vec<String>,
     },
+}
+
+/// What a contact asked to merge into another answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// Its state: it is an alias of the survivor now.
+    State(Box<ContactState>),
+    /// It had no state; it is an alias of the survivor now.
+    Stateless,
+    /// It stays as it was: merged into another contact first, or the rules no longer merge on the event.
+    Declined,
 }
 
 /// One internal record.
@@ -80,11 +97,18 @@ impl InternalRecord {
         let body = match &self.work {
             Work::Forward(forwarded) => v1::internal_record::Body::Forward(event(forwarded)),
             Work::Request(merge) => v1::internal_record::Body::Request(event(merge)),
-            Work::Transfer { event: merge, merged } => v1::internal_record::Body::Transfer(v1::Transfer {
-                event: Some(event(merge)),
-                merged: merged.contact.clone(),
-                state: codec::encode(rules, merged),
-            }),
+            Work::Transfer { event: merge, merged, answer, awaiting } => {
+                v1::internal_record::Body::Transfer(v1::Transfer {
+                    event: Some(event(merge)),
+                    merged: merged.clone(),
+                    state: match answer {
+                        Answer::State(state) => codec::encode(rules, state),
+                        Answer::Stateless | Answer::Declined => Vec::new(),
+                    },
+                    awaiting: awaiting.clone(),
+                    declined: *answer == Answer::Declined,
+                })
+            }
             Work::Forget { alias, erased } => {
                 v1::internal_record::Body::Forget(v1::Forget { alias: alias.clone(), erased: erased.clone() })
             }
@@ -109,10 +133,16 @@ impl InternalRecord {
             Some(v1::internal_record::Body::Forward(forwarded)) => Work::Forward(event(forwarded)?),
             Some(v1::internal_record::Body::Request(merge)) => Work::Request(event(merge)?),
             Some(v1::internal_record::Body::Transfer(transfer)) => {
-                let merged = codec::decode(rules, &transfer.merged, &transfer.state)
-                    .map_err(|err| format!("internal transfer of {:?}: {err}", transfer.merged))?;
+                let answer = match (transfer.declined, transfer.state.is_empty()) {
+                    (true, _) => Answer::Declined,
+                    (false, true) => Answer::Stateless,
+                    (false, false) => Answer::State(Box::new(
+                        codec::decode(rules, &transfer.merged, &transfer.state)
+                            .map_err(|err| format!("internal transfer of {:?}: {err}", transfer.merged))?,
+                    )),
+                };
                 let merge = transfer.event.ok_or("internal transfer without its merge event")?;
-                Work::Transfer { event: event(merge)?, merged: Box::new(merged) }
+                Work::Transfer { event: event(merge)?, merged: transfer.merged, answer, awaiting: transfer.awaiting }
             }
             Some(v1::internal_record::Body::Forget(forget)) => {
                 Work::Forget { alias: forget.alias, erased: forget.erased }
@@ -169,7 +199,24 @@ points = 10
         for work in [
             Work::Forward(event("known-1", "page_visit")),
             Work::Request(event("known-1", "merge")),
-            Work::Transfer { event: event("known-1", "merge"), merged: Box::new(merged) },
+            Work::Transfer {
+                event: event("known-1", "merge"),
+                merged: "anonymous-1".into(),
+                answer: Answer::State(Box::new(merged)),
+                awaiting: vec!["cookie-2".into()],
+            },
+            Work::Transfer {
+                event: event("known-1", "merge"),
+                merged: "anonymous-1".into(),
+                answer: Answer::Stateless,
+                awaiting: Vec::new(),
+            },
+            Work::Transfer {
+                event: event("known-1", "merge"),
+                merged: "anonymous-1".into(),
+                answer: Answer::Declined,
+                awaiting: Vec::new(),
+            },
             Work::Forget { alias: "anonymous-1".into(), erased: vec!["known-1".into(), "anonymous-1".into()] },
         ] {
             let record = InternalRecord { origin, hops: 2, work };

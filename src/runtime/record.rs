@@ -40,7 +40,7 @@ impl Route {
 }
 
 /// What is stored under a contact's key.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoredContact {
     /// The engine's state; `None` once the contact is erased (the record then only waits for its commit).
     pub state: Option<ContactState>,
@@ -49,12 +49,17 @@ pub struct StoredContact {
     /// The contact this one was merged into, whose state holds its events from then on; `state` is then
     /// `None`, and the record stays as the id's alias.
     pub merged_into: Option<String>,
+    /// Contacts it asked to merge in whose answer has not arrived; the record stays until they have.
+    pub awaiting: Vec<String>,
+    /// Answers due from contacts it asked to merge in before its state was erased (or it was forgotten
+    /// as an alias): dropped when they arrive. The record stays until they have.
+    pub refused: Vec<String>,
 }
 
 impl StoredContact {
     /// A record for a contact seen for the first time.
     pub fn fresh(state: Option<ContactState>) -> Self {
-        StoredContact { state, offsets: Vec::new(), merged_into: None }
+        StoredContact { state, ..StoredContact::default() }
     }
 
     /// The last offset of `topic` applied to this contact.
@@ -74,6 +79,8 @@ impl StoredContact {
     pub fn encode(&self, rules: &Rules) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         codec_write::write_record(rules, self.state.as_ref(), &self.offsets, self.merged_into.as_deref(), &mut out);
+        codec_write::write_ids(&mut out, 18, &self.awaiting);
+        codec_write::write_ids(&mut out, 19, &self.refused);
         out
     }
 
@@ -89,7 +96,13 @@ impl StoredContact {
             Some(codec::from_proto(rules, contact, &message)?)
         };
         let offsets = message.offsets.iter().map(|entry| (entry.topic, entry.offset)).collect();
-        Ok(StoredContact { state, offsets, merged_into: message.merged_into })
+        Ok(StoredContact {
+            state,
+            offsets,
+            merged_into: message.merged_into,
+            awaiting: message.awaiting,
+            refused: message.refused,
+        })
     }
 }
 
@@ -166,7 +179,8 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
     .collect();
     state.next_timer_ms = Some(i64::MAX);
     state.phase = rules.phases.len().saturating_sub(1);
-    let record = StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs], merged_into: None };
+    let record =
+        StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs], ..StoredContact::default() };
     record.encode(rules).len()
 }
 
@@ -289,12 +303,18 @@ per = "7d"
     #[test]
     fn an_alias_record_keeps_its_survivor_and_offsets_and_no_state() {
         let rules = rules(BOUNDED);
-        let alias = StoredContact { state: None, offsets: vec![(7, 41)], merged_into: Some("known-1".into()) };
+        let alias = StoredContact {
+            offsets: vec![(7, 41)],
+            merged_into: Some("known-1".into()),
+            awaiting: vec!["cookie-1".into()],
+            ..StoredContact::default()
+        };
         let bytes = alias.encode(&rules);
         let message = v1::ContactState {
             format: codec::STATE_FORMAT,
             offsets: vec![v1::InputOffset { topic: 7, offset: 41 }],
             merged_into: Some("known-1".into()),
+            awaiting: vec!["cookie-1".into()],
             ..Default::default()
         };
         assert_eq!(bytes, message.encode_to_vec());

@@ -375,10 +375,11 @@ impl PartitionTask {
         let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
         let mut out = Gathered::default();
+        let origin = timer_origin(self.partition, now_ms);
+        out.erasures(rules, settings, &mut batch, origin, &outputs);
         out.insight.add_outputs(&outputs, None);
         out.counts.outputs = outputs.len() as u64;
-        out.publish = route(settings, outputs);
-        let origin = timer_origin(self.partition, now_ms);
+        out.publish.extend(route(settings, outputs));
         out.report_accounts(rules, settings, &mut batch, origin, &format!("timers:{now_ms}"), now_ms);
         accounts.fire_due(settings, now_ms, &mut out)?;
         let changes = (batch.into_changes(), accounts.into_changes());
@@ -422,11 +423,15 @@ impl PartitionTask {
         self.batches += 1;
         let sequence = self.batches;
         let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
-        // Erased contacts whose erasure is now committed leave no record behind.
-        let mut still_waiting = Vec::new();
-        for (contact, topic, offset) in std::mem::take(&mut self.erased_waiting) {
-            let done = self.committed[topic].is_some_and(|next| offset < next);
-            if done && !changes.iter().any(|change| change.contact == contact) {
+        // Erased contacts whose erasure is now committed, on every topic that stamped them, leave no
+        // record behind.
+        let (mut done, still_waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.erased_waiting)
+            .into_iter()
+            .partition(|(_, topic, offset)| self.committed[*topic].is_some_and(|next| *offset < next));
+        done.dedup_by(|(later, ..), (earlier, ..)| later == earlier);
+        for (contact, ..) in done {
+            let waits = still_waiting.iter().any(|(waiting, ..)| *waiting == contact);
+            if !waits && !changes.iter().any(|change| change.contact == contact) {
                 write.deletes.push(contact.clone());
                 publish.push(Publish {
                     destination: Destination::Changelog,
@@ -435,8 +440,6 @@ impl PartitionTask {
                     headers: Vec::new(),
                 });
                 self.cache.put(contact, StoredContact::fresh(None), Some(sequence), memory_estimate(0));
-            } else if !done {
-                still_waiting.push((contact, topic, offset));
             }
         }
         self.erased_waiting = still_waiting;
@@ -451,9 +454,13 @@ impl PartitionTask {
                 write.timer_puts.push((due, change.contact.clone()));
             }
             // An erased contact keeps a record without state until its erasure is committed, so that a
-            // replay of the input before the erasure finds the contact's applied offsets.
-            // An alias keeps its record for good: it says where the contact's events go.
-            let erased = stored.state.is_none() && stored.merged_into.is_none();
+            // replay of the input before the erasure finds the contact's applied offsets, and until the
+            // answers it awaited have arrived. An alias keeps its record for good: it says where the
+            // contact's events go.
+            let answers_due = !stored.awaiting.is_empty() || !stored.refused.is_empty();
+            let erased = stored.state.is_none() && stored.merged_into.is_none() && !answers_due;
+            // A contact that has a record again is no longer waiting to be deleted.
+            self.erased_waiting.retain(|(contact, ..)| *contact != change.contact);
             let mut waits = false;
             if erased {
                 for (topic_key, offset) in &stored.offsets {
@@ -554,6 +561,7 @@ impl Scorer<'_> {
         );
         if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact) {
             let merged = merged.to_owned();
+            batch.await_answers(&event.contact, std::slice::from_ref(&merged))?;
             let record = InternalRecord { origin: scoring.here, hops: 0, work: Work::Request(event) };
             out.internal(rules, settings, &merged, &record);
         }

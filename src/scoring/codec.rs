@@ -64,6 +64,8 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
         merged_ids: state.merged_ids.clone(),
         anonymous: state.anonymous,
         account: state.account.clone(),
+        awaiting: Vec::new(),
+        refused: Vec::new(),
     }
 }
 

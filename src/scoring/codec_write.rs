@@ -212,6 +212,13 @@ fn uint(out: &mut Vec<u8>, tag: u32, value: u64) {
     }
 }
 
+/// Appends ids as a repeated string field: the runtime's bookkeeping after [`write_record`].
+pub fn write_ids(out: &mut Vec<u8>, tag: u32, ids: &[String]) {
+    for id in ids {
+        text(out, tag, id);
+    }
+}
+
 fn text(out: &mut Vec<u8>, tag: u32, value: &str) {
     message(out, tag, value.len());
     out.extend_from_slice(value.as_bytes());

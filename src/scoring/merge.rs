@@ -109,10 +109,8 @@ pub fn merge(rules: &Rules, survivor: Option<ContactState>, merged: ContactState
     state.history = union_history(std::mem::take(&mut state.history), std::mem::take(&mut merged.history));
     // Its ids and those merged into it are aliases of the survivor now; a contact others merge into is
     // known, not an anonymous visitor.
-    for id in std::iter::once(merged.contact.clone()).chain(merged.merged_ids.drain(..)) {
-        if !state.merged_ids.contains(&id) {
-            state.merged_ids.push(id);
-        }
+    for id in std::iter::once(merged.contact.as_str()).chain(merged.merged_ids.iter().map(String::as_str)) {
+        state.adopt_alias(id);
     }
     state.anonymous = false;
     if state.account.is_none() {

@@ -41,6 +41,15 @@ pub struct ContactState {
 }
 
 impl ContactState {
+    /// Adds `id` to the contact's aliases (if it is not one already): whether it was added.
+    pub fn adopt_alias(&mut self, id: &str) -> bool {
+        let adds = !self.merged_ids.iter().any(|known| known == id);
+        if adds {
+            self.merged_ids.push(id.to_owned());
+        }
+        adds
+    }
+
     /// A contact seen for the first time at `clock_ms`: first phase, every group at 0.
     pub fn new(rules: &Rules, contact: &str, clock_ms: i64) -> Self {
         ContactState {

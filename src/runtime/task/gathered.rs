@@ -112,6 +112,27 @@ impl Gathered {
         self.internal(rules, settings, survivor, &record);
     }
 
+    /// An erased contact's aliases go with it, and the answers it awaited from contacts it asked to merge
+    /// in will be dropped.
+    pub(super) fn erasures(
+        &mut self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        batch: &mut BatchStore,
+        here: Origin,
+        outputs: &[Output],
+    ) {
+        for output in outputs {
+            let OutputBody::ContactErased(erased) = &output.body else { continue };
+            batch.refuse_answers(&output.contact);
+            let family = erased.family(&output.contact);
+            for alias in &erased.aliases {
+                let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
+                self.internal(rules, settings, alias, &InternalRecord { origin: here, hops: 0, work });
+            }
+        }
+    }
+
     /// Counts what scoring did to `contact`, stamps it if it changed, and routes its outputs.
     #[allow(clippy::too_many_arguments)] // the parts of one scored record
     pub(super) fn outcome(
@@ -140,15 +161,7 @@ impl Gathered {
             }
         };
         self.tally(outcome, class);
-        // An erased contact's aliases go with it.
-        for output in &processed.outputs {
-            let OutputBody::ContactErased(erased) = &output.body else { continue };
-            let family = erased.family(&output.contact);
-            for alias in &erased.aliases {
-                let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
-                self.internal(rules, settings, alias, &InternalRecord { origin: scoring.here, hops: 0, work });
-            }
-        }
+        self.erasures(rules, settings, batch, scoring.here, &processed.outputs);
         self.insight.add_attribution(processed.attribution);
         self.insight.add_outputs(&processed.outputs, event_ts_ms);
         self.counts.outputs += processed.outputs.len() as u64;

@@ -1,14 +1,15 @@
 //! The internal merge topic's records, as the task that owns their key handles them: a forwarded event
-//! is scored, a merge request turns the merged contact into an alias and sends its state on, and a
-//! transferred state is merged into the survivor (or passed on, if the survivor was merged too), and an
-//! alias of an erased contact is forgotten.
+//! is scored, a merge request turns the merged contact into an alias and answers with its state (or that
+//! it has none, or declines), the answer is merged into the survivor (passed on, if the survivor was
+//! merged too, or dropped, if it was erased since it asked), and an alias of an erased contact is
+//! forgotten.
 
 use super::{BatchStore, Gathered, InputRecord, Scorer, Scoring, Standing, TaskError, TaskSettings};
 use crate::event::Event;
 use crate::insights::event_class;
 use crate::rules::Rules;
-use crate::runtime::internal::{InternalRecord, Origin, Work};
-use crate::scoring::{ContactErased, ContactState};
+use crate::runtime::internal::{Answer, InternalRecord, Origin, Work};
+use crate::scoring::ContactErased;
 
 impl Scorer<'_> {
     pub(super) fn process_internal(
@@ -33,8 +34,8 @@ impl Scorer<'_> {
         match internal.work {
             Work::Forward(event) => self.score_event(rules, settings, batch, event, &scoring, out),
             Work::Request(event) => self.release_merged(rules, settings, batch, event, &scoring, out),
-            Work::Transfer { event, merged } => {
-                self.merge_transfer(rules, settings, batch, event, *merged, &scoring, out)
+            Work::Transfer { event, merged, answer, awaiting } => {
+                self.take_answer(rules, settings, batch, (event, merged, answer, awaiting), &scoring, out)
             }
             Work::Forget { alias, erased } => {
                 let forgotten = match batch.standing(&alias, scoring.stamp)? {
@@ -52,8 +53,9 @@ impl Scorer<'_> {
         }
     }
 
-    /// The merged contact of a merge event becomes an alias of the event's contact, and its state, if it
-    /// has one, goes there. A contact already merged stays with the contact it was merged into first.
+    /// The merged contact of a merge event becomes an alias of the event's contact, and answers it with
+    /// its state, or that it has none. A contact already merged stays with the contact it was merged into
+    /// first, and declines, as it does when the rules no longer merge on the event.
     fn release_merged(
         &mut self,
         rules: &Rules,
@@ -65,70 +67,86 @@ impl Scorer<'_> {
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
         out.caused_by(rules, &event.id, event.ts_ms);
-        let Some(merged) = rules.merged_contact(&event).map(str::to_owned) else {
-            // The rules no longer merge on this event type.
-            out.tally(super::IGNORED, class);
-            return Ok(());
-        };
-        match batch.standing(&merged, scoring.stamp)? {
-            Standing::MergedInto(_) => {
-                out.tally(super::IGNORED, class);
-                return Ok(());
-            }
+        let key = String::from_utf8_lossy(scoring.record.key.as_deref().unwrap_or_default()).into_owned();
+        let merged = rules.merged_contact(&event).map_or(key, str::to_owned);
+        let (answer, awaiting) = match batch.standing(&merged, scoring.stamp)? {
             Standing::Applied => {
                 out.tally(super::REPLAYED, class);
                 return Ok(());
             }
-            Standing::Open => {}
-        }
-        let state = self.stream.release(batch, &merged);
-        batch.check()?;
-        batch.set_merged_into(&merged, &event.contact)?;
-        batch.mark_applied(&merged, scoring.stamp.0, scoring.stamp.1);
-        out.tally(super::SCORED, class);
-        if let Some(state) = state {
-            let survivor = event.contact.clone();
-            let record = InternalRecord {
-                origin: scoring.here,
-                hops: 0,
-                work: Work::Transfer { event, merged: Box::new(state) },
-            };
-            out.internal(rules, settings, &survivor, &record);
-        }
+            Standing::MergedInto(_) => (Answer::Declined, Vec::new()),
+            Standing::Open if rules.merged_contact(&event).is_none() => (Answer::Declined, Vec::new()),
+            Standing::Open => {
+                let state = self.stream.release(batch, &merged);
+                batch.check()?;
+                batch.set_merged_into(&merged, &event.contact)?;
+                batch.mark_applied(&merged, scoring.stamp.0, scoring.stamp.1);
+                let answer = state.map_or(Answer::Stateless, |state| Answer::State(Box::new(state)));
+                (answer, batch.awaiting(&merged)?)
+            }
+        };
+        out.tally(if answer == Answer::Declined { super::IGNORED } else { super::SCORED }, class);
+        let survivor = event.contact.clone();
+        let work = Work::Transfer { event, merged, answer, awaiting };
+        out.internal(rules, settings, &survivor, &InternalRecord { origin: scoring.here, hops: 0, work });
         Ok(())
     }
 
-    /// Merges a merged contact's state into the survivor, or passes it on to the contact the survivor was
-    /// itself merged into.
+    /// Takes a merged contact's answer: merges its state into the survivor (or passes it on to the contact
+    /// the survivor was itself merged into), or drops it if the survivor was erased since it asked, and
+    /// then forgets the merged contact too.
     #[allow(clippy::too_many_arguments)] // the parts of one internal record
-    fn merge_transfer(
+    fn take_answer(
         &mut self,
         rules: &Rules,
         settings: &TaskSettings,
         batch: &mut BatchStore,
-        event: Event,
-        merged: ContactState,
+        (event, merged, answer, awaiting): (Event, String, Answer, Vec<String>),
         scoring: &Scoring,
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
         let class = event_class(&event.kind);
+        let survivor = event.contact.clone();
+        let standing = batch.standing(&survivor, scoring.stamp)?;
+        if let Standing::Applied = standing {
+            out.tally(super::REPLAYED, class);
+            return Ok(());
+        }
+        if batch.answered(&survivor, &merged)? {
+            // Erased since it asked: the merged contact's state goes nowhere, and its id is forgotten.
+            batch.mark_applied(&survivor, scoring.stamp.0, scoring.stamp.1);
+            if answer != Answer::Declined {
+                let work = Work::Forget { alias: merged.clone(), erased: vec![survivor] };
+                out.internal(rules, settings, &merged, &InternalRecord { origin: scoring.here, hops: 0, work });
+            }
+            out.tally(super::IGNORED, class);
+            return Ok(());
+        }
+        if let Standing::MergedInto(next) = standing {
+            let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged, answer, awaiting };
+            out.follow(rules, settings, self.partition, scoring, &next, work);
+            out.tally(super::FORWARDED, class);
+            return Ok(());
+        }
+        let state = match answer {
+            Answer::Declined => {
+                out.tally(super::IGNORED, class);
+                return Ok(());
+            }
+            Answer::Stateless => {
+                batch.await_answers(&survivor, &awaiting)?;
+                batch.adopt_alias(&survivor, &merged)?;
+                batch.mark_applied(&survivor, scoring.stamp.0, scoring.stamp.1);
+                out.tally(super::SCORED, class);
+                return Ok(());
+            }
+            Answer::State(state) => *state,
+        };
+        batch.await_answers(&survivor, &awaiting)?;
         // The survivor's account hears of the merge apart from the merge event itself.
         out.caused_by(rules, &[&event.id, ":merge"].concat(), event.ts_ms);
-        match batch.standing(&event.contact, scoring.stamp)? {
-            Standing::MergedInto(next) => {
-                let work = Work::Transfer { event: Event { contact: next.clone(), ..event }, merged: Box::new(merged) };
-                out.follow(rules, settings, self.partition, scoring, &next, work);
-                out.tally(super::FORWARDED, class);
-                return Ok(());
-            }
-            Standing::Applied => {
-                out.tally(super::REPLAYED, class);
-                return Ok(());
-            }
-            Standing::Open => {}
-        }
         let merge = crate::scoring::merge_event(&event);
-        let processed = self.stream.merge(rules, batch, merged, &merge);
+        let processed = self.stream.merge(rules, batch, state, &merge);
         batch.check()?;
         out.outcome(
             rules,

@@ -132,9 +132,12 @@ fn a_copy_of_an_internal_record_is_applied_once() {
     let alias_record = forgotten.write.puts.iter().find(|(contact, _)| contact == "anonymous");
     let alias = alias_record.map(|(_, bytes)| StoredContact::decode(&rules, "anonymous", bytes));
     assert!(matches!(&alias, Some(Ok(stored)) if stored.state.is_none() && stored.merged_into.is_none()), "{alias:?}");
+    // It waits until every topic that stamped it is committed: the merges, then the events.
     task.committed(1, 6);
+    assert!(task.settle_erasures(&rules, &settings).write.deletes.is_empty(), "its visit is not committed");
+    task.committed(0, 4);
     let settled = task.settle_erasures(&rules, &settings);
-    assert_eq!(settled.write.deletes, ["anonymous"]);
+    assert_eq!(settled.write.deletes, ["known", "anonymous"]);
     let visit = task
         .process(&rules, &store, &settings, &[input(4, &event("a-2", "anonymous", "page_visit", None))])
         .unwrap_or_else(|err| panic!("{err}"));
@@ -294,4 +297,125 @@ fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
     assert_eq!(task.pending_timers(), 0);
     let later = task.tick(&rules, &store, &settings, t0 + 3 * 86_400_000).unwrap_or_else(|err| panic!("{err}"));
     assert!(account_outputs(&later).is_empty());
+}
+
+/// The outputs of a batch, as JSON.
+fn outputs(batch: &TaskBatch) -> Vec<serde_json::Value> {
+    batch
+        .publish
+        .iter()
+        .filter(|record| matches!(record.destination, Destination::Output(_)))
+        .filter_map(|record| serde_json::from_slice(record.payload.as_deref()?).ok())
+        .collect()
+}
+
+/// The record a batch wrote for `contact`, if it wrote one.
+fn written(rules: &Rules, batch: &TaskBatch, contact: &str) -> Option<StoredContact> {
+    let (_, bytes) = batch.write.puts.iter().find(|(key, _)| key == contact)?;
+    StoredContact::decode(rules, contact, bytes).ok()
+}
+
+/// A survivor erased while the merged contact's state is on its way drops that state when it arrives
+/// (and a copy of it), forgets the merged contact's id, and is deleted once it has had every answer.
+#[test]
+fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forgotten() {
+    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let (settings, store) = (settings(), MemoryStore::new());
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let mut process = |records: &[InputRecord]| {
+        task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+    };
+    let scored = process(&[
+        input(0, &event("a-1", "anonymous", "page_visit", None)),
+        input(1, &event("k-1", "known", "page_visit", None)),
+        input(2, &event("m-1", "known", "merge", Some("anonymous"))),
+    ]);
+    let request = internal(&scored.publish, 0);
+    let awaiting = written(&rules, &scored, "known").map(|stored| stored.awaiting);
+    assert_eq!(awaiting, Some(vec!["anonymous".to_owned()]));
+
+    let erased = process(&[input(3, &event("x-1", "known", "erase", None))]);
+    assert!(internal(&erased.publish, 1).is_empty(), "no alias yet");
+    let kept = written(&rules, &erased, "known").unwrap_or_else(|| panic!("the record waits for the answer"));
+    assert_eq!((kept.state, kept.refused), (None, vec!["anonymous".to_owned()]));
+
+    let released = process(&request);
+    let answer = internal(&released.publish, 1);
+    assert_eq!(answer.len(), 1);
+    let copy = InputRecord { offset: 2, ..answer[0].clone() };
+    let dropped = process(&[answer[0].clone(), copy]);
+    assert_eq!((dropped.counts.ignored, dropped.counts.replayed, dropped.counts.scored), (1, 1, 0));
+    assert!(outputs(&dropped).is_empty(), "{:?}", outputs(&dropped));
+    let forget = internal(&dropped.publish, 3);
+    assert_eq!(forget.len(), 1, "the merged contact's id is forgotten");
+    let settled = written(&rules, &dropped, "known").unwrap_or_else(|| panic!("no record of known"));
+    assert!(settled.state.is_none() && settled.refused.is_empty(), "{settled:?}");
+    let forgotten = process(&forget);
+    assert_eq!(forgotten.counts.scored, 1);
+
+    task.committed(0, 4);
+    task.committed(1, 4);
+    let deletes = task.settle_erasures(&rules, &settings).write.deletes;
+    assert_eq!(deletes, ["known", "anonymous"]);
+    let visits = task
+        .process(
+            &rules,
+            &store,
+            &settings,
+            &[
+                input(4, &event("a-2", "anonymous", "page_visit", None)),
+                input(5, &event("k-2", "known", "page_visit", None)),
+            ],
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+    let totals: Vec<(String, f64)> = outputs(&visits)
+        .iter()
+        .filter(|output| output["type"] == "score_changed")
+        .map(|output| {
+            (output["contact"].as_str().unwrap_or_default().to_owned(), output["new_total"].as_f64().unwrap_or(0.0))
+        })
+        .collect();
+    assert_eq!(totals, [("anonymous".to_owned(), 10.0), ("known".to_owned(), 10.0)], "each starts afresh");
+}
+
+/// A merged contact without state answers all the same: it becomes an alias of the survivor, and goes
+/// with it when the survivor is erased.
+#[test]
+fn a_merged_contact_without_state_becomes_an_alias_that_goes_with_its_survivor() {
+    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let (settings, store) = (settings(), MemoryStore::new());
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let mut process = |records: &[InputRecord]| {
+        task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+    };
+    let scored = process(&[
+        input(0, &event("k-1", "known", "page_visit", None)),
+        input(1, &event("m-1", "known", "merge", Some("ghost"))),
+    ]);
+    let answer = internal(&process(&internal(&scored.publish, 0)).publish, 1);
+    let adopted = process(&answer);
+    let known = written(&rules, &adopted, "known").and_then(|stored| stored.state);
+    assert_eq!(known.map(|state| state.merged_ids), Some(vec!["ghost".to_owned()]));
+    assert!(outputs(&adopted).is_empty());
+
+    let erased = process(&[input(2, &event("x-1", "known", "erase", None))]);
+    let forget = internal(&erased.publish, 2);
+    assert_eq!(forget.iter().map(|record| record.key.clone()).collect::<Vec<_>>(), [Some(b"ghost".to_vec())]);
+}
+
+/// A contact erased and then seen again before its erasure is committed keeps its new record when the
+/// commit comes.
+#[test]
+fn a_contact_seen_again_after_its_erasure_keeps_its_new_record() {
+    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let (settings, store) = (settings(), MemoryStore::new());
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let first = [input(0, &event("v-1", "ana", "page_visit", None)), input(1, &event("x-1", "ana", "erase", None))];
+    task.process(&rules, &store, &settings, &first).unwrap_or_else(|err| panic!("{err}"));
+    let again = [input(2, &event("v-2", "ana", "page_visit", None))];
+    let revived = task.process(&rules, &store, &settings, &again).unwrap_or_else(|err| panic!("{err}"));
+    assert!(written(&rules, &revived, "ana").is_some_and(|stored| stored.state.is_some()));
+    task.committed(0, 3);
+    assert!(!task.erasure_due());
+    assert!(task.settle_erasures(&rules, &settings).write.deletes.is_empty());
 }
