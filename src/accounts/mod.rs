@@ -21,7 +21,7 @@ pub use book::AccountBook;
 pub use output::{AccountBody, AccountOutput, AccountScoreChanged, AccountThresholdCrossed, Aggregate, MemberMove};
 
 use crate::rules::{AccountRules, AccountThreshold, Grade, Rules, Target};
-use crate::scoring::{ContactState, Direction, GroupScore, first_time};
+use crate::scoring::{BOUND_MARGIN, ContactState, Decaying, Direction, GroupScore, first_failure};
 
 /// A contact as its account sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,10 +196,40 @@ impl AccountState {
             .min()
     }
 
+    /// The first millisecond after the clock at which `threshold` no longer holds: searched over each
+    /// member's weighted score (and, for a grade condition, its grade group's value).
     fn fall_time(&self, rules: &Rules, accounts: &AccountRules, threshold: &AccountThreshold) -> Option<i64> {
-        first_time(self.clock_ms, |at| {
-            !Standing::at(rules, accounts, &self.members, at).holds(threshold, accounts.top_k, true)
-        })
+        let mut scores: Vec<Decaying> = self
+            .members
+            .iter()
+            .map(|member| {
+                let weight = accounts.phase_weights.get(member.phase).copied().unwrap_or(1.0);
+                Decaying::of(rules, &member.groups, accounts.score, weight)
+            })
+            .collect();
+        let graded = rules.grades.filter(|_| threshold.graded.is_some());
+        if let Some(grades) = graded {
+            let grade_values =
+                self.members.iter().map(|member| Decaying::of(rules, &member.groups, Target::Group(grades.group), 1.0));
+            scores.extend(grade_values);
+        }
+        let members = self.members.len();
+        let holds_over = |floors: &[f64]| {
+            let lowered = |value: f64| value - value.abs().max(1.0) * BOUND_MARGIN;
+            let mut scores: Vec<f64> = floors[..members].iter().map(|floor| lowered(*floor)).collect();
+            scores.sort_unstable_by(|a, b| b.total_cmp(a));
+            let grades = match graded {
+                Some(grades) => floors[members..].iter().map(|floor| Some(grades.grade(lowered(*floor)))).collect(),
+                None => self.members.iter().map(|member| member.grade(rules, self.clock_ms)).collect(),
+            };
+            Standing { scores, grades }.holds(threshold, accounts.top_k, true)
+        };
+        first_failure(
+            self.clock_ms,
+            &scores,
+            |at| Standing::at(rules, accounts, &self.members, at).holds(threshold, accounts.top_k, true),
+            holds_over,
+        )
     }
 
     /// Fires, in time order, the falls due by `now_ms`, each at its first millisecond.

@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::event::{AttrValue, Event};
 use crate::scoring::apply as score;
+use crate::scoring::first_time;
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_772_366_400_000; // 2026-03-01T12:00:00Z
@@ -438,4 +439,53 @@ fn a_level_is_reached_at_the_level_and_hysteresis_lowers_it_for_a_fired_threshol
     assert!(!standing([30.0, 30.0, 29.999]).holds(mqa, 3, true));
     let no_a = Standing { scores: vec![90.0; 3], grades: vec![Some(Grade::B); 3] };
     assert!(!no_a.holds(mqa, 3, false), "no contact of grade A");
+}
+
+/// An account whose sum dips below its down level between two of the doubling steps, and comes back: a
+/// contact's engagement fades in days while another's complaints fade in weeks.
+#[test]
+fn an_account_falls_in_a_dip_that_the_doubling_steps_jump_over() {
+    let text = r#"
+[[groups]]
+name = "engagement"
+decay = "exponential"
+half_life = "1d"
+[[groups]]
+name = "complaints"
+min = -100
+decay = "exponential"
+half_life = "10d"
+[[groups]]
+name = "fit"
+[[phases]]
+name = "lead"
+[accounts]
+attribute = "account_id"
+[[accounts.thresholds]]
+name = "busy"
+sum = 55
+hysteresis = 25
+"#;
+    let rules = Rules::parse(text, Path::new("dip.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let accounts = rules.accounts.as_ref().unwrap_or_else(|| panic!("no accounts"));
+    let member = |contact: &str, values: [f64; 3]| Member {
+        contact: contact.into(),
+        phase: 0,
+        groups: values.map(|value| GroupScore { value, since_ms: T0, contributions: Vec::new() }).to_vec(),
+    };
+    let account = AccountState {
+        members: vec![member("ana", [40.0, 0.0, 0.0]), member("ben", [0.0, -30.0, 50.0])],
+        fired: vec![true],
+        ..AccountState::new(&rules, "acme", T0)
+    };
+    // 50 + 40·2^(−t/1d) − 30·2^(−t/10d): about 29.8 at day 4, below 30 from about day 3.5 to day 5.
+    let below = |at: i64| account.aggregate(&rules, at).sum < 30.0;
+    assert_eq!(first_time(T0, below), None, "the doubling steps jump over the dip");
+    let fall = account.fall_time(&rules, accounts, &accounts.thresholds[0]).unwrap_or_else(|| panic!("missed"));
+    assert!(below(fall) && !below(fall - 1), "{fall}");
+    assert!(fall > T0 + 3 * DAY && fall < T0 + 5 * DAY, "{fall}");
+    let account = AccountState { next_timer_ms: account.next_fall(&rules, accounts), ..account };
+    assert_eq!(account.next_timer_ms, Some(fall));
+    let fallen = on_timer(&rules, account, fall);
+    assert_eq!(crossings(&fallen.outputs), [("busy".to_owned(), Direction::Down, fall)]);
 }

@@ -1,12 +1,17 @@
 //! When a fired threshold falls back by decay alone: the exact crossing time t*.
 //!
 //! t* is the first whole millisecond at which the target is below the threshold's down level. For one
-//! exponential or linear group it is solved in closed form; otherwise (step expiry, the weighted total)
-//! it is bracketed by doubling steps and bisected. Either way the answer is checked against the value
-//! function itself, so t* and the engine's own reading of the value can never disagree.
+//! exponential or linear group it is solved in closed form. Otherwise (step expiry, the weighted total,
+//! an account's conditions) a score may fall and rise again, as a negative group decays back toward 0
+//! while a positive one fades, so t* is searched for ([`first_failure`]): time is cut where step
+//! contributions expire, and each piece is ruled out where bounds show the condition holds throughout,
+//! bisected where every score only falls, and halved otherwise. Either way the answer is checked against
+//! the value function itself, so t* and the engine's own reading of the value can never disagree.
 
-use super::state::ContactState;
-use crate::rules::{DecayLaw, Rules, Target};
+use std::cell::Cell;
+
+use super::state::{ContactState, GroupScore};
+use crate::rules::{DecayLaw, Group, Rules, Target};
 
 /// Longest look-ahead: about 1,100 years.
 const HORIZON_MS: i64 = 1 << 45;
@@ -26,7 +31,187 @@ pub fn fall_time(rules: &Rules, state: &ContactState, target: Target, level: f64
     if let Some(guess) = closed_form(rules, state, target, level) {
         return Some(settle(guess.max(from_ms + 1), from_ms, &below));
     }
-    first_time(from_ms, below)
+    let score = [Decaying::of(rules, &state.groups, target, 1.0)];
+    let margin = level.abs().max(1.0) * BOUND_MARGIN;
+    first_failure(from_ms, &score, |at| !below(at), |floors| floors[0] >= level + margin)
+}
+
+/// How far above a condition's level a bound must be to rule an interval out: the bounds sum the same
+/// values in another order than the engine, which may round differently.
+pub const BOUND_MARGIN: f64 = 1e-9;
+
+/// A score that decay alone moves: a weighted sum of groups' values, with what the search needs to know
+/// about it over an interval.
+#[derive(Debug, Clone, Default)]
+pub struct Decaying<'a> {
+    terms: Vec<(f64, &'a Group, &'a GroupScore)>,
+}
+
+impl<'a> Decaying<'a> {
+    /// `factor` times a target of these groups (a group, or the weighted total).
+    pub fn of(rules: &'a Rules, groups: &'a [GroupScore], target: Target, factor: f64) -> Decaying<'a> {
+        let mut score = Decaying::default();
+        match target {
+            Target::Group(index) => score.add(rules, groups, index, factor),
+            Target::Total => {
+                for (index, group) in rules.groups.iter().enumerate() {
+                    score.add(rules, groups, index, factor * group.weight);
+                }
+            }
+        }
+        score
+    }
+
+    /// Adds `factor` times the group at `index`.
+    pub fn add(&mut self, rules: &'a Rules, groups: &'a [GroupScore], index: usize, factor: f64) {
+        if let (Some(group), Some(score)) = (rules.groups.get(index), groups.get(index))
+            && factor != 0.0
+        {
+            self.terms.push((factor, group, score));
+        }
+    }
+
+    fn term(&(factor, group, score): &(f64, &Group, &GroupScore), at_ms: i64) -> f64 {
+        factor * score.value_at(group, at_ms)
+    }
+
+    /// Its least value on `[a, b]`, an interval in which no step contribution expires: each term only
+    /// moves toward 0 there, so it is least at one end.
+    fn floor(&self, a: i64, b: i64) -> f64 {
+        self.terms.iter().map(|term| Self::term(term, a).min(Self::term(term, b))).sum()
+    }
+
+    /// Bounds of its slope on `[a, b]` (no step contribution expires there): an exponential term's slope
+    /// is proportional to its value and a linear one's is constant until it reaches 0, so each is
+    /// bounded by its slopes at the ends.
+    fn slope(&self, a: i64, b: i64) -> (f64, f64) {
+        let mut bounds = (0.0, 0.0);
+        for term @ (factor, group, score) in &self.terms {
+            let at = |at_ms: i64| match group.decay {
+                _ if at_ms < score.since_ms => 0.0,
+                DecayLaw::Exponential { half_life_ms } => {
+                    -std::f64::consts::LN_2 / half_life_ms * Self::term(term, at_ms)
+                }
+                DecayLaw::Linear { per_ms } => {
+                    let value = score.value_at(group, at_ms);
+                    if value == 0.0 { 0.0 } else { -factor * per_ms * value.signum() }
+                }
+                DecayLaw::None | DecayLaw::Step { .. } => 0.0,
+            };
+            let (left, right) = (at(a), at(b));
+            bounds.0 += left.min(right);
+            bounds.1 += left.max(right);
+        }
+        bounds
+    }
+
+    /// The times in `(after, until]` at which a step contribution expires: its value changes there.
+    fn expiries(&self, after: i64, until: i64, out: &mut Vec<i64>) {
+        for (_, group, score) in &self.terms {
+            if let DecayLaw::Step { .. } = group.decay {
+                let ends = score.contributions.iter().filter_map(|contribution| contribution.expires_at_ms);
+                out.extend(ends.filter(|end| *end > after && *end <= until));
+            }
+        }
+    }
+}
+
+/// Evaluations of a condition [`first_failure`] makes at most before it settles for [`first_time`].
+const MAX_EVALUATIONS: u32 = 20_000;
+
+/// The first millisecond after `from_ms` at which `holds` (a condition that the higher `scores` are, the
+/// more it holds) is false, if decay ever gets there. `holds_over(floors)` says
+/// whether it holds for scores at least `floors`, with a margin for rounding.
+///
+/// Time is cut where a step contribution expires; in each piece an interval is ruled out when the
+/// condition holds at the scores' floors, bisected when every score only falls (the condition then
+/// fails from one millisecond on), passed over when every score only rises, and halved otherwise. A
+/// condition that stays within rounding of failing for long could take many halvings; past
+/// [`MAX_EVALUATIONS`] the doubling search of [`first_time`] answers instead.
+pub fn first_failure(
+    from_ms: i64,
+    scores: &[Decaying],
+    holds: impl Fn(i64) -> bool,
+    holds_over: impl Fn(&[f64]) -> bool,
+) -> Option<i64> {
+    let until = from_ms.saturating_add(HORIZON_MS);
+    let mut cuts = Vec::new();
+    for score in scores {
+        score.expiries(from_ms, until, &mut cuts);
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let search = Search { scores, holds: &holds, holds_over: &holds_over, evaluations: Cell::new(0) };
+    let first = from_ms + 1;
+    if !search.holds_at(first) {
+        return Some(first);
+    }
+    let mut start = first;
+    for end in cuts.iter().map(|cut| cut - 1).chain([until]) {
+        if end < start {
+            continue;
+        }
+        if start > first && !search.holds_at(start) {
+            return Some(start);
+        }
+        match search.within(start, end) {
+            Ok(Some(at)) => return Some(at),
+            Ok(None) => {}
+            Err(Exhausted) => return first_time(from_ms, |at| !holds(at)),
+        }
+        start = end + 1;
+    }
+    None
+}
+
+struct Search<'s, 'a, H, O> {
+    scores: &'s [Decaying<'a>],
+    holds: &'s H,
+    holds_over: &'s O,
+    evaluations: Cell<u32>,
+}
+
+/// The search used up [`MAX_EVALUATIONS`].
+struct Exhausted;
+
+impl<H: Fn(i64) -> bool, O: Fn(&[f64]) -> bool> Search<'_, '_, H, O> {
+    fn holds_at(&self, at_ms: i64) -> bool {
+        self.evaluations.set(self.evaluations.get() + 1);
+        (self.holds)(at_ms)
+    }
+
+    /// The first failure in `(a, b]`, where the condition holds at `a` and no contribution expires.
+    fn within(&self, a: i64, b: i64) -> Result<Option<i64>, Exhausted> {
+        if b <= a {
+            return Ok(None);
+        }
+        if self.evaluations.get() > MAX_EVALUATIONS {
+            return Err(Exhausted);
+        }
+        self.evaluations.set(self.evaluations.get() + 1);
+        let floors: Vec<f64> = self.scores.iter().map(|score| score.floor(a, b)).collect();
+        if (self.holds_over)(&floors) {
+            return Ok(None);
+        }
+        let slopes: Vec<(f64, f64)> = self.scores.iter().map(|score| score.slope(a, b)).collect();
+        if slopes.iter().all(|(low, _)| *low >= 0.0) {
+            return Ok(None);
+        }
+        if slopes.iter().all(|(_, high)| *high <= 0.0) {
+            return Ok((!self.holds_at(b)).then(|| first_time_between(a, b, |at| !(self.holds)(at))));
+        }
+        if b - a == 1 {
+            return Ok((!self.holds_at(b)).then_some(b));
+        }
+        let middle = a + (b - a) / 2;
+        if !self.holds_at(middle) {
+            return Ok(Some(self.within(a, middle)?.unwrap_or(middle)));
+        }
+        match self.within(a, middle)? {
+            Some(at) => Ok(Some(at)),
+            None => self.within(middle, b),
+        }
+    }
 }
 
 /// The first millisecond after `from_ms` at which `holds` is true, found by doubling the step until it
@@ -46,7 +231,12 @@ pub fn first_time(from_ms: i64, holds: impl Fn(i64) -> bool) -> Option<i64> {
         }
         step *= 2;
     };
-    // Invariant: not true at `low`, true at `high`.
+    Some(first_time_between(low, high, holds))
+}
+
+/// The first millisecond in `(low, high]` at which `holds` is true, where it is false at `low` and true
+/// at `high`, by halving: exact for a condition that, once true, stays true.
+fn first_time_between(low: i64, high: i64, holds: impl Fn(i64) -> bool) -> i64 {
     let (mut low, mut high) = (low, high);
     while high - low > 1 {
         let middle = low + (high - low) / 2;
@@ -56,7 +246,7 @@ pub fn first_time(from_ms: i64, holds: impl Fn(i64) -> bool) -> Option<i64> {
             low = middle;
         }
     }
-    Some(high)
+    high
 }
 
 /// Closed-form t* for a single exponential or linear group falling toward 0 from above a positive level.
@@ -87,4 +277,115 @@ fn settle(mut guess: i64, from_ms: i64, below: &impl Fn(i64) -> bool) -> i64 {
         guess -= 1;
     }
     guess
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_772_366_400_000;
+
+    /// A fast-fading positive group, a slowly fading negative one and a fit that stays: the total falls
+    /// from 60 to about 29.8 at four days, then rises back toward 50.
+    const DIPPING: &str = r#"
+[[groups]]
+name = "engagement"
+decay = "exponential"
+half_life = "1d"
+[[groups]]
+name = "complaints"
+min = -100
+decay = "exponential"
+half_life = "10d"
+[[groups]]
+name = "fit"
+[[phases]]
+name = "lead"
+"#;
+
+    fn dipping() -> (Rules, ContactState) {
+        let rules = Rules::parse(DIPPING, Path::new("dip.toml")).unwrap_or_else(|err| panic!("{err}"));
+        let mut state = ContactState::new(&rules, "ana", T0);
+        for (index, value) in [40.0, -30.0, 50.0].into_iter().enumerate() {
+            state.groups[index] = GroupScore { value, since_ms: T0, contributions: Vec::new() };
+        }
+        (rules, state)
+    }
+
+    /// The least total, by a scan of every minute over twenty days.
+    fn least_total(rules: &Rules, state: &ContactState) -> (i64, f64) {
+        (0..20 * 24 * 60)
+            .map(|minute| T0 + minute * 60_000)
+            .map(|at| (at, state.total(rules, at)))
+            .fold((T0, f64::INFINITY), |least, (at, total)| if total < least.1 { (at, total) } else { least })
+    }
+
+    #[test]
+    fn a_dip_between_the_doubling_steps_is_found_to_the_millisecond() {
+        let (rules, state) = dipping();
+        let (at_least, least) = least_total(&rules, &state);
+        assert!((29.0..30.0).contains(&least) && at_least > T0 + 4 * DAY, "{least} at {at_least}");
+        let level = least + 0.05;
+        let below = |at: i64| state.total(&rules, at) < level;
+        assert_eq!(first_time(T0, below), None, "the doubling steps jump over the dip");
+        let fall = fall_time(&rules, &state, Target::Total, level, T0).unwrap_or_else(|| panic!("the dip is missed"));
+        assert!(below(fall) && !below(fall - 1), "{fall}");
+        assert!(fall <= at_least && fall > T0 + 3 * DAY, "{fall}");
+    }
+
+    #[test]
+    fn a_level_the_total_only_touches_or_never_reaches_has_no_fall() {
+        let (rules, state) = dipping();
+        let (_, least) = least_total(&rules, &state);
+        // Below the least total found by the scan, within what a millisecond's scan could still find.
+        assert_eq!(fall_time(&rules, &state, Target::Total, least - 0.01, T0), None);
+        assert_eq!(fall_time(&rules, &state, Target::Total, 10.0, T0), None);
+    }
+
+    #[test]
+    fn a_step_contribution_that_expires_inside_a_dip_is_a_cut_of_the_search() {
+        let text =
+            DIPPING.replace("decay = \"exponential\"\nhalf_life = \"10d\"", "decay = \"step\"\nexpire_after = \"4d\"");
+        let rules = Rules::parse(&text, Path::new("step.toml")).unwrap_or_else(|err| panic!("{err}"));
+        let mut state = ContactState::new(&rules, "ana", T0);
+        let complaint = super::super::Contribution { source: 1, points: -30.0, expires_at_ms: Some(T0 + 4 * DAY) };
+        let groups = [(40.0, Vec::new()), (-30.0, vec![complaint]), (50.0, Vec::new())];
+        for (index, (value, contributions)) in groups.into_iter().enumerate() {
+            state.groups[index] = GroupScore { value, since_ms: T0, contributions };
+        }
+        // 20 + 40·2^(−t/1d) until day 4, then 50 + …: below 23 from about day 3.74 until day 4.
+        let below = |at: i64| state.total(&rules, at) < 23.0;
+        assert_eq!(first_time(T0, below), None, "the doubling steps jump over the dip");
+        let fall = fall_time(&rules, &state, Target::Total, 23.0, T0).unwrap_or_else(|| panic!("the dip is missed"));
+        assert!(below(fall) && !below(fall - 1), "{fall}");
+        assert!(fall > T0 + 3 * DAY + 17 * DAY / 24 && fall < T0 + 4 * DAY, "{fall}");
+        assert_eq!(fall_time(&rules, &state, Target::Total, 20.0, T0), None, "never below 20");
+    }
+
+    proptest::proptest! {
+        /// Whatever the signs and speeds of the groups, the fall found is a first millisecond below the
+        /// level, and a scan every half hour finds no earlier one (nor any, when no fall is found).
+        #[test]
+        fn no_dip_a_scan_finds_comes_before_the_fall(
+            values in proptest::array::uniform3(-60.0f64..60.0),
+            level in 0.0f64..60.0,
+        ) {
+            let (rules, mut state) = dipping();
+            for (index, value) in values.into_iter().enumerate() {
+                state.groups[index].value = value;
+            }
+            let below = |at: i64| state.total(&rules, at) < level;
+            let fall = fall_time(&rules, &state, Target::Total, level, T0);
+            if let Some(fall) = fall {
+                proptest::prop_assert!(below(fall) && (fall == T0 + 1 || !below(fall - 1)), "{fall}");
+            }
+            let scanned = (1..30 * 48).map(|step| T0 + step * 1_800_000).find(|at| below(*at));
+            if let Some(at) = scanned {
+                proptest::prop_assert!(fall.is_some_and(|fall| fall <= at), "{at} is below, the fall is {fall:?}");
+            }
+        }
+    }
 }

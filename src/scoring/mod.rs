@@ -19,7 +19,7 @@ mod state;
 mod view;
 
 pub use attribution::{Attribution, Conversion, RuleFire};
-pub use crossing::{fall_time, first_time, target_value};
+pub use crossing::{BOUND_MARGIN, Decaying, fall_time, first_failure, first_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
 pub use output::{
