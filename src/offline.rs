@@ -14,6 +14,7 @@ use crate::hashing::partition_for_key;
 use crate::rules::Rules;
 use crate::scoring::{
     ContactErased, ContactState, ContactView, MAX_ALIAS_HOPS, Outcome, Output, OutputBody, alias_cycle, merge_event,
+    merge_fits,
 };
 use crate::stream::{ContactStore, PartitionStream, TimerClock};
 
@@ -203,9 +204,16 @@ impl<'r> OfflineScorer<'r> {
         }
         let takes_effect = matches!(processed.outcome, Outcome::Scored | Outcome::Ignored);
         let rules = self.rules;
+        let alias_bytes = |contact: &str| self.store.contacts.get(contact).map_or(0, ContactState::alias_bytes);
         if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact)
             && !self.store.merged_into.contains_key(merged)
         {
+            if merge_fits(alias_bytes(&event.contact), merged, alias_bytes(merged)).is_err() {
+                // The runtime dead-letters the merged contact's request: both stay apart.
+                self.summary.malformed += 1;
+                self.summary.outputs += outputs.len() as u64;
+                return Ok(outputs);
+            }
             let partition = self.partition(merged);
             let state = self.partitions[partition].release(&mut self.store, merged);
             self.report_accounts(&event.id, event.ts_ms);

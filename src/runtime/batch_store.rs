@@ -175,6 +175,15 @@ impl<'a> BatchStore<'a> {
         Ok(())
     }
 
+    /// What the contact's aliases, and the contacts it awaits (or refuses), take of
+    /// [`crate::scoring::MAX_ALIAS_BYTES`].
+    pub fn alias_bytes(&mut self, contact: &str) -> Result<usize, TaskError> {
+        let stored = &self.entry(contact)?.stored;
+        let ids = stored.awaiting.iter().chain(&stored.refused);
+        let awaited: usize = ids.map(|id| crate::scoring::alias_bytes(id)).sum();
+        Ok(awaited + stored.state.as_ref().map_or(0, ContactState::alias_bytes))
+    }
+
     /// The answers `contact` awaits.
     pub fn awaiting(&mut self, contact: &str) -> Result<Vec<String>, TaskError> {
         Ok(self.entry(contact)?.stored.awaiting.clone())

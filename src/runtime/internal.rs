@@ -47,7 +47,13 @@ pub enum Work {
     /// Score this event on the key's contact.
     Forward(Event),
     /// Merge the key's contact into the contact of this merge event.
-    Request(Event),
+    Request {
+        /// The merge event.
+        event: Event,
+        /// What the survivor's aliases (and the contacts it awaits) take of
+        /// [`crate::scoring::MAX_ALIAS_BYTES`].
+        survivor_alias_bytes: u32,
+    },
     /// The answer of the contact `merged` to the key's contact, on this merge event.
     Transfer {
         /// The merge event.
@@ -96,7 +102,7 @@ impl InternalRecord {
         let event = protobuf::to_proto;
         let body = match &self.work {
             Work::Forward(forwarded) => v1::internal_record::Body::Forward(event(forwarded)),
-            Work::Request(merge) => v1::internal_record::Body::Request(event(merge)),
+            Work::Request { event: merge, .. } => v1::internal_record::Body::Request(event(merge)),
             Work::Transfer { event: merge, merged, answer, awaiting } => {
                 v1::internal_record::Body::Transfer(v1::Transfer {
                     event: Some(event(merge)),
@@ -118,6 +124,10 @@ impl InternalRecord {
             origin_partition: self.origin.partition,
             origin_offset: self.origin.offset,
             hops: self.hops,
+            survivor_alias_bytes: match &self.work {
+                Work::Request { survivor_alias_bytes, .. } => *survivor_alias_bytes,
+                _ => 0,
+            },
             body: Some(body),
         }
         .encode_to_vec()
@@ -131,7 +141,9 @@ impl InternalRecord {
         };
         let work = match message.body {
             Some(v1::internal_record::Body::Forward(forwarded)) => Work::Forward(event(forwarded)?),
-            Some(v1::internal_record::Body::Request(merge)) => Work::Request(event(merge)?),
+            Some(v1::internal_record::Body::Request(merge)) => {
+                Work::Request { event: event(merge)?, survivor_alias_bytes: message.survivor_alias_bytes }
+            }
             Some(v1::internal_record::Body::Transfer(transfer)) => {
                 let answer = match (transfer.declined, transfer.state.is_empty()) {
                     (true, _) => Answer::Declined,
@@ -198,7 +210,7 @@ points = 10
         let origin = Origin { topic: 7, partition: 3, offset: 41 };
         for work in [
             Work::Forward(event("known-1", "page_visit")),
-            Work::Request(event("known-1", "merge")),
+            Work::Request { event: event("known-1", "merge"), survivor_alias_bytes: 40 },
             Work::Transfer {
                 event: event("known-1", "merge"),
                 merged: "anonymous-1".into(),

@@ -172,22 +172,30 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
             value_after: f64::MAX,
             group: u32::MAX,
             reason: Some(text.clone()),
-            actor: Some(text),
+            actor: Some(text.clone()),
         },
         rules.history_limit,
     )
     .collect();
     state.next_timer_ms = Some(i64::MAX);
     state.phase = rules.phases.len().saturating_sub(1);
-    let record =
-        StoredContact { state: Some(state), offsets: vec![(u32::MAX, i64::MAX); inputs], ..StoredContact::default() };
+    // Its aliases fill what a contact keeps, and so do the contacts it awaits (see `merge_fits`).
+    let aliases = vec![text.clone(); crate::scoring::MAX_ALIAS_BYTES / crate::scoring::alias_bytes(&text)];
+    state.merged_ids = aliases.clone();
+    state.account = Some(text);
+    let record = StoredContact {
+        state: Some(state),
+        offsets: vec![(u32::MAX, i64::MAX); inputs],
+        awaiting: aliases,
+        ..StoredContact::default()
+    };
     record.encode(rules).len()
 }
 
 /// The largest output `rules` can produce, in bytes, encoded as JSON (`json`) or protobuf: every text
 /// that comes from an event at the decoder's size limit, in characters JSON escapes six bytes wide.
 pub fn output_size_bound(rules: &Rules, json: bool) -> usize {
-    use crate::scoring::{Direction, GroupValue, Output, PhaseChanged, ScoreChanged, ThresholdCrossed};
+    use crate::scoring::{ContactErased, Direction, GroupValue, Output, PhaseChanged, ScoreChanged, ThresholdCrossed};
 
     let text = "\u{1}".repeat(crate::event::MAX_FIELD_BYTES);
     let longest = |names: &mut dyn Iterator<Item = &String>| names.max_by_key(|name| name.len()).cloned();
@@ -220,6 +228,10 @@ pub fn output_size_bound(rules: &Rules, json: bool) -> usize {
             from: phase.clone(),
             to: phase,
             cause: format!("threshold:{threshold}:{text}"),
+        }),
+        OutputBody::ContactErased(ContactErased {
+            cause: "erase",
+            aliases: vec![text.clone(); crate::scoring::MAX_ALIAS_BYTES / crate::scoring::alias_bytes(&text)],
         }),
     ];
     bodies

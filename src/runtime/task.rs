@@ -561,8 +561,17 @@ impl Scorer<'_> {
         );
         if let Some(merged) = rules.merged_contact(&event).filter(|merged| takes_effect && *merged != event.contact) {
             let merged = merged.to_owned();
+            let survivor_alias_bytes = batch.alias_bytes(&event.contact)?;
+            // A survivor whose aliases and awaited contacts fill what it keeps asks for no more.
+            if let Err(reason) = crate::scoring::merge_fits(survivor_alias_bytes, &merged, 0) {
+                out.insight.count_dead_letter("merge");
+                out.publish.push(gathered::dead_letter(settings, self.partition, scoring.record, &reason));
+                return Ok(());
+            }
+            let survivor_alias_bytes = u32::try_from(survivor_alias_bytes).unwrap_or(u32::MAX);
             batch.await_answers(&event.contact, std::slice::from_ref(&merged))?;
-            let record = InternalRecord { origin: scoring.here, hops: 0, work: Work::Request(event) };
+            let work = Work::Request { event, survivor_alias_bytes };
+            let record = InternalRecord { origin: scoring.here, hops: 0, work };
             out.internal(rules, settings, &merged, &record);
         }
         Ok(())

@@ -40,6 +40,28 @@ pub fn alias_cycle(survivor: &str) -> String {
     format!("followed {MAX_ALIAS_HOPS} merged contacts to {survivor:?}: the merges form a cycle")
 }
 
+/// The most a contact keeps of the ids merged into it, in bytes (each id's length plus 3, as stored): they
+/// are its aliases, listed so that erasing it forgets them, and they must fit its record.
+pub const MAX_ALIAS_BYTES: usize = 64 << 10;
+
+/// What an alias takes of [`MAX_ALIAS_BYTES`].
+pub fn alias_bytes(id: &str) -> usize {
+    id.len() + 3
+}
+
+/// Whether `merged`, whose own aliases take `merged_bytes`, may merge into a survivor whose aliases take
+/// `survivor_bytes`: an error says why not; the merge is then declined and both stay apart.
+pub fn merge_fits(survivor_bytes: usize, merged: &str, merged_bytes: usize) -> Result<(), String> {
+    let total = survivor_bytes + alias_bytes(merged) + merged_bytes;
+    if total > MAX_ALIAS_BYTES {
+        return Err(format!(
+            "merge declined: its survivor would keep {total} bytes of merged ids, more than the {MAX_ALIAS_BYTES} \
+             leadscore keeps per contact (merged contact {merged:?})"
+        ));
+    }
+    Ok(())
+}
+
 /// A merge event as it is scored on the survivor: its id marked, so that the merge's outputs are named
 /// apart from those of the merge event itself, which is also scored as an event of its own.
 pub fn merge_event(event: &Event) -> Event {

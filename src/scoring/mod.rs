@@ -21,7 +21,7 @@ mod view;
 pub use attribution::{Attribution, Conversion, RuleFire};
 pub use crossing::{BOUND_MARGIN, Decaying, fall_time, first_failure, first_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
-pub use merge::{MAX_ALIAS_HOPS, alias_cycle, merge, merge_event};
+pub use merge::{MAX_ALIAS_BYTES, MAX_ALIAS_HOPS, alias_bytes, alias_cycle, merge, merge_event, merge_fits};
 pub use output::{
     ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
     ThresholdCrossed, direction_to_proto,

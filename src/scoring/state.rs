@@ -41,9 +41,17 @@ pub struct ContactState {
 }
 
 impl ContactState {
-    /// Adds `id` to the contact's aliases (if it is not one already): whether it was added.
+    /// What its aliases take of [`super::MAX_ALIAS_BYTES`].
+    pub fn alias_bytes(&self) -> usize {
+        self.merged_ids.iter().map(|id| super::merge::alias_bytes(id)).sum()
+    }
+
+    /// Adds `id` to the contact's aliases, if it is not one already and fits [`super::MAX_ALIAS_BYTES`]
+    /// (merges are checked against it one by one, so only merges in flight together can bring more):
+    /// whether it was added.
     pub fn adopt_alias(&mut self, id: &str) -> bool {
-        let adds = !self.merged_ids.iter().any(|known| known == id);
+        let fits = self.alias_bytes() + super::merge::alias_bytes(id) <= super::MAX_ALIAS_BYTES;
+        let adds = fits && !self.merged_ids.iter().any(|known| known == id);
         if adds {
             self.merged_ids.push(id.to_owned());
         }

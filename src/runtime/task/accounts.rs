@@ -63,13 +63,7 @@ impl Gathered {
         for (index, (account, change, clock_ms)) in batch.account_changes().into_iter().enumerate() {
             let id = [id, ":", change.contact()].concat();
             let update = AccountUpdate { origin, index: index as u32, id, at_ms: at_ms.max(clock_ms), change };
-            let partition = crate::hashing::partition_for_key(account.as_bytes(), settings.partitions.max(1)) as i32;
-            self.publish.push(Publish {
-                destination: Destination::Internal(InternalTopic::Account, partition),
-                key: account.into_bytes(),
-                payload: Some(update.encode(rules)),
-                headers: Vec::new(),
-            });
+            self.publish_internal(settings, InternalTopic::Account, &account, update.encode(rules));
         }
     }
 }

@@ -83,13 +83,24 @@ impl Gathered {
         self.publish.push(dead_letter(settings, partition, record, reason));
     }
 
-    /// Publishes an internal record to the partition of the contact `key`.
+    /// Publishes an internal merge record to the partition of the contact `key`.
     pub(super) fn internal(&mut self, rules: &Rules, settings: &TaskSettings, key: &str, record: &InternalRecord) {
+        self.publish_internal(settings, InternalTopic::Merge, key, record.encode(rules));
+    }
+
+    /// Publishes `payload` to an internal topic, on the partition that owns `key`.
+    pub(super) fn publish_internal(
+        &mut self,
+        settings: &TaskSettings,
+        topic: InternalTopic,
+        key: &str,
+        payload: Vec<u8>,
+    ) {
         let partition = crate::hashing::partition_for_key(key.as_bytes(), settings.partitions.max(1)) as i32;
         self.publish.push(Publish {
-            destination: Destination::Internal(InternalTopic::Merge, partition),
+            destination: Destination::Internal(topic, partition),
             key: key.as_bytes().to_vec(),
-            payload: Some(record.encode(rules)),
+            payload: Some(payload),
             headers: Vec::new(),
         });
     }

@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::insights::event_class;
 use crate::rules::Rules;
 use crate::runtime::internal::{Answer, InternalRecord, Origin, Work};
-use crate::scoring::ContactErased;
+use crate::scoring::{ContactErased, merge_fits};
 
 impl Scorer<'_> {
     pub(super) fn process_internal(
@@ -33,7 +33,9 @@ impl Scorer<'_> {
             Scoring { record, stamp: (internal.origin.stamp_key(), internal.origin.offset), here, hops: internal.hops };
         match internal.work {
             Work::Forward(event) => self.score_event(rules, settings, batch, event, &scoring, out),
-            Work::Request(event) => self.release_merged(rules, settings, batch, event, &scoring, out),
+            Work::Request { event, survivor_alias_bytes } => {
+                self.release_merged(rules, settings, batch, (event, survivor_alias_bytes), &scoring, out)
+            }
             Work::Transfer { event, merged, answer, awaiting } => {
                 self.take_answer(rules, settings, batch, (event, merged, answer, awaiting), &scoring, out)
             }
@@ -55,13 +57,14 @@ impl Scorer<'_> {
 
     /// The merged contact of a merge event becomes an alias of the event's contact, and answers it with
     /// its state, or that it has none. A contact already merged stays with the contact it was merged into
-    /// first, and declines, as it does when the rules no longer merge on the event.
+    /// first, and declines, as it does when the rules no longer merge on the event, and when the two
+    /// together would have more aliases than a contact keeps (the request is then dead-lettered with why).
     fn release_merged(
         &mut self,
         rules: &Rules,
         settings: &TaskSettings,
         batch: &mut BatchStore,
-        event: Event,
+        (event, survivor_alias_bytes): (Event, u32),
         scoring: &Scoring,
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
@@ -69,23 +72,39 @@ impl Scorer<'_> {
         out.caused_by(rules, &event.id, event.ts_ms);
         let key = String::from_utf8_lossy(scoring.record.key.as_deref().unwrap_or_default()).into_owned();
         let merged = rules.merged_contact(&event).map_or(key, str::to_owned);
+        let fits = |batch: &mut BatchStore| -> Result<Result<(), String>, TaskError> {
+            Ok(merge_fits(survivor_alias_bytes as usize, &merged, batch.alias_bytes(&merged)?))
+        };
+        let declined = (Answer::Declined, Vec::new());
         let (answer, awaiting) = match batch.standing(&merged, scoring.stamp)? {
             Standing::Applied => {
                 out.tally(super::REPLAYED, class);
                 return Ok(());
             }
-            Standing::MergedInto(_) => (Answer::Declined, Vec::new()),
-            Standing::Open if rules.merged_contact(&event).is_none() => (Answer::Declined, Vec::new()),
-            Standing::Open => {
-                let state = self.stream.release(batch, &merged);
-                batch.check()?;
-                batch.set_merged_into(&merged, &event.contact)?;
-                batch.mark_applied(&merged, scoring.stamp.0, scoring.stamp.1);
-                let answer = state.map_or(Answer::Stateless, |state| Answer::State(Box::new(state)));
-                (answer, batch.awaiting(&merged)?)
+            Standing::MergedInto(_) => {
+                out.tally(super::IGNORED, class);
+                declined
             }
+            Standing::Open if rules.merged_contact(&event).is_none() => {
+                out.tally(super::IGNORED, class);
+                declined
+            }
+            Standing::Open => match fits(batch)? {
+                Err(reason) => {
+                    out.dead_letter(settings, self.partition, scoring.record, "merge", &reason);
+                    declined
+                }
+                Ok(()) => {
+                    let state = self.stream.release(batch, &merged);
+                    batch.check()?;
+                    batch.set_merged_into(&merged, &event.contact)?;
+                    batch.mark_applied(&merged, scoring.stamp.0, scoring.stamp.1);
+                    out.tally(super::SCORED, class);
+                    let answer = state.map_or(Answer::Stateless, |state| Answer::State(Box::new(state)));
+                    (answer, batch.awaiting(&merged)?)
+                }
+            },
         };
-        out.tally(if answer == Answer::Declined { super::IGNORED } else { super::SCORED }, class);
         let survivor = event.contact.clone();
         let work = Work::Transfer { event, merged, answer, awaiting };
         out.internal(rules, settings, &survivor, &InternalRecord { origin: scoring.here, hops: 0, work });

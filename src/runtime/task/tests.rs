@@ -419,3 +419,62 @@ fn a_contact_seen_again_after_its_erasure_keeps_its_new_record() {
     assert!(!task.erasure_due());
     assert!(task.settle_erasures(&rules, &settings).write.deletes.is_empty());
 }
+
+/// A contact keeps at most `MAX_ALIAS_BYTES` of merged ids: a merge that would bring more is declined
+/// where it is found out (by the merged contact, which knows its own aliases, or by a survivor already
+/// full), with a dead letter that says why, and both contacts stay apart.
+#[test]
+fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
+    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let (settings, store) = (settings(), MemoryStore::new());
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let visits =
+        [input(0, &event("v-0", "known", "page_visit", None)), input(1, &event("v-1", "other", "page_visit", None))];
+    task.process(&rules, &store, &settings, &visits).unwrap_or_else(|err| panic!("{err}"));
+    let (mut next_input, mut next_internal) = (2, 0);
+    // Runs a merge event and the internal records it leads to; returns every batch's output.
+    let mut merge = |survivor: &str, merged: &str| {
+        let id = format!("m-{next_input}");
+        let mut batches = vec![
+            task.process(&rules, &store, &settings, &[input(next_input, &event(&id, survivor, "merge", Some(merged)))])
+                .unwrap_or_else(|err| panic!("{err}")),
+        ];
+        next_input += 1;
+        loop {
+            let records = internal(&batches[batches.len() - 1].publish, next_internal);
+            if records.is_empty() {
+                return batches;
+            }
+            next_internal += records.len() as i64;
+            batches.push(task.process(&rules, &store, &settings, &records).unwrap_or_else(|err| panic!("{err}")));
+        }
+    };
+    let long = |n: usize| format!("{}{n:04}", "x".repeat(3996));
+    let dead_letters = |batches: &[TaskBatch]| -> Vec<String> {
+        let headers = batches
+            .iter()
+            .flat_map(|batch| &batch.publish)
+            .filter(|record| record.destination == Destination::DeadLetter);
+        headers
+            .flat_map(|record| &record.headers)
+            .filter(|(name, _)| name == "leadscore.error")
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .collect()
+    };
+    for n in 0..15 {
+        assert!(dead_letters(&merge("known", &long(n))).is_empty(), "alias {n} fits");
+    }
+    // 15 ids of 4,000 bytes take 60,045 bytes: a contact bringing two more is declined by itself.
+    assert!(dead_letters(&merge("other", &long(100))).is_empty());
+    assert!(dead_letters(&merge("other", &long(101))).is_empty());
+    let declined = dead_letters(&merge("known", "other"));
+    assert!(declined.len() == 1 && declined[0].starts_with("merge declined: its survivor would keep"), "{declined:?}");
+    // One more without aliases fits; then the survivor is full and asks for no more.
+    assert!(dead_letters(&merge("known", &long(200))).is_empty());
+    let full = dead_letters(&merge("known", &long(201)));
+    assert!(full.len() == 1 && full[0].starts_with("merge declined: its survivor would keep"), "{full:?}");
+    let visit = task
+        .process(&rules, &store, &settings, &[input(100, &event("v-2", "other", "page_visit", None))])
+        .unwrap_or_else(|err| panic!("{err}"));
+    assert!(internal(&visit.publish, 0).is_empty(), "the declined contact is scored on its own");
+}
