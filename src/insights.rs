@@ -57,10 +57,13 @@ impl Insights {
 }
 
 /// Event classes, the `class` label of `leadscore_events_total`: a small fixed set.
-pub const EVENT_CLASSES: [&str; 6] =
-    ["interaction", "phase_change", "manual_adjustment", "erase", "requalify", "unknown"];
+pub const EVENT_CLASSES: [&str; 7] =
+    ["interaction", "phase_change", "manual_adjustment", "erase", "requalify", "unknown", "internal"];
 /// Index of `unknown` in [`EVENT_CLASSES`]: records that were not decoded (replays, dead letters).
 pub const UNKNOWN_CLASS: usize = 5;
+/// Index of `internal` in [`EVENT_CLASSES`]: the internal topics' work that is not an event of its own
+/// (merge requests and answers, forgotten aliases, account updates), kept apart from the events.
+pub const INTERNAL_CLASS: usize = 6;
 /// Event outcomes, the `outcome` label of `leadscore_events_total`.
 pub const OUTCOMES: [&str; 6] = ["scored", "ignored", "duplicate", "replayed", "dlq", "forwarded"];
 

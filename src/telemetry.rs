@@ -29,8 +29,8 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Events consumed, by `outcome` (scored, ignored, duplicate, replayed, dlq) and `class` (interaction,
-/// phase_change, manual_adjustment, erase, requalify, unknown).
+/// Events consumed, by `outcome` (scored, ignored, duplicate, replayed, dlq, forwarded) and `class`
+/// (interaction, phase_change, manual_adjustment, erase, requalify, unknown, internal).
 pub const EVENTS_TOTAL: &str = "leadscore_events_total";
 /// Outputs published, by `kind` (score_changed, threshold_crossed, phase_changed, contact_erased).
 pub const OUTPUTS_TOTAL: &str = "leadscore_outputs_total";

@@ -380,7 +380,9 @@ impl PartitionTask {
         out.insight.add_outputs(&outputs, None);
         out.counts.outputs = outputs.len() as u64;
         out.publish.extend(route(settings, outputs));
-        out.report_accounts(rules, settings, &mut batch, origin, &format!("timers:{now_ms}"), now_ms);
+        if rules.accounts.is_some() {
+            out.report_accounts(rules, settings, &mut batch, origin, &format!("timers:{now_ms}"), now_ms);
+        }
         accounts.fire_due(settings, now_ms, &mut out)?;
         let changes = (batch.into_changes(), accounts.into_changes());
         let Gathered { publish, counts, insight, .. } = out;

@@ -172,7 +172,7 @@ impl<'a> AccountBatch<'a> {
             }
             Ok(_) => {
                 // The rules no longer score accounts.
-                out.tally(super::IGNORED, crate::insights::UNKNOWN_CLASS);
+                out.tally(super::IGNORED, crate::insights::INTERNAL_CLASS);
                 return Ok(());
             }
             Err(_) => Err("account update whose key is not UTF-8".to_owned()),
@@ -188,7 +188,7 @@ impl<'a> AccountBatch<'a> {
         let entry = self.entry(&account)?;
         let applied = entry.applied.iter_mut().find(|applied| applied.origin == stamp);
         if applied.as_ref().is_some_and(|applied| applied.covers(update.origin.offset, update.index)) {
-            out.tally(super::REPLAYED, crate::insights::UNKNOWN_CLASS);
+            out.tally(super::REPLAYED, crate::insights::INTERNAL_CLASS);
             return Ok(());
         }
         let position = AppliedOrigin { origin: stamp, offset: update.origin.offset, index: update.index };
@@ -201,7 +201,7 @@ impl<'a> AccountBatch<'a> {
         entry.state = result.state;
         entry.dirty = true;
         self.task.clock_ms = self.task.clock_ms.max(update.at_ms);
-        out.tally(super::SCORED, crate::insights::UNKNOWN_CLASS);
+        out.tally(super::SCORED, crate::insights::INTERNAL_CLASS);
         out.account_outputs(settings, result.outputs);
         Ok(())
     }

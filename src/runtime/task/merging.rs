@@ -6,7 +6,7 @@
 
 use super::{BatchStore, Gathered, InputRecord, Scorer, Scoring, Standing, TaskError, TaskSettings};
 use crate::event::Event;
-use crate::insights::event_class;
+use crate::insights::INTERNAL_CLASS;
 use crate::rules::Rules;
 use crate::runtime::internal::{Answer, InternalRecord, Origin, Work};
 use crate::scoring::{ContactErased, merge_fits};
@@ -49,7 +49,7 @@ impl Scorer<'_> {
                     // A copy sent again, or an id merged into another contact since.
                     _ => super::IGNORED,
                 };
-                out.tally(forgotten, crate::insights::UNKNOWN_CLASS);
+                out.tally(forgotten, INTERNAL_CLASS);
                 Ok(())
             }
         }
@@ -68,7 +68,7 @@ impl Scorer<'_> {
         scoring: &Scoring,
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
-        let class = event_class(&event.kind);
+        let class = INTERNAL_CLASS;
         out.caused_by(rules, &event.id, event.ts_ms);
         let key = String::from_utf8_lossy(scoring.record.key.as_deref().unwrap_or_default()).into_owned();
         let merged = rules.merged_contact(&event).map_or(key, str::to_owned);
@@ -124,7 +124,7 @@ impl Scorer<'_> {
         scoring: &Scoring,
         out: &mut Gathered,
     ) -> Result<(), TaskError> {
-        let class = event_class(&event.kind);
+        let class = INTERNAL_CLASS;
         let survivor = event.contact.clone();
         let standing = batch.standing(&survivor, scoring.stamp)?;
         if let Standing::Applied = standing {
