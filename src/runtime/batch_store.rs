@@ -190,15 +190,15 @@ impl<'a> BatchStore<'a> {
     }
 
     /// The answers a contact of this batch awaited are refused from now on: its state was erased, or it
-    /// was forgotten.
-    pub fn refuse_answers(&mut self, contact: &str) {
-        if let Some(entry) = self.entries.get_mut(contact)
-            && !entry.stored.awaiting.is_empty()
-        {
-            let awaiting = std::mem::take(&mut entry.stored.awaiting);
-            entry.stored.refused.extend(awaiting);
-            entry.dirty = true;
-        }
+    /// was forgotten. Returns the contacts whose answers it awaited.
+    pub fn refuse_answers(&mut self, contact: &str) -> Vec<String> {
+        let Some(entry) = self.entries.get_mut(contact).filter(|entry| !entry.stored.awaiting.is_empty()) else {
+            return Vec::new();
+        };
+        let awaiting = std::mem::take(&mut entry.stored.awaiting);
+        entry.stored.refused.extend(awaiting.iter().cloned());
+        entry.dirty = true;
+        awaiting
     }
 
     /// Takes `merged`'s answer off the contact's lists: whether it was refused.

@@ -372,11 +372,11 @@ impl PartitionTask {
     ) -> Result<TaskBatch, TaskError> {
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
         let mut accounts = AccountBatch::new(rules, store, self.partition, &mut self.accounts);
-        let outputs = self.stream.fire_due(rules, &mut batch, now_ms);
+        let mut outputs = self.stream.fire_due(rules, &mut batch, now_ms);
         batch.check()?;
         let mut out = Gathered::default();
         let origin = timer_origin(self.partition, now_ms);
-        out.erasures(rules, settings, &mut batch, origin, &outputs);
+        out.erasures(rules, settings, &mut batch, origin, &mut outputs);
         out.insight.add_outputs(&outputs, None);
         out.counts.outputs = outputs.len() as u64;
         out.publish.extend(route(settings, outputs));

@@ -123,19 +123,23 @@ impl Gathered {
         self.internal(rules, settings, survivor, &record);
     }
 
-    /// An erased contact's aliases go with it, and the answers it awaited from contacts it asked to merge
-    /// in will be dropped.
+    /// An erased contact's aliases go with it, and so do the contacts it asked to merge in whose answer
+    /// has not arrived: `contact_erased` lists them among its aliases, and their answers will be dropped.
     pub(super) fn erasures(
         &mut self,
         rules: &Rules,
         settings: &TaskSettings,
         batch: &mut BatchStore,
         here: Origin,
-        outputs: &[Output],
+        outputs: &mut [Output],
     ) {
         for output in outputs {
-            let OutputBody::ContactErased(erased) = &output.body else { continue };
-            batch.refuse_answers(&output.contact);
+            let OutputBody::ContactErased(erased) = &mut output.body else { continue };
+            for awaited in batch.refuse_answers(&output.contact) {
+                if !erased.aliases.contains(&awaited) {
+                    erased.aliases.push(awaited);
+                }
+            }
             let family = erased.family(&output.contact);
             for alias in &erased.aliases {
                 let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
@@ -172,7 +176,8 @@ impl Gathered {
             }
         };
         self.tally(outcome, class);
-        self.erasures(rules, settings, batch, scoring.here, &processed.outputs);
+        let mut processed = processed;
+        self.erasures(rules, settings, batch, scoring.here, &mut processed.outputs);
         self.insight.add_attribution(processed.attribution);
         self.insight.add_outputs(&processed.outputs, event_ts_ms);
         self.counts.outputs += processed.outputs.len() as u64;

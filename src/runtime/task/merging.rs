@@ -132,11 +132,18 @@ impl Scorer<'_> {
             return Ok(());
         }
         if batch.answered(&survivor, &merged)? {
-            // Erased since it asked: the merged contact's state goes nowhere, and its id is forgotten.
+            // Erased since it asked: the merged contact's state goes nowhere, and its id is forgotten with
+            // the ids merged into it, as they would have been had the erasure come after the merge.
             batch.mark_applied(&survivor, scoring.stamp.0, scoring.stamp.1);
-            if answer != Answer::Declined {
-                let work = Work::Forget { alias: merged.clone(), erased: vec![survivor] };
-                out.internal(rules, settings, &merged, &InternalRecord { origin: scoring.here, hops: 0, work });
+            let aliases = match answer {
+                Answer::Declined => Vec::new(),
+                Answer::Stateless => vec![merged],
+                Answer::State(state) => std::iter::once(merged).chain(state.merged_ids).collect(),
+            };
+            let family: Vec<String> = std::iter::once(survivor).chain(aliases.iter().cloned()).collect();
+            for alias in aliases {
+                let work = Work::Forget { alias: alias.clone(), erased: family.clone() };
+                out.internal(rules, settings, &alias, &InternalRecord { origin: scoring.here, hops: 0, work });
             }
             out.tally(super::IGNORED, class);
             return Ok(());
