@@ -445,28 +445,10 @@ fn a_level_is_reached_at_the_level_and_hysteresis_lowers_it_for_a_fired_threshol
 /// contact's engagement fades in days while another's complaints fade in weeks.
 #[test]
 fn an_account_falls_in_a_dip_that_the_doubling_steps_jump_over() {
-    let text = r#"
-[[groups]]
-name = "engagement"
-decay = "exponential"
-half_life = "1d"
-[[groups]]
-name = "complaints"
-min = -100
-decay = "exponential"
-half_life = "10d"
-[[groups]]
-name = "fit"
-[[phases]]
-name = "lead"
-[accounts]
-attribute = "account_id"
-[[accounts.thresholds]]
-name = "busy"
-sum = 55
-hysteresis = 25
-"#;
-    let rules = Rules::parse(text, Path::new("dip.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let accounts =
+        "[accounts]\nattribute = \"account_id\"\n[[accounts.thresholds]]\nname = \"busy\"\nsum = 55\nhysteresis = 25\n";
+    let text = [crate::scoring::DIPPING, accounts].concat();
+    let rules = Rules::parse(&text, Path::new("dip.toml")).unwrap_or_else(|err| panic!("{err}"));
     let accounts = rules.accounts.as_ref().unwrap_or_else(|| panic!("no accounts"));
     let member = |contact: &str, values: [f64; 3]| Member {
         contact: contact.into(),

@@ -280,7 +280,7 @@ fn settle(mut guess: i64, from_ms: i64, below: &impl Fn(i64) -> bool) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
@@ -290,7 +290,7 @@ mod tests {
 
     /// A fast-fading positive group, a slowly fading negative one and a fit that stays: the total falls
     /// from 60 to about 29.8 at four days, then rises back toward 50.
-    const DIPPING: &str = r#"
+    pub(crate) const DIPPING: &str = r#"
 [[groups]]
 name = "engagement"
 decay = "exponential"

@@ -19,6 +19,8 @@ mod state;
 mod view;
 
 pub use attribution::{Attribution, Conversion, RuleFire};
+#[cfg(test)]
+pub(crate) use crossing::tests::DIPPING;
 pub use crossing::{BOUND_MARGIN, Decaying, fall_time, first_failure, first_time, target_value};
 pub use fire::MAX_UNLIMITED_CONTRIBUTIONS;
 pub use merge::{MAX_ALIAS_BYTES, MAX_ALIAS_HOPS, alias_bytes, alias_cycle, merge, merge_event, merge_fits};

@@ -83,21 +83,36 @@ fn internal_of(topic: InternalTopic, published: &[Publish], first_offset: i64) -
         .collect()
 }
 
+/// The merge tests' scorecard, task settings and an empty store.
+fn merge_rules_and_store() -> (Rules, TaskSettings, MemoryStore) {
+    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
+    (rules, settings(), MemoryStore::new())
+}
+
+/// Partition 0's task, opened on `store`.
+fn open(store: &MemoryStore, settings: &TaskSettings) -> PartitionTask {
+    PartitionTask::open(0, store, settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// The opening of the merge tests: a visit of each of two contacts, then `anonymous` merged into `known`.
+fn visits_and_merge() -> [InputRecord; 3] {
+    [
+        input(0, &event("a-1", "anonymous", "page_visit", None)),
+        input(1, &event("k-1", "known", "page_visit", None)),
+        input(2, &event("m-1", "known", "merge", Some("anonymous"))),
+    ]
+}
+
 /// A replay of uncommitted input sends its internal records again, at new offsets of the internal
 /// topic but with their origin: each is applied once, so a state is never merged in twice.
 #[test]
 fn a_copy_of_an_internal_record_is_applied_once() {
-    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
-    let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
         task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
     };
-    let scored = process(&[
-        input(0, &event("a-1", "anonymous", "page_visit", None)),
-        input(1, &event("k-1", "known", "page_visit", None)),
-        input(2, &event("m-1", "known", "merge", Some("anonymous"))),
-    ]);
+    let scored = process(&visits_and_merge());
     let request = internal(&scored.publish, 0);
     assert_eq!(request.len(), 1);
 
@@ -319,17 +334,12 @@ fn written(rules: &Rules, batch: &TaskBatch, contact: &str) -> Option<StoredCont
 /// (and a copy of it), forgets the merged contact's id, and is deleted once it has had every answer.
 #[test]
 fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forgotten() {
-    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
-    let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
         task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
     };
-    let scored = process(&[
-        input(0, &event("a-1", "anonymous", "page_visit", None)),
-        input(1, &event("k-1", "known", "page_visit", None)),
-        input(2, &event("m-1", "known", "merge", Some("anonymous"))),
-    ]);
+    let scored = process(&visits_and_merge());
     let request = internal(&scored.publish, 0);
     let awaiting = written(&rules, &scored, "known").map(|stored| stored.awaiting);
     assert_eq!(awaiting, Some(vec!["anonymous".to_owned()]));
@@ -389,9 +399,8 @@ fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forg
 /// with it when the survivor is erased.
 #[test]
 fn a_merged_contact_without_state_becomes_an_alias_that_goes_with_its_survivor() {
-    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
-    let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
         task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
     };
@@ -414,9 +423,8 @@ fn a_merged_contact_without_state_becomes_an_alias_that_goes_with_its_survivor()
 /// commit comes.
 #[test]
 fn a_contact_seen_again_after_its_erasure_keeps_its_new_record() {
-    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
-    let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
     let first = [input(0, &event("v-1", "ana", "page_visit", None)), input(1, &event("x-1", "ana", "erase", None))];
     task.process(&rules, &store, &settings, &first).unwrap_or_else(|err| panic!("{err}"));
     let again = [input(2, &event("v-2", "ana", "page_visit", None))];
@@ -432,9 +440,8 @@ fn a_contact_seen_again_after_its_erasure_keeps_its_new_record() {
 /// full), with a dead letter that says why, and both contacts stay apart.
 #[test]
 fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
-    let rules = Rules::parse(RULES, Path::new("merge.toml")).unwrap_or_else(|err| panic!("{err}"));
-    let (settings, store) = (settings(), MemoryStore::new());
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None; 3]).unwrap_or_else(|err| panic!("{err}"));
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
     let visits =
         [input(0, &event("v-0", "known", "page_visit", None)), input(1, &event("v-1", "other", "page_visit", None))];
     task.process(&rules, &store, &settings, &visits).unwrap_or_else(|err| panic!("{err}"));
