@@ -72,9 +72,6 @@ impl Scorer<'_> {
         out.caused_by(rules, &event.id, event.ts_ms);
         let key = String::from_utf8_lossy(scoring.record.key.as_deref().unwrap_or_default()).into_owned();
         let merged = rules.merged_contact(&event).map_or(key, str::to_owned);
-        let fits = |batch: &mut BatchStore| -> Result<Result<(), String>, TaskError> {
-            Ok(merge_fits(survivor_alias_bytes as usize, &merged, batch.alias_bytes(&merged)?))
-        };
         let declined = (Answer::Declined, Vec::new());
         let (answer, awaiting) = match batch.standing(&merged, scoring.stamp)? {
             Standing::Applied => {
@@ -89,7 +86,7 @@ impl Scorer<'_> {
                 out.tally(super::IGNORED, class);
                 declined
             }
-            Standing::Open => match fits(batch)? {
+            Standing::Open => match merge_fits(survivor_alias_bytes as usize, &merged, batch.alias_bytes(&merged)?) {
                 Err(reason) => {
                     out.dead_letter(settings, self.partition, scoring.record, "merge", &reason);
                     declined
