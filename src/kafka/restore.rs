@@ -151,8 +151,9 @@ pub fn restore_partitions(
                     let at_end: Vec<i32> = reading
                         .values()
                         .filter(|restore| {
-                            restore.summary.next_offset.max(position(&consumer, changelog, restore.partition))
-                                >= high_watermark(&watermarks, changelog, restore.partition)
+                            let read_to =
+                                restore.summary.next_offset.max(position(&consumer, changelog, restore.partition));
+                            reached_end(read_to, high_watermark(&watermarks, changelog, restore.partition))
                         })
                         .map(|restore| restore.partition)
                         .collect();
@@ -180,8 +181,12 @@ pub fn restore_partitions(
                     continue;
                 };
                 let high = high_watermark(&watermarks, changelog, partition);
-                if restore.summary.next_offset.max(position(&consumer, changelog, partition)) < high {
-                    if !std::mem::replace(&mut restore.behind_open_transaction, true) {
+                if !reached_end(restore.summary.next_offset.max(position(&consumer, changelog, partition)), high) {
+                    // Short of a known high watermark, a transaction is open; without one, the idle check
+                    // asks again.
+                    if let Some(high) = high
+                        && !std::mem::replace(&mut restore.behind_open_transaction, true)
+                    {
                         info!(
                             partition,
                             offset = restore.summary.next_offset,
@@ -221,10 +226,16 @@ pub fn restore_partitions(
     Ok(restored)
 }
 
-/// The partition's high watermark, or 0 when the broker does not answer (the end-of-partition event then
-/// decides alone).
-fn high_watermark(consumer: &BaseConsumer<EndIsNotAnError>, changelog: &str, partition: i32) -> i64 {
-    consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5)).map_or(0, |(_, high)| high)
+/// Whether a restore that has read up to `read_to` is at the partition's end, given its high watermark
+/// (`None` when the broker did not say, which is never the end).
+fn reached_end(read_to: i64, high: Option<i64>) -> bool {
+    high.is_some_and(|high| read_to >= high)
+}
+
+/// The partition's high watermark; `None` when the broker does not answer (a broker just restarted may
+/// have no leader for it yet), which never counts as the end: the restore asks again when idle.
+fn high_watermark(consumer: &BaseConsumer<EndIsNotAnError>, changelog: &str, partition: i32) -> Option<i64> {
+    consumer.fetch_watermarks(changelog, partition, Duration::from_secs(5)).ok().map(|(_, high)| high)
 }
 
 /// Where the consumer reads the partition next: past aborted records and transaction markers, which
@@ -395,5 +406,19 @@ impl PartitionRestore {
             "restored partition from the changelog"
         );
         Ok(self.summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reached_end;
+
+    #[test]
+    fn a_restore_ends_at_the_high_watermark_and_never_where_the_broker_did_not_answer() {
+        assert!(reached_end(120, Some(120)));
+        assert!(reached_end(121, Some(120)), "past it: transaction markers deliver no message");
+        assert!(!reached_end(100, Some(120)), "short of it a transaction is open");
+        assert!(!reached_end(100, None), "an unanswered query is no end, however far the restore read");
+        assert!(!reached_end(0, None));
     }
 }

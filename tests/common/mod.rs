@@ -608,6 +608,8 @@ pub struct Model {
     pub states: BTreeMap<String, Vec<u8>>,
     /// Merged contacts, with the contact each was merged into.
     pub aliases: BTreeMap<String, String>,
+    /// The rules the states are encoded under, to show a differing state in full.
+    pub rules: Rules,
 }
 
 pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
@@ -627,7 +629,7 @@ pub fn model(rules: &Rules, partitions: u32, lines: &[Vec<u8>]) -> Model {
         .iter()
         .map(|(contact, state)| (contact.clone(), codec::encode(rules, state)))
         .collect();
-    Model { outputs, states, aliases: scorer.store().aliases().clone() }
+    Model { outputs, states, aliases: scorer.store().aliases().clone(), rules: rules.clone() }
 }
 
 /// Encoded states of every contact in a state directory (erased records left out).
@@ -754,12 +756,23 @@ pub fn compare_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) {
         "contacts missing from the state: {:?}",
         &diff.missing[..diff.missing.len().min(5)]
     );
-    assert!(
-        diff.differing.is_empty(),
-        "{} contacts differ from the model (lost or double-counted events), such as {:?}",
-        diff.differing.len(),
-        &diff.differing[..diff.differing.len().min(5)]
-    );
+    if let Some(first) = diff.differing.first() {
+        // Both states in full, so that a failure on a machine out of reach still says how they differ.
+        let show = |bytes: Option<&Vec<u8>>| {
+            bytes.map(|bytes| match codec::decode(&model.rules, first, bytes) {
+                Ok(state) => format!("{state:?}"),
+                Err(err) => format!("undecodable: {err}"),
+            })
+        };
+        panic!(
+            "{} contacts differ from the model (lost or double-counted events), such as {:?}; {first} in the model: \
+             {:?}; stored: {:?}",
+            diff.differing.len(),
+            &diff.differing[..diff.differing.len().min(5)],
+            show(model.states.get(first)),
+            show(states.get(first))
+        );
+    }
 }
 
 /// A loopback port free at the time of asking.
@@ -912,7 +925,7 @@ pub fn model_switching(first: &Rules, second: &Rules, partitions: u32, lines: &[
         .iter()
         .map(|(contact, state)| (contact.clone(), codec::encode(second, state)))
         .collect();
-    Model { outputs, states, aliases: scorer.store().aliases().clone() }
+    Model { outputs, states, aliases: scorer.store().aliases().clone(), rules: second.clone() }
 }
 
 /// Waits until the log file has a line containing `needle`, and returns that line.
