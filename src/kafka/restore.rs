@@ -297,7 +297,8 @@ struct PartitionRestore {
 impl PartitionRestore {
     fn start(changelog: &str, partition: i32, store: &dyn StateStore) -> Result<PartitionRestore, RestoreError> {
         let local = store.meta(partition)?;
-        let start = match local.as_ref().and_then(|meta| meta.changelog_offset) {
+        let checkpoint = local.as_ref().and_then(|meta| meta.changelog_offset);
+        let start = match checkpoint {
             Some(offset) => offset,
             None => {
                 // No checkpoint: whatever is there is not known to match the changelog, so start clean.
@@ -308,7 +309,9 @@ impl PartitionRestore {
         Ok(PartitionRestore {
             changelog: changelog.to_owned(),
             partition,
-            incremental: start > 0,
+            // A checkpoint at 0 is one too: scored batches name the changelog offset delivered before
+            // them, so the records of a partition's first transactions are stored under it.
+            incremental: checkpoint.is_some(),
             meta: local.unwrap_or_default(),
             summary: RestoreSummary { records: 0, next_offset: start },
             batch: PartitionBatch::new(partition),
@@ -411,7 +414,59 @@ impl PartitionRestore {
 
 #[cfg(test)]
 mod tests {
-    use super::reached_end;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use rdkafka::config::ClientConfig;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    use super::{reached_end, restore_partitions};
+    use crate::rules::Rules;
+    use crate::runtime::record::StoredContact;
+    use crate::scoring::ContactState;
+    use crate::store::{MemoryStore, PartitionBatch, PartitionMeta, StateStore};
+
+    /// A stored contact whose earliest timer is due at `due_ms`.
+    fn record(rules: &Rules, due_ms: i64) -> Vec<u8> {
+        let mut state = ContactState::new(rules, "contact-1", 1_000);
+        state.next_timer_ms = Some(due_ms);
+        StoredContact::fresh(Some(state)).encode(rules)
+    }
+
+    /// A partition whose checkpoint is 0 (the records of its first transactions are stored under it)
+    /// already holds the contact: the restore replays the changelog over it and replaces its timer.
+    #[test]
+    fn a_restore_from_a_checkpoint_at_0_replaces_the_timers_of_the_contacts_it_rewrites() {
+        let rules = Rules::parse(include_str!("../../examples/rules.toml"), std::path::Path::new("rules.toml"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let cluster = MockCluster::new(1).unwrap_or_else(|err| panic!("{err}"));
+        cluster.create_topic("changelog", 1, 1).unwrap_or_else(|err| panic!("{err}"));
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap_or_else(|err| panic!("{err}"));
+        let newer = record(&rules, 9_000);
+        producer
+            .send(BaseRecord::to("changelog").partition(0).key("contact-1").payload(&newer))
+            .unwrap_or_else(|(err, _)| panic!("{err}"));
+        producer.flush(Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
+
+        let store = MemoryStore::new();
+        let mut stored = PartitionBatch::new(0);
+        stored.puts.push(("contact-1".into(), record(&rules, 5_000)));
+        stored.timer_puts.push((5_000, "contact-1".into()));
+        stored.meta = Some(PartitionMeta { changelog_offset: Some(0), ..PartitionMeta::default() });
+        store.write(stored).unwrap_or_else(|err| panic!("{err}"));
+
+        let properties = vec![("bootstrap.servers".to_owned(), cluster.bootstrap_servers())];
+        let restored =
+            restore_partitions(&properties, "changelog", &[0], &store, &rules, &AtomicBool::new(false), &mut |_| {})
+                .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(restored.get(&0).map(|summary| summary.next_offset), Some(1));
+        assert_eq!(store.get(0, "contact-1").ok().flatten(), Some(newer));
+        assert_eq!(store.timers(0).ok(), Some(vec![(9_000, "contact-1".to_owned())]), "the old timer is gone");
+    }
 
     #[test]
     fn a_restore_ends_at_the_high_watermark_and_never_where_the_broker_did_not_answer() {

@@ -445,6 +445,18 @@ impl Sink {
         Ok(done)
     }
 
+    /// Gives up every batch in flight, for a member whose assignment was lost: their RocksDB writes are
+    /// never applied and their offsets never committed (an open transaction is aborted). What they
+    /// published is the partitions' next owner's to restore or to score again.
+    pub fn abandon(&mut self) {
+        if self.transaction_began.is_some() {
+            self.abort_transaction();
+        } else if !self.in_flight.is_empty() {
+            tracing::info!(batches = self.in_flight.len(), "abandoning the batches in flight of a lost assignment");
+            self.in_flight.clear();
+        }
+    }
+
     /// Aborts the open transaction, if there is one (exactly-once mode, after a failure): its records are
     /// dropped, and `read_committed` readers go on at once instead of waiting for the broker to time it out.
     pub fn abort_transaction(&mut self) {

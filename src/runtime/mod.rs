@@ -533,6 +533,15 @@ impl<'a> Processor<'a> {
     /// offsets (in exactly-once mode their transaction did). Every commit of the processor goes through
     /// here, and the revocation drain commits through the same [`Committer`].
     fn complete(&mut self, mut batches: Vec<PendingBatch>, mode: CommitMode) -> Result<(), ProcessorError> {
+        if self.consumer.assignment_lost() {
+            // Another member may own these partitions now, and the revocation that comes with the next
+            // poll drops their tasks (see `GroupHooks::pre_rebalance`).
+            warn!(
+                batches = batches.len(),
+                "the assignment was lost; acknowledged batches are not written or committed"
+            );
+            return Ok(());
+        }
         self.write_done(&mut batches)?;
         if self.settings.transactional_id.is_some() {
             return Ok(());

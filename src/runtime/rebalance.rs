@@ -327,7 +327,15 @@ impl ConsumerContext for GroupHooks {
             info!(partitions = ?revoked, "partitions revoked; draining and committing");
             let numbers: Vec<i32> = revoked.iter().map(|(_, partition)| *partition).collect();
             super::restore_job::stop_if_revoked(&self.restore, &numbers);
-            if let Err(reason) = self.drain_and_commit(consumer) {
+            if consumer.assignment_lost() {
+                // The group moved on without this member (its session timed out, say, during a broker
+                // outage): the partitions may be scored by their next owner already, whose newer records
+                // a late write here would overwrite. That owner restores what this member published.
+                warn!("the assignment was lost; its batches in flight are abandoned, nothing is written or committed");
+                if let Ok(mut sink) = self.sink.lock() {
+                    sink.abandon();
+                }
+            } else if let Err(reason) = self.drain_and_commit(consumer) {
                 error!(%reason, "could not finish the revoked partitions");
                 self.push(GroupEvent::Failed(reason));
             }
