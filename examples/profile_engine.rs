@@ -8,18 +8,23 @@
 //! valgrind --tool=callgrind --toggle-collect='profile_engine::score_batches' \
 //!     target/release/examples/profile_engine json 20
 //! ```
+//!
+//! With a third argument `accounts`, the scorecard also scores accounts (1,000 of them, named by an
+//! `account_id` attribute, about 100 contacts each): the contacts' reports to their accounts are handed
+//! back to the task as its internal account topic, after each batch, as the runtime does.
 
 #![allow(clippy::panic, reason = "a profiling driver without its rules file cannot run")]
 
 use std::path::Path;
 
+use leadscore::event::AttrValue;
 use leadscore::event::input::InputDecoder;
 use leadscore::event::{DecodeLimits, json, protobuf};
 use leadscore::generator::EventGenerator;
 use leadscore::leaderboard::{Board, Staged};
 use leadscore::rules::Rules;
 use leadscore::runtime::record_cache::CacheBudget;
-use leadscore::runtime::task::{InputRecord, PartitionTask, TaskSettings, WireFormat};
+use leadscore::runtime::task::{Destination, InputRecord, InternalTopic, PartitionTask, TaskSettings, WireFormat};
 
 /// The allocator of the `leadscore` binary, so that the counts are those of what it runs.
 #[global_allocator]
@@ -28,6 +33,21 @@ use leadscore::store::{RocksOptions, RocksStore, StateStore};
 use leadscore::stream::TimerClock;
 
 const BATCH: usize = 1_000;
+
+/// The accounts of the `accounts` mode: the example scorecard's groups, summed over the top contacts.
+const ACCOUNTS: &str = r#"
+[accounts]
+attribute = "account_id"
+top_k = 3
+
+[[accounts.thresholds]]
+name = "engaged"
+sum = 60
+hysteresis = 5
+"#;
+
+/// Accounts the contacts of the `accounts` mode belong to.
+const ACCOUNT_COUNT: u32 = 1_000;
 
 #[inline(never)]
 fn score_batches(
@@ -40,17 +60,41 @@ fn score_batches(
     batches: &[Vec<InputRecord>],
 ) -> usize {
     let mut published = 0;
+    let mut account_offset = 0;
     for records in batches {
         let batch = task.process(rules, store, settings, records).unwrap_or_else(|err| panic!("{err}"));
+        // The contacts' reports to their accounts come back as the internal account topic's next batch.
+        let reports: Vec<InputRecord> = batch
+            .publish
+            .iter()
+            .filter(|record| record.destination == Destination::Internal(InternalTopic::Account, 0))
+            .map(|record| {
+                account_offset += 1;
+                InputRecord {
+                    topic: 1,
+                    offset: account_offset,
+                    key: Some(record.key.clone()),
+                    payload: record.payload.clone(),
+                    headers: Vec::new(),
+                }
+            })
+            .collect();
+        published += batch.publish.len();
         store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
         staged.add(batch.insight.contacts);
         if staged.due() {
             board.upsert(rules, store, &staged.take()).unwrap_or_else(|err| panic!("{err}"));
         }
         task.written(batch.sequence);
-        published += batch.publish.len();
         if let Some(last) = records.last() {
             task.committed(0, last.offset + 1);
+        }
+        if !reports.is_empty() {
+            let applied = task.process(rules, store, settings, &reports).unwrap_or_else(|err| panic!("{err}"));
+            published += applied.publish.len();
+            store.write(applied.write).unwrap_or_else(|err| panic!("{err}"));
+            task.written(applied.sequence);
+            task.committed(1, account_offset + 1);
         }
     }
     board.upsert(rules, store, &staged.take()).unwrap_or_else(|err| panic!("{err}"));
@@ -64,12 +108,17 @@ fn main() {
         _ => WireFormat::Json,
     };
     let count: usize = args.next().and_then(|text| text.parse().ok()).unwrap_or(20);
-    let rules = Rules::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml")))
-        .unwrap_or_else(|err| panic!("{err}"));
+    let accounts = args.next().as_deref() == Some("accounts");
+    let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml"));
+    let mut text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{err}"));
+    if accounts {
+        text.push_str(ACCOUNTS);
+    }
+    let rules = Rules::parse(&text, path).unwrap_or_else(|err| panic!("{err}"));
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let settings = TaskSettings {
-        inputs: vec!["events".into()],
+        inputs: vec!["events".into(), "accounts".into()],
         decoders: [match format {
             WireFormat::Json => InputDecoder::Json,
             WireFormat::Protobuf => InputDecoder::Protobuf,
@@ -82,18 +131,22 @@ fn main() {
         record_cache: CacheBudget::default(),
         registry: None,
         internal: None,
-        internal_account: None,
+        internal_account: accounts.then_some(1),
         partitions: 1,
     };
     let mut board = Board::new(&rules, 0);
-    let mut task = PartitionTask::open(0, &store, &settings, vec![None]).unwrap_or_else(|err| panic!("{err}"));
+    let mut task = PartitionTask::open(0, &store, &settings, vec![None, None]).unwrap_or_else(|err| panic!("{err}"));
     let mut generator = EventGenerator::new(5, 100_000, 1_772_366_400_000, 1_000);
     let mut offset = 0;
     let batches: Vec<Vec<InputRecord>> = (0..count)
         .map(|_| {
             (0..BATCH)
                 .map(|_| {
-                    let event = generator.next_event();
+                    let mut event = generator.next_event();
+                    if accounts {
+                        let account = leadscore::hashing::partition_for_key(event.contact.as_bytes(), ACCOUNT_COUNT);
+                        event.attrs.push(("account_id".into(), AttrValue::Text(format!("account-{account}"))));
+                    }
                     offset += 1;
                     let payload = match format {
                         WireFormat::Json => json::encode(&event),

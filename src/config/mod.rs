@@ -424,7 +424,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     ("state.dir", "./leadscore-state", "RocksDB state directory"),
     ("state.history", "settings.history of the rules", "history entries kept per contact (1..=10000)"),
     ("state.cache_mb", "64", "RocksDB block cache in MiB"),
-    ("state.record_cache_mb", "64", "decoded contact records kept in memory, in MiB per instance"),
+    ("state.record_cache_mb", "64", "decoded contact and account records kept in memory, in MiB per instance"),
     ("timers.clock", "wall", "what makes decay timers due: wall or stream time"),
     ("timers.tick_ms", "1000", "how often due timers are looked for (at least 10)"),
     ("input.format", "json", "event format: json, protobuf, segment, cloudevents, snowplow, debezium"),

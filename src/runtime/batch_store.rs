@@ -153,13 +153,13 @@ impl<'a> BatchStore<'a> {
     /// Forgets an alias: its record becomes that of an erased contact, applied up to the internal
     /// record at `offset` of the topic `topic`, and is deleted once that record is committed (and every
     /// answer it awaited has arrived and been dropped).
-    pub fn forget_alias(&mut self, contact: &str, topic: u32, offset: i64) -> Result<(), TaskError> {
+    /// Returns the contacts whose answers it awaited.
+    pub fn forget_alias(&mut self, contact: &str, topic: u32, offset: i64) -> Result<Vec<String>, TaskError> {
         let entry = self.entry(contact)?;
         entry.stored.merged_into = None;
         entry.stored.mark_applied(topic, offset);
         entry.dirty = true;
-        self.refuse_answers(contact);
-        Ok(())
+        Ok(self.refuse_answers(contact))
     }
 
     /// Notes that `contact` asked `merged` to merge into it (or was handed that wait by a contact merged

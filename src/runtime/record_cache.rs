@@ -9,7 +9,8 @@
 //!
 //! The budget is shared by every task of an instance: each task counts its records into it and, after a
 //! batch, evicts its own oldest written records while the instance is over budget. Record sizes are
-//! estimates from the encoded size (see [`memory_estimate`]).
+//! estimates from the encoded size (see [`memory_estimate`]). A task keeps two caches on the one budget:
+//! its contacts' records, and its accounts' (see [`super::task::TaskAccounts`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,23 @@ use foldhash::HashMap;
 
 use super::record::StoredContact;
 use crate::rules::Rules;
+use crate::scoring::codec::CodecError;
+
+/// A decoded record a cache holds, which a change of rules reads again.
+pub(super) trait Reread {
+    /// Reads the record, stored under `key` and decoded under `old`, again under `new`, as RocksDB's
+    /// would be: a decoded record indexes groups, phases and thresholds by their position in the rules.
+    fn reread(&mut self, key: &str, old: &Rules, new: &Rules) -> Result<(), CodecError>;
+}
+
+impl Reread for StoredContact {
+    fn reread(&mut self, key: &str, old: &Rules, new: &Rules) -> Result<(), CodecError> {
+        if self.state.is_some() {
+            *self = StoredContact::decode(new, key, &self.encode(old))?;
+        }
+        Ok(())
+    }
+}
 
 /// The instance's cache budget, shared by its tasks.
 #[derive(Debug, Clone)]
@@ -60,8 +78,8 @@ pub fn memory_estimate(encoded: usize) -> usize {
 
 /// A cached record.
 #[derive(Debug)]
-pub(super) struct Cached {
-    pub stored: StoredContact,
+pub(super) struct Cached<V> {
+    pub stored: V,
     /// The batch whose write this record waits for, if it is not written yet.
     pub pending: Option<u64>,
     /// [`memory_estimate`] of the record.
@@ -70,29 +88,29 @@ pub(super) struct Cached {
     last_use: u64,
 }
 
-/// One task's cache.
+/// One task's cache of contacts' records (or of other records, such as accounts').
 #[derive(Debug)]
-pub(super) struct RecordCache {
-    entries: HashMap<String, Cached>,
+pub(super) struct RecordCache<V = StoredContact> {
+    entries: HashMap<String, Cached<V>>,
     budget: CacheBudget,
     bytes: usize,
     uses: u64,
 }
 
-impl RecordCache {
+impl<V: Reread> RecordCache<V> {
     pub fn new(budget: CacheBudget) -> Self {
         RecordCache { entries: HashMap::default(), budget, bytes: 0, uses: 0 }
     }
 
     /// Takes a contact's record out for a batch, which puts it back with [`RecordCache::put`].
-    pub fn take(&mut self, contact: &str) -> Option<Cached> {
+    pub fn take(&mut self, contact: &str) -> Option<Cached<V>> {
         let cached = self.entries.remove(contact)?;
         self.account(cached.bytes, 0);
         Some(cached)
     }
 
     /// Puts a record (back) in, as used now; `pending` is the batch whose write it waits for.
-    pub fn put(&mut self, contact: String, stored: StoredContact, pending: Option<u64>, bytes: usize) {
+    pub fn put(&mut self, contact: String, stored: V, pending: Option<u64>, bytes: usize) {
         self.uses += 1;
         let cached = Cached { stored, pending, bytes, last_use: self.uses };
         let old = self.entries.insert(contact, cached).map_or(0, |old| old.bytes);
@@ -139,13 +157,10 @@ impl RecordCache {
         }
     }
 
-    /// Re-reads every cached record under new rules, as RocksDB's would be: a decoded state indexes
-    /// groups, phases and thresholds by their position in the rules file.
-    pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), crate::scoring::codec::CodecError> {
-        for (contact, cached) in &mut self.entries {
-            if cached.stored.state.is_some() {
-                cached.stored = StoredContact::decode(new, contact, &cached.stored.encode(old))?;
-            }
+    /// Re-reads every cached record under new rules, as RocksDB's would be.
+    pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), CodecError> {
+        for (key, cached) in &mut self.entries {
+            cached.stored.reread(key, old, new)?;
         }
         Ok(())
     }
@@ -166,7 +181,7 @@ impl RecordCache {
     }
 }
 
-impl Drop for RecordCache {
+impl<V> Drop for RecordCache<V> {
     fn drop(&mut self) {
         self.budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
     }

@@ -243,7 +243,7 @@ impl PartitionTask {
         if let Some(stream_time) = meta.stream_time_ms {
             stream.advance_stream_time(stream_time);
         }
-        let mut accounts = TaskAccounts::default();
+        let mut accounts = TaskAccounts::new(settings.record_cache.clone());
         for (due, key) in store.timers(partition)? {
             if !accounts.track_due(due, &key) {
                 stream.track_due(due, key);
@@ -298,7 +298,9 @@ impl PartitionTask {
 
     /// Re-reads the cached records under rules that replace `old`.
     pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), TaskError> {
-        self.cache.adopt_rules(old, new).map_err(|source| TaskError::Corrupt { partition: self.partition, source })
+        let corrupt = |source| TaskError::Corrupt { partition: self.partition, source };
+        self.cache.adopt_rules(old, new).map_err(corrupt)?;
+        self.accounts.adopt_rules(old, new).map_err(corrupt)
     }
 
     /// Scores a batch of this partition's records, in offset order.

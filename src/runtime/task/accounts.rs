@@ -20,6 +20,8 @@ use crate::runtime::account_update::AccountUpdate;
 use crate::runtime::batch_store::BatchStore;
 use crate::runtime::internal::Origin;
 use crate::runtime::record::Route;
+use crate::runtime::record_cache::{CacheBudget, RecordCache, Reread, memory_estimate};
+use crate::scoring::codec::CodecError;
 use crate::store::{ACCOUNT_KEY_PREFIX, PartitionBatch, StateStore};
 
 /// The stored key of an account's record.
@@ -68,11 +70,28 @@ impl Gathered {
     }
 }
 
+/// An account's record as its cache holds it: decoded, with the updates applied per origin.
+#[derive(Debug)]
+pub(in crate::runtime) struct CachedAccount {
+    /// Without members for an account that is gone but for its bookkeeping.
+    state: AccountState,
+    applied: Vec<AppliedOrigin>,
+}
+
+impl Reread for CachedAccount {
+    fn reread(&mut self, account: &str, old: &Rules, new: &Rules) -> Result<(), CodecError> {
+        (self.state, self.applied) = codec::decode(new, account, &codec::encode(old, &self.state, &self.applied))?;
+        Ok(())
+    }
+}
+
 /// What a task keeps of its partition's accounts between batches.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TaskAccounts {
-    /// Records of batches not yet written to RocksDB (`None`: deleted), with the batch's sequence number.
-    pending: HashMap<String, (Vec<u8>, u64)>,
+    /// Decoded account records, by account: those of batches not yet written to RocksDB, and recently
+    /// used ones, within the instance's record cache budget. A batch decodes an account only the first
+    /// time it meets it.
+    cache: RecordCache<CachedAccount>,
     /// Account timers, as (due, account).
     timers: BTreeSet<(i64, String)>,
     /// The latest change time applied: on stream time, account timers fire when it or the partition's
@@ -81,6 +100,11 @@ pub struct TaskAccounts {
 }
 
 impl TaskAccounts {
+    /// A task's accounts, cached within `budget`.
+    pub fn new(budget: CacheBudget) -> Self {
+        TaskAccounts { cache: RecordCache::new(budget), timers: BTreeSet::new(), clock_ms: 0 }
+    }
+
     /// Registers a timer read back from the timer index; `false` if `key` is not an account's.
     pub fn track_due(&mut self, due_ms: i64, key: &str) -> bool {
         match key.strip_prefix(ACCOUNT_KEY_PREFIX) {
@@ -94,7 +118,12 @@ impl TaskAccounts {
 
     /// Records that the batches up to `sequence` are written to RocksDB.
     pub fn written(&mut self, sequence: u64) {
-        self.pending.retain(|_, (_, pending)| *pending > sequence);
+        self.cache.written(sequence);
+    }
+
+    /// Re-reads the cached accounts under rules that replace `old`.
+    pub fn adopt_rules(&mut self, old: &Rules, new: &Rules) -> Result<(), CodecError> {
+        self.cache.adopt_rules(old, new)
     }
 
     /// Accounts with a pending timer.
@@ -109,6 +138,9 @@ struct Entry {
     applied: Vec<AppliedOrigin>,
     old_timer: Option<i64>,
     dirty: bool,
+    /// The cache's pending batch and size estimate of the record, kept for an unchanged record.
+    pending: Option<u64>,
+    bytes: usize,
 }
 
 /// The accounts a batch reads and changes.
@@ -123,10 +155,11 @@ pub(super) struct AccountBatch<'a> {
 
 /// A changed account record of a batch.
 pub(super) struct AccountChange {
-    key: String,
+    account: String,
     bytes: Vec<u8>,
     old_timer: Option<i64>,
     new_timer: Option<i64>,
+    record: CachedAccount,
 }
 
 impl<'a> AccountBatch<'a> {
@@ -136,20 +169,25 @@ impl<'a> AccountBatch<'a> {
 
     fn entry(&mut self, account: &str) -> Result<&mut Entry, TaskError> {
         if !self.entries.contains_key(account) {
-            let key = account_key(account);
-            let bytes = match self.task.pending.get(&key) {
-                Some((bytes, _)) => Some(bytes.clone()),
-                None => self.store.get(self.partition, &key)?,
-            };
-            let (state, applied) = match bytes {
-                Some(bytes) => codec::decode(self.rules, account, &bytes)
-                    .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?,
-                None => (AccountState::new(self.rules, account, 0), Vec::new()),
+            let (CachedAccount { state, applied }, pending, bytes) = match self.task.cache.take(account) {
+                Some(cached) => (cached.stored, cached.pending, cached.bytes),
+                None => match self.store.get(self.partition, &account_key(account))? {
+                    Some(bytes) => {
+                        let (state, applied) = codec::decode(self.rules, account, &bytes)
+                            .map_err(|source| TaskError::Corrupt { partition: self.partition, source })?;
+                        (CachedAccount { state, applied }, None, memory_estimate(bytes.len()))
+                    }
+                    None => {
+                        let state = AccountState::new(self.rules, account, 0);
+                        (CachedAccount { state, applied: Vec::new() }, None, memory_estimate(0))
+                    }
+                },
             };
             let old_timer = state.next_timer_ms;
             // A record without members is an account that is gone but for its bookkeeping.
             let state = Some(state).filter(|state| !state.members.is_empty());
-            self.entries.insert(account.to_owned(), Entry { state, applied, old_timer, dirty: false });
+            let entry = Entry { state, applied, old_timer, dirty: false, pending, bytes };
+            self.entries.insert(account.to_owned(), entry);
             self.order.push(account.to_owned());
         }
         self.entries
@@ -227,21 +265,27 @@ impl<'a> AccountBatch<'a> {
     }
 
     /// The changed account records, in the order first touched; their timers are the task's from now.
+    /// The unchanged ones go back to the cache as they were.
     pub fn into_changes(self) -> Vec<AccountChange> {
         let AccountBatch { rules, mut entries, order, task, .. } = self;
         let mut changes = Vec::new();
         for account in order {
-            let Some(entry) = entries.remove(&account).filter(|entry| entry.dirty) else { continue };
+            let Some(entry) = entries.remove(&account) else { continue };
             let new_timer = entry.state.as_ref().and_then(|state| state.next_timer_ms);
+            let state = entry.state.unwrap_or_else(|| AccountState::new(rules, &account, 0));
+            let record = CachedAccount { state, applied: entry.applied };
+            if !entry.dirty {
+                task.cache.put(account, record, entry.pending, entry.bytes);
+                continue;
+            }
             if let Some(due) = entry.old_timer {
                 task.timers.remove(&(due, account.clone()));
             }
             if let Some(due) = new_timer {
                 task.timers.insert((due, account.clone()));
             }
-            let state = entry.state.unwrap_or_else(|| AccountState::new(rules, &account, 0));
-            let bytes = codec::encode(rules, &state, &entry.applied);
-            changes.push(AccountChange { key: account_key(&account), bytes, old_timer: entry.old_timer, new_timer });
+            let bytes = codec::encode(rules, &record.state, &record.applied);
+            changes.push(AccountChange { account, bytes, old_timer: entry.old_timer, new_timer, record });
         }
         changes
     }
@@ -258,20 +302,22 @@ impl TaskAccounts {
         publish: &mut Vec<Publish>,
     ) {
         for change in changes {
+            let key = account_key(&change.account);
             if let Some(due) = change.old_timer {
-                write.timer_deletes.push((due, change.key.clone()));
+                write.timer_deletes.push((due, key.clone()));
             }
             if let Some(due) = change.new_timer {
-                write.timer_puts.push((due, change.key.clone()));
+                write.timer_puts.push((due, key.clone()));
             }
-            write.puts.push((change.key.clone(), change.bytes.clone()));
+            let bytes = memory_estimate(change.bytes.len());
+            write.puts.push((key.clone(), change.bytes.clone()));
             publish.push(Publish {
                 destination: Destination::Changelog,
-                key: change.key.clone().into_bytes(),
-                payload: Some(change.bytes.clone()),
+                key: key.into_bytes(),
+                payload: Some(change.bytes),
                 headers: Vec::new(),
             });
-            self.pending.insert(change.key, (change.bytes, sequence));
+            self.cache.put(change.account, change.record, Some(sequence), bytes);
         }
     }
 }

@@ -43,7 +43,8 @@ impl Scorer<'_> {
                 let forgotten = match batch.standing(&alias, scoring.stamp)? {
                     Standing::MergedInto(into) if ContactErased::forgets(&erased, &into) => {
                         let topic = TaskSettings::topic_key(&settings.inputs[record.topic]);
-                        batch.forget_alias(&alias, topic, record.offset)?;
+                        let refused = batch.forget_alias(&alias, topic, record.offset)?;
+                        self.decline_for_forgotten(rules, settings, &scoring, (&alias, &into), refused, out);
                         super::SCORED
                     }
                     // A copy sent again, or an id merged into another contact since.
@@ -52,6 +53,34 @@ impl Scorer<'_> {
                 out.tally(forgotten, INTERNAL_CLASS);
                 Ok(())
             }
+        }
+    }
+
+    /// The answers a forgotten alias still awaited come to it, and it drops them; the survivor it was
+    /// merged into took over the wait, so each is declined to it now, or that survivor would keep its
+    /// record for an answer that never reaches it.
+    fn decline_for_forgotten(
+        &self,
+        rules: &Rules,
+        settings: &TaskSettings,
+        scoring: &Scoring,
+        (alias, into): (&str, &str),
+        refused: Vec<String>,
+        out: &mut Gathered,
+    ) {
+        for merged in refused {
+            let event = Event {
+                id: [alias, ":forgotten:", &merged].concat(),
+                contact: into.to_owned(),
+                kind: "merge".to_owned(),
+                ts_ms: self.stream.stream_time_ms().max(1),
+                item: None,
+                attrs: Vec::new(),
+                adjustment: None,
+                phase: None,
+            };
+            let work = Work::Transfer { event, merged, answer: Answer::Declined, awaiting: Vec::new() };
+            out.internal(rules, settings, into, &InternalRecord { origin: scoring.here, hops: 0, work });
         }
     }
 

@@ -492,3 +492,103 @@ fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(internal(&visit.publish, 0).is_empty(), "the declined contact is scored on its own");
 }
+
+/// The record of `key` among internal records.
+fn keyed(records: &[InputRecord], key: &str) -> InputRecord {
+    let found = records.iter().find(|record| record.key.as_deref() == Some(key.as_bytes()));
+    found.cloned().unwrap_or_else(|| panic!("no internal record for {key}"))
+}
+
+/// `anonymous` is asked to merge into `known`, and `known` into `target`, which takes over the wait for
+/// `anonymous`'s answer; `target` is erased and `known` forgotten before that answer arrives. `known`
+/// drops the answer when it comes and declines it to `target` at once, so that every record goes.
+#[test]
+fn an_answer_awaited_through_a_forgotten_alias_is_declined_to_its_erased_survivor() {
+    let (rules, settings, store) = merge_rules_and_store();
+    let mut task = open(&store, &settings);
+    // Internal records are handed to the task in the order of the scenario, as partitions of their own
+    // would deliver them, at the internal topic's next offsets.
+    let mut next = 0;
+    let mut process = |records: &[InputRecord]| {
+        let records: Vec<InputRecord> = records
+            .iter()
+            .map(|record| match record.topic {
+                0 => record.clone(),
+                _ => {
+                    next += 1;
+                    InputRecord { offset: next, ..record.clone() }
+                }
+            })
+            .collect();
+        task.process(&rules, &store, &settings, &records).unwrap_or_else(|err| panic!("{err}"))
+    };
+    let opened = process(&[
+        input(0, &event("a-1", "anonymous", "page_visit", None)),
+        input(1, &event("k-1", "known", "page_visit", None)),
+        input(2, &event("t-1", "target", "page_visit", None)),
+        input(3, &event("m-1", "known", "merge", Some("anonymous"))),
+        input(4, &event("m-2", "target", "merge", Some("known"))),
+    ]);
+    let requests = internal(&opened.publish, 0);
+    let released = process(&[keyed(&requests, "known")]);
+    let taken = process(&internal(&released.publish, 0));
+    let awaiting = written(&rules, &taken, "target").map(|stored| stored.awaiting);
+    assert_eq!(awaiting, Some(vec!["anonymous".to_owned()]), "target took over the wait");
+    // anonymous answers known; the answer is on its way while target is erased.
+    let answer = internal(&process(&[keyed(&requests, "anonymous")]).publish, 0);
+
+    let erased = process(&[input(5, &event("x-1", "target", "erase", None))]);
+    let forgets = internal(&erased.publish, 0);
+    let forgotten = process(&[keyed(&forgets, "known"), keyed(&forgets, "anonymous")]);
+    assert_eq!(forgotten.counts.scored, 2, "both aliases are forgotten");
+    let declined = internal(&forgotten.publish, 0);
+    assert_eq!(declined.len(), 1, "known declines anonymous's answer to target");
+    let cleared = process(&declined);
+    let target = written(&rules, &cleared, "target").unwrap_or_else(|| panic!("no record of target"));
+    assert!(target.state.is_none() && target.refused.is_empty() && target.awaiting.is_empty(), "{target:?}");
+
+    // The answer reaches known, which drops it: nothing comes back.
+    let dropped = process(&answer);
+    assert_eq!(dropped.counts.ignored, 1);
+    assert!(outputs(&dropped).is_empty(), "{:?}", outputs(&dropped));
+    let again = process(&internal(&dropped.publish, 0));
+    assert_eq!(again.counts.ignored, 1, "anonymous was forgotten already");
+
+    task.committed(0, 6);
+    task.committed(1, 100);
+    let mut deletes = task.settle_erasures(&rules, &settings).write.deletes;
+    deletes.sort();
+    assert_eq!(deletes, ["anonymous", "known", "target"]);
+}
+
+/// An account's record stays decoded in the task's cache once its batch is written: the next update
+/// reads nothing from the store (here a store that never received the write, so that a read would lose
+/// the first member).
+#[test]
+fn a_written_account_is_read_from_the_cache() {
+    let text = [RULES, "[accounts]\nattribute = \"account_id\"\n"].concat();
+    let rules = Rules::parse(&text, Path::new("accounts.toml")).unwrap_or_else(|err| panic!("{err}"));
+    let settings = settings();
+    let store = MemoryStore::new();
+    let mut task = open(&store, &settings);
+    let visit = |offset: i64, contact: &str| {
+        let event = Event {
+            attrs: vec![("account_id".into(), AttrValue::Text("acme".into()))],
+            ..event(&format!("e-{offset}"), contact, "page_visit", None)
+        };
+        input(offset, &event)
+    };
+    let mut members_after = |offset: i64, contact: &str| {
+        let scored =
+            task.process(&rules, &store, &settings, &[visit(offset, contact)]).unwrap_or_else(|err| panic!("{err}"));
+        let update = internal_of(InternalTopic::Account, &scored.publish, offset);
+        let applied = task.process(&rules, &store, &settings, &update).unwrap_or_else(|err| panic!("{err}"));
+        task.written(applied.sequence);
+        let (_, bytes) =
+            applied.write.puts.iter().find(|(key, _)| key == "\0account:acme").cloned().unwrap_or_default();
+        let (state, _) = crate::accounts::codec::decode(&rules, "acme", &bytes).unwrap_or_else(|err| panic!("{err}"));
+        state.members.into_iter().map(|member| member.contact).collect::<Vec<_>>()
+    };
+    assert_eq!(members_after(0, "ana"), ["ana"]);
+    assert_eq!(members_after(1, "ben"), ["ana", "ben"]);
+}
