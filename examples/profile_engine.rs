@@ -9,8 +9,8 @@
 //!     target/release/examples/profile_engine json 20
 //! ```
 //!
-//! With a third argument `accounts`, the scorecard also scores accounts (1,000 of them, named by an
-//! `account_id` attribute, about 100 contacts each): the contacts' reports to their accounts are handed
+//! With a third argument `accounts`, the scorecard also scores accounts as `examples/accounts.toml` has
+//! them (1,000 of them, about 100 contacts each): the contacts' reports to their accounts are handed
 //! back to the task as its internal account topic, after each batch, as the runtime does.
 
 #![allow(clippy::panic, reason = "a profiling driver without its rules file cannot run")]
@@ -33,18 +33,6 @@ use leadscore::store::{RocksOptions, RocksStore, StateStore};
 use leadscore::stream::TimerClock;
 
 const BATCH: usize = 1_000;
-
-/// The accounts of the `accounts` mode: the example scorecard's groups, summed over the top contacts.
-const ACCOUNTS: &str = r#"
-[accounts]
-attribute = "account_id"
-top_k = 3
-
-[[accounts.thresholds]]
-name = "engaged"
-sum = 60
-hysteresis = 5
-"#;
 
 /// Accounts the contacts of the `accounts` mode belong to.
 const ACCOUNT_COUNT: u32 = 1_000;
@@ -112,7 +100,7 @@ fn main() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml"));
     let mut text = std::fs::read_to_string(path).unwrap_or_else(|err| panic!("{err}"));
     if accounts {
-        text.push_str(ACCOUNTS);
+        text.push_str(include_str!("accounts.toml"));
     }
     let rules = Rules::parse(&text, path).unwrap_or_else(|err| panic!("{err}"));
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));

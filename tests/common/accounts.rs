@@ -11,18 +11,6 @@ use super::*;
 
 const DAY: i64 = 86_400_000;
 
-/// The example scorecard with accounts named by an `account_id` attribute, and a threshold on the sum.
-const ACCOUNTS: &str = r#"
-[accounts]
-attribute = "account_id"
-top_k = 2
-
-[[accounts.thresholds]]
-name = "engaged"
-sum = 25
-hysteresis = 5
-"#;
-
 /// Contacts of four accounts, spread over the partitions, report their changes (visits, a move, an
 /// erasure, a merge) through the internal account topic to the partitions that own their accounts: the
 /// published account outputs and the final accounts (restored from the changelog into an empty state
@@ -30,8 +18,10 @@ hysteresis = 5
 /// at most one change, so that the order in which changes from different partitions meet is the model's.
 pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: u32) {
     let rules_path = config.state.dir.with_extension("rules.toml");
-    let text = std::fs::read_to_string(manifest("examples/rules.toml")).unwrap_or_else(|err| panic!("{err}"));
-    std::fs::write(&rules_path, [text.as_str(), ACCOUNTS].concat()).unwrap_or_else(|err| panic!("{err}"));
+    // The example scorecard with the example accounts: a threshold on the sum of the best two contacts.
+    let read = |path: &str| std::fs::read_to_string(manifest(path)).unwrap_or_else(|err| panic!("{err}"));
+    let text = [read("examples/rules.toml"), read("examples/accounts.toml")].concat();
+    std::fs::write(&rules_path, text).unwrap_or_else(|err| panic!("{err}"));
     config.rules.path = rules_path;
     let rules = leadscore::app::load_rules(&config).unwrap_or_else(|err| panic!("{err}"));
 
