@@ -6,7 +6,9 @@
 //!   of the survivor and sends its state on.
 //! - **Transfer**: the merged contact's answer, always sent: its state, which the survivor's task merges
 //!   in, or that it has none, or that it declined. The survivor awaits it, so that an erasure of the
-//!   survivor before it arrives drops it instead of bringing the contact back.
+//!   survivor before it arrives drops it instead of bringing the contact back. An alias forgotten while
+//!   it still awaited an answer (which comes to it, and which it drops) declines it at once to the
+//!   contact it had joined, which took over the wait.
 //! - **Forget**: the survivor was erased, and with it every id merged into it: the alias is deleted.
 //!
 //! Each record names its origin: the record (input or internal) whose processing wrote it. A task sends
