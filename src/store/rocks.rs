@@ -9,10 +9,10 @@ use rocksdb::{
 };
 
 use super::{
-    ALL_CFS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, FORMAT_KEY, IndexBatch, IndexRange, PARTITION_LEN,
+    ALL_CFS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, DUE_LEN, FORMAT_KEY, IndexBatch, IndexRange, PARTITION_LEN,
     PartitionBatch, PartitionMeta, Result, STORE_FORMAT, StateStore, StoreError, StoreEstimates, StoreSize,
-    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_range,
-    timer_from_key, timer_key,
+    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_prefix,
+    partition_range, timer_from_key, timer_key,
 };
 
 /// Tuning of the RocksDB store, from the config file.
@@ -61,6 +61,26 @@ const MANIFEST_ROLL_BYTES: usize = 1 << 20;
 /// it each of them may hold two 64 MiB memtables, and an instance's memory would depend on its write
 /// pattern rather than on its settings.
 const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
+
+/// Bytes a WriteBatch takes for one entry beyond its key and value (a tag, a column family id, two
+/// length varints), and for its header.
+const BATCH_ENTRY_BYTES: usize = 16;
+const BATCH_HEADER_BYTES: usize = 12;
+
+/// A WriteBatch with room for `entries` entries of `bytes` key and value bytes in all (partition prefixes
+/// aside), so that it does not grow as it is filled: each growth copies everything written before.
+fn sized_batch(entries: usize, bytes: usize) -> WriteBatch {
+    WriteBatch::with_capacity_bytes(BATCH_HEADER_BYTES + entries * (BATCH_ENTRY_BYTES + PARTITION_LEN) + bytes)
+}
+
+/// `key` under the partition's prefix, written into `buffer`, which the keys of a batch share: a
+/// WriteBatch copies each key, so none needs an allocation of its own.
+fn prefixed<'b>(buffer: &'b mut Vec<u8>, partition: i32, key: &[u8]) -> &'b [u8] {
+    buffer.clear();
+    buffer.extend_from_slice(&partition_prefix(partition));
+    buffer.extend_from_slice(key);
+    buffer
+}
 
 /// A callback over stored (key, value) pairs that may stop the scan (false) or fail it.
 type EntryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
@@ -236,13 +256,23 @@ impl StateStore for RocksStore {
     fn write(&self, batch: PartitionBatch) -> Result<()> {
         let (contacts, timers, meta) = (self.cf(CF_CONTACTS)?, self.cf(CF_TIMERS)?, self.cf(CF_META)?);
         let p = batch.partition;
-        let mut write = WriteBatch::default();
+        let meta_entry = batch.meta.as_ref().map(|partition_meta| (meta_key(p), partition_meta.encode()));
+        let timer_bytes =
+            |timers: &[(i64, String)]| timers.iter().map(|(_, contact)| DUE_LEN + contact.len()).sum::<usize>();
+        let bytes = batch.deletes.iter().map(String::len).sum::<usize>()
+            + batch.puts.iter().map(|(contact, value)| contact.len() + value.len()).sum::<usize>()
+            + timer_bytes(&batch.timer_deletes)
+            + timer_bytes(&batch.timer_puts)
+            + meta_entry.as_ref().map_or(0, |(key, value)| key.len() + value.len());
+        let entries = batch.deletes.len() + batch.puts.len() + batch.timer_deletes.len() + batch.timer_puts.len() + 1;
+        let mut write = sized_batch(entries, bytes);
+        let mut key = Vec::new();
         // Within a WriteBatch later entries win, so deletes go first (see `PartitionBatch`).
         for contact in &batch.deletes {
-            write.delete_cf(contacts, contact_key(p, contact));
+            write.delete_cf(contacts, prefixed(&mut key, p, contact.as_bytes()));
         }
         for (contact, value) in &batch.puts {
-            write.put_cf(contacts, contact_key(p, contact), value);
+            write.put_cf(contacts, prefixed(&mut key, p, contact.as_bytes()), value);
         }
         for (due_ms, contact) in &batch.timer_deletes {
             write.delete_cf(timers, timer_key(p, *due_ms, contact));
@@ -250,8 +280,8 @@ impl StateStore for RocksStore {
         for (due_ms, contact) in &batch.timer_puts {
             write.put_cf(timers, timer_key(p, *due_ms, contact), b"");
         }
-        if let Some(partition_meta) = &batch.meta {
-            write.put_cf(meta, meta_key(p), partition_meta.encode());
+        if let Some((key, value)) = meta_entry {
+            write.put_cf(meta, key, value);
         }
         self.db.write_opt(write, &self.write_options()).map_err(rocks_error("write a batch"))
     }
@@ -293,12 +323,15 @@ impl StateStore for RocksStore {
         // In key order the memtable inserts each key next to the one before it, for a fraction of a search.
         batch.deletes.sort_unstable();
         batch.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut write = WriteBatch::default();
+        let bytes = batch.deletes.iter().map(Vec::len).sum::<usize>()
+            + batch.puts.iter().map(|(key, value)| key.len() + value.len()).sum::<usize>();
+        let mut write = sized_batch(batch.deletes.len() + batch.puts.len(), bytes);
+        let mut full = Vec::new();
         for key in &batch.deletes {
-            write.delete_cf(board, index_key(batch.partition, key));
+            write.delete_cf(board, prefixed(&mut full, batch.partition, key));
         }
         for (key, value) in &batch.puts {
-            write.put_cf(board, index_key(batch.partition, key), value);
+            write.put_cf(board, prefixed(&mut full, batch.partition, key), value);
         }
         self.db.write_opt(write, &Self::index_write_options()).map_err(rocks_error("write the index"))
     }
