@@ -198,25 +198,15 @@ fn a_refused_offset_commit_is_made_again_when_idle() {
 /// finishing batches whose transaction may still abort.
 #[test]
 fn an_aborted_transaction_leaves_no_batch_to_write() {
-    use leadscore::kafka::sink::{Sink, SinkError, SinkTopics};
+    use leadscore::kafka::sink::{Sink, SinkError};
     use leadscore::runtime::record::Route;
     use leadscore::runtime::task::{Destination, Publish};
     use leadscore::store::PartitionBatch;
 
     let (_cluster, bootstrap, names) = mock_broker("eossink", PARTITIONS);
-    let topics = SinkTopics {
-        score_changed: names.score_changed.clone(),
-        threshold_crossed: names.threshold_crossed.clone(),
-        phase_changed: names.phase_changed.clone(),
-        accounts: names.accounts.clone(),
-        dlq: names.dlq.clone(),
-        changelog: names.changelog.clone(),
-        internal: names.internal.clone(),
-        internal_account: names.internal_account.clone(),
-    };
     let properties = vec![("bootstrap.servers".to_owned(), bootstrap.clone())];
-    let mut sink =
-        Sink::new(&properties, topics, Some(&unique("eossink-txn")), None).unwrap_or_else(|err| panic!("{err}"));
+    let mut sink = Sink::new(&properties, sink_topics(&names), Some(&unique("eossink-txn")), None)
+        .unwrap_or_else(|err| panic!("{err}"));
     let transaction = |sink: &mut Sink| {
         sink.begin_transaction().unwrap_or_else(|err| panic!("{err}"));
         sink.open();
@@ -244,6 +234,52 @@ fn an_aborted_transaction_leaves_no_batch_to_write() {
     sink.commit_transaction(&rdkafka::TopicPartitionList::new(), None).unwrap_or_else(|err| panic!("{err}"));
     let drained = sink.drain(Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(drained.iter().map(|batch| batch.writes.len()).sum::<usize>(), 1);
+}
+
+/// A member whose partitions go before their records are acknowledged (here the records wait for a retry
+/// of refused produce requests) abandons its batches and purges what its producer holds: once the broker
+/// takes records again, none of them arrives. Sent after the partitions' next owner had restored them, a
+/// contact record would land after that owner's newer ones, and a restore would take the older state.
+#[test]
+fn abandoned_batches_send_nothing_after_their_partitions_go() {
+    use leadscore::kafka::sink::{Sink, SinkError};
+    use leadscore::runtime::record::Route;
+    use leadscore::runtime::task::{Destination, Publish};
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    let (cluster, bootstrap, names) = mock_broker("abandon", PARTITIONS);
+    let properties = vec![("bootstrap.servers".to_owned(), bootstrap.clone())];
+    let mut sink = Sink::new(&properties, sink_topics(&names), None, None).unwrap_or_else(|err| panic!("{err}"));
+    // Retriable refusals: librdkafka keeps the records and sends them again after a back-off.
+    let refused = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 20];
+    cluster.request_errors(RDKafkaApiKey::Produce, &refused);
+    sink.open();
+    let record =
+        |destination| Publish { destination, key: b"c1".to_vec(), payload: Some(b"{}".to_vec()), headers: Vec::new() };
+    sink.send(0, vec![record(Destination::Output(Route::ScoreChanged))]).unwrap_or_else(|err| panic!("{err}"));
+    let drained = sink.drain(Duration::from_millis(300));
+    assert!(matches!(drained, Err(SinkError::Timeout(1))), "the record waits for its retry: {drained:?}");
+
+    sink.abandon();
+    cluster.clear_request_errors(RDKafkaApiKey::Produce);
+    std::thread::sleep(Duration::from_secs(3));
+    let arrived = read_all(&bootstrap, &[&names.score_changed], Duration::from_secs(2));
+    assert!(arrived.is_empty(), "an abandoned record arrived after its partitions went: {arrived:?}");
+    assert!(sink.drain(Duration::from_secs(1)).is_ok_and(|done| done.is_empty()), "nothing is left in flight");
+}
+
+/// The sink topics of a test's names.
+fn sink_topics(names: &Names) -> leadscore::kafka::sink::SinkTopics {
+    leadscore::kafka::sink::SinkTopics {
+        score_changed: names.score_changed.clone(),
+        threshold_crossed: names.threshold_crossed.clone(),
+        phase_changed: names.phase_changed.clone(),
+        accounts: names.accounts.clone(),
+        dlq: names.dlq.clone(),
+        changelog: names.changelog.clone(),
+        internal: names.internal.clone(),
+        internal_account: names.internal_account.clone(),
+    }
 }
 
 /// Merges cross partitions through the internal topic, on the mock cluster (see [`merges::scenario`]).

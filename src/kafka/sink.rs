@@ -29,7 +29,7 @@ use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 
 use crate::runtime::record::Route;
 use crate::runtime::status::Status;
@@ -163,6 +163,8 @@ pub struct PendingBatch {
     pub commits: Vec<(usize, i32, i64)>,
     /// Highest changelog offset acknowledged, per partition.
     pub changelog: HashMap<i32, i64>,
+    /// Partitions this batch has sent changelog records to.
+    changelog_sent: Vec<i32>,
     /// RocksDB writes to apply once every wave is acknowledged, with their task's batch sequence number.
     pub writes: Vec<(u64, PartitionBatch)>,
 }
@@ -315,6 +317,9 @@ impl Sink {
             }
             if let Some((_, batch)) = self.in_flight.iter_mut().find(|(id, _)| *id == batch_id) {
                 batch.outstanding += 1;
+                if let Some(partition) = changelog_partition.filter(|p| !batch.changelog_sent.contains(p)) {
+                    batch.changelog_sent.push(partition);
+                }
             }
         }
         Ok(())
@@ -341,6 +346,7 @@ impl Sink {
                 done.push(batch);
             }
         }
+        settle_checkpoints(&mut done, self.in_flight.iter().map(|(_, batch)| batch));
         Ok(done)
     }
 
@@ -445,16 +451,25 @@ impl Sink {
         Ok(done)
     }
 
-    /// Gives up every batch in flight, for a member whose assignment was lost: their RocksDB writes are
+    /// Gives up every batch in flight, for a member whose partitions go before their records are all
+    /// acknowledged (a lost assignment, or a revocation whose drain failed): their RocksDB writes are
     /// never applied and their offsets never committed (an open transaction is aborted). What they
     /// published is the partitions' next owner's to restore or to score again.
+    ///
+    /// What the producer still holds is purged: queued records, and records waiting for a retry, such as
+    /// the ones the idempotent producer sends again after a refused record bumps its epoch. Sent later,
+    /// a contact record could land after the records of the partition's next owner, and a restore would
+    /// then take the older state for the newer one.
     pub fn abandon(&mut self) {
         if self.transaction_began.is_some() {
             self.abort_transaction();
-        } else if !self.in_flight.is_empty() {
-            tracing::info!(batches = self.in_flight.len(), "abandoning the batches in flight of a lost assignment");
+            return;
+        }
+        if !self.in_flight.is_empty() {
+            tracing::info!(batches = self.in_flight.len(), "abandoning the batches in flight");
             self.in_flight.clear();
         }
+        self.producer.purge(PurgeConfig::default().queue().inflight());
     }
 
     /// Aborts the open transaction, if there is one (exactly-once mode, after a failure): its records are
@@ -510,6 +525,33 @@ impl Sink {
     }
 }
 
+/// Moves the RocksDB checkpoint of each finished batch past its own changelog records where that is safe.
+///
+/// A batch is built with the changelog offset acknowledged before it, because batches in flight interleave
+/// their changelog records: a later batch's records can sit below this one's last, and should that batch
+/// never reach RocksDB, a restore from past them would pass over them. But for a partition to which no
+/// later batch (finished with this one, or still in flight) has sent a changelog record, every record of
+/// the partition up to this batch's last is in RocksDB once the batch is written: the ones before it were
+/// written before it, in order, and the ones of earlier owners were restored. There the checkpoint moves
+/// past the batch's records, so that a restore after a drained revocation or a shutdown reads nothing again,
+/// and a restore stopped half-way never rewrites a contact with one of its older records.
+fn settle_checkpoints<'a>(done: &mut [PendingBatch], in_flight: impl Iterator<Item = &'a PendingBatch> + Clone) {
+    for index in 0..done.len() {
+        let (finished, later) = done.split_at_mut(index + 1);
+        let Some(PendingBatch { writes, changelog, .. }) = finished.last_mut() else { continue };
+        let sent_later = |partition: i32| {
+            let sent = |batch: &PendingBatch| batch.changelog_sent.contains(&partition);
+            later.iter().any(sent) || in_flight.clone().any(sent)
+        };
+        for (_, write) in writes.iter_mut() {
+            let (Some(meta), Some(last)) = (write.meta.as_mut(), changelog.get(&write.partition)) else { continue };
+            if !sent_later(write.partition) {
+                meta.changelog_offset = Some(meta.changelog_offset.map_or(last + 1, |built| built.max(last + 1)));
+            }
+        }
+    }
+}
+
 /// Sets a librdkafka property unless the configuration (or its pass-through map) already did.
 pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
     if config.get(key).is_none() {
@@ -519,3 +561,43 @@ pub fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
 
 /// Keeps the sink shareable with the rebalance callback, which must drain it before partitions go.
 pub type SharedSink = Arc<Mutex<Sink>>;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::{PendingBatch, settle_checkpoints};
+    use crate::store::{PartitionBatch, PartitionMeta};
+
+    /// A finished batch of `partition`, built with checkpoint `built`, whose changelog records were
+    /// acknowledged up to `last`.
+    fn finished(partition: i32, built: i64, last: i64) -> PendingBatch {
+        let mut write = PartitionBatch::new(partition);
+        write.meta = Some(PartitionMeta { changelog_offset: Some(built), ..PartitionMeta::default() });
+        let mut batch = PendingBatch { changelog_sent: vec![partition], ..PendingBatch::default() };
+        batch.changelog.insert(partition, last);
+        batch.writes.push((1, write));
+        batch
+    }
+
+    fn checkpoint(batch: &PendingBatch) -> Option<i64> {
+        batch.writes[0].1.meta.as_ref().and_then(|meta| meta.changelog_offset)
+    }
+
+    #[test]
+    fn a_checkpoint_passes_its_batch_only_where_no_later_batch_sent_changelog_records() {
+        // Partition 0: batches 1 and 2 finish together; partition 1: batch 3, with batch 4 still in flight.
+        let mut done = vec![finished(0, 10, 20), finished(0, 12, 30), finished(1, 5, 8)];
+        let in_flight: VecDeque<PendingBatch> = VecDeque::from([finished(1, 5, 0)]);
+        settle_checkpoints(&mut done, in_flight.iter());
+        assert_eq!(checkpoint(&done[0]), Some(10), "batch 2 sent records of partition 0 after batch 1's");
+        assert_eq!(checkpoint(&done[1]), Some(31), "nothing of partition 0 is sent after batch 2's records");
+        assert_eq!(checkpoint(&done[2]), Some(5), "batch 4 in flight sent records of partition 1");
+
+        // A batch in flight that sent nothing to the partition yet keeps nothing back.
+        let mut done = vec![finished(1, 5, 8)];
+        let waiting = PendingBatch::default();
+        settle_checkpoints(&mut done, std::iter::once(&waiting));
+        assert_eq!(checkpoint(&done[0]), Some(9));
+    }
+}

@@ -337,6 +337,10 @@ impl ConsumerContext for GroupHooks {
                 }
             } else if let Err(reason) = self.drain_and_commit(consumer) {
                 error!(%reason, "could not finish the revoked partitions");
+                // Before the partitions go: nothing this member still holds may reach them afterwards.
+                if let Ok(mut sink) = self.sink.lock() {
+                    sink.abandon();
+                }
                 self.push(GroupEvent::Failed(reason));
             }
             // The range assignor of several inputs moves a partition number with all its topics, so a

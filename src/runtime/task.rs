@@ -500,9 +500,10 @@ impl PartitionTask {
                 .zip(&self.next_offsets)
                 .filter_map(|(topic, next)| next.map(|next| (topic.clone(), next)))
                 .collect(),
-            // What was acknowledged before this batch, never past its own records: batches in flight
-            // interleave their changelog records, so a later batch that never reaches RocksDB may have
-            // records below this one's, and a restore from past this batch would pass over them.
+            // What was acknowledged before this batch: batches in flight interleave their changelog
+            // records, so a later batch that never reaches RocksDB may have records below this one's, and
+            // a restore from past this batch would pass over them. The sink moves it past the batch's
+            // own records once it knows no later batch sent any (`settle_checkpoints`).
             changelog_offset: self.changelog_next,
             stream_time_ms: Some(self.stream.stream_time_ms()).filter(|time| *time != i64::MIN),
         };

@@ -757,20 +757,23 @@ pub fn compare_states(model: &Model, states: &BTreeMap<String, Vec<u8>>) {
         &diff.missing[..diff.missing.len().min(5)]
     );
     if let Some(first) = diff.differing.first() {
-        // Both states in full, so that a failure on a machine out of reach still says how they differ.
-        let show = |bytes: Option<&Vec<u8>>| {
-            bytes.map(|bytes| match codec::decode(&model.rules, first, bytes) {
-                Ok(state) => format!("{state:?}"),
-                Err(err) => format!("undecodable: {err}"),
-            })
+        // Both states in full, so that a failure on a machine out of reach still says how they differ, then
+        // a short message, which stays readable where only the end of the output is kept.
+        let decoded = |bytes: Option<&Vec<u8>>| bytes.map(|bytes| codec::decode(&model.rules, first, bytes));
+        let (expected, stored) = (decoded(model.states.get(first)), decoded(states.get(first)));
+        eprintln!("{first} in the model: {expected:?}\n{first} stored: {stored:?}");
+        let clock = |state: &Option<Result<leadscore::scoring::ContactState, _>>| match state {
+            Some(Ok(state)) => format!("clock {} ms, {} history entries", state.clock_ms, state.history.len()),
+            Some(Err(err)) => format!("undecodable: {err}"),
+            None => "none".to_owned(),
         };
         panic!(
             "{} contacts differ from the model (lost or double-counted events), such as {:?}; {first} in the model: \
-             {:?}; stored: {:?}",
+             {}; stored: {} (both in full above)",
             diff.differing.len(),
             &diff.differing[..diff.differing.len().min(5)],
-            show(model.states.get(first)),
-            show(states.get(first))
+            clock(&expected),
+            clock(&stored)
         );
     }
 }
