@@ -316,10 +316,7 @@ fn partition_range(partition: i32) -> (Vec<u8>, Option<Vec<u8>>) {
 
 /// Key of a contact's state in [`CF_CONTACTS`].
 fn contact_key(partition: i32, contact: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(PARTITION_LEN + contact.len());
-    key.extend_from_slice(&partition_prefix(partition));
-    key.extend_from_slice(contact.as_bytes());
-    key
+    index_key(partition, contact.as_bytes())
 }
 
 /// The contact id of a [`CF_CONTACTS`] key.
@@ -331,9 +328,17 @@ fn contact_from_key(key: &[u8]) -> Result<&str> {
 /// Key of an entry of the leaderboard index in [`CF_BOARD`].
 fn index_key(partition: i32, key: &[u8]) -> Vec<u8> {
     let mut full = Vec::with_capacity(PARTITION_LEN + key.len());
-    full.extend_from_slice(&partition_prefix(partition));
-    full.extend_from_slice(key);
+    prefixed(&mut full, partition, key);
     full
+}
+
+/// `key` under the partition's prefix, written into `buffer` (cleared first), so that keys built one
+/// after another can share it.
+fn prefixed<'b>(buffer: &'b mut Vec<u8>, partition: i32, key: &[u8]) -> &'b [u8] {
+    buffer.clear();
+    buffer.extend_from_slice(&partition_prefix(partition));
+    buffer.extend_from_slice(key);
+    buffer
 }
 
 /// Key of a timer in [`CF_TIMERS`].

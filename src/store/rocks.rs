@@ -11,8 +11,8 @@ use rocksdb::{
 use super::{
     ALL_CFS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, DUE_LEN, FORMAT_KEY, IndexBatch, IndexRange, PARTITION_LEN,
     PartitionBatch, PartitionMeta, Result, STORE_FORMAT, StateStore, StoreError, StoreEstimates, StoreSize,
-    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_prefix,
-    partition_range, timer_from_key, timer_key,
+    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_range, prefixed,
+    timer_from_key, timer_key,
 };
 
 /// Tuning of the RocksDB store, from the config file.
@@ -71,15 +71,6 @@ const BATCH_HEADER_BYTES: usize = 12;
 /// aside), so that it does not grow as it is filled: each growth copies everything written before.
 fn sized_batch(entries: usize, bytes: usize) -> WriteBatch {
     WriteBatch::with_capacity_bytes(BATCH_HEADER_BYTES + entries * (BATCH_ENTRY_BYTES + PARTITION_LEN) + bytes)
-}
-
-/// `key` under the partition's prefix, written into `buffer`, which the keys of a batch share: a
-/// WriteBatch copies each key, so none needs an allocation of its own.
-fn prefixed<'b>(buffer: &'b mut Vec<u8>, partition: i32, key: &[u8]) -> &'b [u8] {
-    buffer.clear();
-    buffer.extend_from_slice(&partition_prefix(partition));
-    buffer.extend_from_slice(key);
-    buffer
 }
 
 /// A callback over stored (key, value) pairs that may stop the scan (false) or fail it.
