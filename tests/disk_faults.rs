@@ -68,7 +68,10 @@ fn a_state_directory_of_another_format_is_refused_not_misread() {
     let (code, stderr) = run_to_exit(&config);
     assert_eq!(code, Some(1), "stderr:\n{stderr}");
     assert!(
-        stderr.contains("the state store has format 7, but this build reads format 1"),
+        stderr.contains(&format!(
+            "the state store has format 7, but this build reads format {}",
+            leadscore::store::STORE_FORMAT
+        )),
         "the version mismatch is named; stderr:\n{stderr}"
     );
 }

@@ -10,6 +10,7 @@
 //! | column family  | key                                          | value                        |
 //! |----------------|----------------------------------------------|------------------------------|
 //! | [`CF_CONTACTS`] | partition ++ contact id (UTF-8)              | opaque contact state         |
+//! | [`CF_ACCOUNTS`] | partition ++ account id (UTF-8)              | opaque account state         |
 //! | [`CF_TIMERS`]   | partition ++ due ms (i64, sign-flipped BE) ++ contact id | empty            |
 //! | [`CF_META`]     | partition ++ `b"meta"`                       | encoded [`PartitionMeta`]    |
 //! | [`CF_META`]     | the empty key                                | [`STORE_FORMAT`], u32 BE     |
@@ -43,6 +44,9 @@ pub use rocks::{RocksOptions, RocksStore};
 
 /// Per-contact state, keyed by partition and contact id.
 pub const CF_CONTACTS: &str = "contacts";
+/// Per-account state, keyed by partition and account id: named in a [`PartitionBatch`] under
+/// [`ACCOUNT_KEY_PREFIX`], and written in the same atomic batch as the contacts beside it.
+pub const CF_ACCOUNTS: &str = "accounts";
 /// Decay timers, keyed by partition, due time and contact id, so due ones are a prefix of a range scan.
 pub const CF_TIMERS: &str = "timers";
 /// Per-partition offsets and stream time (where to resume), plus the store-format marker.
@@ -51,10 +55,11 @@ pub const CF_META: &str = "meta";
 /// rebuilt whenever the partition opens, so it is written without the write-ahead log.
 pub const CF_BOARD: &str = "board";
 /// Every column family the store opens, so opening and dropping partitions miss none.
-pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_TIMERS, CF_META, CF_BOARD];
+pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_ACCOUNTS, CF_TIMERS, CF_META, CF_BOARD];
 
-/// The on-disk layout written by this build; a directory written with another one is refused.
-pub const STORE_FORMAT: u32 = 1;
+/// The on-disk layout written by this build. A directory of format 1 (account records among the
+/// contacts) is brought up to it when opened; one written with any other format is refused.
+pub const STORE_FORMAT: u32 = 2;
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -124,8 +129,10 @@ impl StoreError {
     }
 }
 
-/// The key prefix of account records in a partition's contact table. Contact ids never begin with NUL,
-/// and [`StateStore::for_each_contact`] passes over these records.
+/// The prefix that names an account record among a partition's records (in a [`PartitionBatch`], in
+/// [`StateStore::get`] and in the changelog), so that one batch, one changelog and one restore carry
+/// contacts and accounts alike. Contact ids never begin with NUL. The RocksDB store keeps account
+/// records in [`CF_ACCOUNTS`], without the prefix.
 pub const ACCOUNT_KEY_PREFIX: &str = "\0account:";
 
 /// All changes one task makes for one batch of input, applied atomically so state, timers and

@@ -2,8 +2,9 @@
 //! internal account topic, and the accounts' side, which applies those reports to the accounts the
 //! task's partition owns and fires their timers.
 //!
-//! An account's record lives in the partition's contact table under [`ACCOUNT_KEY_PREFIX`], and goes to
-//! the changelog under the same key, so it is written, restored and checkpointed with the contacts. It
+//! An account's record is named under [`ACCOUNT_KEY_PREFIX`] in the partition's batch (the store keeps it
+//! in a column family of its own) and in the changelog, so it is written, restored and checkpointed with
+//! the contacts. It
 //! keeps the last update applied per origin partition, so that a copy sent again after a crash or a
 //! rebalance changes nothing; a record whose last contact left keeps that bookkeeping, without members.
 

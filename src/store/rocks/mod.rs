@@ -9,10 +9,10 @@ use rocksdb::{
 };
 
 use super::{
-    ALL_CFS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, DUE_LEN, FORMAT_KEY, IndexBatch, IndexRange, PARTITION_LEN,
-    PartitionBatch, PartitionMeta, Result, STORE_FORMAT, StateStore, StoreError, StoreEstimates, StoreSize,
-    contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key, partition_range, prefixed,
-    timer_from_key, timer_key,
+    ACCOUNT_KEY_PREFIX, ALL_CFS, CF_ACCOUNTS, CF_BOARD, CF_CONTACTS, CF_META, CF_TIMERS, DUE_LEN, FORMAT_KEY,
+    IndexBatch, IndexRange, PARTITION_LEN, PartitionBatch, PartitionMeta, Result, STORE_FORMAT, StateStore, StoreError,
+    StoreEstimates, StoreSize, contact_from_key, contact_key, decode_meta, index_key, meta_key, partition_of_meta_key,
+    partition_range, prefixed, timer_from_key, timer_key,
 };
 
 /// Tuning of the RocksDB store, from the config file.
@@ -71,6 +71,16 @@ const BATCH_HEADER_BYTES: usize = 12;
 /// aside), so that it does not grow as it is filled: each growth copies everything written before.
 fn sized_batch(entries: usize, bytes: usize) -> WriteBatch {
     WriteBatch::with_capacity_bytes(BATCH_HEADER_BYTES + entries * (BATCH_ENTRY_BYTES + PARTITION_LEN) + bytes)
+}
+
+/// The column family that keeps a record named `record` in a [`PartitionBatch`], and its id there: an
+/// account (named under [`ACCOUNT_KEY_PREFIX`]) in [`CF_ACCOUNTS`] by its bare id, a contact in
+/// [`CF_CONTACTS`].
+fn family_of(record: &str) -> (&'static str, &str) {
+    match record.strip_prefix(ACCOUNT_KEY_PREFIX) {
+        Some(account) => (CF_ACCOUNTS, account),
+        None => (CF_CONTACTS, record),
+    }
 }
 
 /// A callback over stored (key, value) pairs that may stop the scan (false) or fail it.
@@ -147,10 +157,11 @@ impl RocksStore {
                 dir: self.dir.clone(),
                 reason: format!("the store-format marker is {} bytes long, not 4", bytes.len()),
             })?;
-            if found != STORE_FORMAT {
-                return Err(StoreError::IncompatibleFormat { found, expected: STORE_FORMAT });
-            }
-            return Ok(());
+            return match found {
+                STORE_FORMAT => Ok(()),
+                1 => self.move_accounts_to_their_family(),
+                _ => Err(StoreError::IncompatibleFormat { found, expected: STORE_FORMAT }),
+            };
         }
         for name in ALL_CFS {
             let mut iter = self.db.raw_iterator_cf(self.cf(name)?);
@@ -165,6 +176,42 @@ impl RocksStore {
         }
         self.db.put_cf(meta, FORMAT_KEY, STORE_FORMAT.to_be_bytes()).map_err(rocks_error("write the format marker"))?;
         self.db.flush_cf(meta).map_err(rocks_error("flush the format marker"))
+    }
+
+    /// Brings a store of format 1, which kept account records among the contacts under
+    /// [`ACCOUNT_KEY_PREFIX`] (where they sort first in each partition), to the current format: moves
+    /// them to [`CF_ACCOUNTS`] and writes the new marker, in one atomic write.
+    fn move_accounts_to_their_family(&self) -> Result<()> {
+        let (contacts, accounts) = (self.cf(CF_CONTACTS)?, self.cf(CF_ACCOUNTS)?);
+        let mut write = WriteBatch::default();
+        let mut moved = 0_usize;
+        let mut iter = self.db.raw_iterator_cf(contacts);
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            match contact_from_key(key)?.strip_prefix(ACCOUNT_KEY_PREFIX) {
+                Some(account) => {
+                    write.put_cf(accounts, [&key[..PARTITION_LEN], account.as_bytes()].concat(), value);
+                    write.delete_cf(contacts, key);
+                    moved += 1;
+                    iter.next();
+                }
+                None => {
+                    // Past this partition's accounts: on to the next partition.
+                    let prefix: [u8; PARTITION_LEN] = key[..PARTITION_LEN].try_into().unwrap_or_default();
+                    match partition_range(super::partition_from_prefix(prefix)).1 {
+                        Some(next) => iter.seek(next),
+                        None => break,
+                    }
+                }
+            }
+        }
+        iter.status().map_err(rocks_error("read account records to move"))?;
+        drop(iter);
+        write.put_cf(self.cf(CF_META)?, FORMAT_KEY, STORE_FORMAT.to_be_bytes());
+        self.db.write(write).map_err(rocks_error("move account records"))?;
+        self.flush()?;
+        tracing::info!(dir = %self.dir.display(), moved, "state store: account records moved to a column family of their own");
+        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily> {
@@ -235,17 +282,35 @@ impl RocksStore {
 
 impl StateStore for RocksStore {
     fn get(&self, partition: i32, contact: &str) -> Result<Option<Vec<u8>>> {
-        let value = self.db.get_pinned_cf(self.cf(CF_CONTACTS)?, contact_key(partition, contact));
+        let (family, id) = family_of(contact);
+        let value = self.db.get_pinned_cf(self.cf(family)?, contact_key(partition, id));
         Ok(value.map_err(rocks_error("read a contact"))?.map(|slice| slice.to_vec()))
     }
 
     fn multi_get(&self, partition: i32, contacts: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
-        let keys: Vec<Vec<u8>> = contacts.iter().map(|contact| contact_key(partition, contact)).collect();
-        self.read_many(CF_CONTACTS, &keys, "read contacts")
+        let mut values = vec![None; contacts.len()];
+        for family in [CF_CONTACTS, CF_ACCOUNTS] {
+            let (places, keys): (Vec<usize>, Vec<Vec<u8>>) = contacts
+                .iter()
+                .enumerate()
+                .filter_map(|(place, contact)| {
+                    let (within, id) = family_of(contact);
+                    (within == family).then(|| (place, contact_key(partition, id)))
+                })
+                .unzip();
+            if !keys.is_empty() {
+                for (place, value) in places.into_iter().zip(self.read_many(family, &keys, "read contacts")?) {
+                    values[place] = value;
+                }
+            }
+        }
+        Ok(values)
     }
 
     fn write(&self, batch: PartitionBatch) -> Result<()> {
-        let (contacts, timers, meta) = (self.cf(CF_CONTACTS)?, self.cf(CF_TIMERS)?, self.cf(CF_META)?);
+        let (contacts, accounts) = (self.cf(CF_CONTACTS)?, self.cf(CF_ACCOUNTS)?);
+        let (timers, meta) = (self.cf(CF_TIMERS)?, self.cf(CF_META)?);
+        let family = |name: &str| if name == CF_ACCOUNTS { accounts } else { contacts };
         let p = batch.partition;
         let meta_entry = batch.meta.as_ref().map(|partition_meta| (meta_key(p), partition_meta.encode()));
         let timer_bytes =
@@ -260,10 +325,12 @@ impl StateStore for RocksStore {
         let mut key = Vec::new();
         // Within a WriteBatch later entries win, so deletes go first (see `PartitionBatch`).
         for contact in &batch.deletes {
-            write.delete_cf(contacts, prefixed(&mut key, p, contact.as_bytes()));
+            let (name, id) = family_of(contact);
+            write.delete_cf(family(name), prefixed(&mut key, p, id.as_bytes()));
         }
         for (contact, value) in &batch.puts {
-            write.put_cf(contacts, prefixed(&mut key, p, contact.as_bytes()), value);
+            let (name, id) = family_of(contact);
+            write.put_cf(family(name), prefixed(&mut key, p, id.as_bytes()), value);
         }
         for (due_ms, contact) in &batch.timer_deletes {
             write.delete_cf(timers, timer_key(p, *due_ms, contact));
@@ -292,16 +359,11 @@ impl StateStore for RocksStore {
     }
 
     fn for_each_contact(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
-        self.scan(CF_CONTACTS, partition, &mut |key, value| {
-            let contact = contact_from_key(key)?;
-            Ok(contact.starts_with(super::ACCOUNT_KEY_PREFIX) || f(contact, value))
-        })
+        self.scan(CF_CONTACTS, partition, &mut |key, value| Ok(f(contact_from_key(key)?, value)))
     }
 
     fn for_each_account(&self, partition: i32, f: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
-        self.scan(CF_CONTACTS, partition, &mut |key, value| {
-            Ok(contact_from_key(key)?.strip_prefix(super::ACCOUNT_KEY_PREFIX).is_some_and(|account| f(account, value)))
-        })
+        self.scan(CF_ACCOUNTS, partition, &mut |key, value| Ok(f(contact_from_key(key)?, value)))
     }
 
     fn index_get(&self, partition: i32, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -435,203 +497,4 @@ impl StateStore for RocksStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
-    use super::*;
-    use crate::store::conformance::{Fixture, conformance_tests, ok};
-
-    fn temp_dir() -> tempfile::TempDir {
-        tempfile::tempdir().unwrap_or_else(|err| panic!("cannot create a temporary directory: {err}"))
-    }
-
-    fn open(dir: &Path, options: &RocksOptions) -> RocksStore {
-        ok(RocksStore::open(dir, options))
-    }
-
-    fn fixture() -> Fixture {
-        let dir = temp_dir();
-        let store = open(&dir.path().join("state"), &RocksOptions::default());
-        Fixture::new(Box::new(store), Some(dir))
-    }
-
-    conformance_tests!(fixture);
-
-    fn sample_batch(partition: i32) -> PartitionBatch {
-        let mut batch = PartitionBatch::new(partition);
-        batch.puts.push(("alice".to_owned(), b"state of alice".to_vec()));
-        batch.timer_puts.push((-5, "alice".to_owned()));
-        batch.meta = Some(PartitionMeta {
-            input_offsets: vec![("events".to_owned(), 17)],
-            changelog_offset: Some(4),
-            stream_time_ms: Some(1_772_366_400_000),
-        });
-        batch
-    }
-
-    fn assert_sample(store: &RocksStore, partition: i32) {
-        assert_eq!(ok(store.get(partition, "alice")), Some(b"state of alice".to_vec()));
-        assert_eq!(ok(store.timers(partition)), vec![(-5, "alice".to_owned())]);
-        assert_eq!(ok(store.meta(partition)), sample_batch(partition).meta);
-        assert_eq!(ok(store.partitions()), vec![partition]);
-    }
-
-    #[test]
-    fn reopening_keeps_data() {
-        let dir = temp_dir();
-        let store = open(dir.path(), &RocksOptions::default());
-        ok(store.write(sample_batch(3)));
-        drop(store);
-        let store = open(dir.path(), &RocksOptions::default());
-        assert_sample(&store, 3);
-    }
-
-    #[test]
-    fn reopening_keeps_flushed_data_written_without_a_wal() {
-        let dir = temp_dir();
-        let options = RocksOptions { cache_mb: 8, disable_wal: true };
-        let store = open(dir.path(), &options);
-        ok(store.write(sample_batch(0)));
-        ok(store.flush());
-        drop(store);
-        let store = open(dir.path(), &options);
-        assert_sample(&store, 0);
-    }
-
-    #[test]
-    fn another_store_format_is_refused() {
-        let dir = temp_dir();
-        drop(open(dir.path(), &RocksOptions::default()));
-        {
-            let db = DB::open_cf(&Options::default(), dir.path(), ALL_CFS)
-                .unwrap_or_else(|err| panic!("cannot open the raw database: {err}"));
-            let meta = db.cf_handle(CF_META).unwrap_or_else(|| panic!("no meta column family"));
-            db.put_cf(meta, FORMAT_KEY, 2u32.to_be_bytes()).unwrap_or_else(|err| panic!("cannot write: {err}"));
-        }
-        match RocksStore::open(dir.path(), &RocksOptions::default()) {
-            Err(StoreError::IncompatibleFormat { found: 2, expected: STORE_FORMAT }) => {}
-            other => panic!("expected IncompatibleFormat, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn data_without_a_format_marker_is_refused() {
-        let dir = temp_dir();
-        {
-            let mut options = Options::default();
-            options.create_if_missing(true);
-            options.create_missing_column_families(true);
-            let db = DB::open_cf(&options, dir.path(), ALL_CFS)
-                .unwrap_or_else(|err| panic!("cannot open the raw database: {err}"));
-            let contacts = db.cf_handle(CF_CONTACTS).unwrap_or_else(|| panic!("no contacts column family"));
-            db.put_cf(contacts, b"someone else's key", b"x").unwrap_or_else(|err| panic!("cannot write: {err}"));
-        }
-        match RocksStore::open(dir.path(), &RocksOptions::default()) {
-            Err(StoreError::Open { reason, .. }) => assert!(reason.contains("no format marker"), "{reason}"),
-            other => panic!("expected Open, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_file_in_the_way_is_an_open_error() {
-        let dir = temp_dir();
-        let file = dir.path().join("not-a-directory");
-        std::fs::write(&file, b"x").unwrap_or_else(|err| panic!("cannot write: {err}"));
-        for path in [file.clone(), file.join("state")] {
-            match RocksStore::open(&path, &RocksOptions::default()) {
-                Err(err @ StoreError::Open { .. }) => {
-                    let message = err.to_string();
-                    assert!(message.contains("cannot open the state store at"), "{message}");
-                    assert!(message.contains(&*path.to_string_lossy()), "{message}");
-                }
-                other => panic!("expected Open for {}, got {other:?}", path.display()),
-            }
-        }
-    }
-
-    #[test]
-    fn a_read_only_parent_is_an_open_error() {
-        let dir = temp_dir();
-        let parent = dir.path().join("read-only");
-        std::fs::create_dir(&parent).unwrap_or_else(|err| panic!("cannot create: {err}"));
-        let set_mode = |mode| {
-            std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(mode))
-                .unwrap_or_else(|err| panic!("cannot chmod: {err}"));
-        };
-        set_mode(0o500);
-        // Root (and some file systems) ignore the mode; then there is nothing to assert.
-        let enforced = std::fs::write(parent.join("probe"), b"x").is_err();
-        let result = RocksStore::open(&parent.join("state"), &RocksOptions::default());
-        set_mode(0o700);
-        if !enforced {
-            eprintln!("skipped: permissions are not enforced for this user");
-            return;
-        }
-        match result {
-            Err(StoreError::Open { dir, reason }) => {
-                assert_eq!(dir, parent.join("state"));
-                assert!(reason.contains("ermission denied"), "{reason}");
-            }
-            other => panic!("expected Open, got {other:?}"),
-        }
-    }
-
-    /// Every file under `dir` that contains `needle`.
-    fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        let entries = std::fs::read_dir(dir).unwrap_or_else(|err| panic!("cannot list {}: {err}", dir.display()));
-        for entry in entries {
-            let path = entry.unwrap_or_else(|err| panic!("cannot list: {err}")).path();
-            if path.is_dir() {
-                found.extend(files_containing(&path, needle));
-                continue;
-            }
-            let bytes = std::fs::read(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
-            if bytes.windows(needle.len()).any(|window| window == needle) {
-                found.push(path);
-            }
-        }
-        found
-    }
-
-    #[test]
-    fn compaction_leaves_no_trace_of_a_deleted_contact() {
-        const ERASED: &str = "m-erased-7f3a9c0b5e1d";
-        let dir = temp_dir();
-        let store = open(dir.path(), &RocksOptions::default());
-        let mut batch = PartitionBatch::new(2);
-        for index in 0..50 {
-            batch.puts.push((format!("a-kept-{index:03}"), vec![1; 64]));
-            batch.puts.push((format!("z-kept-{index:03}"), vec![2; 64]));
-        }
-        batch.puts.push((ERASED.to_owned(), b"erased state".to_vec()));
-        batch.timer_puts.push((1_772_366_400_000, ERASED.to_owned()));
-        batch.timer_puts.push((1_772_366_400_000, "a-kept-000".to_owned()));
-        ok(store.write(batch));
-        ok(store.flush());
-        assert!(!files_containing(dir.path(), ERASED.as_bytes()).is_empty(), "the scan must see the id first");
-
-        let mut erase = PartitionBatch::new(2);
-        erase.deletes.push(ERASED.to_owned());
-        erase.timer_deletes.push((1_772_366_400_000, ERASED.to_owned()));
-        ok(store.write(erase));
-        ok(store.compact());
-        ok(store.flush());
-
-        // Data files and logs are clean at once; the MANIFEST only once rewritten, which reopening does.
-        let is_manifest =
-            |path: &PathBuf| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("MANIFEST"));
-        let leftover: Vec<PathBuf> =
-            files_containing(dir.path(), ERASED.as_bytes()).into_iter().filter(|path| !is_manifest(path)).collect();
-        assert_eq!(leftover, Vec::<PathBuf>::new());
-        drop(store);
-        let store = open(dir.path(), &RocksOptions::default());
-        let hex: String = ERASED.bytes().map(|byte| format!("{byte:02X}")).collect();
-        for needle in [ERASED.to_owned(), hex.clone(), hex.to_lowercase()] {
-            assert_eq!(files_containing(dir.path(), needle.as_bytes()), Vec::<PathBuf>::new(), "{needle}");
-        }
-        assert_eq!(ok(store.get(2, ERASED)), None);
-        assert_eq!(ok(store.get(2, "z-kept-049")), Some(vec![2; 64]));
-        assert_eq!(ok(store.timers(2)), vec![(1_772_366_400_000, "a-kept-000".to_owned())]);
-    }
-}
+mod tests;
