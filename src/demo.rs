@@ -1,6 +1,7 @@
 //! `leadscore demo`: the whole product on one laptop with no setup. It starts librdkafka's in-process
 //! mock broker, creates the topics, feeds a realistic stream of interaction events for a few thousand
-//! contacts, runs the processor on it, and prints a live view of the scores each second.
+//! contacts (with companies, anonymous visitors who identify, and duplicates merged), runs the processor
+//! on it, and prints a live view of the top contacts and accounts each second.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -69,6 +70,8 @@ pub enum DemoError {
 #[derive(Default)]
 struct LiveView {
     scores: HashMap<String, (f64, String, String)>,
+    /// Each account's sum and number of contacts.
+    accounts: HashMap<String, (f64, u64)>,
     recent: VecDeque<String>,
     outputs: u64,
 }
@@ -101,6 +104,7 @@ pub async fn run(options: DemoOptions, shutdown: impl Future<Output = ()>) -> Re
         "  leaderboard and rule statistics: http://{}/v1/leaderboard?limit=10  http://{}/v1/rules",
         options.http, options.http
     );
+    println!("  top accounts: http://{}/v1/accounts?by=sum&limit=10", options.http);
 
     let rules = Arc::new(Rules::parse(DEMO_RULES, Path::new("examples/rules.toml"))?);
     let store = app::open_store(&config)?;
@@ -163,7 +167,7 @@ fn spawn_generator(
         client(config).set("partitioner", "murmur2_random").set("linger.ms", "5").create()?;
     let topic = config.topics.inputs[0].clone();
     Ok(std::thread::spawn(move || {
-        let mut generator = EventGenerator::new(now_ms() as u64, contacts, now_ms(), 0);
+        let mut generator = EventGenerator::new(now_ms() as u64, contacts, now_ms(), 0).with_identities();
         let started = Instant::now();
         let mut sent: u64 = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -193,7 +197,12 @@ fn spawn_view_consumer(
 ) -> Result<std::thread::JoinHandle<()>, DemoError> {
     let consumer: BaseConsumer =
         client(config).set("group.id", "leadscore-demo-view").set("auto.offset.reset", "earliest").create()?;
-    let topics = [&config.topics.score_changed, &config.topics.threshold_crossed, &config.topics.phase_changed];
+    let topics = [
+        &config.topics.score_changed,
+        &config.topics.threshold_crossed,
+        &config.topics.phase_changed,
+        &config.topics.accounts,
+    ];
     let topics: Vec<&str> = topics.iter().map(|topic| topic.as_str()).collect();
     consumer.subscribe(&topics)?;
     Ok(std::thread::spawn(move || {
@@ -215,6 +224,29 @@ fn spawn_view_consumer(
                     let phase = output["phase"].as_str().unwrap_or_default().to_owned();
                     let grade = output["grade"].as_str().unwrap_or("-").to_owned();
                     view.scores.insert(contact, (total, phase, grade));
+                }
+                Some("contact_merged") => {
+                    let merged = output["merged"].as_str().unwrap_or_default();
+                    view.scores.remove(merged);
+                    push_recent(&mut view.recent, format!("{merged} merged into {contact}"));
+                }
+                Some("contact_erased") => {
+                    view.scores.remove(&contact);
+                }
+                Some("account_score_changed") => {
+                    let account = output["account"].as_str().unwrap_or_default().to_owned();
+                    let sum = output["sum"].as_f64().unwrap_or(0.0);
+                    let contacts = output["contacts"].as_u64().unwrap_or(0);
+                    view.accounts.insert(account, (sum, contacts));
+                }
+                Some("account_threshold_crossed") => {
+                    let line = format!(
+                        "account {} {} {}",
+                        output["account"].as_str().unwrap_or_default(),
+                        output["threshold"].as_str().unwrap_or_default(),
+                        output["direction"].as_str().unwrap_or_default(),
+                    );
+                    push_recent(&mut view.recent, line);
                 }
                 Some("threshold_crossed") => {
                     let line = format!(
@@ -272,9 +304,18 @@ async fn print_live(view: Arc<Mutex<LiveView>>, status: Arc<Status>, console: St
             view.outputs,
             view.scores.len()
         ));
-        screen.push_str("  top contacts              total  phase        grade\n");
-        for (contact, (total, phase, grade)) in top.iter().take(10) {
-            screen.push_str(&format!("  {contact:<24} {total:>6.1}  {phase:<12} {grade}\n"));
+        let mut accounts: Vec<(&String, &(f64, u64))> = view.accounts.iter().collect();
+        accounts.sort_by(|a, b| b.1.0.total_cmp(&a.1.0).then_with(|| a.0.cmp(b.0)));
+        screen.push_str("  top contacts              total  phase        grade   top accounts       sum  contacts\n");
+        for row in 0..10 {
+            let contact = top.get(row).map_or_else(String::new, |(contact, (total, phase, grade))| {
+                format!("{contact:<24} {total:>6.1}  {phase:<12} {grade:<5}")
+            });
+            let account = accounts.get(row).map_or_else(String::new, |(account, (sum, contacts))| {
+                format!("{account:<14} {sum:>7.1}  {contacts:>8}")
+            });
+            screen.push_str(format!("  {contact:<52}   {account}").trim_end());
+            screen.push('\n');
         }
         screen.push_str("  recent crossings and phase changes:\n");
         for line in &view.recent {

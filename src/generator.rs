@@ -3,7 +3,9 @@
 //!
 //! Contacts are drawn with a Zipf-like skew (a few very active contacts, a long tail), and event types
 //! follow a typical B2B funnel: many page visits and email opens, fewer downloads and webinars, rare demo
-//! requests, unsubscribes and bounces.
+//! requests, unsubscribes and bounces. [`EventGenerator::with_identities`] adds what the example
+//! scorecard's identity and account rules are for: companies, anonymous visitors who identify, and
+//! duplicate records merged into their contact.
 
 use crate::event::{AttrValue, Event, ManualAdjustment};
 
@@ -46,7 +48,11 @@ pub struct EventGenerator {
     now_ms: i64,
     step_ms: i64,
     id_prefix: String,
+    identities: bool,
 }
+
+/// Contacts per company with [`EventGenerator::with_identities`]: contacts `8k..8k+8` work at one.
+const CONTACTS_PER_COMPANY: u64 = 8;
 
 /// Event kinds with their relative frequency.
 const MIX: [(&str, u32); 14] = [
@@ -99,7 +105,30 @@ impl EventGenerator {
             now_ms: start_ms,
             step_ms,
             id_prefix: format!("g{seed:x}-"),
+            identities: false,
         }
+    }
+
+    /// Also generates companies, anonymous visitors and duplicates (the stream without them is unchanged):
+    /// - contacts name their company in `account_id` on forms and profile updates
+    ///   ([`CONTACTS_PER_COMPANY`] contacts at each);
+    /// - contact `n` browses as the anonymous visitor `anon-<n>` (6% of events, page visits carrying
+    ///   their own id in `anonymous_id`) and identifies with `identify` events (2%) that name it;
+    /// - a duplicate record `dup-<n>` of contact `n` (the CRM created it from another form) gets events
+    ///   (1.5%), and `merge` events (0.5%) merge it into contact `n`.
+    pub fn with_identities(mut self) -> Self {
+        self.identities = true;
+        self
+    }
+
+    /// The id of the anonymous visitor that contact `n` is before it identifies.
+    pub fn visitor_id(n: u64) -> String {
+        format!("anon-{n:07}")
+    }
+
+    /// The id of contact `n`'s duplicate record.
+    pub fn duplicate_id(n: u64) -> String {
+        format!("dup-{n:07}")
     }
 
     /// The contact id of index `n`.
@@ -132,7 +161,55 @@ impl EventGenerator {
 
     /// The next event.
     pub fn next_event(&mut self) -> Event {
-        let contact = Self::contact_id(self.contact());
+        let n = self.contact();
+        let mut event = self.event_of(Self::contact_id(n));
+        if self.identities {
+            self.add_identities(n, &mut event);
+        }
+        event
+    }
+
+    /// Turns `event` (of contact `n`) into an anonymous visit, an identify, a duplicate's event or a
+    /// merge, at the rates of [`EventGenerator::with_identities`], and names the company on forms and
+    /// profile updates.
+    fn add_identities(&mut self, n: u64, event: &mut Event) {
+        let text = |value: String| AttrValue::Text(value);
+        match self.random.below(1000) {
+            0..60 => {
+                event.contact = Self::visitor_id(n);
+                event.kind = "page_visit".into();
+                event.item = Some(self.pick(&PAGES).to_owned());
+                event.attrs = vec![("anonymous_id".into(), text(Self::visitor_id(n)))];
+                event.adjustment = None;
+                event.phase = None;
+                return;
+            }
+            60..80 => {
+                event.kind = "identify".into();
+                event.item = None;
+                event.attrs = vec![("anonymous_id".into(), text(Self::visitor_id(n)))];
+                event.adjustment = None;
+                event.phase = None;
+                return;
+            }
+            80..95 => event.contact = Self::duplicate_id(n),
+            95..100 => {
+                event.kind = "merge".into();
+                event.item = None;
+                event.attrs = vec![("merged".into(), text(Self::duplicate_id(n)))];
+                event.adjustment = None;
+                event.phase = None;
+                return;
+            }
+            _ => {}
+        }
+        if event.kind == "form_submit" || event.kind == "profile_update" {
+            event.attrs.push(("account_id".into(), text(format!("company-{:05}", n / CONTACTS_PER_COMPANY))));
+        }
+    }
+
+    /// An event of a kind drawn from the mix, for `contact`.
+    fn event_of(&mut self, contact: String) -> Event {
         let kind = self.kind();
         self.now_ms += self.step_ms;
         self.next_id += 1;
@@ -251,5 +328,38 @@ mod tests {
             hits[n] += 1;
         }
         assert!(hits[0] > 10 * hits[900].max(1), "the head is much busier than the tail");
+    }
+
+    /// With identities, the example scorecard merges visitors and duplicates into their contacts and
+    /// scores the companies (as the offline model scores the stream).
+    #[test]
+    fn identities_bring_visitors_duplicates_and_companies_the_example_scorecard_uses() {
+        let mut generator = EventGenerator::new(7, 500, 1_772_366_400_000, 60_000).with_identities();
+        let events: Vec<Event> = (0..20_000).map(|_| generator.next_event()).collect();
+        let share =
+            |test: &dyn Fn(&Event) -> bool| events.iter().filter(|event| test(event)).count() * 1000 / events.len();
+        let named = |event: &Event, attr: &str| event.attrs.iter().any(|(name, _)| name == attr);
+        assert!((50..70).contains(&share(&|event| event.contact.starts_with("anon-"))));
+        assert!((14..26).contains(&share(&|event| event.kind == "identify" && named(event, "anonymous_id"))));
+        assert!((10..20).contains(&share(&|event| event.contact.starts_with("dup-"))));
+        assert!((2..8).contains(&share(&|event| event.kind == "merge" && named(event, "merged"))));
+        assert!(share(&|event| named(event, "account_id")) > 50);
+        let plain: Vec<Event> = {
+            let mut generator = EventGenerator::new(7, 500, 1_772_366_400_000, 60_000);
+            (0..20_000).map(|_| generator.next_event()).collect()
+        };
+        assert!(plain.iter().all(|event| event.contact.starts_with("contact-") && !named(event, "account_id")));
+
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rules.toml"));
+        let rules = crate::rules::Rules::load(path).unwrap_or_else(|err| panic!("{err}"));
+        let mut model = crate::offline::OfflineScorer::new(&rules, 4);
+        for event in &events {
+            let _ = model.score_line(&crate::event::json::encode(event));
+        }
+        let aliases = model.store().aliases();
+        assert!(aliases.keys().any(|alias| alias.starts_with("anon-")), "visitors identified");
+        assert!(aliases.keys().any(|alias| alias.starts_with("dup-")), "duplicates merged");
+        assert!(model.accounts().accounts().len() > 40, "companies scored");
+        assert!(model.accounts().accounts().values().any(|account| account.fired.iter().all(|fired| *fired)));
     }
 }

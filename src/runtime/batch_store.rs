@@ -117,12 +117,15 @@ impl<'a> BatchStore<'a> {
         entry.stored.state = None;
         entry.stored.merged_into = Some(survivor.to_owned());
         entry.dirty = true;
-        self.touch(contact);
+        let reported = entry.reported.is_some();
+        self.touch(contact, reported);
         Ok(())
     }
 
-    fn touch(&mut self, contact: &str) {
-        if self.rules.accounts.is_some() {
+    /// Notes a changed contact for [`BatchStore::account_changes`] if it has something to tell an
+    /// account (`tells`: its state names one, or it reported to one before).
+    fn touch(&mut self, contact: &str, tells: bool) {
+        if tells && self.rules.accounts.is_some() {
             self.touched.push(contact.to_owned());
         }
     }
@@ -260,11 +263,15 @@ impl ContactStore for BatchStore<'_> {
     }
 
     fn save(&mut self, state: ContactState) {
-        self.touch(&state.contact);
+        let accounts = self.rules.accounts.is_some();
         match self.entry(&state.contact) {
             Ok(entry) => {
+                // As `touch` does, without a second copy of the id.
+                let tells = accounts && (state.account.is_some() || entry.reported.is_some());
+                let contact = tells.then(|| state.contact.clone());
                 entry.stored.state = Some(state);
                 entry.dirty = true;
+                self.touched.extend(contact);
             }
             Err(err) => {
                 self.error.get_or_insert(err);
@@ -283,7 +290,8 @@ impl ContactStore for BatchStore<'_> {
             Ok(entry) => {
                 entry.stored.state = None;
                 entry.dirty = true;
-                self.touch(contact);
+                let reported = entry.reported.is_some();
+                self.touch(contact, reported);
             }
             Err(err) => {
                 self.error.get_or_insert(err);

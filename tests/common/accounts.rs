@@ -17,12 +17,6 @@ const DAY: i64 = 86_400_000;
 /// directory) equal the offline model's, and the API shows and ranks them. Each phase sends each account
 /// at most one change, so that the order in which changes from different partitions meet is the model's.
 pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: u32) {
-    let rules_path = config.state.dir.with_extension("rules.toml");
-    // The example scorecard with the example accounts: a threshold on the sum of the best two contacts.
-    let read = |path: &str| std::fs::read_to_string(manifest(path)).unwrap_or_else(|err| panic!("{err}"));
-    let text = [read("examples/rules.toml"), read("examples/accounts.toml")].concat();
-    std::fs::write(&rules_path, text).unwrap_or_else(|err| panic!("{err}"));
-    config.rules.path = rules_path;
     let rules = leadscore::app::load_rules(&config).unwrap_or_else(|err| panic!("{err}"));
 
     let t0 = 1_772_366_400_000;
@@ -132,20 +126,31 @@ pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: 
     assert_eq!((crossings("up"), crossings("down")), (4, 4), "each account engaged, and fell months later");
 
     // The final accounts, restored: the same members and fired thresholds, read from the state directory.
-    let store = leadscore::store::RocksStore::open(&db, &leadscore::store::RocksOptions::default())
-        .unwrap_or_else(|err| panic!("{err}"));
-    for account in accounts {
-        let partition = leadscore::hashing::partition_for_key(account.as_bytes(), partitions) as i32;
-        let key = [leadscore::store::ACCOUNT_KEY_PREFIX, account].concat();
-        let bytes =
-            store.get(partition, &key).unwrap_or_else(|err| panic!("{err}")).unwrap_or_else(|| panic!("no {key:?}"));
-        let (stored, _) =
-            leadscore::accounts::codec::decode(&rules, account, &bytes).unwrap_or_else(|err| panic!("{err}"));
-        let modelled: &AccountState =
-            model.accounts().accounts().get(account).unwrap_or_else(|| panic!("no {account}"));
+    let stored = stored_accounts_of(&rules, &db, None);
+    assert_eq!(stored.keys().collect::<Vec<_>>(), model.accounts().accounts().keys().collect::<Vec<_>>());
+    for (account, modelled) in model.accounts().accounts() {
+        let stored = &stored[account];
         assert_eq!((&stored.members, &stored.fired), (&modelled.members, &modelled.fired), "{account}");
     }
     let members = |account: &str| model.accounts().accounts().get(account).map_or(0, |state| state.members.len());
     assert_eq!(accounts.map(members), [1, 4, 2, 3], "acme-0 moved to globex, initech-1 was erased, acme-1 merged");
     assert!(expected.contains_key("umbrella-0-merges:merge:umbrella-0:umbrella:0"), "{:?}", expected.keys());
+}
+
+/// The account records of `only` partitions (all when `None`) in a state directory, by account.
+pub fn stored_accounts_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, AccountState> {
+    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
+    let mut accounts = BTreeMap::new();
+    let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
+    for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
+        store
+            .for_each_account(partition, &mut |account, bytes| {
+                let (state, _) =
+                    leadscore::accounts::codec::decode(rules, account, bytes).unwrap_or_else(|err| panic!("{err}"));
+                accounts.insert(account.to_owned(), state);
+                true
+            })
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
+    accounts
 }
