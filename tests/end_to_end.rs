@@ -717,3 +717,157 @@ fn on_kafka_accounts_score_their_contacts_across_partitions() {
     let config = leadscore::config::Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
     accounts::scenario(&kafka.bootstrap, &names, config, PARTITIONS);
 }
+
+/// Two members on Apache Kafka, one of them killed with kill -9 in each of three phases while contacts
+/// are scored, merged and forwarded across partitions, and report to their accounts through the internal
+/// topics (so across the two processes): a crash, the rebalance after it and the replay of what was
+/// uncommitted never lose a transfer or apply one twice. The final contacts, aliases and account members
+/// equal the offline model's, every account the model ends above its threshold has it fired, and every
+/// contact output the model expects is published, none it does not. (Account outputs describe the
+/// accounts as changes from several partitions meet them, an order a crash changes, so they are not
+/// compared one by one.)
+#[test]
+fn on_kafka_kill_9_during_merges_and_account_updates_loses_and_repeats_no_transfer() {
+    kill_9_during_transfers("transfers", "at_least_once");
+}
+
+/// The same kills with `exactly_once`: a `read_committed` reader also sees each contact output once.
+#[test]
+fn on_kafka_kill_9_during_merges_and_account_updates_exactly_once() {
+    kill_9_during_transfers("transfers-eos", "exactly_once");
+}
+
+fn kill_9_during_transfers(test: &str, guarantee: &str) {
+    use leadscore::event::{AttrValue, Event};
+
+    const CONTACTS: u64 = 2_000;
+    const ACCOUNTS: u32 = 20;
+    let kafka = shared_kafka();
+    let bootstrap = kafka.bootstrap.as_str();
+    let names = Names::new(test);
+    let dir = TestDir::new();
+    let path = dir.path().to_owned();
+    let mut members: Vec<Member> =
+        ["a", "b"].into_iter().map(|name| Member::new(bootstrap, &names, &path, name, PARTITIONS)).collect();
+    // Offsets committed every 5 s (in transactions of up to 2 s with exactly_once), so that a kill leaves
+    // much to replay.
+    for member in &members {
+        if guarantee == "exactly_once" {
+            use_exactly_once(member, 50, 2_000);
+        } else {
+            let toml = std::fs::read_to_string(&member.config).unwrap_or_else(|err| panic!("{err}"));
+            let toml = toml.replace("[processing]\n", "[processing]\ncommit_interval_ms = 5000\n");
+            std::fs::write(&member.config, toml).unwrap_or_else(|err| panic!("{err}"));
+        }
+    }
+    provision_topics(&members[0].config);
+    let rules = rules();
+
+    // Every contact belongs to one of twenty accounts, named on each of its events.
+    let account_of = |contact: &str| {
+        let bucket = leadscore::hashing::partition_for_key(contact.as_bytes(), ACCOUNTS);
+        AttrValue::Text(format!("account-{bucket:02}"))
+    };
+    let mut scored = stream(71, 10_000, CONTACTS);
+    for event in &mut scored {
+        event.attrs.push(("account_id".into(), account_of(&event.contact)));
+    }
+    let end = scored.iter().map(|event| event.ts_ms).max().unwrap_or_default();
+    let contact = |n: u64| format!("contact-{n:07}");
+    // A quarter of the contacts merge into the ones before them, all at one time, so that no decay timer
+    // depends on the order in which the transfers meet.
+    let t_merge = end + 3_600_000;
+    let merges: Vec<Event> = (0..CONTACTS / 4)
+        .map(|n| Event {
+            id: format!("merge-{n}"),
+            contact: contact(4 * n),
+            kind: "merge".into(),
+            ts_ms: t_merge,
+            item: None,
+            attrs: vec![("merged".into(), AttrValue::Text(contact(4 * n + 1)))],
+            adjustment: None,
+            phase: None,
+        })
+        .collect();
+    // Each merged id's next event reaches its survivor, which moves to the merged contact's account.
+    let t_after = t_merge + 3_600_000;
+    let forwarded: Vec<Event> = (0..CONTACTS / 4)
+        .map(|n| Event {
+            id: format!("after-{n}"),
+            contact: contact(4 * n + 1),
+            kind: "page_visit".into(),
+            ts_ms: t_after,
+            item: Some("/pricing".into()),
+            attrs: vec![("account_id".into(), account_of(&contact(4 * n + 1)))],
+            adjustment: None,
+            phase: None,
+        })
+        .collect();
+
+    let ports: Vec<u16> = members.iter().map(|member| member.port).collect();
+    let settle = Duration::from_secs(120);
+    let mut random = SplitMix64::new(71);
+    let mut moments = Vec::new();
+    members[0].start(&path);
+    members[1].start(&path);
+    for (phase, events) in [&scored, &merges, &forwarded].into_iter().enumerate() {
+        wait_settled(&members, &[0, 1], PARTITIONS, settle);
+        let victim = phase % 2;
+        // Input, merge requests and answers, and account updates: about three records per event.
+        let share = random_share(&mut random, 3 * events.len());
+        let from = events_consumed(&ports);
+        producing(bootstrap, &names.input, PARTITIONS, events, || {
+            let consumed = wait_consumed(&ports, from, share);
+            members[victim].kill9();
+            moments.push(format!("{} killed after {consumed} records of phase {phase}", members[victim].name));
+            members[victim].start(&path);
+        });
+        wait_settled(&members, &[0, 1], PARTITIONS, settle);
+        merges::wait_processed(bootstrap, &names, PARTITIONS);
+    }
+    let owners = wait_settled(&members, &[0, 1], PARTITIONS, settle);
+    terminate_all(&mut members);
+
+    let all: Vec<Event> = [scored, merges, forwarded].concat();
+    let model = model_of_events(&rules, PARTITIONS, &all);
+    let (mut states, mut aliases, mut stored_accounts) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for (member, partitions) in members.iter().zip(&owners) {
+        states.extend(stored_states_of(&rules, &member.state, Some(partitions)));
+        aliases.extend(stored_aliases_of(&rules, &member.state, Some(partitions)));
+        stored_accounts.extend(accounts::stored_accounts_of(&rules, &member.state, Some(partitions)));
+    }
+    compare_states(&model, &states);
+    assert_eq!(aliases, model.aliases, "every merged id is an alias of its survivor");
+    let mut scorer = leadscore::offline::OfflineScorer::new(&rules, PARTITIONS);
+    for event in &all {
+        let _ = scorer.score_line(&leadscore::event::json::encode(event));
+    }
+    let modelled = scorer.accounts().accounts();
+    assert_eq!(stored_accounts.keys().collect::<Vec<_>>(), modelled.keys().collect::<Vec<_>>());
+    let engaged = rules.accounts.as_ref().map_or(0.0, |accounts| accounts.thresholds[0].sum.unwrap_or(0.0));
+    let mut above = 0;
+    for (account, modelled) in modelled {
+        let stored = &stored_accounts[account];
+        assert_eq!(stored.members, modelled.members, "{account}'s members");
+        if modelled.aggregate(&rules, modelled.clock_ms).sum >= engaged {
+            assert_eq!((stored.fired[0], modelled.fired[0]), (true, true), "{account} is engaged");
+            above += 1;
+        }
+    }
+    let published = read_all(bootstrap, &names.outputs(), Duration::from_secs(3));
+    let duplicates = compare_outputs(&model, &published);
+    let merged =
+        model.outputs.values().filter(|json| String::from_utf8_lossy(json).contains("\"contact_merged\"")).count();
+    assert!(merged > 100, "{merged} merges moved a state");
+    if guarantee == "exactly_once" {
+        assert_eq!(duplicates, 0, "a read_committed reader sees each output once with exactly_once");
+    }
+    eprintln!(
+        "kill -9 during transfers on Apache Kafka ({guarantee}): {moments:?}; {} contacts, {} aliases, {} accounts ({above} engaged), \
+         {merged} merges moved a state; lost 0, applied twice 0, {} outputs, duplicate outputs {duplicates}",
+        states.len(),
+        aliases.len(),
+        stored_accounts.len(),
+        published.len()
+    );
+}

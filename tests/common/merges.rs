@@ -72,6 +72,12 @@ fn read_to(bootstrap: &str, topic: &str, partitions: u32) -> BTreeMap<i32, i64> 
 /// topics' ends stop moving).
 pub fn score_phase(bootstrap: &str, names: &Names, events: &[leadscore::event::Event], partitions: u32) {
     produce(bootstrap, &names.input, partitions, events);
+    wait_processed(bootstrap, names, partitions);
+}
+
+/// Waits until the group has committed everything produced to the input topic and everything it sent
+/// through the internal topics (until the topics' ends stop moving).
+pub fn wait_processed(bootstrap: &str, names: &Names, partitions: u32) {
     wait_committed(
         bootstrap,
         &names.group,

@@ -658,9 +658,16 @@ pub fn stored_states_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTre
 
 /// Every merged contact in a state directory, with the contact it was merged into.
 pub fn stored_aliases(rules: &Rules, dir: &Path) -> BTreeMap<String, String> {
+    stored_aliases_of(rules, dir, None)
+}
+
+/// The merged contacts of `only` partitions (all when `None`) in a state directory, with the contact each
+/// was merged into.
+pub fn stored_aliases_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, String> {
     let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let mut aliases = BTreeMap::new();
-    for partition in store.partitions().unwrap_or_else(|err| panic!("{err}")) {
+    let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
+    for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
         store
             .for_each_contact(partition, &mut |contact, bytes| {
                 let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
