@@ -220,11 +220,13 @@ fn a_contact_in_a_weighted_phase_counts_for_more() {
     assert_eq!(account.aggregate(&rules, T0).sum, 100.0);
 }
 
-/// One contact's change in a random history: its new score and account, or its erasure.
+/// One contact's change in a random history: its new score and account, its erasure, or its merge into
+/// another contact (which keeps its own account).
 #[derive(Debug, Clone)]
 enum Step {
     Scored { contact: usize, visits: usize, title: bool, account: usize, ts_ms: i64 },
     Erased { contact: usize, ts_ms: i64 },
+    Merged { merged: usize, survivor: usize, ts_ms: i64 },
 }
 
 fn arb_step() -> impl Strategy<Value = Step> {
@@ -233,14 +235,16 @@ fn arb_step() -> impl Strategy<Value = Step> {
             |(contact, visits, title, account, at)| Step::Scored { contact, visits, title, account, ts_ms: T0 + at }
         ),
         1 => (0..8usize, 0..(40 * DAY)).prop_map(|(contact, at)| Step::Erased { contact, ts_ms: T0 + at }),
+        1 => (0..8usize, 0..8usize, 0..(40 * DAY))
+            .prop_map(|(merged, survivor, at)| Step::Merged { merged, survivor, ts_ms: T0 + at }),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
-    /// However contacts change, move between accounts and are erased, each account's aggregates, read at
-    /// any time, equal those of the contacts that last named it, read from their own states.
+    /// However contacts change, move between accounts, are erased and merged, each account's aggregates,
+    /// read at any time, equal those of the contacts that last named it, read from their own states.
     #[test]
     fn an_account_is_the_sum_of_the_contacts_that_last_named_it(steps in proptest::collection::vec(arb_step(), 1..40), later in 0..(60 * DAY)) {
         let rules = rules();
@@ -270,6 +274,23 @@ proptest! {
                     if let Some((_, account)) = contacts.remove(&who) {
                         send(account, MemberChange::Leave(format!("c{who}")), ts_ms);
                     }
+                    clock = clock.max(ts_ms);
+                }
+                Step::Merged { merged, survivor, ts_ms } => {
+                    if merged == survivor || !contacts.contains_key(&survivor) {
+                        continue;
+                    }
+                    let Some((gone, left)) = contacts.remove(&merged) else { continue };
+                    let Some((kept, account)) = contacts.remove(&survivor) else { continue };
+                    // The runtime's order: the merged contact leaves from its partition, the survivor
+                    // reports its merged state from its own.
+                    send(left, MemberChange::Leave(format!("c{merged}")), ts_ms);
+                    let merge = event(&format!("m{index}"), &kept.contact, "merge", ts_ms, &[]);
+                    let state = crate::scoring::merge(&rules, Some(kept), gone, &crate::scoring::merge_event(&merge))
+                        .state
+                        .unwrap_or_else(|| panic!("a merge into a contact leaves it a state"));
+                    send(account, MemberChange::Upsert(Member::of(&rules, &state)), ts_ms);
+                    contacts.insert(survivor, (state, account));
                     clock = clock.max(ts_ms);
                 }
             }
