@@ -173,38 +173,24 @@ impl EventGenerator {
     /// merge, at the rates of [`EventGenerator::with_identities`], and names the company on forms and
     /// profile updates.
     fn add_identities(&mut self, n: u64, event: &mut Event) {
-        let text = |value: String| AttrValue::Text(value);
-        match self.random.below(1000) {
+        let roll = self.random.below(1000);
+        match roll {
             0..60 => {
+                let page = self.pick(&PAGES).to_owned();
                 event.contact = Self::visitor_id(n);
-                event.kind = "page_visit".into();
-                event.item = Some(self.pick(&PAGES).to_owned());
-                event.attrs = vec![("anonymous_id".into(), text(Self::visitor_id(n)))];
-                event.adjustment = None;
-                event.phase = None;
-                return;
+                recast(event, "page_visit", Some(page), ("anonymous_id", Self::visitor_id(n)));
             }
-            60..80 => {
-                event.kind = "identify".into();
-                event.item = None;
-                event.attrs = vec![("anonymous_id".into(), text(Self::visitor_id(n)))];
-                event.adjustment = None;
-                event.phase = None;
-                return;
+            60..80 => recast(event, "identify", None, ("anonymous_id", Self::visitor_id(n))),
+            95..100 => recast(event, "merge", None, ("merged", Self::duplicate_id(n))),
+            _ => {
+                if (80..95).contains(&roll) {
+                    event.contact = Self::duplicate_id(n);
+                }
+                if event.kind == "form_submit" || event.kind == "profile_update" {
+                    let company = format!("company-{:05}", n / CONTACTS_PER_COMPANY);
+                    event.attrs.push(("account_id".into(), AttrValue::Text(company)));
+                }
             }
-            80..95 => event.contact = Self::duplicate_id(n),
-            95..100 => {
-                event.kind = "merge".into();
-                event.item = None;
-                event.attrs = vec![("merged".into(), text(Self::duplicate_id(n)))];
-                event.adjustment = None;
-                event.phase = None;
-                return;
-            }
-            _ => {}
-        }
-        if event.kind == "form_submit" || event.kind == "profile_update" {
-            event.attrs.push(("account_id".into(), text(format!("company-{:05}", n / CONTACTS_PER_COMPANY))));
         }
     }
 
@@ -269,6 +255,15 @@ impl EventGenerator {
         }
         event
     }
+}
+
+/// Makes `event` one of `kind` with `item` and the one text attribute `attr`, and nothing else.
+fn recast(event: &mut Event, kind: &str, item: Option<String>, (name, value): (&str, String)) {
+    event.kind = kind.to_owned();
+    event.item = item;
+    event.attrs = vec![(name.to_owned(), AttrValue::Text(value))];
+    event.adjustment = None;
+    event.phase = None;
 }
 
 #[cfg(feature = "runtime")]

@@ -722,7 +722,7 @@ fn on_kafka_accounts_score_their_contacts_across_partitions() {
 /// are scored, merged and forwarded across partitions, and report to their accounts through the internal
 /// topics (so across the two processes): a crash, the rebalance after it and the replay of what was
 /// uncommitted never lose a transfer or apply one twice. The final contacts, aliases and account members
-/// equal the offline model's, every account the model ends above its threshold has it fired, and every
+/// equal the offline model's, every account the model ends above its `engaged` level has it fired, and every
 /// contact output the model expects is published, none it does not. (Account outputs describe the
 /// accounts as changes from several partitions meet them, an order a crash changes, so they are not
 /// compared one by one.)
@@ -777,16 +777,20 @@ fn kill_9_during_transfers(test: &str, guarantee: &str) {
     // A quarter of the contacts merge into the ones before them, all at one time, so that no decay timer
     // depends on the order in which the transfers meet.
     let t_merge = end + 3_600_000;
+    // Half of them as CRM merges, half as identify events that name the other id as the anonymous one.
     let merges: Vec<Event> = (0..CONTACTS / 4)
-        .map(|n| Event {
-            id: format!("merge-{n}"),
-            contact: contact(4 * n),
-            kind: "merge".into(),
-            ts_ms: t_merge,
-            item: None,
-            attrs: vec![("merged".into(), AttrValue::Text(contact(4 * n + 1)))],
-            adjustment: None,
-            phase: None,
+        .map(|n| {
+            let (kind, attr) = if n % 2 == 0 { ("merge", "merged") } else { ("identify", "anonymous_id") };
+            Event {
+                id: format!("merge-{n}"),
+                contact: contact(4 * n),
+                kind: kind.into(),
+                ts_ms: t_merge,
+                item: None,
+                attrs: vec![(attr.into(), AttrValue::Text(contact(4 * n + 1)))],
+                adjustment: None,
+                phase: None,
+            }
         })
         .collect();
     // Each merged id's next event reaches its survivor, which moves to the merged contact's account.

@@ -139,18 +139,11 @@ pub fn scenario(bootstrap: &str, names: &Names, mut config: Config, partitions: 
 
 /// The account records of `only` partitions (all when `None`) in a state directory, by account.
 pub fn stored_accounts_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, AccountState> {
-    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let mut accounts = BTreeMap::new();
-    let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
-    for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
-        store
-            .for_each_account(partition, &mut |account, bytes| {
-                let (state, _) =
-                    leadscore::accounts::codec::decode(rules, account, bytes).unwrap_or_else(|err| panic!("{err}"));
-                accounts.insert(account.to_owned(), state);
-                true
-            })
-            .unwrap_or_else(|err| panic!("{err}"));
-    }
+    for_each_stored(dir, only, true, |account, bytes| {
+        let (state, _) =
+            leadscore::accounts::codec::decode(rules, account, bytes).unwrap_or_else(|err| panic!("{err}"));
+        accounts.insert(account.to_owned(), state);
+    });
     accounts
 }

@@ -639,20 +639,13 @@ pub fn stored_states(rules: &Rules, dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 /// Encoded states of the contacts of `only` partitions (all when `None`) in a state directory.
 pub fn stored_states_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, Vec<u8>> {
-    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let mut states = BTreeMap::new();
-    let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
-    for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
-        store
-            .for_each_contact(partition, &mut |contact, bytes| {
-                let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
-                if let Some(state) = stored.state {
-                    states.insert(contact.to_owned(), codec::encode(rules, &state));
-                }
-                true
-            })
-            .unwrap_or_else(|err| panic!("{err}"));
-    }
+    for_each_stored(dir, only, false, |contact, bytes| {
+        let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
+        if let Some(state) = stored.state {
+            states.insert(contact.to_owned(), codec::encode(rules, &state));
+        }
+    });
     states
 }
 
@@ -664,21 +657,32 @@ pub fn stored_aliases(rules: &Rules, dir: &Path) -> BTreeMap<String, String> {
 /// The merged contacts of `only` partitions (all when `None`) in a state directory, with the contact each
 /// was merged into.
 pub fn stored_aliases_of(rules: &Rules, dir: &Path, only: Option<&[i32]>) -> BTreeMap<String, String> {
-    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let mut aliases = BTreeMap::new();
+    for_each_stored(dir, only, false, |contact, bytes| {
+        let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
+        if let Some(survivor) = stored.merged_into {
+            aliases.insert(contact.to_owned(), survivor);
+        }
+    });
+    aliases
+}
+
+/// Calls `f` with the id and bytes of every record of the `only` partitions (all when `None`) in a state
+/// directory: its contacts', or with `accounts` its accounts'.
+pub fn for_each_stored(dir: &Path, only: Option<&[i32]>, accounts: bool, mut f: impl FnMut(&str, &[u8])) {
+    let store = RocksStore::open(dir, &RocksOptions::default()).unwrap_or_else(|err| panic!("{err}"));
     let partitions = store.partitions().unwrap_or_else(|err| panic!("{err}"));
     for partition in partitions.into_iter().filter(|partition| only.is_none_or(|only| only.contains(partition))) {
-        store
-            .for_each_contact(partition, &mut |contact, bytes| {
-                let stored = StoredContact::decode(rules, contact, bytes).unwrap_or_else(|err| panic!("{err}"));
-                if let Some(survivor) = stored.merged_into {
-                    aliases.insert(contact.to_owned(), survivor);
-                }
-                true
-            })
-            .unwrap_or_else(|err| panic!("{err}"));
+        let mut visit = |id: &str, bytes: &[u8]| {
+            f(id, bytes);
+            true
+        };
+        let scanned = match accounts {
+            true => store.for_each_account(partition, &mut visit),
+            false => store.for_each_contact(partition, &mut visit),
+        };
+        scanned.unwrap_or_else(|err| panic!("{err}"));
     }
-    aliases
 }
 
 /// How published outputs differ from the model.

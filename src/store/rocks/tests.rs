@@ -62,16 +62,21 @@ fn reopening_keeps_flushed_data_written_without_a_wal() {
     assert_sample(&store, 0);
 }
 
+/// Creates a store in `dir`, then marks it with `format` and hands the raw database to `write`, as a
+/// build with that format would leave it.
+fn written_by_format(dir: &Path, format: u32, write: impl FnOnce(&DB)) {
+    drop(open(dir, &RocksOptions::default()));
+    let db = DB::open_cf(&Options::default(), dir, ALL_CFS)
+        .unwrap_or_else(|err| panic!("cannot open the raw database: {err}"));
+    let meta = db.cf_handle(CF_META).unwrap_or_else(|| panic!("no meta column family"));
+    db.put_cf(meta, FORMAT_KEY, format.to_be_bytes()).unwrap_or_else(|err| panic!("cannot write: {err}"));
+    write(&db);
+}
+
 #[test]
 fn another_store_format_is_refused() {
     let dir = temp_dir();
-    drop(open(dir.path(), &RocksOptions::default()));
-    {
-        let db = DB::open_cf(&Options::default(), dir.path(), ALL_CFS)
-            .unwrap_or_else(|err| panic!("cannot open the raw database: {err}"));
-        let meta = db.cf_handle(CF_META).unwrap_or_else(|| panic!("no meta column family"));
-        db.put_cf(meta, FORMAT_KEY, 3u32.to_be_bytes()).unwrap_or_else(|err| panic!("cannot write: {err}"));
-    }
+    written_by_format(dir.path(), 3, |_| {});
     match RocksStore::open(dir.path(), &RocksOptions::default()) {
         Err(StoreError::IncompatibleFormat { found: 3, expected: STORE_FORMAT }) => {}
         other => panic!("expected IncompatibleFormat, got {other:?}"),
@@ -81,21 +86,16 @@ fn another_store_format_is_refused() {
 #[test]
 fn a_store_of_format_1_has_its_accounts_moved_to_their_family() {
     let dir = temp_dir();
-    drop(open(dir.path(), &RocksOptions::default()));
-    {
-        // Format 1: account records among the contacts, first in their partitions.
-        let db = DB::open_cf(&Options::default(), dir.path(), ALL_CFS)
-            .unwrap_or_else(|err| panic!("cannot open the raw database: {err}"));
-        let (contacts, meta) = (db.cf_handle(CF_CONTACTS), db.cf_handle(CF_META));
-        let (contacts, meta) = contacts.zip(meta).unwrap_or_else(|| panic!("no column families"));
+    // Format 1: account records among the contacts, first in their partitions.
+    written_by_format(dir.path(), 1, |db| {
+        let contacts = db.cf_handle(CF_CONTACTS).unwrap_or_else(|| panic!("no contacts column family"));
         let records =
             [(1, "\0account:acme"), (1, "\0account:globex"), (1, "ana"), (2, "ben"), (3, "\0account:initech")];
         for (partition, record) in records {
             let put = db.put_cf(contacts, contact_key(partition, record), record.as_bytes());
             put.unwrap_or_else(|err| panic!("cannot write: {err}"));
         }
-        db.put_cf(meta, FORMAT_KEY, 1u32.to_be_bytes()).unwrap_or_else(|err| panic!("cannot write: {err}"));
-    }
+    });
     let listed = |store: &RocksStore, partition: i32, accounts: bool| {
         let mut ids = Vec::new();
         let mut visit = |id: &str, _: &[u8]| {
