@@ -493,11 +493,34 @@ pub fn wait_committed(bootstrap: &str, group: &str, topic: &str, expected: &BTre
 
 /// [`wait_committed`] through a client of the caller's.
 pub fn wait_committed_with(
+    client: ClientConfig,
+    group: &str,
+    topic: &str,
+    expected: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    wait_committed_until(client, group, topic, expected, timeout, |committed, count| committed == count);
+}
+
+/// Waits until the group has committed at least `expected` on every partition: with exactly_once, a
+/// group reads past aborted records and transaction markers after the last committed record.
+pub fn wait_committed_past(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    expected: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) {
+    wait_committed_until(client(bootstrap), group, topic, expected, timeout, |committed, count| committed >= count);
+}
+
+fn wait_committed_until(
     mut client: ClientConfig,
     group: &str,
     topic: &str,
     expected: &BTreeMap<i32, i64>,
     timeout: Duration,
+    reached: impl Fn(i64, i64) -> bool,
 ) {
     let consumer: BaseConsumer = client.set("group.id", group).create().unwrap_or_else(|err| panic!("{err}"));
     let started = Instant::now();
@@ -510,7 +533,10 @@ pub fn wait_committed_with(
         if let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) {
             last = committed.elements().iter().map(|e| (e.partition(), e.offset())).collect();
             let done = expected.iter().all(|(partition, count)| {
-                committed.find_partition(topic, *partition).is_some_and(|e| e.offset() == Offset::Offset(*count))
+                committed
+                    .find_partition(topic, *partition)
+                    .and_then(|e| e.offset().to_raw())
+                    .is_some_and(|at| reached(at, *count))
             });
             if done {
                 return;
