@@ -199,7 +199,6 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
     records.push((b"contact-0000001".to_vec(), b"{\"id\":\"broken\",\"contact\":".to_vec()));
     records.push((b"contact-0000002".to_vec(), br#"{"id":"no-type","contact":"contact-0000002","ts":1}"#.to_vec()));
     let lines: Vec<Vec<u8>> = records.iter().map(|(_, value)| value.clone()).collect();
-    let expected = produce_raw(&bootstrap, &names.input, PARTITIONS, &records);
 
     let state = tempfile::tempdir().unwrap();
     let config_path = state.path().join("leadscore.toml");
@@ -214,8 +213,20 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
     let running = tokio::spawn(leadscore::app::run_instance(instance.clone(), async {
         let _ = stopped.await;
     }));
+    // The stream arrives once every processing thread holds its share of the partitions: a thread that
+    // joined the group mid-stream would rebalance it, and rule statistics start from zero on a rebalance.
+    let threads = config.processing.thread_count();
+    let waiting = Instant::now();
+    while !(status.ready()
+        && status.owned().len() == PARTITIONS as usize
+        && (0..threads).all(|thread| !status.owned_by(thread).is_empty()))
+    {
+        assert!(waiting.elapsed() < Duration::from_secs(60), "the processing threads never shared the partitions");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (committed_bootstrap, group, input) = (bootstrap.clone(), names.group.clone(), names.input.clone());
     tokio::task::spawn_blocking(move || {
+        let expected = produce_raw(&committed_bootstrap, &input, PARTITIONS, &records);
         wait_committed(&committed_bootstrap, &group, &input, &expected, Duration::from_secs(120))
     })
     .await
