@@ -21,6 +21,7 @@ use leadscore::config::{Config, Secret};
 use leadscore::event::{DecodeLimits, json, parse_rfc3339};
 use leadscore::hashing::partition_for_key;
 use leadscore::http::{ROUTES, router};
+use leadscore::leaderboard::BoardEntry;
 use leadscore::offline::MemoryStore as ModelStore;
 use leadscore::rules::Rules;
 use leadscore::runtime::status::Status;
@@ -257,10 +258,15 @@ async fn api_on_the_mock_cluster_equals_brute_force() {
                     None => state.total(&rules, at),
                 }
             };
+            // A group's ranking lists the contacts with points in it.
+            let listed = |state: &ContactState| match target {
+                Some(group) => BoardEntry::of(&rules, state).is_some_and(|entry| entry.ranks_in(*group)),
+                None => state.disqualified.is_none(),
+            };
             let mut brute: Vec<f64> = reference
                 .states
                 .values()
-                .filter(|state| state.disqualified.is_none() && phase.is_none_or(|phase| state.phase == phase))
+                .filter(|state| listed(state) && phase.is_none_or(|phase| state.phase == phase))
                 .map(value)
                 .collect();
             brute.sort_by(|a, b| b.total_cmp(a));

@@ -83,7 +83,8 @@ fn replay(baseline: &Rules, request: WhatIf) -> Result<Value, String> {
     Ok(report_json(&replay))
 }
 
-/// The demo's generated stream, `count` events ending now.
+/// A sample stream of `count` generated events ending now: the demo's contacts, without its anonymous
+/// visitors, duplicates and companies.
 fn demo_stream(count: usize) -> String {
     let step_ms = 500;
     let start = now_ms() - step_ms * count as i64;

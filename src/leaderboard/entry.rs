@@ -53,6 +53,14 @@ impl BoardEntry {
         }
     }
 
+    /// Whether the contact is listed in group `index`'s ranking: once it has points there, a value or
+    /// step contributions still to count. A contact never scored in a group (or reset there by a phase)
+    /// is not, which keeps most of a scorecard's group keys out of the index: a contact usually scores in
+    /// one or two of its groups.
+    pub fn ranks_in(&self, index: usize) -> bool {
+        self.groups.get(index).is_some_and(|score| score.value != 0.0 || !score.contributions.is_empty())
+    }
+
     /// The weighted total at `at_ms`.
     pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
         (0..rules.groups.len())
@@ -66,7 +74,7 @@ impl BoardEntry {
 pub struct Indexed {
     /// What the ranking reads.
     pub entry: BoardEntry,
-    /// One key per group.
+    /// One key per group; only those of the groups it [ranks in](BoardEntry::ranks_in) are filed.
     pub keys: Vec<RankKey>,
     /// At least the weighted total at any time from when it was made on.
     pub bound: f64,
@@ -101,7 +109,8 @@ impl Indexed {
 
     /// The `r`, `t` and `x` keys this contact is filed under.
     pub fn index_keys(&self, contact: &str) -> Vec<Vec<u8>> {
-        let ranks = self.keys.iter().enumerate().map(|(group, key)| rank_key(self.entry.phase, group, *key, contact));
+        let listed = self.keys.iter().enumerate().filter(|(group, _)| self.entry.ranks_in(*group));
+        let ranks = listed.map(|(group, key)| rank_key(self.entry.phase, group, *key, contact));
         let total = total_key(self.entry.phase, RankKey::of_value(self.bound), contact);
         ranks.chain([total]).chain(self.next_expiry.map(|due| expiry_key(due, contact))).collect()
     }

@@ -29,11 +29,16 @@ fn states(rules: &Rules, events: usize, contacts: u64) -> Vec<ContactState> {
     store.contacts().values().cloned().collect()
 }
 
-/// The brute-force ranking: every contact's value read at `now`, sorted.
+/// The brute-force ranking: the value at `now` of every contact that ranks (in a group's ranking, those
+/// that have points in it), sorted.
 fn brute_force(rules: &Rules, states: &[ContactState], ranking: Ranking, phase: Option<usize>, now: i64) -> Vec<f64> {
+    let listed = |state: &ContactState| match ranking {
+        Ranking::Group(group) => BoardEntry::of(rules, state).is_some_and(|entry| entry.ranks_in(group)),
+        Ranking::Total => state.disqualified.is_none(),
+    };
     let mut values: Vec<f64> = states
         .iter()
-        .filter(|state| state.disqualified.is_none() && phase.is_none_or(|phase| state.phase == phase))
+        .filter(|state| listed(state) && phase.is_none_or(|phase| state.phase == phase))
         .map(|state| {
             let at = now.max(state.clock_ms);
             match ranking {
@@ -178,4 +183,30 @@ fn entries_older_than_the_last_query_are_caught_up_with() {
         states.iter().map(|state| (state.contact.clone(), BoardEntry::of(&rules, state))).collect();
     board.upsert(&rules, &store, &changes).unwrap_or_else(|err| panic!("{err}"));
     check(&rules, &mut board, &store, &states, last + 7 * DAY_MS);
+}
+
+/// A group's ranking lists the contacts with points in it; the ranking by total lists every contact.
+#[test]
+fn a_group_ranks_only_the_contacts_with_points_in_it() {
+    let rules = rules();
+    let store = crate::store::MemoryStore::new();
+    let mut board = Board::new(&rules, PARTITION);
+    let score = |value: f64| crate::scoring::GroupScore { value, since_ms: START_MS, contributions: Vec::new() };
+    let engaged = BoardEntry { phase: 0, groups: vec![score(5.0), score(0.0), score(0.0), score(0.0)] };
+    let risky = BoardEntry { phase: 0, groups: vec![score(0.0), score(0.0), score(0.0), score(-20.0)] };
+    upsert(&rules, &mut board, &store, "engaged", Some(engaged));
+    upsert(&rules, &mut board, &store, "risky", Some(risky.clone()));
+    let listed = |board: &mut Board, ranking: Ranking| -> Vec<String> {
+        let query = Query { ranking, phase: None, limit: 10 };
+        let top = board.top(&rules, &store, query, START_MS).unwrap_or_else(|err| panic!("{err}"));
+        top.into_iter().map(|ranked| ranked.contact).collect()
+    };
+    assert_eq!(listed(&mut board, Ranking::Group(0)), ["engaged"]);
+    assert!(listed(&mut board, Ranking::Group(1)).is_empty());
+    assert_eq!(listed(&mut board, Ranking::Group(3)), ["risky"]);
+    assert_eq!(listed(&mut board, Ranking::Total), ["engaged", "risky"]);
+    // Its risk gone (a phase resets it), the contact leaves the risk ranking and stays in the total's.
+    upsert(&rules, &mut board, &store, "risky", Some(BoardEntry { groups: vec![score(0.0); 4], ..risky }));
+    assert!(listed(&mut board, Ranking::Group(3)).is_empty());
+    assert_eq!(listed(&mut board, Ranking::Total), ["engaged", "risky"]);
 }
