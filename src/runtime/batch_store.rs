@@ -238,7 +238,7 @@ impl<'a> BatchStore<'a> {
 
     /// The changed records, in the order they were first touched; the unchanged ones go back to the cache.
     pub fn into_changes(mut self) -> Vec<Change> {
-        let mut changes = Vec::new();
+        let mut changes = Vec::with_capacity(self.order.len());
         for contact in self.order {
             let Some(entry) = self.entries.remove(&contact) else { continue };
             if entry.dirty {

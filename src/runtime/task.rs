@@ -447,6 +447,10 @@ impl PartitionTask {
             }
         }
         self.erased_waiting = still_waiting;
+        // Each change adds one entry to each of these (the records are large: no regrowth copies).
+        insight.contacts.reserve(changes.len());
+        publish.reserve(changes.len() + 1);
+        write.puts.reserve(changes.len());
         for change in changes {
             let stored = change.stored;
             let entry = stored.state.as_ref().and_then(|state| BoardEntry::of(rules, state));
