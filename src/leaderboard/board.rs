@@ -7,7 +7,6 @@
 //! ranking by total bound (see [`super::entry`]), computes the exact total of every contact it meets, and
 //! stops as soon as the k-th best total is at least the next bound.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::LeaderboardError;
@@ -56,7 +55,7 @@ const STAGED_AT_MOST: Duration = Duration::from_secs(1);
 /// changes in many batches is written once.
 #[derive(Debug, Default)]
 pub struct Staged {
-    changes: HashMap<String, Option<BoardEntry>>,
+    changes: foldhash::HashMap<String, Option<BoardEntry>>,
     /// When the oldest waiting change came.
     since: Option<Instant>,
 }
@@ -125,7 +124,7 @@ impl Board {
         store: &dyn StateStore,
         changes: &[(String, Option<BoardEntry>)],
     ) -> Result<(), LeaderboardError> {
-        let mut named = HashSet::new();
+        let mut named = foldhash::HashSet::default();
         let changes: Vec<&(String, Option<BoardEntry>)> =
             changes.iter().rev().filter(|(contact, _)| named.insert(contact.as_str())).collect();
         let keys: Vec<Vec<u8>> = changes.iter().map(|(contact, _)| entry_key(contact)).collect();

@@ -10,7 +10,6 @@ mod duration;
 mod file;
 mod glob;
 
-use std::collections::HashMap;
 use std::path::Path;
 
 pub use accounts::{AccountRules, AccountThreshold};
@@ -52,7 +51,7 @@ pub struct Rules {
     pub anonymous: Option<Anonymous>,
     /// Account scoring, if the file declares `[accounts]`.
     pub accounts: Option<AccountRules>,
-    rules_by_type: HashMap<String, Box<[usize]>>,
+    rules_by_type: foldhash::HashMap<String, Box<[usize]>>,
 }
 
 impl Rules {

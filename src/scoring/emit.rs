@@ -2,7 +2,6 @@
 //! contacts.
 
 use super::attribution::{Attribution, Conversion, RuleFire};
-use super::grade;
 use super::output::{
     ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
     ThresholdCrossed,
@@ -83,8 +82,11 @@ impl<'a> Emitter<'a> {
         qualification_changed: bool,
     ) {
         let rules = self.rules;
-        let new_total = state.total(rules, at_ms);
         let groups = group_values(rules, state, at_ms);
+        // The total as [`ContactState::total`] sums it, from the values just read.
+        let new_total =
+            rules.groups.iter().zip(&groups).fold(0.0, |total, (group, value)| total + group.weight * value.value);
+        let grade = rules.grades.map(|grades| grades.grade(groups.get(grades.group).map_or(0.0, |group| group.value)));
         let body = OutputBody::ScoreChanged(ScoreChanged {
             old_total,
             new_total,
@@ -92,7 +94,7 @@ impl<'a> Emitter<'a> {
             groups,
             rules_fired,
             phase: rules.phases[state.phase].name.clone(),
-            grade: grade(rules, state, at_ms).map(|grade| grade.letter()),
+            grade: grade.map(|grade| grade.letter()),
             cause,
             disqualified: state.disqualified.clone(),
         });

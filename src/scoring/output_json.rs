@@ -8,48 +8,55 @@
 use super::output::{Direction, GroupValue, Output, OutputBody};
 use crate::event::write_rfc3339;
 
+/// A field name (a plain ASCII literal) and its colon, after a comma: one constant
+/// slice, copied with a single capacity check.
+macro_rules! key {
+    ($out:expr, $name:literal) => {
+        $out.extend_from_slice(concat!(",\"", $name, "\":").as_bytes())
+    };
+}
+
 /// Appends `output` as one JSON object to `out`.
 pub fn write(output: &Output, out: &mut Vec<u8>) {
-    out.push(b'{');
-    field(out, "id", true);
+    out.extend_from_slice(b"{\"id\":");
     string(out, &output.id);
-    field(out, "contact", false);
+    key!(out, "contact");
     string(out, &output.contact);
-    field(out, "rules_version", false);
+    key!(out, "rules_version");
     string(out, &output.rules_version);
-    field(out, "ts", false);
+    key!(out, "ts");
     time(out, output.ts_ms);
-    field(out, "type", false);
+    key!(out, "type");
     string(out, output.body.kind());
     match &output.body {
         OutputBody::ScoreChanged(change) => {
-            field(out, "old_total", false);
+            key!(out, "old_total");
             number(out, change.old_total);
-            field(out, "new_total", false);
+            key!(out, "new_total");
             number(out, change.new_total);
-            field(out, "delta", false);
+            key!(out, "delta");
             number(out, change.delta);
-            field(out, "groups", false);
+            key!(out, "groups");
             groups(out, &change.groups);
-            field(out, "rules_fired", false);
+            key!(out, "rules_fired");
             strings(out, &change.rules_fired);
-            field(out, "phase", false);
+            key!(out, "phase");
             string(out, &change.phase);
             if let Some(grade) = change.grade {
-                field(out, "grade", false);
+                key!(out, "grade");
                 string(out, grade);
             }
-            field(out, "cause", false);
+            key!(out, "cause");
             string(out, &change.cause);
             if let Some(reason) = &change.disqualified {
-                field(out, "disqualified", false);
+                key!(out, "disqualified");
                 string(out, reason);
             }
         }
         OutputBody::ThresholdCrossed(crossing) => {
-            field(out, "threshold", false);
+            key!(out, "threshold");
             string(out, &crossing.threshold);
-            field(out, "direction", false);
+            key!(out, "direction");
             string(
                 out,
                 match crossing.direction {
@@ -57,47 +64,47 @@ pub fn write(output: &Output, out: &mut Vec<u8>) {
                     Direction::Down => "down",
                 },
             );
-            field(out, "value", false);
+            key!(out, "value");
             number(out, crossing.value);
-            field(out, "crossed_at", false);
+            key!(out, "crossed_at");
             time(out, crossing.crossed_at);
-            field(out, "phase", false);
+            key!(out, "phase");
             string(out, &crossing.phase);
         }
         OutputBody::PhaseChanged(change) => {
-            field(out, "from", false);
+            key!(out, "from");
             string(out, &change.from);
-            field(out, "to", false);
+            key!(out, "to");
             string(out, &change.to);
-            field(out, "cause", false);
+            key!(out, "cause");
             string(out, &change.cause);
         }
         OutputBody::ContactMerged(merge) => {
-            field(out, "merged", false);
+            key!(out, "merged");
             string(out, &merge.merged);
-            field(out, "old_total", false);
+            key!(out, "old_total");
             number(out, merge.old_total);
-            field(out, "merged_total", false);
+            key!(out, "merged_total");
             number(out, merge.merged_total);
-            field(out, "new_total", false);
+            key!(out, "new_total");
             number(out, merge.new_total);
-            field(out, "old_groups", false);
+            key!(out, "old_groups");
             groups(out, &merge.old_groups);
-            field(out, "merged_groups", false);
+            key!(out, "merged_groups");
             groups(out, &merge.merged_groups);
-            field(out, "groups", false);
+            key!(out, "groups");
             groups(out, &merge.groups);
-            field(out, "old_phase", false);
+            key!(out, "old_phase");
             string(out, &merge.old_phase);
-            field(out, "merged_phase", false);
+            key!(out, "merged_phase");
             string(out, &merge.merged_phase);
-            field(out, "phase", false);
+            key!(out, "phase");
             string(out, &merge.phase);
         }
         OutputBody::ContactErased(erased) => {
-            field(out, "cause", false);
+            key!(out, "cause");
             string(out, erased.cause);
-            field(out, "aliases", false);
+            key!(out, "aliases");
             strings(out, &erased.aliases);
         }
     }
@@ -121,24 +128,13 @@ fn groups(out: &mut Vec<u8>, groups: &[GroupValue]) {
         if index > 0 {
             out.push(b',');
         }
-        out.push(b'{');
-        field(out, "group", true);
+        out.extend_from_slice(b"{\"group\":");
         string(out, &group.group);
-        field(out, "value", false);
+        key!(out, "value");
         number(out, group.value);
         out.push(b'}');
     }
     out.push(b']');
-}
-
-/// A field name (a plain ASCII literal) and its colon, after a comma unless it is the first.
-fn field(out: &mut Vec<u8>, name: &str, first: bool) {
-    if !first {
-        out.push(b',');
-    }
-    out.push(b'"');
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
 }
 
 fn time(out: &mut Vec<u8>, ms: i64) {

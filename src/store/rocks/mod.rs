@@ -69,6 +69,16 @@ const BATCH_HEADER_BYTES: usize = 12;
 
 /// A WriteBatch with room for `entries` entries of `bytes` key and value bytes in all (partition prefixes
 /// aside), so that it does not grow as it is filled: each growth copies everything written before.
+/// The byte order of two keys, decided by their first 16 bytes as one integer where those differ: most
+/// comparisons of a sort then take no call to `memcmp`.
+fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let head = |key: &[u8]| key.first_chunk::<16>().map(|head| u128::from_be_bytes(*head));
+    match (head(a), head(b)) {
+        (Some(x), Some(y)) if x != y => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
 fn sized_batch(entries: usize, bytes: usize) -> WriteBatch {
     WriteBatch::with_capacity_bytes(BATCH_HEADER_BYTES + entries * (BATCH_ENTRY_BYTES + PARTITION_LEN) + bytes)
 }
@@ -374,8 +384,8 @@ impl StateStore for RocksStore {
     fn index_write(&self, mut batch: IndexBatch) -> Result<()> {
         let board = self.cf(CF_BOARD)?;
         // In key order the memtable inserts each key next to the one before it, for a fraction of a search.
-        batch.deletes.sort_unstable();
-        batch.puts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        batch.deletes.sort_unstable_by(|a, b| key_order(a, b));
+        batch.puts.sort_unstable_by(|a, b| key_order(&a.0, &b.0));
         let bytes = batch.deletes.iter().map(Vec::len).sum::<usize>()
             + batch.puts.iter().map(|(key, value)| key.len() + value.len()).sum::<usize>();
         let mut write = sized_batch(batch.deletes.len() + batch.puts.len(), bytes);
