@@ -233,6 +233,48 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<R
     result
 }
 
+/// How long the Kafka clients may take to close (the consumer leaving the group, the producer ending) once
+/// every processing thread has stopped cleanly, its state flushed and its offsets committed.
+const CLIENT_CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// How the processing threads ended.
+enum Joined<T> {
+    /// Every thread ended, with its result.
+    All(T),
+    /// Every thread stopped cleanly, with what they did, but a Kafka client had not closed within
+    /// [`CLIENT_CLOSE_GRACE`].
+    CleanBeforeClose(RunSummary),
+}
+
+/// Waits for the processing threads behind `watcher`. Once all `threads` have stopped cleanly, what is
+/// left is closing their Kafka clients, and nothing is lost without it: a client that has not closed within
+/// `grace` ([`CLIENT_CLOSE_GRACE`]) is left behind, as a kill would leave it, rather than keep the process from
+/// ending (an orchestrator kills it soon after anyway: Kubernetes after 30 s by default).
+async fn processors_joined<T>(
+    mut watcher: tokio::task::JoinHandle<T>,
+    status: &Status,
+    threads: usize,
+    grace: Duration,
+) -> Joined<Result<T, tokio::task::JoinError>> {
+    let mut clean_since = None;
+    loop {
+        tokio::select! {
+            joined = &mut watcher => return Joined::All(joined),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let Some(summary) = status.clean_stop(threads) else { continue };
+        let since = *clean_since.get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() >= grace {
+            warn!(
+                grace_s = grace.as_secs(),
+                "the Kafka clients did not close within the grace after a clean stop; exiting without them (the \
+                 group reassigns this member's partitions once its session times out)"
+            );
+            return Joined::CleanBeforeClose(summary);
+        }
+    }
+}
+
 /// Refuses rules whose largest contact record or output would not fit the producer's
 /// `message.max.bytes`: such a record could never be written, and would stop its partition for good.
 pub fn check_record_sizes(config: &Config, rules: &Rules) -> Result<(), AppError> {
@@ -308,17 +350,55 @@ pub async fn run_instance(instance: Arc<Instance>, shutdown: impl Future<Output 
         }
         _ = done => {}
     }
-    let joined = watcher.await;
+    let joined = processors_joined(watcher, &instance.status, threads, CLIENT_CLOSE_GRACE).await;
     http.abort();
     // The processing threads are done: nothing is staged for the leaderboard any more, and its writer must
     // not write while the process ends.
     instance.insights.leaderboard.stop_writer();
-    let result = joined.map_err(|_| AppError::Crashed)?.map_err(|_| AppError::Crashed)?;
+    let result = match joined {
+        Joined::All(joined) => joined.map_err(|_| AppError::Crashed)?.map_err(|_| AppError::Crashed)?,
+        Joined::CleanBeforeClose(summary) => Ok(summary),
+    };
     match result {
         Ok(summary) => Ok(summary),
         Err(err) => {
             error!(error = %err, "processor stopped");
             Err(err.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    const GRACE: Duration = Duration::from_millis(300);
+
+    #[tokio::test]
+    async fn a_client_still_closing_after_every_thread_stopped_cleanly_is_left_behind() {
+        let status = Status::default();
+        status.stopped_cleanly(RunSummary { records: 5, outputs: 7 });
+        status.stopped_cleanly(RunSummary { records: 1, outputs: 2 });
+        // A processing thread stuck closing its consumer.
+        let (release, stuck) = mpsc::channel::<()>();
+        let watcher = tokio::task::spawn_blocking(move || stuck.recv().is_ok());
+        let joined = tokio::time::timeout(GRACE * 10, processors_joined(watcher, &status, 2, GRACE)).await;
+        match joined {
+            Ok(Joined::CleanBeforeClose(summary)) => assert_eq!((summary.records, summary.outputs), (6, 9)),
+            Ok(Joined::All(_)) => panic!("the stuck thread ended"),
+            Err(_) => panic!("still waiting for the stuck thread long after the grace"),
+        }
+        drop(release);
+    }
+
+    #[tokio::test]
+    async fn threads_not_all_stopped_cleanly_are_waited_for() {
+        let status = Status::default();
+        status.stopped_cleanly(RunSummary { records: 5, outputs: 7 });
+        // The other thread is still draining, for longer than the grace.
+        let watcher = tokio::task::spawn_blocking(|| std::thread::sleep(GRACE * 3));
+        assert!(matches!(processors_joined(watcher, &status, 2, GRACE).await, Joined::All(Ok(()))));
     }
 }

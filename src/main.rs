@@ -295,7 +295,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     tracing::info!(config = %config.redacted(), "starting leadscore");
-    let result = runtime()?.block_on(leadscore::app::run(config, shutdown_signal()));
+    let runtime = runtime()?;
+    let result = runtime.block_on(leadscore::app::run(config, shutdown_signal()));
+    // A Kafka client left closing after a clean stop (see `app::run_instance`) must not keep the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(leadscore::app::AppError::Rules(err)) => {

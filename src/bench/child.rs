@@ -199,7 +199,7 @@ impl Measured {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        Err(format!("did not stop within {}s of SIGTERM", STOP_TIMEOUT.as_secs()))
+        Err(format!("did not stop within {}s of SIGTERM: {}", STOP_TIMEOUT.as_secs(), self.log_tail()))
     }
 }
 

@@ -353,6 +353,7 @@ impl<'a> Processor<'a> {
         self.complete(drained, CommitMode::Sync)?;
         self.store.flush()?;
         info!(records = self.summary.records, outputs = self.summary.outputs, "stopped cleanly");
+        self.status.stopped_cleanly(self.summary);
         Ok(self.summary)
     }
 

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
+use super::RunSummary;
+
 /// The processor's observable status.
 #[derive(Debug, Default)]
 pub struct Status {
@@ -18,6 +20,8 @@ pub struct Status {
     pub events: AtomicU64,
     /// Wall-clock ms of the last poll.
     pub last_poll_ms: AtomicI64,
+    /// What each processing thread that stopped cleanly (state flushed, offsets committed) had done.
+    stopped_cleanly: Mutex<Vec<RunSummary>>,
 }
 
 impl Status {
@@ -102,6 +106,25 @@ impl Status {
     pub fn owned(&self) -> Vec<i32> {
         let owned = self.owned.lock().map(|owned| owned.values().flatten().copied().collect::<BTreeSet<i32>>());
         owned.unwrap_or_default().into_iter().collect()
+    }
+
+    /// Notes that a processing thread stopped cleanly, with what it did: only its Kafka clients are left
+    /// to close.
+    pub(crate) fn stopped_cleanly(&self, summary: RunSummary) {
+        if let Ok(mut stopped) = self.stopped_cleanly.lock() {
+            stopped.push(summary);
+        }
+    }
+
+    /// What the processing threads did, once `threads` of them have stopped cleanly.
+    pub fn clean_stop(&self, threads: usize) -> Option<RunSummary> {
+        let stopped = self.stopped_cleanly.lock().ok()?;
+        (stopped.len() >= threads).then(|| {
+            stopped.iter().fold(RunSummary::default(), |total, summary| RunSummary {
+                records: total.records + summary.records,
+                outputs: total.outputs + summary.outputs,
+            })
+        })
     }
 
     /// The partitions processing thread `thread` owns.
