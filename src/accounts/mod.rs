@@ -229,6 +229,7 @@ impl AccountState {
             &scores,
             |at| Standing::at(rules, accounts, &self.members, at).holds(threshold, accounts.top_k, true),
             holds_over,
+            |_| None,
         )
     }
 

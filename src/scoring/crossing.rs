@@ -33,7 +33,8 @@ pub fn fall_time(rules: &Rules, state: &ContactState, target: Target, level: f64
     }
     let score = [Decaying::of(rules, &state.groups, target, 1.0)];
     let margin = level.abs().max(1.0) * BOUND_MARGIN;
-    first_failure(from_ms, &score, |at| !below(at), |floors| floors[0] >= level + margin)
+    let guess = |from: i64| score[0].crossing_guess(level, from);
+    first_failure(from_ms, &score, |at| !below(at), |floors| floors[0] >= level + margin, guess)
 }
 
 /// How far above a condition's level a bound must be to rule an interval out: the bounds sum the same
@@ -116,6 +117,35 @@ impl<'a> Decaying<'a> {
     }
 }
 
+impl Decaying<'_> {
+    /// Where the score, falling from `from_ms` with no step contribution expiring, reaches `level`, if
+    /// only one of its terms moves and that one decays exponentially (the others hold still or sit at 0):
+    /// a first guess for the search, which the value function then settles to the millisecond.
+    pub fn crossing_guess(&self, level: f64, from_ms: i64) -> Option<i64> {
+        let mut moving = None;
+        let mut still = 0.0;
+        for term @ (_, group, _) in &self.terms {
+            let value = Self::term(term, from_ms);
+            match group.decay {
+                DecayLaw::Exponential { half_life_ms } if value != 0.0 => {
+                    if moving.replace((value, half_life_ms)).is_some() {
+                        return None;
+                    }
+                }
+                DecayLaw::Linear { .. } if value != 0.0 => return None,
+                _ => still += value,
+            }
+        }
+        let (value, half_life_ms) = moving?;
+        let gap = level - still;
+        if !(gap > 0.0 && value > gap) {
+            return None;
+        }
+        let after = half_life_ms * (value / gap).log2();
+        (after.is_finite() && after < HORIZON_MS as f64).then(|| from_ms.saturating_add(after.ceil() as i64))
+    }
+}
+
 /// Evaluations of a condition [`first_failure`] makes at most before it settles for [`first_time`]. The
 /// searches that need more are nearly all those the bounds can never help (a score exactly at the level),
 /// which would halve down to single milliseconds; on a stream of accounts with about 100 members, searches
@@ -124,7 +154,9 @@ const MAX_EVALUATIONS: u32 = 1_000;
 
 /// The first millisecond after `from_ms` at which `holds` (a condition that the higher `scores` are, the
 /// more it holds) is false, if decay ever gets there. `holds_over(floors)` says
-/// whether it holds for scores at least `floors`, with a margin for rounding.
+/// whether it holds for scores at least `floors`, with a margin for rounding. `guess(from)` may say about
+/// where it fails if the scores only fall from `from`: the search then brackets that time instead of
+/// halving the whole interval, and finds the same millisecond.
 ///
 /// Time is cut where a step contribution expires; in each piece an interval is ruled out when the
 /// condition holds at the scores' floors, bisected when every score only falls (the condition then
@@ -136,6 +168,7 @@ pub fn first_failure(
     scores: &[Decaying],
     holds: impl Fn(i64) -> bool,
     holds_over: impl Fn(&[f64]) -> bool,
+    guess: impl Fn(i64) -> Option<i64>,
 ) -> Option<i64> {
     let until = from_ms.saturating_add(HORIZON_MS);
     let mut cuts = Vec::new();
@@ -144,7 +177,7 @@ pub fn first_failure(
     }
     cuts.sort_unstable();
     cuts.dedup();
-    let search = Search { scores, holds: &holds, holds_over: &holds_over, evaluations: Cell::new(0) };
+    let search = Search { scores, holds: &holds, holds_over: &holds_over, guess: &guess, evaluations: Cell::new(0) };
     let first = from_ms + 1;
     if !search.holds_at(first) {
         return Some(first);
@@ -167,17 +200,18 @@ pub fn first_failure(
     None
 }
 
-struct Search<'s, 'a, H, O> {
+struct Search<'s, 'a, H, O, G> {
     scores: &'s [Decaying<'a>],
     holds: &'s H,
     holds_over: &'s O,
+    guess: &'s G,
     evaluations: Cell<u32>,
 }
 
 /// The search used up [`MAX_EVALUATIONS`].
 struct Exhausted;
 
-impl<H: Fn(i64) -> bool, O: Fn(&[f64]) -> bool> Search<'_, '_, H, O> {
+impl<H: Fn(i64) -> bool, O: Fn(&[f64]) -> bool, G: Fn(i64) -> Option<i64>> Search<'_, '_, H, O, G> {
     fn holds_at(&self, at_ms: i64) -> bool {
         self.evaluations.set(self.evaluations.get() + 1);
         (self.holds)(at_ms)
@@ -201,7 +235,11 @@ impl<H: Fn(i64) -> bool, O: Fn(&[f64]) -> bool> Search<'_, '_, H, O> {
             return Ok(None);
         }
         if slopes.iter().all(|(_, high)| *high <= 0.0) {
-            return Ok((!self.holds_at(b)).then(|| first_time_between(a, b, |at| !(self.holds)(at))));
+            let fails = |at| !(self.holds)(at);
+            return Ok((!self.holds_at(b)).then(|| match (self.guess)(a) {
+                Some(guess) => first_time_near(a, b, guess, fails),
+                None => first_time_between(a, b, fails),
+            }));
         }
         if b - a == 1 {
             return Ok((!self.holds_at(b)).then_some(b));
@@ -252,6 +290,31 @@ fn first_time_between(low: i64, high: i64, holds: impl Fn(i64) -> bool) -> i64 {
     high
 }
 
+/// What [`first_time_between`] finds, starting from `guess`: steps of 1, 2, 4… ms from it bracket the
+/// first millisecond, which halving the bracket then finds. A close guess costs a few evaluations where
+/// halving all of `(low, high]` costs up to 45.
+fn first_time_near(low: i64, high: i64, guess: i64, holds: impl Fn(i64) -> bool) -> i64 {
+    let guess = guess.clamp(low + 1, high);
+    let (mut low, mut high) = (low, high);
+    let mut step = 1;
+    if holds(guess) {
+        high = guess;
+        while guess - step > low && holds(guess - step) {
+            high = guess - step;
+            step *= 2;
+        }
+        low = low.max(guess - step);
+    } else {
+        low = guess;
+        while guess + step < high && !holds(guess + step) {
+            low = guess + step;
+            step *= 2;
+        }
+        high = high.min(guess + step);
+    }
+    first_time_between(low, high, holds)
+}
+
 /// Closed-form t* for a single exponential or linear group falling toward 0 from above a positive level.
 fn closed_form(rules: &Rules, state: &ContactState, target: Target, level: f64) -> Option<i64> {
     let Target::Group(index) = target else {
@@ -283,112 +346,4 @@ fn settle(mut guess: i64, from_ms: i64, below: &impl Fn(i64) -> bool) -> i64 {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    const DAY: i64 = 86_400_000;
-    const T0: i64 = 1_772_366_400_000;
-
-    /// A fast-fading positive group, a slowly fading negative one and a fit that stays: the total falls
-    /// from 60 to about 29.8 at four days, then rises back toward 50.
-    pub(crate) const DIPPING: &str = r#"
-[[groups]]
-name = "engagement"
-decay = "exponential"
-half_life = "1d"
-[[groups]]
-name = "complaints"
-min = -100
-decay = "exponential"
-half_life = "10d"
-[[groups]]
-name = "fit"
-[[phases]]
-name = "lead"
-"#;
-
-    fn dipping() -> (Rules, ContactState) {
-        let rules = Rules::parse(DIPPING, Path::new("dip.toml")).unwrap_or_else(|err| panic!("{err}"));
-        let mut state = ContactState::new(&rules, "ana", T0);
-        for (index, value) in [40.0, -30.0, 50.0].into_iter().enumerate() {
-            state.groups[index] = GroupScore { value, since_ms: T0, contributions: Vec::new() };
-        }
-        (rules, state)
-    }
-
-    /// The least total, by a scan of every minute over twenty days.
-    fn least_total(rules: &Rules, state: &ContactState) -> (i64, f64) {
-        (0..20 * 24 * 60)
-            .map(|minute| T0 + minute * 60_000)
-            .map(|at| (at, state.total(rules, at)))
-            .fold((T0, f64::INFINITY), |least, (at, total)| if total < least.1 { (at, total) } else { least })
-    }
-
-    #[test]
-    fn a_dip_between_the_doubling_steps_is_found_to_the_millisecond() {
-        let (rules, state) = dipping();
-        let (at_least, least) = least_total(&rules, &state);
-        assert!((29.0..30.0).contains(&least) && at_least > T0 + 4 * DAY, "{least} at {at_least}");
-        let level = least + 0.05;
-        let below = |at: i64| state.total(&rules, at) < level;
-        assert_eq!(first_time(T0, below), None, "the doubling steps jump over the dip");
-        let fall = fall_time(&rules, &state, Target::Total, level, T0).unwrap_or_else(|| panic!("the dip is missed"));
-        assert!(below(fall) && !below(fall - 1), "{fall}");
-        assert!(fall <= at_least && fall > T0 + 3 * DAY, "{fall}");
-    }
-
-    #[test]
-    fn a_level_the_total_only_touches_or_never_reaches_has_no_fall() {
-        let (rules, state) = dipping();
-        let (_, least) = least_total(&rules, &state);
-        // Below the least total found by the scan, within what a millisecond's scan could still find.
-        assert_eq!(fall_time(&rules, &state, Target::Total, least - 0.01, T0), None);
-        assert_eq!(fall_time(&rules, &state, Target::Total, 10.0, T0), None);
-    }
-
-    #[test]
-    fn a_step_contribution_that_expires_inside_a_dip_is_a_cut_of_the_search() {
-        let text =
-            DIPPING.replace("decay = \"exponential\"\nhalf_life = \"10d\"", "decay = \"step\"\nexpire_after = \"4d\"");
-        let rules = Rules::parse(&text, Path::new("step.toml")).unwrap_or_else(|err| panic!("{err}"));
-        let mut state = ContactState::new(&rules, "ana", T0);
-        let complaint = super::super::Contribution { source: 1, points: -30.0, expires_at_ms: Some(T0 + 4 * DAY) };
-        let groups = [(40.0, Vec::new()), (-30.0, vec![complaint]), (50.0, Vec::new())];
-        for (index, (value, contributions)) in groups.into_iter().enumerate() {
-            state.groups[index] = GroupScore { value, since_ms: T0, contributions };
-        }
-        // 20 + 40·2^(−t/1d) until day 4, then 50 + …: below 23 from about day 3.74 until day 4.
-        let below = |at: i64| state.total(&rules, at) < 23.0;
-        assert_eq!(first_time(T0, below), None, "the doubling steps jump over the dip");
-        let fall = fall_time(&rules, &state, Target::Total, 23.0, T0).unwrap_or_else(|| panic!("the dip is missed"));
-        assert!(below(fall) && !below(fall - 1), "{fall}");
-        assert!(fall > T0 + 3 * DAY + 17 * DAY / 24 && fall < T0 + 4 * DAY, "{fall}");
-        assert_eq!(fall_time(&rules, &state, Target::Total, 20.0, T0), None, "never below 20");
-    }
-
-    proptest::proptest! {
-        /// Whatever the signs and speeds of the groups, the fall found is a first millisecond below the
-        /// level, and a scan every half hour finds no earlier one (nor any, when no fall is found).
-        #[test]
-        fn no_dip_a_scan_finds_comes_before_the_fall(
-            values in proptest::array::uniform3(-60.0f64..60.0),
-            level in 0.0f64..60.0,
-        ) {
-            let (rules, mut state) = dipping();
-            for (index, value) in values.into_iter().enumerate() {
-                state.groups[index].value = value;
-            }
-            let below = |at: i64| state.total(&rules, at) < level;
-            let fall = fall_time(&rules, &state, Target::Total, level, T0);
-            if let Some(fall) = fall {
-                proptest::prop_assert!(below(fall) && (fall == T0 + 1 || !below(fall - 1)), "{fall}");
-            }
-            let scanned = (1..30 * 48).map(|step| T0 + step * 1_800_000).find(|at| below(*at));
-            if let Some(at) = scanned {
-                proptest::prop_assert!(fall.is_some_and(|fall| fall <= at), "{at} is below, the fall is {fall:?}");
-            }
-        }
-    }
-}
+pub(crate) mod tests;
