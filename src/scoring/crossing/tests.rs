@@ -84,19 +84,6 @@ fn a_step_contribution_that_expires_inside_a_dip_is_a_cut_of_the_search() {
     assert_eq!(fall_time(&rules, &state, Target::Total, 20.0, T0), None, "never below 20");
 }
 
-/// An exponential group and one that stays: the total only falls, toward what stays.
-const FADING: &str = r#"
-[[groups]]
-name = "engagement"
-decay = "exponential"
-half_life = "1d"
-[[groups]]
-name = "fit"
-weight = 0.5
-[[phases]]
-name = "lead"
-"#;
-
 proptest::proptest! {
     /// Started from any guess, the bracketing search finds what halving the whole interval finds.
     #[test]
@@ -109,18 +96,17 @@ proptest::proptest! {
         proptest::prop_assert_eq!(first_time_near(0, high, guess, holds), first_time_between(0, high, holds));
     }
 
-    /// A total that only falls (one exponential group, one that stays): the fall found with the closed
-    /// form's guess is the first millisecond below the level, as the doubling search finds it.
+    /// A total that only falls (one exponential group, one at 0, one that stays): the fall found with the
+    /// closed form's guess is the first millisecond below the level, as the doubling search finds it.
     #[test]
     fn a_guessed_fall_is_the_first_millisecond_below(
         engagement in 0.0f64..100.0,
         fit in 0.0f64..100.0,
         level in 0.0f64..100.0,
     ) {
-        let rules = Rules::parse(FADING, Path::new("fading.toml")).unwrap_or_else(|err| panic!("{err}"));
-        let mut state = ContactState::new(&rules, "ana", T0);
-        for (index, value) in [engagement, fit].into_iter().enumerate() {
-            state.groups[index] = GroupScore { value, since_ms: T0, contributions: Vec::new() };
+        let (rules, mut state) = dipping();
+        for (index, value) in [engagement, 0.0, fit].into_iter().enumerate() {
+            state.groups[index].value = value;
         }
         let below = |at: i64| state.total(&rules, at) < level;
         let expected = if below(T0 + 1) { Some(T0 + 1) } else { first_time(T0, below) };
