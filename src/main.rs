@@ -353,7 +353,11 @@ fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
-    runtime()?.block_on(leadscore::demo::run(options, shutdown_signal()))?;
+    let runtime = runtime()?;
+    let result = runtime.block_on(leadscore::demo::run(options, shutdown_signal()));
+    // As for `run`: a Kafka client left closing after a clean stop must not keep the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -115,9 +115,7 @@ impl<'a> Decaying<'a> {
             }
         }
     }
-}
 
-impl Decaying<'_> {
     /// Where the score, falling from `from_ms` with no step contribution expiring, reaches `level`, if
     /// only one of its terms moves and that one decays exponentially (the others hold still or sit at 0):
     /// a first guess for the search, which the value function then settles to the millisecond.
