@@ -235,17 +235,6 @@ impl<'a> Processor<'a> {
             Some(status.clone()),
         )?));
         let restore = restore_job::RestoreSlot::default();
-        let hooks = GroupHooks {
-            restore: restore.clone(),
-            sink: sink.clone(),
-            inputs: settings.task.inputs.clone(),
-            drain_timeout: settings.drain_timeout,
-            events: Mutex::new(Vec::new()),
-            store: store.clone(),
-            status: status.clone(),
-            insights: insights.clone(),
-            committer: Mutex::new(Committer::new(settings.commit_interval)),
-        };
         let mut config = ClientConfig::new();
         for (key, value) in &settings.consumer {
             config.set(key, value);
@@ -260,6 +249,18 @@ impl<'a> Processor<'a> {
         set_default(&mut config, "partition.assignment.strategy", assignor);
         // Consumer lag per partition comes from librdkafka's statistics (see `GroupHooks::stats`).
         set_default(&mut config, "statistics.interval.ms", "5000");
+        let hooks = GroupHooks {
+            restore: restore.clone(),
+            sink: sink.clone(),
+            inputs: settings.task.inputs.clone(),
+            drain_timeout: settings.drain_timeout,
+            events: Mutex::new(Vec::new()),
+            store: store.clone(),
+            status: status.clone(),
+            insights: insights.clone(),
+            committer: Mutex::new(Committer::new(settings.commit_interval)),
+            cooperative: rebalance::incremental(&config),
+        };
         let consumer: BaseConsumer<GroupHooks> = config.create_with_context(hooks)?;
         let inputs: Vec<&str> = settings.task.inputs.iter().map(String::as_str).collect();
         consumer.subscribe(&inputs)?;

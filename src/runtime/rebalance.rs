@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use crate::kafka::sink::{PendingBatch, SharedSink, Sink, SinkError};
@@ -45,6 +46,17 @@ pub struct GroupHooks {
     pub(super) restore: super::restore_job::RestoreSlot,
     /// The input offsets of at-least-once mode, committed by the processor and by a revocation.
     pub(super) committer: Mutex<Committer>,
+    /// Whether the group rebalances incrementally ([`incremental`]).
+    pub(super) cooperative: bool,
+}
+
+/// Whether a consumer configured by `config` rebalances incrementally: with the cooperative-sticky
+/// assignor, or with the consumer group protocol of KIP-848. librdkafka refuses to mix eager and
+/// cooperative assignors, so the first one named decides.
+pub(super) fn incremental(config: &ClientConfig) -> bool {
+    let assignor = config.get("partition.assignment.strategy").unwrap_or("range,roundrobin");
+    let first = assignor.split(',').next().unwrap_or_default().trim();
+    first == "cooperative-sticky" || config.get("group.protocol").is_some_and(|protocol| protocol.trim() == "consumer")
 }
 
 impl GroupHooks {
@@ -321,6 +333,29 @@ impl ClientContext for GroupHooks {
 }
 
 impl ConsumerContext for GroupHooks {
+    /// As rust-rdkafka's own, but without asking librdkafka for the rebalance protocol: that request waits
+    /// on the group's queue, which may no longer answer once the consumer is closing (librdkafka issue
+    /// 4041), so the revocation that ends a shutdown could wait for ever. The configuration says it.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, partitions: &mut TopicPartitionList) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(partitions),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(partitions),
+            _ => Rebalance::Error(KafkaError::Rebalance(RDKafkaErrorCode::from(err))),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let applied = match (&rebalance, self.cooperative) {
+            (Rebalance::Assign(list), true) => consumer.incremental_assign(list),
+            (Rebalance::Assign(list), false) => consumer.assign(list),
+            (Rebalance::Revoke(list), true) => consumer.incremental_unassign(list),
+            (Rebalance::Error(_), true) => consumer.incremental_unassign(partitions),
+            (Rebalance::Revoke(_) | Rebalance::Error(_), false) => consumer.unassign(),
+        };
+        if let Err(err) = applied {
+            warn!(error = %err, "could not apply the rebalance");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
             let revoked = partitions(list);
@@ -373,6 +408,23 @@ mod tests {
         let mut batch = PendingBatch::default();
         batch.commits = commits.to_vec();
         batch
+    }
+
+    #[test]
+    fn the_configuration_says_whether_the_group_rebalances_incrementally() {
+        let config = |pairs: &[(&str, &str)]| {
+            let mut config = ClientConfig::new();
+            for (key, value) in pairs {
+                config.set(*key, *value);
+            }
+            incremental(&config)
+        };
+        assert!(!config(&[]), "librdkafka's default assignors are eager");
+        assert!(!config(&[("partition.assignment.strategy", "range")]));
+        assert!(config(&[("partition.assignment.strategy", "cooperative-sticky")]));
+        assert!(config(&[("partition.assignment.strategy", " cooperative-sticky ")]));
+        assert!(config(&[("group.protocol", "consumer")]));
+        assert!(!config(&[("group.protocol", "classic"), ("partition.assignment.strategy", "roundrobin")]));
     }
 
     #[test]
