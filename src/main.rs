@@ -218,6 +218,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
+/// Runs an instance's `future` on a new runtime, which then ends without waiting for blocking work: a Kafka
+/// client left closing after a clean stop (see `app::run_instance`) must not keep the process.
+fn run_to_end<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = runtime()?;
+    let output = runtime.block_on(future);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(output)
+}
+
 /// Resolves on SIGTERM (drain) or Ctrl-C/SIGINT.
 async fn shutdown_signal() {
     let terminate = async {
@@ -295,10 +304,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     tracing::info!(config = %config.redacted(), "starting leadscore");
-    let runtime = runtime()?;
-    let result = runtime.block_on(leadscore::app::run(config, shutdown_signal()));
-    // A Kafka client left closing after a clean stop (see `app::run_instance`) must not keep the process.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let result = run_to_end(leadscore::app::run(config, shutdown_signal()))?;
     match result {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(leadscore::app::AppError::Rules(err)) => {
@@ -353,11 +359,7 @@ fn topics_create(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
-    let runtime = runtime()?;
-    let result = runtime.block_on(leadscore::demo::run(options, shutdown_signal()));
-    // As for `run`: a Kafka client left closing after a clean stop must not keep the process.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result?;
+    run_to_end(leadscore::demo::run(options, shutdown_signal()))??;
     Ok(ExitCode::SUCCESS)
 }
 

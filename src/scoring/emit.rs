@@ -6,7 +6,7 @@ use super::output::{
     ContactErased, ContactMerged, Direction, GroupValue, Output, OutputBody, PhaseChanged, ScoreChanged,
     ThresholdCrossed,
 };
-use super::state::ContactState;
+use super::state::{ContactState, weighted_total};
 use crate::rules::{Rules, Threshold};
 
 pub(super) struct Emitter<'a> {
@@ -83,9 +83,7 @@ impl<'a> Emitter<'a> {
     ) {
         let rules = self.rules;
         let groups = group_values(rules, state, at_ms);
-        // The total as [`ContactState::total`] sums it, from the values just read.
-        let new_total =
-            rules.groups.iter().zip(&groups).fold(0.0, |total, (group, value)| total + group.weight * value.value);
+        let new_total = weighted_total(rules, groups.iter().map(|group| group.value));
         let grade = rules.grades.map(|grades| grades.grade(groups.get(grades.group).map_or(0.0, |group| group.value)));
         let body = OutputBody::ScoreChanged(ScoreChanged {
             old_total,

@@ -101,12 +101,14 @@ impl ContactState {
 
     /// The weighted total at `at_ms`.
     pub fn total(&self, rules: &Rules, at_ms: i64) -> f64 {
-        rules
-            .groups
-            .iter()
-            .zip(&self.groups)
-            .fold(0.0, |total, (group, score)| total + group.weight * score.value_at(group, at_ms))
+        weighted_total(rules, rules.groups.iter().zip(&self.groups).map(|(group, score)| score.value_at(group, at_ms)))
     }
+}
+
+/// The weighted total of group values given in rules-file order, summed in that order, so that every
+/// reader of the total gets the same bits.
+pub fn weighted_total(rules: &Rules, values: impl Iterator<Item = f64>) -> f64 {
+    rules.groups.iter().zip(values).fold(0.0, |total, (group, value)| total + group.weight * value)
 }
 
 /// One group's score: value and per-source contributions as of `since_ms`.

@@ -67,8 +67,6 @@ const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
 const BATCH_ENTRY_BYTES: usize = 16;
 const BATCH_HEADER_BYTES: usize = 12;
 
-/// A WriteBatch with room for `entries` entries of `bytes` key and value bytes in all (partition prefixes
-/// aside), so that it does not grow as it is filled: each growth copies everything written before.
 /// The byte order of two keys, decided by their first 16 bytes as one integer where those differ: most
 /// comparisons of a sort then take no call to `memcmp`.
 fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
@@ -79,6 +77,8 @@ fn key_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     }
 }
 
+/// A WriteBatch with room for `entries` entries of `bytes` key and value bytes in all (partition prefixes
+/// aside), so that it does not grow as it is filled: each growth copies everything written before.
 fn sized_batch(entries: usize, bytes: usize) -> WriteBatch {
     WriteBatch::with_capacity_bytes(BATCH_HEADER_BYTES + entries * (BATCH_ENTRY_BYTES + PARTITION_LEN) + bytes)
 }
