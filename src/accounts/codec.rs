@@ -7,7 +7,11 @@ use prost::Message;
 use super::{AccountState, Member};
 use crate::proto::v1;
 use crate::rules::Rules;
-use crate::scoring::codec::{CodecError, STATE_FORMAT, groups_from_proto, groups_to_proto};
+use crate::scoring::codec::{CodecError, groups_from_proto, groups_to_proto};
+
+/// The encoding version of an account: its members' groups in the first layout of contact records, with
+/// times as epoch ms (see `state.proto`).
+const ACCOUNT_FORMAT: u32 = 1;
 
 /// The last update an account applied from one origin partition (the runtime's account updates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +35,7 @@ impl AppliedOrigin {
 pub fn encode(rules: &Rules, state: &AccountState, applied: &[AppliedOrigin]) -> Vec<u8> {
     let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
     v1::AccountState {
-        format: STATE_FORMAT,
+        format: ACCOUNT_FORMAT,
         clock_ms: state.clock_ms,
         members: state.members.iter().map(|member| member_to_proto(rules, member)).collect(),
         fired: thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).map(|(t, _)| t.key).collect(),
@@ -47,7 +51,7 @@ pub fn encode(rules: &Rules, state: &AccountState, applied: &[AppliedOrigin]) ->
 /// Decodes an account written by [`encode`], with its applied origins.
 pub fn decode(rules: &Rules, account: &str, bytes: &[u8]) -> Result<(AccountState, Vec<AppliedOrigin>), CodecError> {
     let message = v1::AccountState::decode(bytes).map_err(|err| CodecError::Corrupt(err.to_string()))?;
-    if message.format != STATE_FORMAT {
+    if message.format != ACCOUNT_FORMAT {
         return Err(CodecError::UnknownFormat { found: message.format });
     }
     let thresholds = rules.accounts.as_ref().map_or(&[][..], |accounts| &accounts.thresholds[..]);
@@ -86,6 +90,6 @@ pub fn member_from_proto(rules: &Rules, member: &v1::AccountMember) -> Result<Me
     Ok(Member {
         contact: member.contact.clone(),
         phase: rules.phase_by_key(member.phase).unwrap_or(0),
-        groups: groups_from_proto(rules, 0, &member.groups)?,
+        groups: groups_from_proto(rules, 0, &member.groups, false)?,
     })
 }

@@ -78,9 +78,13 @@ impl StoredContact {
     /// Encodes the record.
     pub fn encode(&self, rules: &Rules) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        codec_write::write_record(rules, self.state.as_ref(), &self.offsets, self.merged_into.as_deref(), &mut out);
-        codec_write::write_ids(&mut out, 18, &self.awaiting);
-        codec_write::write_ids(&mut out, 19, &self.refused);
+        let kept = codec_write::Bookkeeping {
+            offsets: &self.offsets,
+            merged_into: self.merged_into.as_deref(),
+            awaiting: &self.awaiting,
+            refused: &self.refused,
+        };
+        codec_write::write_record(rules, self.state.as_ref(), &kept, &mut out);
         out
     }
 
@@ -88,9 +92,7 @@ impl StoredContact {
     pub fn decode(rules: &Rules, contact: &str, bytes: &[u8]) -> Result<StoredContact, codec::CodecError> {
         let message = v1::ContactState::decode(bytes).map_err(|err| codec::CodecError::Corrupt(err.to_string()))?;
         let state = if message.erased || message.merged_into.is_some() {
-            if message.format != codec::STATE_FORMAT {
-                return Err(codec::CodecError::UnknownFormat { found: message.format });
-            }
+            codec::check_format(message.format)?;
             None
         } else {
             Some(codec::from_proto(rules, contact, &message)?)
@@ -118,7 +120,9 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
     use crate::scoring::{Contribution, GroupScore, HistoryEntry, MAX_UNLIMITED_CONTRIBUTIONS, RuleCount};
 
     let text = "\u{1}".repeat(crate::event::MAX_FIELD_BYTES);
-    let mut state = ContactState::new(rules, "", i64::MAX);
+    // Times are stored relative to the clock: from a clock of -1, one at `i64::MAX` takes the longest
+    // varint, as the clock itself does.
+    let mut state = ContactState::new(rules, "", -1);
     for (index, group) in rules.groups.iter().enumerate() {
         let mut contributions = Vec::new();
         let mut add = |source: u32, copies: u64| {
@@ -163,20 +167,19 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
         .collect();
     state.disqualified = Some(text.clone());
     state.recent_ids = std::iter::repeat_n(u64::MAX, rules.dedup_window).collect();
-    state.history = std::iter::repeat_n(
-        HistoryEntry {
+    // Entries at alternating times, so that none shares its stored event with the one before.
+    state.history = (0..rules.history_limit as i64)
+        .map(|index| HistoryEntry {
             source: u32::MAX,
             event_id: text.clone(),
-            ts_ms: i64::MAX,
+            ts_ms: i64::MAX - index % 2,
             delta: f64::MAX,
             value_after: f64::MAX,
             group: u32::MAX,
             reason: Some(text.clone()),
             actor: Some(text.clone()),
-        },
-        rules.history_limit,
-    )
-    .collect();
+        })
+        .collect();
     state.next_timer_ms = Some(i64::MAX);
     state.phase = rules.phases.len().saturating_sub(1);
     // Its aliases fill what a contact keeps, and so do the contacts it awaits (see `merge_fits`).

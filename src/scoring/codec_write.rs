@@ -3,10 +3,11 @@
 //! copying every history string into it) first. Every changed contact is encoded once per batch.
 //!
 //! As prost does for proto3: fields in tag order, scalars at their default value left out (optional
-//! ones written whenever set), repeated scalars packed, nested messages prefixed by their length, which
-//! is computed before the message is written.
+//! ones written whenever set), repeated scalars packed, nested messages prefixed by their length: a small
+//! one's is computed first, a larger one's put in front once the message is written.
 
-use super::state::{ContactState, Contribution, GroupScore, HistoryEntry, RuleCount};
+use super::codec::{age, same_event, same_group, whole};
+use super::state::{ContactState, Contribution, GroupScore, HistoryEntry};
 use crate::rules::Rules;
 
 const VARINT: u32 = 0;
@@ -14,23 +15,32 @@ const FIXED64: u32 = 1;
 const LENGTH: u32 = 2;
 const FIXED32: u32 = 5;
 
+/// What the runtime keeps in a contact record beside the state.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bookkeeping<'a> {
+    /// The last input offset applied, per input topic key.
+    pub offsets: &'a [(u32, i64)],
+    /// The contact it was merged into, for a record without state.
+    pub merged_into: Option<&'a str>,
+    /// Contacts it asked to merge in whose answer has not arrived.
+    pub awaiting: &'a [String],
+    /// Answers still due from contacts it asked to merge in before it was erased.
+    pub refused: &'a [String],
+}
+
 /// Appends the encoding of a contact record: `state` (when `None`, an erased record, or the alias of the
-/// contact it was `merged_into`) and the applied offsets per input topic key.
-pub fn write_record(
-    rules: &Rules,
-    state: Option<&ContactState>,
-    offsets: &[(u32, i64)],
-    merged_into: Option<&str>,
-    out: &mut Vec<u8>,
-) {
+/// contact it was `merged_into`) and the runtime's bookkeeping.
+pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeeping, out: &mut Vec<u8>) {
     uint(out, 1, u64::from(super::codec::STATE_FORMAT));
     if let Some(state) = state {
-        int(out, 2, state.clock_ms);
+        let clock = state.clock_ms;
+        int(out, 2, clock);
         fixed32(out, 3, rules.phases.get(state.phase).map_or(0, |phase| phase.key));
         for (group, score) in rules.groups.iter().zip(&state.groups) {
-            if score.value != 0.0 || !score.contributions.is_empty() {
-                message(out, 4, group_len(group.key, score));
-                write_group(out, group.key, score);
+            if !score.is_empty() {
+                let at = open(out, 4);
+                write_group(out, clock, group.key, score);
+                close(out, at);
             }
         }
         let fired = rules.thresholds.iter().zip(&state.fired).filter(|(_, fired)| **fired).count();
@@ -41,10 +51,11 @@ pub fn write_record(
             }
         }
         for count in &state.rule_counts {
-            message(out, 6, rule_count_len(count));
+            let window_age = age(clock, count.window_start_ms);
+            message(out, 6, fixed32_len(count.rule) + uint_len(u64::from(count.count)) + sint_len(window_age));
             fixed32(out, 1, count.rule);
             uint(out, 2, u64::from(count.count));
-            int(out, 3, count.window_start_ms);
+            sint(out, 4, window_age);
         }
         if let Some(reason) = &state.disqualified {
             text(out, 7, reason);
@@ -55,21 +66,17 @@ pub fn write_record(
                 out.extend_from_slice(&id.to_le_bytes());
             }
         }
-        for entry in &state.history {
-            message(out, 9, history_len(entry));
-            write_history(out, entry);
-        }
         if let Some(due) = state.next_timer_ms {
             key(out, 10, VARINT);
             varint(out, due as u64);
         }
     }
-    for &(topic, offset) in offsets {
+    for &(topic, offset) in kept.offsets {
         message(out, 11, fixed32_len(topic) + int_len(offset));
         fixed32(out, 1, topic);
         int(out, 2, offset);
     }
-    match (state, merged_into) {
+    match (state, kept.merged_into) {
         (Some(state), _) => {
             for merged in &state.merged_ids {
                 text(out, 15, merged);
@@ -84,70 +91,133 @@ pub fn write_record(
         (None, None) => uint(out, 13, 1),
         (None, Some(survivor)) => text(out, 14, survivor),
     }
+    for id in kept.awaiting {
+        text(out, 18, id);
+    }
+    for id in kept.refused {
+        text(out, 19, id);
+    }
+    if let Some(state) = state {
+        write_history(out, state);
+    }
 }
 
-fn write_group(out: &mut Vec<u8>, group: u32, score: &GroupScore) {
+fn write_group(out: &mut Vec<u8>, clock: i64, group: u32, score: &GroupScore) {
     fixed32(out, 1, group);
-    double(out, 2, score.value);
-    int(out, 3, score.since_ms);
+    let whole_value = whole(score.value);
+    if whole_value.is_none() {
+        double(out, 2, score.value);
+    }
     for contribution in &score.contributions {
-        message(out, 4, contribution_len(contribution));
+        message(out, 4, contribution_len(clock, contribution));
         fixed32(out, 1, contribution.source);
-        double(out, 2, contribution.points);
+        number(out, (2, 4), contribution.points);
         if let Some(expires) = contribution.expires_at_ms {
-            key(out, 3, VARINT);
-            varint(out, expires as u64);
+            key(out, 5, VARINT);
+            varint(out, zigzag(age(clock, expires)));
         }
     }
+    if let Some(value) = whole_value {
+        sint(out, 5, value);
+    }
+    sint(out, 6, age(clock, score.since_ms));
 }
 
-fn write_history(out: &mut Vec<u8>, entry: &HistoryEntry) {
-    fixed32(out, 1, entry.source);
-    if !entry.event_id.is_empty() {
-        text(out, 2, &entry.event_id);
+/// The history by event, and in each event by group (see `HistoryEvent` in `state.proto`): runs of
+/// consecutive entries.
+fn write_history(out: &mut Vec<u8>, state: &ContactState) {
+    let (mut event, mut group): (Option<usize>, Option<usize>) = (None, None);
+    let mut previous: Option<&HistoryEntry> = None;
+    for entry in &state.history {
+        let same_event = previous.is_some_and(|previous| same_event(previous, entry));
+        let same_group = same_event && previous.is_some_and(|previous| same_group(previous, entry));
+        if !same_group && let Some(at) = group.take() {
+            close(out, at);
+        }
+        if !same_event {
+            if let Some(at) = event.take() {
+                close(out, at);
+            }
+            event = Some(open(out, 20));
+            if !entry.event_id.is_empty() {
+                text(out, 1, &entry.event_id);
+            }
+            sint(out, 2, age(state.clock_ms, entry.ts_ms));
+            if let Some(reason) = &entry.reason {
+                text(out, 3, reason);
+            }
+            if let Some(actor) = &entry.actor {
+                text(out, 4, actor);
+            }
+        }
+        if !same_group {
+            group = Some(open(out, 5));
+            fixed32(out, 1, entry.group);
+            number(out, (2, 3), entry.value_after);
+        }
+        message(out, 4, fixed32_len(entry.source) + number_len(entry.delta));
+        fixed32(out, 1, entry.source);
+        number(out, (2, 3), entry.delta);
+        previous = Some(entry);
     }
-    int(out, 3, entry.ts_ms);
-    double(out, 4, entry.delta);
-    double(out, 5, entry.value_after);
-    fixed32(out, 6, entry.group);
-    if let Some(reason) = &entry.reason {
-        text(out, 7, reason);
-    }
-    if let Some(actor) = &entry.actor {
-        text(out, 8, actor);
+    for at in [group, event].into_iter().flatten() {
+        close(out, at);
     }
 }
 
-fn group_len(group: u32, score: &GroupScore) -> usize {
-    let contributions: usize = score.contributions.iter().map(|c| nested_len(contribution_len(c))).sum();
-    fixed32_len(group) + double_len(score.value) + int_len(score.since_ms) + contributions
-}
-
-fn contribution_len(contribution: &Contribution) -> usize {
+fn contribution_len(clock: i64, contribution: &Contribution) -> usize {
     fixed32_len(contribution.source)
-        + double_len(contribution.points)
-        + contribution.expires_at_ms.map_or(0, |expires| 1 + varint_len(expires as u64))
+        + number_len(contribution.points)
+        + contribution.expires_at_ms.map_or(0, |expires| 1 + varint_len(zigzag(age(clock, expires))))
 }
 
-fn rule_count_len(count: &RuleCount) -> usize {
-    fixed32_len(count.rule) + uint_len(u64::from(count.count)) + int_len(count.window_start_ms)
+/// Starts a length-delimited field whose length is not known yet, keeping one byte for the length:
+/// where [`close`] puts it.
+fn open(out: &mut Vec<u8>, tag: u32) -> usize {
+    key(out, tag, LENGTH);
+    out.push(0);
+    out.len() - 1
 }
 
-fn history_len(entry: &HistoryEntry) -> usize {
-    let event_id = if entry.event_id.is_empty() { 0 } else { nested_len(entry.event_id.len()) };
-    fixed32_len(entry.source)
-        + event_id
-        + int_len(entry.ts_ms)
-        + double_len(entry.delta)
-        + double_len(entry.value_after)
-        + fixed32_len(entry.group)
-        + entry.reason.as_ref().map_or(0, |reason| nested_len(reason.len()))
-        + entry.actor.as_ref().map_or(0, |actor| nested_len(actor.len()))
+/// Puts the length of what followed [`open`] in front of it, moving it up where the length needs more
+/// than the byte kept for it.
+fn close(out: &mut Vec<u8>, at: usize) {
+    let len = out.len() - at - 1;
+    if len < 0x80 {
+        out[at] = len as u8;
+    } else {
+        let mut prefix = Vec::with_capacity(10);
+        varint(&mut prefix, len as u64);
+        out.splice(at..at + 1, prefix);
+    }
 }
 
-/// Bytes of a length-delimited field with a one-byte key (every tag here is below 16).
-fn nested_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
+/// A number in its double field or, when whole, its varint field (`tags`, in that order): see
+/// [`super::codec::whole`].
+fn number(out: &mut Vec<u8>, (double_tag, whole_tag): (u32, u32), value: f64) {
+    match whole(value) {
+        Some(whole) => sint(out, whole_tag, whole),
+        None => double(out, double_tag, value),
+    }
+}
+
+fn number_len(value: f64) -> usize {
+    match whole(value) {
+        Some(whole) => sint_len(whole),
+        None => double_len(value),
+    }
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn sint(out: &mut Vec<u8>, tag: u32, value: i64) {
+    uint(out, tag, zigzag(value));
+}
+
+fn sint_len(value: i64) -> usize {
+    uint_len(zigzag(value))
 }
 
 fn fixed32_len(value: u32) -> usize {
@@ -209,13 +279,6 @@ fn uint(out: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
         key(out, tag, VARINT);
         varint(out, value);
-    }
-}
-
-/// Appends ids as a repeated string field: the runtime's bookkeeping after [`write_record`].
-pub fn write_ids(out: &mut Vec<u8>, tag: u32, ids: &[String]) {
-    for id in ids {
-        text(out, tag, id);
     }
 }
 

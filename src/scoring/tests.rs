@@ -644,7 +644,7 @@ fn prost_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i6
 
 fn written_record(rules: &Rules, state: Option<&ContactState>, offsets: &[(u32, i64)]) -> Vec<u8> {
     let mut out = Vec::new();
-    codec_write::write_record(rules, state, offsets, None, &mut out);
+    codec_write::write_record(rules, state, &codec_write::Bookkeeping { offsets, ..Default::default() }, &mut out);
     out
 }
 
@@ -661,9 +661,12 @@ fn the_record_writer_writes_what_prost_writes_at_the_edges() {
             Contribution { source: 0, points: f64::MAX, expires_at_ms: Some(0) },
             Contribution { source: u32::MAX, points: -1.5, expires_at_ms: Some(i64::MIN) },
             Contribution { source: 7, points: 0.0, expires_at_ms: None },
+            Contribution { source: 8, points: 9007199254740992.0, expires_at_ms: Some(i64::MAX) },
+            Contribution { source: 9, points: -9007199254740994.0, expires_at_ms: None },
         ],
     };
-    state.groups[1].value = f64::MIN_POSITIVE;
+    state.groups[1] = GroupScore { value: -3.0, since_ms: i64::MAX, contributions: Vec::new() };
+    state.groups[2].value = f64::MIN_POSITIVE;
     state.rule_counts = vec![
         RuleCount { rule: 0, count: 0, window_start_ms: 0 },
         RuleCount { rule: 1, count: u32::MAX, window_start_ms: i64::MAX },
@@ -691,6 +694,21 @@ fn the_record_writer_writes_what_prost_writes_at_the_edges() {
             reason: None,
             actor: Some("a".repeat(300)),
         },
+        // Three changes of one event: two sources to one group and value, one to another group.
+        HistoryEntry {
+            source: 4,
+            event_id: "e-9".into(),
+            ts_ms: 7,
+            delta: 15.0,
+            value_after: 45.0,
+            group: 2,
+            reason: None,
+            actor: None,
+        },
+        HistoryEntry { source: 5, delta: -0.25, ..history_entry(7, "e-9", 45.0, 2) },
+        HistoryEntry { source: 6, delta: 1.0, ..history_entry(7, "e-9", 1.5, 3) },
+        // The same id at another time is another stored event.
+        history_entry(8, "e-9", 1.5, 3),
     ]
     .into_iter()
     .collect();
@@ -703,6 +721,79 @@ fn the_record_writer_writes_what_prost_writes_at_the_edges() {
     assert_eq!(written_record(&rules, None, &offsets), prost_record(&rules, None, &offsets));
     let fresh = ContactState::new(&rules, "c", 0);
     assert_eq!(written_record(&rules, Some(&fresh), &[]), prost_record(&rules, Some(&fresh), &[]));
+}
+
+fn history_entry(ts_ms: i64, event_id: &str, value_after: f64, group: u32) -> HistoryEntry {
+    HistoryEntry {
+        source: 1,
+        event_id: event_id.into(),
+        ts_ms,
+        delta: 2.0,
+        value_after,
+        group,
+        reason: None,
+        actor: None,
+    }
+}
+
+#[test]
+fn a_record_of_the_first_format_still_reads() {
+    use crate::proto::v1;
+    let rules = example_rules();
+    let mut scorer = crate::offline::OfflineScorer::new(&rules, 1);
+    for line in include_str!("../../examples/events.jsonl").lines() {
+        let _ = scorer.score_line(line.as_bytes());
+    }
+    let (mut first_bytes, mut second_bytes) = (0, 0);
+    for (contact, state) in scorer.store().contacts() {
+        // The first format: times as epoch ms, numbers as doubles, one history entry per change.
+        let first = v1::ContactState {
+            format: codec::FIRST_STATE_FORMAT,
+            clock_ms: state.clock_ms,
+            phase: rules.phases[state.phase].key,
+            groups: codec::groups_to_proto(&rules, &state.groups),
+            fired: rules.thresholds.iter().zip(&state.fired).filter(|(_, f)| **f).map(|(t, _)| t.key).collect(),
+            rule_counts: state
+                .rule_counts
+                .iter()
+                .map(|c| v1::RuleCount {
+                    rule: c.rule,
+                    count: c.count,
+                    window_start_ms: c.window_start_ms,
+                    ..Default::default()
+                })
+                .collect(),
+            disqualified: state.disqualified.clone(),
+            recent_ids: state.recent_ids.iter().copied().collect(),
+            history: state
+                .history
+                .iter()
+                .map(|e| v1::HistoryEntry {
+                    source: e.source,
+                    event_id: e.event_id.clone(),
+                    ts_ms: e.ts_ms,
+                    delta: e.delta,
+                    value_after: e.value_after,
+                    group: e.group,
+                    reason: e.reason.clone(),
+                    actor: e.actor.clone(),
+                })
+                .collect(),
+            next_timer_ms: state.next_timer_ms,
+            merged_ids: state.merged_ids.clone(),
+            anonymous: state.anonymous,
+            account: state.account.clone(),
+            ..Default::default()
+        };
+        let bytes = prost::Message::encode_to_vec(&first);
+        let decoded = codec::decode(&rules, contact, &bytes).unwrap_or_else(|err| panic!("{err}"));
+        let second =
+            codec::decode(&rules, contact, &codec::encode(&rules, state)).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(decoded, second);
+        assert!(codec::encode(&rules, state).len() <= bytes.len(), "the second format is never the larger");
+        (first_bytes, second_bytes) = (first_bytes + bytes.len(), second_bytes + codec::encode(&rules, state).len());
+    }
+    assert!(second_bytes < first_bytes * 4 / 5, "{second_bytes} bytes against {first_bytes}");
 }
 
 // ---- Property tests ------------------------------------------------------------------------------------
