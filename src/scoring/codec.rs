@@ -124,11 +124,8 @@ fn history_to_proto(clock_ms: i64, history: &VecDeque<HistoryEntry>) -> Vec<v1::
     let mut events: Vec<v1::HistoryEvent> = Vec::new();
     let mut previous: Option<&HistoryEntry> = None;
     for entry in history {
-        let source = v1::HistorySource {
-            source: entry.source,
-            delta: split(entry.delta).0,
-            whole_delta: split(entry.delta).1,
-        };
+        let source =
+            v1::HistorySource { source: entry.source, delta: split(entry.delta).0, whole_delta: split(entry.delta).1 };
         let group = v1::HistoryGroup {
             group: entry.group,
             value_after: split(entry.value_after).0,

@@ -255,13 +255,17 @@ impl RocksStore {
         Ok(())
     }
 
-    /// The values of `keys` in `cf`, in order, read in one batched lookup.
+    /// The values of `keys` in `cf`, in order, read in one batched lookup. The keys go to RocksDB sorted
+    /// (every column family orders keys bytewise), which spares it sorting them through its comparator.
     fn read_many(&self, cf: &'static str, keys: &[Vec<u8>], operation: &'static str) -> Result<Vec<Option<Vec<u8>>>> {
-        self.db
-            .batched_multi_get_cf(self.cf(cf)?, keys, false)
-            .into_iter()
-            .map(|value| value.map(|slice| slice.map(|slice| slice.to_vec())).map_err(rocks_error(operation)))
-            .collect()
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by(|&a, &b| keys[a].cmp(&keys[b]));
+        let sorted: Vec<&[u8]> = order.iter().map(|&place| keys[place].as_slice()).collect();
+        let mut values = vec![None; keys.len()];
+        for (place, value) in order.into_iter().zip(self.db.batched_multi_get_cf(self.cf(cf)?, &sorted, true)) {
+            values[place] = value.map_err(rocks_error(operation))?.map(|slice| slice.to_vec());
+        }
+        Ok(values)
     }
 
     /// Index writes never go to the write-ahead log: the index is rebuilt when its partition opens.
