@@ -609,13 +609,19 @@ fn an_event_no_rule_takes_leaves_the_contact_untouched() {
     assert_eq!((applied.outcome, applied.state), (Outcome::Ignored, Some(state)));
 }
 
-#[test]
-fn the_codec_round_trips_and_refuses_garbage() {
-    let rules = example_rules();
-    let mut scorer = crate::offline::OfflineScorer::new(&rules, 1);
+/// The example events scored under `rules`, one partition.
+fn scored_examples(rules: &Rules) -> crate::offline::OfflineScorer<'_> {
+    let mut scorer = crate::offline::OfflineScorer::new(rules, 1);
     for line in include_str!("../../examples/events.jsonl").lines() {
         let _ = scorer.score_line(line.as_bytes());
     }
+    scorer
+}
+
+#[test]
+fn the_codec_round_trips_and_refuses_garbage() {
+    let rules = example_rules();
+    let scorer = scored_examples(&rules);
     for (contact, state) in scorer.store().contacts() {
         let bytes = codec::encode(&rules, state);
         let decoded = codec::decode(&rules, contact, &bytes).unwrap_or_else(|err| panic!("{err}"));
@@ -740,10 +746,7 @@ fn history_entry(ts_ms: i64, event_id: &str, value_after: f64, group: u32) -> Hi
 fn a_record_of_the_first_format_still_reads() {
     use crate::proto::v1;
     let rules = example_rules();
-    let mut scorer = crate::offline::OfflineScorer::new(&rules, 1);
-    for line in include_str!("../../examples/events.jsonl").lines() {
-        let _ = scorer.score_line(line.as_bytes());
-    }
+    let scorer = scored_examples(&rules);
     let (mut first_bytes, mut second_bytes) = (0, 0);
     for (contact, state) in scorer.store().contacts() {
         // The first format: times as epoch ms, numbers as doubles, one history entry per change.
