@@ -41,7 +41,12 @@ impl BoardEntry {
         if state.disqualified.is_some() {
             return None;
         }
-        let groups = state.value_groups(rules);
+        let mut groups = state.value_groups(rules);
+        // A group with nothing in it reads 0 at any time: its time means nothing, and is left out of
+        // the stored entry.
+        for score in groups.iter_mut().filter(|score| score.is_empty()) {
+            score.since_ms = 0;
+        }
         Some(BoardEntry { phase: state.phase, groups })
     }
 
@@ -92,6 +97,8 @@ impl Indexed {
             .iter()
             .zip(&entry.groups)
             .map(|(group, score)| match group.decay {
+                // Not filed (see `BoardEntry::ranks_in`), and not stored.
+                _ if score.is_empty() => RankKey::of_value(0.0),
                 DecayLaw::Step { .. } => {
                     let read_at = at_ms.max(score.since_ms);
                     let next = score.contributions.iter().filter_map(|c| c.expires_at_ms).filter(|end| *end > read_at);
@@ -123,6 +130,11 @@ impl Indexed {
         out.extend_from_slice(&self.bound.to_le_bytes());
         out.push(self.keys.len() as u8);
         for (key, score) in self.keys.iter().zip(&self.entry.groups) {
+            // A group with nothing in it is one byte: most of a contact's groups are.
+            out.push(u8::from(!score.is_empty()));
+            if score.is_empty() {
+                continue;
+            }
             out.extend_from_slice(&key.to_bytes());
             out.extend_from_slice(&score.value.to_le_bytes());
             out.extend_from_slice(&score.since_ms.to_le_bytes());
@@ -146,6 +158,12 @@ impl Indexed {
         let mut keys = Vec::with_capacity(usize::from(groups));
         let mut scores = Vec::with_capacity(usize::from(groups));
         for _ in 0..groups {
+            let [stored] = reader.take()?;
+            if stored == 0 {
+                keys.push(RankKey::of_value(0.0));
+                scores.push(GroupScore::empty(0));
+                continue;
+            }
             keys.push(RankKey::from_bytes(reader.take()?));
             let value = f64::from_le_bytes(reader.take()?);
             let since_ms = i64::from_le_bytes(reader.take()?);
@@ -157,7 +175,12 @@ impl Indexed {
                 let expires_at_ms = Some(i64::from_le_bytes(reader.take()?)).filter(|at| *at != i64::MIN);
                 contributions.push(Contribution { source, points, expires_at_ms });
             }
-            scores.push(GroupScore { value, since_ms, contributions });
+            let score = GroupScore { value, since_ms, contributions };
+            // An empty group is written as one byte, never in full.
+            if stored != 1 || score.is_empty() {
+                return None;
+            }
+            scores.push(score);
         }
         let entry = BoardEntry { phase, groups: scores };
         reader.0.is_empty().then_some(Indexed { entry, keys, bound, next_expiry })
@@ -279,9 +302,10 @@ mod tests {
                         Contribution { source: 8, points: 0.0, expires_at_ms: None },
                     ],
                 },
+                GroupScore::empty(0),
             ],
         };
-        let keys = vec![RankKey::of_value(12.5), RankKey::of_value(-4.0)];
+        let keys = vec![RankKey::of_value(12.5), RankKey::of_value(-4.0), RankKey::of_value(0.0)];
         let indexed = Indexed { entry, keys, bound: 12.5, next_expiry: Some(9) };
         assert_eq!(Indexed::decode(&indexed.encode()), Some(indexed.clone()));
         let without_expiry = Indexed { next_expiry: None, ..indexed };
