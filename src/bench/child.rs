@@ -235,8 +235,20 @@ pub(crate) fn free_address() -> Result<SocketAddr, std::io::Error> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
+/// Bytes per contact of the state directory `dir` of a stopped instance, once the compactions its data
+/// calls for have run (at most a minute): RocksDB rewrites flushed files into its bottommost level, in
+/// that level's compression, in the background, so the size right after a flush is not the size the
+/// directory keeps.
+pub(crate) fn settled_bytes_per_contact(dir: &Path, contacts: u64) -> Result<f64, String> {
+    let store = crate::store::RocksStore::open(dir, &crate::store::RocksOptions::default())
+        .map_err(|err| format!("opening the state directory to measure it: {err}"))?;
+    store.wait_for_compactions(std::time::Duration::from_secs(60)).map_err(|err| err.to_string())?;
+    drop(store);
+    Ok(dir_bytes(dir) as f64 / contacts.max(1) as f64)
+}
+
 /// Bytes of the files under `dir`, RocksDB's informational `LOG` files excluded.
-pub(crate) fn dir_bytes(dir: &Path) -> u64 {
+fn dir_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -356,8 +356,14 @@ impl Context<'_> {
             Ok(window)
         });
         bar.finish();
-        let state_bytes = has_state.then(|| child::dir_bytes(&config.state.dir));
-        ModeResult::new(mode, measured, state_bytes, loaded.contacts)
+        let per_contact = if has_state && measured.is_ok() {
+            child::settled_bytes_per_contact(&config.state.dir, loaded.contacts)
+                .inspect_err(|reason| tracing::warn!(mode, %reason, "state directory not measured"))
+                .ok()
+        } else {
+            None
+        };
+        ModeResult::new(mode, measured, per_contact)
     }
 
     /// The latency phase of the processor, or of the bare pipe: the same offered load, read from what

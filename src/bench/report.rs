@@ -27,15 +27,15 @@ pub struct ModeResult {
     pub cpu_seconds_per_million: Option<f64>,
     /// Peak resident set size of the measured process, MiB.
     pub peak_rss_mib: Option<f64>,
-    /// State directory bytes per distinct contact after a clean stop (processor modes only).
+    /// State directory bytes per distinct contact after a clean stop and the compactions it leaves
+    /// pending (processor modes only).
     pub state_bytes_per_contact: Option<f64>,
     /// Why the mode did not finish (for example, a broker without transactions).
     pub error: Option<String>,
 }
 
 impl ModeResult {
-    pub(crate) fn new(mode: &str, measured: Result<Window, String>, state_bytes: Option<u64>, contacts: u64) -> Self {
-        let per_contact = state_bytes.map(|bytes| bytes as f64 / contacts.max(1) as f64);
+    pub(crate) fn new(mode: &str, measured: Result<Window, String>, per_contact: Option<f64>) -> Self {
         match measured {
             Ok(window) => ModeResult {
                 mode: mode.to_owned(),

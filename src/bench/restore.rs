@@ -31,7 +31,8 @@ pub struct Restore {
     pub seconds: f64,
     /// Records per second.
     pub records_per_second: f64,
-    /// State directory bytes per contact after the restore and a flush.
+    /// State directory bytes per contact after the restore, a flush and the compactions that follow
+    /// them (which the restore's time does not include).
     pub state_bytes_per_contact: f64,
 }
 
@@ -122,6 +123,6 @@ pub(crate) fn restore_all(
         records,
         seconds,
         records_per_second: records as f64 / seconds,
-        state_bytes_per_contact: super::child::dir_bytes(dir) as f64 / records.max(1) as f64,
+        state_bytes_per_contact: super::child::settled_bytes_per_contact(dir, records)?,
     })
 }

@@ -58,8 +58,10 @@ pub const CF_BOARD: &str = "board";
 pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_ACCOUNTS, CF_TIMERS, CF_META, CF_BOARD];
 
 /// The on-disk layout written by this build. A directory of format 1 (account records among the
-/// contacts) is brought up to it when opened; one written with any other format is refused.
-pub const STORE_FORMAT: u32 = 2;
+/// contacts) or 2 is brought up to it when opened; one written with any other format is refused.
+/// Format 3 writes the bottommost level in zstd, which builds of format 2 cannot read: the marker makes
+/// such a build refuse the directory when it opens, rather than fail on the first block it reads.
+pub const STORE_FORMAT: u32 = 3;
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor, CompactOptions, DB,
-    DBCompressionType, FlushOptions, Options, ReadOptions, WriteBatch, WriteOptions,
+    BottommostLevelCompaction, Cache, ColumnFamily, ColumnFamilyDescriptor, CompactOptions, DB, FlushOptions,
+    ReadOptions, WaitForCompactOptions, WriteBatch, WriteOptions,
 };
 
 use super::{
@@ -51,17 +51,6 @@ impl std::fmt::Debug for RocksStore {
     }
 }
 
-/// Least size at which the MANIFEST (RocksDB's log of file changes) is rewritten; RocksDB's default is
-/// 1 GiB and it now recommends 1 MiB. The log records each data file's first and last key, so the key
-/// of an erased contact can outlive its data there until the log is rewritten (at every open, and
-/// when it outgrows this size); a small limit bounds how long.
-const MANIFEST_ROLL_BYTES: usize = 1 << 20;
-
-/// The memory all column families' memtables may take together before the largest is flushed: without
-/// it each of them may hold two 64 MiB memtables, and an instance's memory would depend on its write
-/// pattern rather than on its settings.
-const MEMTABLE_BUDGET_BYTES: usize = 128 << 20;
-
 /// Bytes a WriteBatch takes for one entry beyond its key and value (a tag, a column family id, two
 /// length varints), and for its header.
 const BATCH_ENTRY_BYTES: usize = 16;
@@ -101,30 +90,6 @@ fn rocks_error(operation: &'static str) -> impl Fn(rocksdb::Error) -> StoreError
     move |err| StoreError::Rocks(format!("{operation}: {err}"))
 }
 
-/// Options of one column family. Blocks of all of them share `cache`, so `cache_mb` bounds the
-/// read memory of the whole store; index and filter blocks live in the cache too, for the same reason.
-fn column_family_options(name: &str, cache: &Cache) -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table.set_cache_index_and_filter_blocks(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
-    let point_lookups = name == CF_CONTACTS || name == CF_BOARD;
-    if point_lookups {
-        // Contacts (and their leaderboard entries) are read by point lookups, many of them for contacts
-        // seen for the first time.
-        table.set_bloom_filter(10.0, false);
-    }
-    let mut options = Options::default();
-    if name == CF_CONTACTS {
-        // The same for the memtable, which holds the recent writes a new contact is looked up in first.
-        options.set_memtable_whole_key_filtering(true);
-        options.set_memtable_prefix_bloom_ratio(0.05);
-    }
-    options.set_block_based_table_factory(&table);
-    options.set_compression_type(DBCompressionType::Lz4);
-    options
-}
-
 impl RocksStore {
     /// Opens (or creates) the store in `dir`, refusing a directory written with another
     /// [`STORE_FORMAT`].
@@ -133,18 +98,13 @@ impl RocksStore {
         std::fs::create_dir_all(dir).map_err(|err| open_error(format!("cannot create the directory: {err}")))?;
 
         let cache = Cache::new_lru_cache(options.cache_mb.saturating_mul(1 << 20));
-        let mut db_options = Options::default();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
-        db_options.set_compression_type(DBCompressionType::Lz4);
-        // Without a WAL, only flushed data survives a crash: flush all column families at the same
-        // sequence number so state, timers and meta always come back from the same batch.
-        db_options.set_atomic_flush(options.disable_wal);
-        db_options.set_max_manifest_file_size(MANIFEST_ROLL_BYTES);
-        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
-        let descriptors =
-            ALL_CFS.iter().map(|name| ColumnFamilyDescriptor::new(*name, column_family_options(name, &cache)));
-        let db = DB::open_cf_descriptors(&db_options, dir, descriptors).map_err(|err| open_error(err.to_string()))?;
+        let descriptors = ALL_CFS
+            .iter()
+            .map(|name| Ok(ColumnFamilyDescriptor::new(*name, tuning::column_family_options(name, &cache)?)))
+            .collect::<Result<Vec<_>, rocksdb::Error>>()
+            .map_err(|err| open_error(format!("column family options: {err}")))?;
+        let db = DB::open_cf_descriptors(&tuning::database_options(options), dir, descriptors)
+            .map_err(|err| open_error(err.to_string()))?;
 
         let store = RocksStore { db, dir: dir.to_path_buf(), disable_wal: options.disable_wal };
         store.check_format()?;
@@ -156,6 +116,15 @@ impl RocksStore {
     /// The state directory, for logs.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Waits until the flushes and compactions RocksDB has pending or running are done, or `timeout`
+    /// has passed: the directory then holds what it will hold once the store is left alone (flushed
+    /// data rewritten into the bottommost level, in its compression).
+    pub fn wait_for_compactions(&self, timeout: std::time::Duration) -> Result<()> {
+        let mut options = WaitForCompactOptions::default();
+        options.set_timeout(u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX));
+        self.db.wait_for_compact(&options).map_err(rocks_error("wait for compactions"))
     }
 
     /// Verifies the format marker, or writes it into a new, empty store.
@@ -170,6 +139,7 @@ impl RocksStore {
             return match found {
                 STORE_FORMAT => Ok(()),
                 1 => self.move_accounts_to_their_family(),
+                2 => self.write_format_marker(),
                 _ => Err(StoreError::IncompatibleFormat { found, expected: STORE_FORMAT }),
             };
         }
@@ -184,6 +154,12 @@ impl RocksStore {
                 });
             }
         }
+        self.write_format_marker()
+    }
+
+    /// Marks the store with [`STORE_FORMAT`], durably.
+    fn write_format_marker(&self) -> Result<()> {
+        let meta = self.cf(CF_META)?;
         self.db.put_cf(meta, FORMAT_KEY, STORE_FORMAT.to_be_bytes()).map_err(rocks_error("write the format marker"))?;
         self.db.flush_cf(meta).map_err(rocks_error("flush the format marker"))
     }
@@ -509,6 +485,8 @@ impl StateStore for RocksStore {
         Ok(())
     }
 }
+
+mod tuning;
 
 #[cfg(test)]
 mod tests;
