@@ -42,6 +42,19 @@ fn assert_sample(store: &RocksStore, partition: i32) {
     assert_eq!(ok(store.partitions()), vec![partition]);
 }
 
+/// Every column family reads through the one cache of `cache_mb`, so that it bounds the store's read
+/// memory: a column family without it would get RocksDB's own 32 MiB cache.
+#[test]
+fn every_column_family_shares_the_configured_block_cache() {
+    let dir = temp_dir();
+    let store = open(dir.path(), &RocksOptions { cache_mb: 8, disable_wal: true });
+    for name in ALL_CFS {
+        let cf = ok(store.cf(name));
+        let capacity = store.db.property_int_value_cf(cf, "rocksdb.block-cache-capacity");
+        assert_eq!(ok(capacity.map_err(rocks_error("property"))), Some(8 << 20), "column family {name}");
+    }
+}
+
 #[test]
 fn reopening_keeps_data() {
     let dir = temp_dir();
