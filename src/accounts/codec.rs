@@ -7,7 +7,7 @@ use prost::Message;
 use super::{AccountState, Member};
 use crate::proto::v1;
 use crate::rules::Rules;
-use crate::scoring::codec::{CodecError, groups_from_proto, groups_to_proto};
+use crate::scoring::codec::{CodecError, FIRST_STATE_FORMAT, groups_from_proto, groups_to_proto};
 
 /// The encoding version of an account: its members' groups in the first layout of contact records, with
 /// times as epoch ms (see `state.proto`).
@@ -90,6 +90,6 @@ pub fn member_from_proto(rules: &Rules, member: &v1::AccountMember) -> Result<Me
     Ok(Member {
         contact: member.contact.clone(),
         phase: rules.phase_by_key(member.phase).unwrap_or(0),
-        groups: groups_from_proto(rules, 0, &member.groups, false)?,
+        groups: groups_from_proto(rules, 0, &member.groups, FIRST_STATE_FORMAT)?,
     })
 }

@@ -11,8 +11,13 @@ use crate::proto::v1;
 use crate::rules::Rules;
 
 /// The encoding version written by this build: times relative to the contact's clock, whole numbers as
-/// varints, the history by event (see `state.proto`).
-pub const STATE_FORMAT: u32 = 2;
+/// varints, the history by event, recent ids and group values left out where the record already holds
+/// them (see `state.proto`).
+pub const STATE_FORMAT: u32 = 3;
+/// The format from which times are relative and whole numbers varints.
+const RELATIVE_STATE_FORMAT: u32 = 2;
+/// The format from which a group value that is the sum of its contributions is not stored.
+const SUMMED_STATE_FORMAT: u32 = 3;
 /// The first encoding, still read: times as epoch ms, numbers as doubles, one history entry per change.
 pub const FIRST_STATE_FORMAT: u32 = 1;
 
@@ -52,6 +57,60 @@ fn number(double: f64, whole: i64) -> f64 {
     if whole != 0 { whole as f64 } else { double }
 }
 
+/// How a group's value is stored from format 3 on (see `GroupState` in `state.proto`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StoredValue {
+    /// Not at all: the contributions, added in order, sum to it.
+    Sum,
+    /// As the `zero` flag: the value is 0, and the contributions do not sum to it.
+    Zero,
+    /// As a number.
+    Number(f64),
+}
+
+/// How `score`'s value is stored. A reader adds the contributions in the same order, so a value left out
+/// reads back with the same bits.
+pub fn stored_value(score: &GroupScore) -> StoredValue {
+    if contributions_sum(&score.contributions) == score.value {
+        StoredValue::Sum
+    } else if score.value == 0.0 {
+        StoredValue::Zero
+    } else {
+        StoredValue::Number(score.value)
+    }
+}
+
+fn contributions_sum(contributions: &[Contribution]) -> f64 {
+    contributions.iter().fold(0.0, |sum, contribution| sum + contribution.points)
+}
+
+/// Where each of `state`'s recent ids is stored from format 3 on (see `recent_id_events` in
+/// `state.proto`): 0 for its own hash, n for the id of the n-th stored history event. `None` where the
+/// hashes take no more bytes as they are, so that a record is never larger than in format 2.
+pub fn recent_id_events(state: &ContactState) -> Option<Vec<u32>> {
+    if state.recent_ids.is_empty() || state.history.is_empty() {
+        return None;
+    }
+    let mut events: Vec<u64> = Vec::new();
+    let mut previous: Option<&HistoryEntry> = None;
+    for entry in &state.history {
+        if !previous.is_some_and(|previous| same_event(previous, entry)) {
+            events.push(crate::hashing::id_fingerprint(&entry.event_id));
+        }
+        previous = Some(entry);
+    }
+    let sources: Vec<u32> = state
+        .recent_ids
+        .iter()
+        .map(|id| events.iter().rposition(|event| event == id).map_or(0, |place| place as u32 + 1))
+        .collect();
+    let saved = 8 * sources.iter().filter(|source| **source != 0).count();
+    let packed: usize = sources.iter().map(|source| super::codec_write::varint_len(u64::from(*source))).sum();
+    // The field's key (tag 21) takes two bytes.
+    let cost = 2 + super::codec_write::varint_len(packed as u64) + packed;
+    (cost < saved).then_some(sources)
+}
+
 /// A time's stored form in format 2: how far before the contact's clock it lies (wrapping, so that every
 /// pair of times reads back exactly).
 pub fn age(clock_ms: i64, at_ms: i64) -> i64 {
@@ -62,6 +121,7 @@ pub fn age(clock_ms: i64, at_ms: i64) -> i64 {
 #[cfg(test)]
 pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
     let clock = state.clock_ms;
+    let sources = recent_id_events(state);
     v1::ContactState {
         format: STATE_FORMAT,
         clock_ms: clock,
@@ -73,8 +133,9 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
             .filter(|(_, score)| !score.is_empty())
             .map(|(group, score)| v1::GroupState {
                 group: group.key,
-                value: split(score.value).0,
-                whole_value: split(score.value).1,
+                value: stored_number(score).0,
+                whole_value: stored_number(score).1,
+                zero: stored_value(score) == StoredValue::Zero,
                 since_age_ms: age(clock, score.since_ms),
                 contributions: score
                     .contributions
@@ -102,13 +163,28 @@ pub fn to_proto(rules: &Rules, state: &ContactState) -> v1::ContactState {
             })
             .collect(),
         disqualified: state.disqualified.clone(),
-        recent_ids: state.recent_ids.iter().copied().collect(),
+        recent_ids: match &sources {
+            Some(sources) => {
+                state.recent_ids.iter().zip(sources).filter(|(_, source)| **source == 0).map(|(id, _)| *id).collect()
+            }
+            None => state.recent_ids.iter().copied().collect(),
+        },
+        recent_id_events: sources.unwrap_or_default(),
         history_events: history_to_proto(clock, &state.history),
         next_timer_ms: state.next_timer_ms,
         merged_ids: state.merged_ids.clone(),
         anonymous: state.anonymous,
         account: state.account.clone(),
         ..Default::default()
+    }
+}
+
+/// A group value's two stored fields: left out where it is the contributions' sum.
+#[cfg(test)]
+fn stored_number(score: &GroupScore) -> (f64, i64) {
+    match stored_value(score) {
+        StoredValue::Number(value) => split(value),
+        StoredValue::Sum | StoredValue::Zero => (0.0, 0),
     }
 }
 
@@ -160,13 +236,13 @@ pub fn same_group(a: &HistoryEntry, b: &HistoryEntry) -> bool {
     a.group == b.group && a.value_after.to_bits() == b.value_after.to_bits()
 }
 
-/// Reads a state from its protobuf message (format 1 or 2) under the current rules.
+/// Reads a state from its protobuf message (format 1, 2 or 3) under the current rules.
 pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> Result<ContactState, CodecError> {
     check_format(message.format)?;
-    let relative = message.format != FIRST_STATE_FORMAT;
+    let relative = message.format >= RELATIVE_STATE_FORMAT;
     let clock = message.clock_ms;
     let time = |absolute: i64, age: i64| if relative { clock.wrapping_sub(age) } else { absolute };
-    let groups = groups_from_proto(rules, clock, &message.groups, relative)?;
+    let groups = groups_from_proto(rules, clock, &message.groups, message.format)?;
     let fired = rules.thresholds.iter().map(|threshold| message.fired.contains(&threshold.key)).collect();
     let history = if relative { history_from_events(clock, &message.history_events)? } else { first_history(message)? };
     Ok(ContactState {
@@ -185,13 +261,39 @@ pub fn from_proto(rules: &Rules, contact: &str, message: &v1::ContactState) -> R
             })
             .collect(),
         disqualified: message.disqualified.clone(),
-        recent_ids: message.recent_ids.iter().copied().collect(),
+        recent_ids: recent_ids_from_proto(message)?,
         history,
         next_timer_ms: message.next_timer_ms,
         merged_ids: message.merged_ids.clone(),
         anonymous: message.anonymous,
         account: message.account.clone(),
     })
+}
+
+/// The recent ids, oldest first: the stored hashes, and from format 3 the ids of the history events
+/// `recent_id_events` names.
+fn recent_ids_from_proto(message: &v1::ContactState) -> Result<VecDeque<u64>, CodecError> {
+    if message.recent_id_events.is_empty() {
+        return Ok(message.recent_ids.iter().copied().collect());
+    }
+    let mut hashes = message.recent_ids.iter();
+    let ids = message
+        .recent_id_events
+        .iter()
+        .map(|&source| match source {
+            0 => hashes.next().copied().ok_or("names more stored hashes than it holds"),
+            event => message
+                .history_events
+                .get(event as usize - 1)
+                .map(|event| crate::hashing::id_fingerprint(&event.event_id))
+                .ok_or("names a history event it does not hold"),
+        })
+        .collect::<Result<VecDeque<u64>, _>>();
+    match (ids, hashes.next()) {
+        (Ok(ids), None) => Ok(ids),
+        (Ok(_), Some(_)) => Err(CodecError::Corrupt("recent ids: a stored hash is left over".to_owned())),
+        (Err(reason), _) => Err(CodecError::Corrupt(format!("recent ids: {reason}"))),
+    }
 }
 
 /// Format 1's history: one entry per change.
@@ -263,13 +365,16 @@ pub fn groups_to_proto(rules: &Rules, groups: &[GroupScore]) -> Vec<v1::GroupSta
 }
 
 /// Reads stored groups under the current rules: groups that no longer exist are dropped, new ones start
-/// at 0 as of `clock_ms`. `relative`: stored in format 2, times relative to `clock_ms`.
+/// at 0 as of `clock_ms`. `format`: the record's, which decides whether times are relative to
+/// `clock_ms` and whether a value left out is 0 or the contributions' sum.
 pub fn groups_from_proto(
     rules: &Rules,
     clock_ms: i64,
     stored: &[v1::GroupState],
-    relative: bool,
+    format: u32,
 ) -> Result<Vec<GroupScore>, CodecError> {
+    let relative = format >= RELATIVE_STATE_FORMAT;
+    let summed = format >= SUMMED_STATE_FORMAT;
     let mut groups: Vec<GroupScore> = rules.groups.iter().map(|_| GroupScore::empty(clock_ms)).collect();
     for stored in stored {
         let Some(index) = rules.group_by_key(stored.group) else {
@@ -285,8 +390,10 @@ pub fn groups_from_proto(
                 expires_at_ms,
             });
         }
+        let value = number(stored.value, stored.whole_value);
+        let value = if summed && value == 0.0 && !stored.zero { contributions_sum(&contributions) } else { value };
         groups[index] = GroupScore {
-            value: finite(number(stored.value, stored.whole_value), "a group value")?,
+            value: finite(value, "a group value")?,
             since_ms: if relative { clock_ms.wrapping_sub(stored.since_age_ms) } else { stored.since_ms },
             contributions,
         };

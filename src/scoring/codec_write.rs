@@ -6,7 +6,7 @@
 //! ones written whenever set), repeated scalars packed, nested messages prefixed by their length: a small
 //! one's is computed first, a larger one's put in front once the message is written.
 
-use super::codec::{age, same_event, same_group, whole};
+use super::codec::{StoredValue, age, recent_id_events, same_event, same_group, stored_value, whole};
 use super::state::{ContactState, Contribution, GroupScore, HistoryEntry};
 use crate::rules::Rules;
 
@@ -32,6 +32,7 @@ pub struct Bookkeeping<'a> {
 /// contact it was `merged_into`) and the runtime's bookkeeping.
 pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeeping, out: &mut Vec<u8>) {
     uint(out, 1, u64::from(super::codec::STATE_FORMAT));
+    let sources = state.and_then(recent_id_events);
     if let Some(state) = state {
         let clock = state.clock_ms;
         int(out, 2, clock);
@@ -60,9 +61,14 @@ pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeep
         if let Some(reason) = &state.disqualified {
             text(out, 7, reason);
         }
-        if !state.recent_ids.is_empty() {
-            message(out, 8, 8 * state.recent_ids.len());
-            for id in &state.recent_ids {
+        let hashes = || {
+            let derived = sources.iter().flatten().map(|source| *source != 0).chain(std::iter::repeat(false));
+            state.recent_ids.iter().zip(derived).filter(|(_, derived)| !derived).map(|(id, _)| id)
+        };
+        let stored = hashes().count();
+        if stored > 0 {
+            message(out, 8, 8 * stored);
+            for id in hashes() {
                 out.extend_from_slice(&id.to_le_bytes());
             }
         }
@@ -100,13 +106,27 @@ pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeep
     if let Some(state) = state {
         write_history(out, state);
     }
+    if let Some(sources) = sources {
+        let len = sources.iter().map(|source| varint_len(u64::from(*source))).sum();
+        message(out, 21, len);
+        for source in sources {
+            varint(out, u64::from(source));
+        }
+    }
 }
 
 fn write_group(out: &mut Vec<u8>, clock: i64, group: u32, score: &GroupScore) {
     fixed32(out, 1, group);
-    let whole_value = whole(score.value);
-    if whole_value.is_none() {
-        double(out, 2, score.value);
+    let stored = stored_value(score);
+    let (double_value, whole_value) = match stored {
+        StoredValue::Number(value) => match whole(value) {
+            Some(whole) => (None, Some(whole)),
+            None => (Some(value), None),
+        },
+        StoredValue::Sum | StoredValue::Zero => (None, None),
+    };
+    if let Some(value) = double_value {
+        double(out, 2, value);
     }
     for contribution in &score.contributions {
         message(out, 4, contribution_len(clock, contribution));
@@ -121,6 +141,9 @@ fn write_group(out: &mut Vec<u8>, clock: i64, group: u32, score: &GroupScore) {
         sint(out, 5, value);
     }
     sint(out, 6, age(clock, score.since_ms));
+    if stored == StoredValue::Zero {
+        uint(out, 7, 1);
+    }
 }
 
 /// The history by event, and in each event by group (see `HistoryEvent` in `state.proto`): runs of
@@ -236,7 +259,7 @@ fn uint_len(value: u64) -> usize {
     if value == 0 { 0 } else { 1 + varint_len(value) }
 }
 
-fn varint_len(value: u64) -> usize {
+pub(super) fn varint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 

@@ -408,4 +408,6 @@ fn remember(ids: &mut std::collections::VecDeque<u64>, fingerprint: u64, limit: 
 #[cfg(test)]
 mod anonymous_tests;
 #[cfg(test)]
+mod codec_tests;
+#[cfg(test)]
 mod tests;

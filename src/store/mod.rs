@@ -58,10 +58,11 @@ pub const CF_BOARD: &str = "board";
 pub const ALL_CFS: &[&str] = &[CF_CONTACTS, CF_ACCOUNTS, CF_TIMERS, CF_META, CF_BOARD];
 
 /// The on-disk layout written by this build. A directory of format 1 (account records among the
-/// contacts) or 2 is brought up to it when opened; one written with any other format is refused.
-/// Format 3 writes the bottommost level in zstd, which builds of format 2 cannot read: the marker makes
-/// such a build refuse the directory when it opens, rather than fail on the first block it reads.
-pub const STORE_FORMAT: u32 = 3;
+/// contacts), 2 or 3 is brought up to it when opened; one written with any other format is refused.
+/// Format 3 writes the bottommost level in zstd, which builds of format 2 cannot read; format 4 holds
+/// contact records of state format 3, which builds of format 3 cannot read. The marker makes such a
+/// build refuse the directory when it opens, rather than fail on the first block or record it reads.
+pub const STORE_FORMAT: u32 = 4;
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -139,7 +139,7 @@ impl RocksStore {
             return match found {
                 STORE_FORMAT => Ok(()),
                 1 => self.move_accounts_to_their_family(),
-                2 => self.write_format_marker(),
+                2 | 3 => self.write_format_marker(),
                 _ => Err(StoreError::IncompatibleFormat { found, expected: STORE_FORMAT }),
             };
         }

@@ -104,17 +104,19 @@ fn marker(store: &RocksStore) -> Option<Vec<u8>> {
 }
 
 #[test]
-fn a_store_of_format_2_keeps_its_data_and_takes_the_current_marker() {
-    let dir = temp_dir();
-    written_by_format(dir.path(), 2, |db| {
-        let contacts = db.cf_handle(CF_CONTACTS).unwrap_or_else(|| panic!("no contacts column family"));
-        let put = db.put_cf(contacts, contact_key(4, "ana"), b"state of ana");
-        put.unwrap_or_else(|err| panic!("cannot write: {err}"));
-    });
-    let store = open(dir.path(), &RocksOptions::default());
-    assert_eq!(ok(store.get(4, "ana")), Some(b"state of ana".to_vec()));
-    assert_eq!(marker(&store), Some(STORE_FORMAT.to_be_bytes().to_vec()));
-    assert_eq!(STORE_FORMAT, 3, "a new format needs its own step up from 2");
+fn a_store_of_format_2_or_3_keeps_its_data_and_takes_the_current_marker() {
+    for format in [2, 3] {
+        let dir = temp_dir();
+        written_by_format(dir.path(), format, |db| {
+            let contacts = db.cf_handle(CF_CONTACTS).unwrap_or_else(|| panic!("no contacts column family"));
+            let put = db.put_cf(contacts, contact_key(4, "ana"), b"state of ana");
+            put.unwrap_or_else(|err| panic!("cannot write: {err}"));
+        });
+        let store = open(dir.path(), &RocksOptions::default());
+        assert_eq!(ok(store.get(4, "ana")), Some(b"state of ana".to_vec()), "format {format}");
+        assert_eq!(marker(&store), Some(STORE_FORMAT.to_be_bytes().to_vec()), "format {format}");
+    }
+    assert_eq!(STORE_FORMAT, 4, "a new format needs its own step up from 2 and 3");
 }
 
 /// Compacted into the bottommost level, records that share long runs of bytes across blocks but
