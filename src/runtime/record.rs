@@ -156,7 +156,8 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
             add(MANUAL_KEY, 1);
         }
         add(CLAMP_KEY, 1);
-        state.groups[index] = GroupScore { value: f64::MAX, since_ms: i64::MAX, contributions };
+        // A value its contributions do not sum to is stored, in the most bytes a value takes.
+        state.groups[index] = GroupScore { value: f64::MIN, since_ms: i64::MAX, contributions };
     }
     state.fired = vec![true; rules.thresholds.len()];
     state.rule_counts = rules
@@ -166,6 +167,7 @@ pub fn record_size_bound(rules: &Rules, inputs: usize) -> usize {
         .map(|rule| RuleCount { rule: rule.key, count: u32::MAX, window_start_ms: i64::MAX })
         .collect();
     state.disqualified = Some(text.clone());
+    // Hashes of no history event's id are stored as they are: the most the recent ids take.
     state.recent_ids = std::iter::repeat_n(u64::MAX, rules.dedup_window).collect();
     // Entries at alternating times, so that none shares its stored event with the one before.
     state.history = (0..rules.history_limit as i64)

@@ -86,7 +86,7 @@ fn contributions_sum(contributions: &[Contribution]) -> f64 {
 
 /// Where each of `state`'s recent ids is stored from format 3 on (see `recent_id_events` in
 /// `state.proto`): 0 for its own hash, n for the id of the n-th stored history event. `None` where the
-/// hashes take no more bytes as they are, so that a record is never larger than in format 2.
+/// hashes take no more bytes as they are, so that the recent ids never take more than in format 2.
 pub fn recent_id_events(state: &ContactState) -> Option<Vec<u32>> {
     if state.recent_ids.is_empty() || state.history.is_empty() {
         return None;

@@ -61,9 +61,10 @@ pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeep
         if let Some(reason) = &state.disqualified {
             text(out, 7, reason);
         }
+        // The recent ids not stored as a history event's place.
         let hashes = || {
-            let derived = sources.iter().flatten().map(|source| *source != 0).chain(std::iter::repeat(false));
-            state.recent_ids.iter().zip(derived).filter(|(_, derived)| !derived).map(|(id, _)| id)
+            let kept = |place: usize| sources.as_ref().is_none_or(|sources| sources[place] == 0);
+            state.recent_ids.iter().enumerate().filter(move |(place, _)| kept(*place)).map(|(_, id)| id)
         };
         let stored = hashes().count();
         if stored > 0 {
