@@ -63,8 +63,8 @@ pub fn write_record(rules: &Rules, state: Option<&ContactState>, kept: &Bookkeep
         }
         // The recent ids not stored as a history event's place.
         let hashes = || {
-            let kept = |place: usize| sources.as_ref().is_none_or(|sources| sources[place] == 0);
-            state.recent_ids.iter().enumerate().filter(move |(place, _)| kept(*place)).map(|(_, id)| id)
+            let as_hash = |place: usize| sources.as_ref().is_none_or(|sources| sources[place] == 0);
+            state.recent_ids.iter().enumerate().filter(move |(place, _)| as_hash(*place)).map(|(_, id)| id)
         };
         let stored = hashes().count();
         if stored > 0 {
