@@ -1,20 +1,14 @@
 //! The contact record's format 3: recent ids stored as the history events they came from, and group
 //! values left out where the contributions sum to them; format 2 records still read.
 
-use std::path::Path;
-
 use prost::Message;
 
 use super::codec::{self, CodecError};
 use super::state::{ContactState, Contribution, GroupScore, HistoryEntry};
+use super::tests::{example_rules, scored_examples};
 use crate::hashing::id_fingerprint;
 use crate::proto::v1;
 use crate::rules::Rules;
-
-fn example_rules() -> Rules {
-    Rules::parse(include_str!("../../examples/rules.toml"), Path::new("examples/rules.toml"))
-        .unwrap_or_else(|err| panic!("{err}"))
-}
 
 fn message_of(bytes: &[u8]) -> v1::ContactState {
     v1::ContactState::decode(bytes).unwrap_or_else(|err| panic!("{err}"))
@@ -149,10 +143,7 @@ fn a_format_2_record_reads_a_value_left_out_as_0() {
 #[test]
 fn format_3_takes_no_more_bytes_than_format_2_and_reads_the_same() {
     let rules = example_rules();
-    let mut scorer = crate::offline::OfflineScorer::new(&rules, 1);
-    for line in include_str!("../../examples/events.jsonl").lines() {
-        let _ = scorer.score_line(line.as_bytes());
-    }
+    let scorer = scored_examples(&rules);
     let (mut third, mut second) = (0, 0);
     for state in scorer.store().contacts().values() {
         let bytes = codec::encode(&rules, state);

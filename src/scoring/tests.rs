@@ -156,7 +156,7 @@ fn rules() -> Rules {
     Rules::parse(TEST_RULES, Path::new("unit.toml")).unwrap_or_else(|err| panic!("{err}"))
 }
 
-fn example_rules() -> Rules {
+pub(super) fn example_rules() -> Rules {
     Rules::parse(include_str!("../../examples/rules.toml"), Path::new("examples/rules.toml"))
         .unwrap_or_else(|err| panic!("{err}"))
 }
@@ -610,7 +610,7 @@ fn an_event_no_rule_takes_leaves_the_contact_untouched() {
 }
 
 /// The example events scored under `rules`, one partition.
-fn scored_examples(rules: &Rules) -> crate::offline::OfflineScorer<'_> {
+pub(super) fn scored_examples(rules: &Rules) -> crate::offline::OfflineScorer<'_> {
     let mut scorer = crate::offline::OfflineScorer::new(rules, 1);
     for line in include_str!("../../examples/events.jsonl").lines() {
         let _ = scorer.score_line(line.as_bytes());
