@@ -404,7 +404,6 @@ impl<'a> Processor<'a> {
         while count < self.settings.batch_size {
             let polled = self.consumer.poll(wait);
             wait = Duration::ZERO;
-            self.status.last_poll_ms.store(now_ms(), Ordering::Relaxed);
             let message = match polled {
                 None => None,
                 Some(Err(err)) => {

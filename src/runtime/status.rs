@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::RunSummary;
 
@@ -18,8 +18,6 @@ pub struct Status {
     fatal: Mutex<Option<String>>,
     /// Events scored since start (for live views).
     pub events: AtomicU64,
-    /// Wall-clock ms of the last poll.
-    pub last_poll_ms: AtomicI64,
     /// What each processing thread that stopped cleanly (state flushed, offsets committed) had done.
     stopped_cleanly: Mutex<Vec<RunSummary>>,
 }
