@@ -132,7 +132,7 @@ fn engine_rocksdb(c: &mut Criterion) {
                 |records| {
                     let batch = task
                         .borrow_mut()
-                        .process(&rules, &store, &settings, &records)
+                        .process(&rules, &store, &settings, &records, true)
                         .unwrap_or_else(|err| panic!("{err}"));
                     store.write(batch.write).unwrap_or_else(|err| panic!("{err}"));
                     task.borrow_mut().written(batch.sequence);

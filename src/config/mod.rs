@@ -297,7 +297,8 @@ pub struct ProcessingConfig {
     /// How long a shutdown or revocation may spend finishing the batch and waiting for acks.
     pub drain_timeout_ms: u64,
     /// With `exactly_once`: how long a transaction may stay open across poll cycles while input waits.
-    /// With `at_least_once`: the shortest time between two commits of input offsets.
+    /// With `at_least_once`: the shortest time between two commits of input offsets, and the longest
+    /// time changed contact records wait to be written while input keeps coming.
     pub commit_interval_ms: u64,
 }
 
@@ -437,7 +438,7 @@ pub const FIELDS: &[(&str, &str, &str)] = &[
     (
         "processing.commit_interval_ms",
         "500",
-        "exactly_once: longest a transaction stays open while input waits; at_least_once: shortest time between two offset commits",
+        "exactly_once: longest a transaction stays open while input waits; at_least_once: shortest time between two offset commits, and longest changed records wait to be written under load",
     ),
     ("http.listen", "127.0.0.1:9464", "address of the API, health checks and metrics"),
     ("http.token", "", "bearer token required by /v1/* (secret)"),

@@ -184,7 +184,7 @@ pub fn replay(options: &KafkaReplay, rules: &Rules, store: &dyn StateStore) -> R
             let Some(task) = tasks.get_mut(&partition) else {
                 continue;
             };
-            let result = task.process(rules, store, &settings, &records)?;
+            let result = task.process(rules, store, &settings, &records, true)?;
             summary.outputs += result.counts.outputs;
             summary.dead_lettered += result.counts.dead_lettered;
             if !result.write.is_empty() {

@@ -40,6 +40,8 @@ pub(crate) struct Change {
     pub stored: StoredContact,
     /// The timer the record had on disk, to remove from the timer index.
     pub old_timer: Option<i64>,
+    /// [`memory_estimate`] of the record as it was read.
+    pub bytes: usize,
 }
 
 pub(super) struct BatchStore<'a> {
@@ -242,7 +244,7 @@ impl<'a> BatchStore<'a> {
         for contact in self.order {
             let Some(entry) = self.entries.remove(&contact) else { continue };
             if entry.dirty {
-                changes.push(Change { contact, stored: entry.stored, old_timer: entry.old_timer });
+                changes.push(Change { contact, stored: entry.stored, old_timer: entry.old_timer, bytes: entry.bytes });
             } else {
                 self.cache.put(contact, entry.stored, entry.pending, entry.bytes);
             }

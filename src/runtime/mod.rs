@@ -10,6 +10,7 @@
 pub mod account_update;
 mod assignment;
 pub mod batch_store;
+mod cycle;
 pub mod internal;
 mod rebalance;
 pub mod record;
@@ -40,7 +41,7 @@ use crate::rules::Rules;
 use crate::store::{StateStore, StoreError};
 use crate::telemetry;
 pub use rebalance::Committer;
-use rebalance::{GroupHooks, apply_writes};
+use rebalance::GroupHooks;
 use status::Status;
 use task::{InputRecord, PartitionTask, TaskBatch, TaskError, TaskSettings};
 
@@ -71,7 +72,8 @@ pub struct ProcessorSettings {
     /// offsets then commit in Kafka transactions, and RocksDB is written after the commit.
     pub transactional_id: Option<String>,
     /// Exactly-once mode: how long a transaction may stay open across poll cycles while input waits.
-    /// At-least-once mode: the shortest time between two commits of input offsets.
+    /// At-least-once mode: the shortest time between two commits of input offsets, and the longest time
+    /// changed records wait for a flush while input keeps coming.
     pub commit_interval: Duration,
 }
 
@@ -199,6 +201,8 @@ struct Processor<'a> {
     skipped: BTreeMap<(usize, i32), i64>,
     summary: RunSummary,
     gauges: ThreadGauges,
+    /// When the tasks last flushed.
+    last_flush: Instant,
 }
 
 /// The gauges labelled with the processing thread, registered once.
@@ -285,6 +289,7 @@ impl<'a> Processor<'a> {
             skipped: BTreeMap::new(),
             gauges: ThreadGauges::new(settings.thread),
             summary: RunSummary::default(),
+            last_flush: Instant::now(),
         })
     }
 
@@ -296,13 +301,17 @@ impl<'a> Processor<'a> {
             let records = self.poll_batch()?;
             let started = Instant::now();
             let count: usize = records.values().map(Vec::len).sum();
+            // A poll that did not fill the batch found the input caught up: what was scored is written and
+            // committed now rather than held for the rest of the interval.
+            let caught_up = count < self.settings.batch_size;
+            let flush = self.flush_due(caught_up);
             if count > 0 {
                 self.begin()?;
                 for (partition, records) in records {
                     let Some(task) = self.tasks.get_mut(&partition) else {
                         continue;
                     };
-                    let batch = task.process(&self.rules, self.store, &self.settings.task, &records)?;
+                    let batch = task.process(&self.rules, self.store, &self.settings.task, &records, flush)?;
                     self.publish(partition, batch)?;
                 }
             }
@@ -321,7 +330,7 @@ impl<'a> Processor<'a> {
             {
                 last_tick = Instant::now();
                 self.begin()?;
-                self.tick()?;
+                self.tick(flush)?;
             }
             let done = {
                 let mut sink = self.lock_sink()?;
@@ -339,16 +348,15 @@ impl<'a> Processor<'a> {
             if let Ok(mut committer) = self.consumer.context().committer.lock() {
                 committer.recommit_when_quiet(&self.consumer, &self.settings.task.inputs);
             }
-            self.settle_erasures()?;
-            // A poll that did not fill the batch found the input caught up: what was scored is committed
-            // now rather than held for the rest of the interval.
-            self.commit_when_due(count < self.settings.batch_size)?;
+            self.flush_tasks(flush)?;
+            self.commit_when_due(caught_up)?;
             if !self.status.brokers_up() && last_probe.elapsed() > Duration::from_secs(2) {
                 last_probe = Instant::now();
                 self.probe_brokers();
             }
         }
         info!("shutting down: draining in-flight records");
+        self.flush_tasks(true)?;
         self.commit_when_due(true)?;
         let drained = self.lock_sink()?.drain(self.settings.drain_timeout)?;
         self.complete(drained, CommitMode::Sync)?;
@@ -490,94 +498,6 @@ impl<'a> Processor<'a> {
         }
         self.insights.apply(partition, &self.rules, batch.insight, now_ms())?;
         Ok(())
-    }
-
-    fn tick(&mut self) -> Result<(), ProcessorError> {
-        let now = now_ms();
-        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        let mut pending = 0;
-        for partition in partitions {
-            let Some(task) = self.tasks.get_mut(&partition) else {
-                continue;
-            };
-            let batch = task.tick(&self.rules, self.store, &self.settings.task, now)?;
-            pending += task.pending_timers();
-            // Timers that changed a record without an output (a contact reporting itself to its
-            // account) are published too.
-            if batch.counts.outputs > 0 || !batch.write.puts.is_empty() || !batch.write.deletes.is_empty() {
-                counter!(telemetry::TIMERS_FIRED_TOTAL).increment(batch.counts.outputs);
-                self.publish(partition, batch)?;
-            }
-        }
-        self.gauges.pending_timers.set(pending as f64);
-        Ok(())
-    }
-
-    /// Deletes erased contacts and writes their tombstones once their erasure is committed, also when no
-    /// later record comes to their partition.
-    fn settle_erasures(&mut self) -> Result<(), ProcessorError> {
-        let due: Vec<i32> = self.tasks.iter().filter(|(_, task)| task.erasure_due()).map(|(p, _)| *p).collect();
-        if due.is_empty() {
-            return Ok(());
-        }
-        self.begin()?;
-        for partition in due {
-            if let Some(task) = self.tasks.get_mut(&partition) {
-                let batch = task.settle_erasures(&self.rules, &self.settings.task);
-                self.publish(partition, batch)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Finishes acknowledged batches, oldest first: applies their RocksDB writes, then commits their input
-    /// offsets (in exactly-once mode their transaction did). Every commit of the processor goes through
-    /// here, and the revocation drain commits through the same [`Committer`].
-    fn complete(&mut self, mut batches: Vec<PendingBatch>, mode: CommitMode) -> Result<(), ProcessorError> {
-        if self.consumer.assignment_lost() {
-            // Another member may own these partitions now, and the revocation that comes with the next
-            // poll drops their tasks (see `GroupHooks::pre_rebalance`).
-            warn!(
-                batches = batches.len(),
-                "the assignment was lost; acknowledged batches are not written or committed"
-            );
-            return Ok(());
-        }
-        self.write_done(&mut batches)?;
-        if self.settings.transactional_id.is_some() {
-            return Ok(());
-        }
-        let mut committer = self.lock_committer()?;
-        Ok(committer.commit(&self.consumer, &self.settings.task.inputs, &batches, mode)?)
-    }
-
-    /// Applies the RocksDB writes of acknowledged batches in order, and tells the tasks what is written,
-    /// committed and in the changelog.
-    fn write_done(&mut self, batches: &mut [PendingBatch]) -> Result<(), ProcessorError> {
-        apply_writes(self.store, batches)?;
-        for (sequence, write) in batches.iter().flat_map(|batch| &batch.writes) {
-            if let Some(task) = self.tasks.get_mut(&write.partition) {
-                task.written(*sequence);
-            }
-        }
-        self.note_committed(batches);
-        Ok(())
-    }
-
-    /// Tells tasks which offsets are acknowledged (and so need no re-send) and how far their changelog is.
-    fn note_committed(&mut self, batches: &[PendingBatch]) {
-        for batch in batches {
-            for (topic, partition, next) in &batch.commits {
-                if let Some(task) = self.tasks.get_mut(partition) {
-                    task.committed(*topic, *next);
-                }
-            }
-            for (partition, offset) in &batch.changelog {
-                if let Some(task) = self.tasks.get_mut(partition) {
-                    task.changelog_delivered(offset + 1);
-                }
-            }
-        }
     }
 
     fn probe_brokers(&self) {

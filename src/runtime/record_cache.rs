@@ -2,8 +2,8 @@
 //! recently decodes nothing from RocksDB (Kafka Streams' `statestore.cache.max.bytes`).
 //!
 //! The cache holds the newest record of every contact in it. A record of a batch that is not yet
-//! acknowledged and written to RocksDB is *pending*: it is the only copy of the contact's newest state, so
-//! it is never evicted. Once its batch is written, the record equals what RocksDB holds and may be
+//! acknowledged and written to RocksDB, or not yet flushed ([`UNFLUSHED`]), is *pending*: it is the only
+//! copy of the contact's newest state, so it is never evicted. Once its batch is written, the record equals what RocksDB holds and may be
 //! evicted, oldest use first, when the instance's cache is over its budget. A contact known to have no
 //! record is cached too, which spares RocksDB the lookup of a key it does not have.
 //!
@@ -76,6 +76,10 @@ pub fn memory_estimate(encoded: usize) -> usize {
     const ENTRY: usize = 160;
     ENTRY + encoded * 9 / 2
 }
+
+/// The `pending` batch of a record changed by a batch that did not flush: no batch's write covers it
+/// until a flush takes it, so it is never evicted before.
+pub const UNFLUSHED: u64 = u64::MAX;
 
 /// A cached record.
 #[derive(Debug)]

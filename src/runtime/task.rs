@@ -11,9 +11,11 @@
 //!
 //! Every batch reads its contacts from the task's record cache before RocksDB. Until a batch is
 //! acknowledged and written, its contact records are pending in the cache, which never evicts them.
-//! A contact gets one record per batch, however many of its events the batch holds.
+//! Changed records are written when a batch flushes (see [`finish`]): a contact gets one record per
+//! flush, however many of its events the batches since the last one held.
 
 mod accounts;
+mod finish;
 mod gathered;
 mod merging;
 #[cfg(test)]
@@ -23,20 +25,19 @@ use accounts::{AccountBatch, timer_origin};
 pub use accounts::{TaskAccounts, account_key, record_timer};
 use gathered::{Gathered, Scoring, route};
 
-use super::batch_store::{BatchStore, Change, Standing};
+use super::batch_store::{BatchStore, Standing};
 use super::internal::{InternalRecord, Origin, Work};
-use super::record::{Route, StoredContact};
-use super::record_cache::{CacheBudget, RecordCache, memory_estimate};
+use super::record::Route;
+use super::record_cache::{CacheBudget, RecordCache};
 use crate::event::framing::{self, Framed};
 use crate::event::input::InputDecoder;
 use crate::event::mapping::{Mapped, Position, SourceRecord};
 use crate::event::{DecodeLimits, Event};
 use crate::insights::{BatchInsight, UNKNOWN_CLASS, event_class};
-use crate::leaderboard::BoardEntry;
 use crate::rules::Rules;
 use crate::schema_registry::{RegistryUnavailable, SchemaRegistry};
 use crate::scoring::Outcome;
-use crate::store::{PartitionBatch, PartitionMeta, StateStore, StoreError};
+use crate::store::{PartitionBatch, StateStore, StoreError};
 use crate::stream::{PartitionStream, TimerClock};
 
 /// Wire format of events or outputs.
@@ -228,6 +229,10 @@ pub struct PartitionTask {
     accounts: TaskAccounts,
     /// Sequence number of the last batch built.
     batches: u64,
+    /// Contacts changed since the last flush, with the decay timer their record on disk has.
+    unflushed: foldhash::HashMap<String, Option<i64>>,
+    /// Next offset per input topic index of the batches since the last flush, committed with it.
+    held: Vec<(usize, i64)>,
 }
 
 impl PartitionTask {
@@ -264,6 +269,8 @@ impl PartitionTask {
             cache: RecordCache::new(settings.record_cache.clone()),
             accounts,
             batches: 0,
+            unflushed: foldhash::HashMap::default(),
+            held: Vec::new(),
         })
     }
 
@@ -303,13 +310,15 @@ impl PartitionTask {
         self.accounts.adopt_rules(old, new).map_err(corrupt)
     }
 
-    /// Scores a batch of this partition's records, in offset order.
+    /// Scores a batch of this partition's records, in offset order; with `flush`, the batch writes
+    /// every record changed since the last flush (see [`finish`]).
     pub fn process(
         &mut self,
         rules: &Rules,
         store: &dyn StateStore,
         settings: &TaskSettings,
         records: &[InputRecord],
+        flush: bool,
     ) -> Result<TaskBatch, TaskError> {
         // A task error drops the task, and with it the records this batch took out of the cache.
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
@@ -361,16 +370,17 @@ impl PartitionTask {
         }
         let changes = (batch.into_changes(), accounts.into_changes());
         let Gathered { publish, counts, insight, .. } = out;
-        Ok(self.finish(rules, settings, changes, publish, commit, counts, insight))
+        Ok(self.finish(rules, settings, changes, publish, commit, counts, insight, flush))
     }
 
-    /// Fires decay timers due at wall-clock time `now_ms`.
+    /// Fires decay timers due at wall-clock time `now_ms`; `flush` as for [`PartitionTask::process`].
     pub fn tick(
         &mut self,
         rules: &Rules,
         store: &dyn StateStore,
         settings: &TaskSettings,
         now_ms: i64,
+        flush: bool,
     ) -> Result<TaskBatch, TaskError> {
         let mut batch = BatchStore::new(rules, store, self.partition, &mut self.cache);
         let mut accounts = AccountBatch::new(rules, store, self.partition, &mut self.accounts);
@@ -388,7 +398,7 @@ impl PartitionTask {
         accounts.fire_due(settings, now_ms, &mut out)?;
         let changes = (batch.into_changes(), accounts.into_changes());
         let Gathered { publish, counts, insight, .. } = out;
-        Ok(self.finish(rules, settings, changes, publish, Vec::new(), counts, insight))
+        Ok(self.finish(rules, settings, changes, publish, Vec::new(), counts, insight, flush))
     }
 
     /// Whether an erased contact's erasure is committed and its tombstone not written yet.
@@ -398,129 +408,16 @@ impl PartitionTask {
             .any(|(_, topic, offset)| self.committed.get(*topic).copied().flatten().is_some_and(|next| *offset < next))
     }
 
-    /// A batch of nothing but the deletes and changelog tombstones of committed erasures, for a partition
-    /// whose erase was its last record (otherwise the next batch writes them).
-    pub fn settle_erasures(&mut self, rules: &Rules, settings: &TaskSettings) -> TaskBatch {
-        self.finish(
-            rules,
-            settings,
-            (Vec::new(), Vec::new()),
-            Vec::new(),
-            Vec::new(),
-            BatchCounts::default(),
-            BatchInsight::default(),
-        )
+    /// Whether records or offsets wait for a flush.
+    pub fn unflushed(&self) -> bool {
+        !self.unflushed.is_empty() || !self.held.is_empty()
     }
 
-    #[allow(clippy::too_many_arguments)] // one call per batch kind; a struct would only rename them
-    fn finish(
-        &mut self,
-        rules: &Rules,
-        settings: &TaskSettings,
-        (changes, account_changes): (Vec<Change>, Vec<accounts::AccountChange>),
-        mut publish: Vec<Publish>,
-        commit: Vec<(usize, i64)>,
-        counts: BatchCounts,
-        mut insight: BatchInsight,
-    ) -> TaskBatch {
-        let mut write = PartitionBatch::new(self.partition);
-        self.batches += 1;
-        let sequence = self.batches;
-        let keys: Vec<u32> = settings.inputs.iter().map(|topic| TaskSettings::topic_key(topic)).collect();
-        // Erased contacts whose erasure is now committed, on every topic that stamped them, leave no
-        // record behind.
-        let (mut done, still_waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.erased_waiting)
-            .into_iter()
-            .partition(|(_, topic, offset)| self.committed[*topic].is_some_and(|next| *offset < next));
-        done.dedup_by(|(later, ..), (earlier, ..)| later == earlier);
-        for (contact, ..) in done {
-            let waits = still_waiting.iter().any(|(waiting, ..)| *waiting == contact);
-            if !waits && !changes.iter().any(|change| change.contact == contact) {
-                write.deletes.push(contact.clone());
-                publish.push(Publish {
-                    destination: Destination::Changelog,
-                    key: contact.clone().into_bytes(),
-                    payload: None,
-                    headers: Vec::new(),
-                });
-                self.cache.put(contact, StoredContact::fresh(None), Some(sequence), memory_estimate(0));
-            }
-        }
-        self.erased_waiting = still_waiting;
-        // Each change adds one entry to each of these (the records are large: no regrowth copies).
-        insight.contacts.reserve(changes.len());
-        publish.reserve(changes.len() + 1);
-        write.puts.reserve(changes.len());
-        for change in changes {
-            let stored = change.stored;
-            let entry = stored.state.as_ref().and_then(|state| BoardEntry::of(rules, state));
-            insight.contacts.push((change.contact.clone(), entry));
-            if let Some(due) = change.old_timer {
-                write.timer_deletes.push((due, change.contact.clone()));
-            }
-            if let Some(due) = stored.state.as_ref().and_then(|state| state.next_timer_ms) {
-                write.timer_puts.push((due, change.contact.clone()));
-            }
-            // An erased contact keeps a record without state until its erasure is committed, so that a
-            // replay of the input before the erasure finds the contact's applied offsets, and until the
-            // answers it awaited have arrived. An alias keeps its record for good: it says where the
-            // contact's events go.
-            let answers_due = !stored.awaiting.is_empty() || !stored.refused.is_empty();
-            let erased = stored.state.is_none() && stored.merged_into.is_none() && !answers_due;
-            // A contact that has a record again is no longer waiting to be deleted.
-            self.erased_waiting.retain(|(contact, ..)| *contact != change.contact);
-            let mut waits = false;
-            if erased {
-                for (topic_key, offset) in &stored.offsets {
-                    let Some(topic) = keys.iter().position(|key| key == topic_key) else { continue };
-                    if self.committed[topic].is_none_or(|next| *offset >= next) {
-                        self.erased_waiting.push((change.contact.clone(), topic, *offset));
-                        waits = true;
-                    }
-                }
-            }
-            let payload = if erased && !waits {
-                write.deletes.push(change.contact.clone());
-                None
-            } else {
-                let bytes = stored.encode(rules);
-                write.puts.push((change.contact.clone(), bytes.clone()));
-                Some(bytes)
-            };
-            let estimate = memory_estimate(payload.as_ref().map_or(0, Vec::len));
-            publish.push(Publish {
-                destination: Destination::Changelog,
-                key: change.contact.clone().into_bytes(),
-                payload,
-                headers: Vec::new(),
-            });
-            self.cache.put(change.contact, stored, Some(sequence), estimate);
-        }
-        self.accounts.write(account_changes, sequence, &mut write, &mut publish);
-        let meta = PartitionMeta {
-            input_offsets: settings
-                .inputs
-                .iter()
-                .zip(&self.next_offsets)
-                .filter_map(|(topic, next)| next.map(|next| (topic.clone(), next)))
-                .collect(),
-            // What was acknowledged before this batch: batches in flight interleave their changelog
-            // records, so a later batch that never reaches RocksDB may have records below this one's, and
-            // a restore from past this batch would pass over them. The sink moves it past the batch's
-            // own records once it knows no later batch sent any (`settle_checkpoints`).
-            changelog_offset: self.changelog_next,
-            stream_time_ms: Some(self.stream.stream_time_ms()).filter(|time| *time != i64::MIN),
-        };
-        let checkpoint = PartitionMeta { changelog_offset: None, ..meta.clone() };
-        publish.push(Publish {
-            destination: Destination::Checkpoint,
-            key: CHECKPOINT_KEY.to_vec(),
-            payload: Some(checkpoint.encode()),
-            headers: Vec::new(),
-        });
-        write.meta = Some(meta);
-        self.cache.evict();
-        TaskBatch { write, publish, commit, sequence, counts, insight }
+    /// A batch of nothing but a flush: the records and offsets earlier batches left, and the deletes and
+    /// changelog tombstones of committed erasures (for a partition whose erase was its last record).
+    pub fn flush(&mut self, rules: &Rules, settings: &TaskSettings) -> TaskBatch {
+        let (nothing, counts, insight) = ((Vec::new(), Vec::new()), BatchCounts::default(), BatchInsight::default());
+        self.finish(rules, settings, nothing, Vec::new(), Vec::new(), counts, insight, true)
     }
 }
 

@@ -12,7 +12,7 @@ use crate::runtime::record_cache::CacheBudget;
 use crate::store::MemoryStore;
 use crate::stream::TimerClock;
 
-const RULES: &str = r#"
+pub(super) const RULES: &str = r#"
 [[groups]]
 name = "engagement"
 [[phases]]
@@ -24,7 +24,7 @@ group = "engagement"
 points = 10
 "#;
 
-fn settings() -> TaskSettings {
+pub(super) fn settings() -> TaskSettings {
     TaskSettings {
         inputs: vec!["events".into(), "merges".into(), "accounts".into()],
         decoders: [InputDecoder::Json].into(),
@@ -40,7 +40,7 @@ fn settings() -> TaskSettings {
     }
 }
 
-fn event(id: &str, contact: &str, kind: &str, merged: Option<&str>) -> Event {
+pub(super) fn event(id: &str, contact: &str, kind: &str, merged: Option<&str>) -> Event {
     Event {
         id: id.into(),
         contact: contact.into(),
@@ -53,7 +53,7 @@ fn event(id: &str, contact: &str, kind: &str, merged: Option<&str>) -> Event {
     }
 }
 
-fn input(offset: i64, event: &Event) -> InputRecord {
+pub(super) fn input(offset: i64, event: &Event) -> InputRecord {
     let key = Some(event.contact.clone().into_bytes());
     InputRecord { topic: 0, offset, key, payload: Some(json::encode(event)), headers: Vec::new() }
 }
@@ -110,7 +110,7 @@ fn a_copy_of_an_internal_record_is_applied_once() {
     let (rules, settings, store) = merge_rules_and_store();
     let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
-        task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+        task.process(&rules, &store, &settings, records, true).unwrap_or_else(|err| panic!("{err}"))
     };
     let scored = process(&visits_and_merge());
     let request = internal(&scored.publish, 0);
@@ -149,12 +149,12 @@ fn a_copy_of_an_internal_record_is_applied_once() {
     assert!(matches!(&alias, Some(Ok(stored)) if stored.state.is_none() && stored.merged_into.is_none()), "{alias:?}");
     // It waits until every topic that stamped it is committed: the merges, then the events.
     task.committed(1, 6);
-    assert!(task.settle_erasures(&rules, &settings).write.deletes.is_empty(), "its visit is not committed");
+    assert!(task.flush(&rules, &settings).write.deletes.is_empty(), "its visit is not committed");
     task.committed(0, 4);
-    let settled = task.settle_erasures(&rules, &settings);
+    let settled = task.flush(&rules, &settings);
     assert_eq!(settled.write.deletes, ["known", "anonymous"]);
     let visit = task
-        .process(&rules, &store, &settings, &[input(4, &event("a-2", "anonymous", "page_visit", None))])
+        .process(&rules, &store, &settings, &[input(4, &event("a-2", "anonymous", "page_visit", None))], true)
         .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!((visit.counts.scored, internal(&visit.publish, 6).len()), (1, 0), "scored on a contact of its own");
 }
@@ -173,7 +173,7 @@ fn an_idle_anonymous_contact_leaves_with_a_tombstone_once_its_input_is_committed
     };
     let later = Event { ts_ms: visitor.ts_ms + 31 * 86_400_000, ..event("k-1", "known", "page_visit", None) };
     let batch = task
-        .process(&rules, &store, &settings, &[input(0, &visitor), input(1, &later)])
+        .process(&rules, &store, &settings, &[input(0, &visitor), input(1, &later)], true)
         .unwrap_or_else(|err| panic!("{err}"));
     let erased: Vec<serde_json::Value> = batch
         .publish
@@ -187,7 +187,7 @@ fn an_idle_anonymous_contact_leaves_with_a_tombstone_once_its_input_is_committed
     assert!(batch.write.deletes.is_empty(), "its input is not committed yet");
 
     task.committed(0, 2);
-    let settled = task.settle_erasures(&rules, &settings);
+    let settled = task.flush(&rules, &settings);
     assert_eq!(settled.write.deletes, ["cookie-1"]);
     let tombstone = settled.publish.iter().find(|record| record.key == b"cookie-1");
     assert!(
@@ -219,15 +219,15 @@ fn contacts_changes_reach_their_account_once_as_the_model_has_them() {
         event("e-5", "ana", "erase", None),
     ];
     let inputs: Vec<InputRecord> = events.iter().zip(0..).map(|(event, offset)| input(offset, event)).collect();
-    let scored = task.process(&rules, &store, &settings, &inputs).unwrap_or_else(|err| panic!("{err}"));
+    let scored = task.process(&rules, &store, &settings, &inputs, true).unwrap_or_else(|err| panic!("{err}"));
     let updates = internal_of(InternalTopic::Account, &scored.publish, 0);
     assert_eq!(updates.len(), 6, "ana 2 upserts and a leave, ben 2 upserts and a leave");
 
     // The updates, then a replay's copies of them: the copies change nothing.
     let copies: Vec<InputRecord> =
         updates.iter().zip(6..).map(|(update, offset)| InputRecord { offset, ..update.clone() }).collect();
-    let applied = task.process(&rules, &store, &settings, &updates).unwrap_or_else(|err| panic!("{err}"));
-    let again = task.process(&rules, &store, &settings, &copies).unwrap_or_else(|err| panic!("{err}"));
+    let applied = task.process(&rules, &store, &settings, &updates, true).unwrap_or_else(|err| panic!("{err}"));
+    let again = task.process(&rules, &store, &settings, &copies, true).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!((applied.counts.scored, again.counts.replayed, again.counts.outputs), (6, 6, 0));
 
     let mut model = crate::offline::OfflineScorer::new(&rules, 1);
@@ -276,10 +276,10 @@ fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
         ..event(id, contact, "page_visit", None)
     };
     let scored = task
-        .process(&rules, &store, &settings, &[input(0, &visit("e-1", "ana")), input(1, &visit("e-2", "ben"))])
+        .process(&rules, &store, &settings, &[input(0, &visit("e-1", "ana")), input(1, &visit("e-2", "ben"))], true)
         .unwrap_or_else(|err| panic!("{err}"));
     let updates = internal_of(InternalTopic::Account, &scored.publish, 0);
-    let applied = task.process(&rules, &store, &settings, &updates).unwrap_or_else(|err| panic!("{err}"));
+    let applied = task.process(&rules, &store, &settings, &updates, true).unwrap_or_else(|err| panic!("{err}"));
     let account_outputs = |batch: &TaskBatch| -> Vec<serde_json::Value> {
         batch
             .publish
@@ -296,9 +296,9 @@ fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
 
     // 20 points halve in a day: they are below 15 from t0 + log2(4/3) days on.
     let falls = t0 + (86_400_000.0 * (4.0_f64 / 3.0).log2()).ceil() as i64;
-    let early = task.tick(&rules, &store, &settings, falls - 1).unwrap_or_else(|err| panic!("{err}"));
+    let early = task.tick(&rules, &store, &settings, falls - 1, true).unwrap_or_else(|err| panic!("{err}"));
     assert!(account_outputs(&early).is_empty(), "not due yet");
-    let fallen = task.tick(&rules, &store, &settings, t0 + 2 * 86_400_000).unwrap_or_else(|err| panic!("{err}"));
+    let fallen = task.tick(&rules, &store, &settings, t0 + 2 * 86_400_000, true).unwrap_or_else(|err| panic!("{err}"));
     let down = account_outputs(&fallen);
     assert_eq!(down.len(), 1, "{down:?}");
     assert_eq!((&down[0]["direction"], &down[0]["id"]), (&"down".into(), &format!("acme:busy:down:{falls}").into()));
@@ -310,7 +310,7 @@ fn on_the_wall_clock_an_account_falls_on_a_tick_at_its_millisecond() {
             .any(|record| record.destination == Destination::Changelog && record.key == b"\0account:acme")
     );
     assert_eq!(task.pending_timers(), 0);
-    let later = task.tick(&rules, &store, &settings, t0 + 3 * 86_400_000).unwrap_or_else(|err| panic!("{err}"));
+    let later = task.tick(&rules, &store, &settings, t0 + 3 * 86_400_000, true).unwrap_or_else(|err| panic!("{err}"));
     assert!(account_outputs(&later).is_empty());
 }
 
@@ -337,7 +337,7 @@ fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forg
     let (rules, settings, store) = merge_rules_and_store();
     let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
-        task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+        task.process(&rules, &store, &settings, records, true).unwrap_or_else(|err| panic!("{err}"))
     };
     let scored = process(&visits_and_merge());
     let request = internal(&scored.publish, 0);
@@ -371,7 +371,7 @@ fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forg
 
     task.committed(0, 4);
     task.committed(1, 5);
-    let mut deletes = task.settle_erasures(&rules, &settings).write.deletes;
+    let mut deletes = task.flush(&rules, &settings).write.deletes;
     deletes.sort();
     assert_eq!(deletes, ["anonymous", "known"]);
     let visits = task
@@ -383,6 +383,7 @@ fn a_state_that_arrives_after_its_survivor_was_erased_is_dropped_and_its_id_forg
                 input(4, &event("a-2", "anonymous", "page_visit", None)),
                 input(5, &event("k-2", "known", "page_visit", None)),
             ],
+            true,
         )
         .unwrap_or_else(|err| panic!("{err}"));
     let totals: Vec<(String, f64)> = outputs(&visits)
@@ -402,7 +403,7 @@ fn a_merged_contact_without_state_becomes_an_alias_that_goes_with_its_survivor()
     let (rules, settings, store) = merge_rules_and_store();
     let mut task = open(&store, &settings);
     let mut process = |records: &[InputRecord]| {
-        task.process(&rules, &store, &settings, records).unwrap_or_else(|err| panic!("{err}"))
+        task.process(&rules, &store, &settings, records, true).unwrap_or_else(|err| panic!("{err}"))
     };
     let scored = process(&[
         input(0, &event("k-1", "known", "page_visit", None)),
@@ -426,13 +427,13 @@ fn a_contact_seen_again_after_its_erasure_keeps_its_new_record() {
     let (rules, settings, store) = merge_rules_and_store();
     let mut task = open(&store, &settings);
     let first = [input(0, &event("v-1", "ana", "page_visit", None)), input(1, &event("x-1", "ana", "erase", None))];
-    task.process(&rules, &store, &settings, &first).unwrap_or_else(|err| panic!("{err}"));
+    task.process(&rules, &store, &settings, &first, true).unwrap_or_else(|err| panic!("{err}"));
     let again = [input(2, &event("v-2", "ana", "page_visit", None))];
-    let revived = task.process(&rules, &store, &settings, &again).unwrap_or_else(|err| panic!("{err}"));
+    let revived = task.process(&rules, &store, &settings, &again, true).unwrap_or_else(|err| panic!("{err}"));
     assert!(written(&rules, &revived, "ana").is_some_and(|stored| stored.state.is_some()));
     task.committed(0, 3);
     assert!(!task.erasure_due());
-    assert!(task.settle_erasures(&rules, &settings).write.deletes.is_empty());
+    assert!(task.flush(&rules, &settings).write.deletes.is_empty());
 }
 
 /// A contact keeps at most `MAX_ALIAS_BYTES` of merged ids: a merge that would bring more is declined
@@ -444,14 +445,20 @@ fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
     let mut task = open(&store, &settings);
     let visits =
         [input(0, &event("v-0", "known", "page_visit", None)), input(1, &event("v-1", "other", "page_visit", None))];
-    task.process(&rules, &store, &settings, &visits).unwrap_or_else(|err| panic!("{err}"));
+    task.process(&rules, &store, &settings, &visits, true).unwrap_or_else(|err| panic!("{err}"));
     let (mut next_input, mut next_internal) = (2, 0);
     // Runs a merge event and the internal records it leads to; returns every batch's output.
     let mut merge = |survivor: &str, merged: &str| {
         let id = format!("m-{next_input}");
         let mut batches = vec![
-            task.process(&rules, &store, &settings, &[input(next_input, &event(&id, survivor, "merge", Some(merged)))])
-                .unwrap_or_else(|err| panic!("{err}")),
+            task.process(
+                &rules,
+                &store,
+                &settings,
+                &[input(next_input, &event(&id, survivor, "merge", Some(merged)))],
+                true,
+            )
+            .unwrap_or_else(|err| panic!("{err}")),
         ];
         next_input += 1;
         loop {
@@ -460,7 +467,7 @@ fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
                 return batches;
             }
             next_internal += records.len() as i64;
-            batches.push(task.process(&rules, &store, &settings, &records).unwrap_or_else(|err| panic!("{err}")));
+            batches.push(task.process(&rules, &store, &settings, &records, true).unwrap_or_else(|err| panic!("{err}")));
         }
     };
     let long = |n: usize| format!("{}{n:04}", "x".repeat(3996));
@@ -488,7 +495,7 @@ fn a_merge_past_the_aliases_a_contact_keeps_is_declined_with_a_dead_letter() {
     let full = dead_letters(&merge("known", &long(201)));
     assert!(full.len() == 1 && full[0].starts_with("merge declined: its survivor would keep"), "{full:?}");
     let visit = task
-        .process(&rules, &store, &settings, &[input(100, &event("v-2", "other", "page_visit", None))])
+        .process(&rules, &store, &settings, &[input(100, &event("v-2", "other", "page_visit", None))], true)
         .unwrap_or_else(|err| panic!("{err}"));
     assert!(internal(&visit.publish, 0).is_empty(), "the declined contact is scored on its own");
 }
@@ -520,7 +527,7 @@ fn an_answer_awaited_through_a_forgotten_alias_is_declined_to_its_erased_survivo
                 }
             })
             .collect();
-        task.process(&rules, &store, &settings, &records).unwrap_or_else(|err| panic!("{err}"))
+        task.process(&rules, &store, &settings, &records, true).unwrap_or_else(|err| panic!("{err}"))
     };
     let opened = process(&[
         input(0, &event("a-1", "anonymous", "page_visit", None)),
@@ -556,7 +563,7 @@ fn an_answer_awaited_through_a_forgotten_alias_is_declined_to_its_erased_survivo
 
     task.committed(0, 6);
     task.committed(1, 100);
-    let mut deletes = task.settle_erasures(&rules, &settings).write.deletes;
+    let mut deletes = task.flush(&rules, &settings).write.deletes;
     deletes.sort();
     assert_eq!(deletes, ["anonymous", "known", "target"]);
 }
@@ -579,10 +586,11 @@ fn a_written_account_is_read_from_the_cache() {
         input(offset, &event)
     };
     let mut members_after = |offset: i64, contact: &str| {
-        let scored =
-            task.process(&rules, &store, &settings, &[visit(offset, contact)]).unwrap_or_else(|err| panic!("{err}"));
+        let scored = task
+            .process(&rules, &store, &settings, &[visit(offset, contact)], true)
+            .unwrap_or_else(|err| panic!("{err}"));
         let update = internal_of(InternalTopic::Account, &scored.publish, offset);
-        let applied = task.process(&rules, &store, &settings, &update).unwrap_or_else(|err| panic!("{err}"));
+        let applied = task.process(&rules, &store, &settings, &update, true).unwrap_or_else(|err| panic!("{err}"));
         task.written(applied.sequence);
         let (_, bytes) =
             applied.write.puts.iter().find(|(key, _)| key == "\0account:acme").cloned().unwrap_or_default();
