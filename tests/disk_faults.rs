@@ -204,8 +204,12 @@ fn a_store_failing_mid_stream_stops_committing_and_a_restart_recovers() {
     let dir = tempfile::tempdir().unwrap_or_else(|err| panic!("{err}"));
     let state = dir.path().join("state");
     let config_path = dir.path().join("leadscore.toml");
-    // Small batches, so the stream takes many writes and the failure lands mid-stream.
-    let toml = names.config_toml(&bootstrap, &state, PARTITIONS).replace("batch_size = 500", "batch_size = 50");
+    // Small batches that each write (a zero commit interval flushes every batch), so the stream takes many
+    // writes and the failure lands mid-stream.
+    let toml = names
+        .config_toml(&bootstrap, &state, PARTITIONS)
+        .replace("batch_size = 500", "batch_size = 50")
+        .replace("[processing]\n", "[processing]\ncommit_interval_ms = 0\n");
     std::fs::write(&config_path, toml).unwrap_or_else(|err| panic!("{err}"));
     let config = Config::load(&config_path).unwrap_or_else(|err| panic!("{err}"));
 
