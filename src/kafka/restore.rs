@@ -165,7 +165,7 @@ pub fn restore_partitions(
                         if let Some(restore) = reading.remove(&partition) {
                             let offset = restore.summary.next_offset;
                             warn!(partition, offset, "no end-of-partition event; at the high watermark");
-                            restored.insert(partition, restore.finish(store, &consumer)?);
+                            restored.insert(partition, restore.finish(store, rules, &consumer)?);
                         }
                     }
                 }
@@ -197,7 +197,7 @@ pub fn restore_partitions(
                     continue;
                 }
                 if let Some(restore) = reading.remove(&partition) {
-                    restored.insert(partition, restore.finish(store, &consumer)?);
+                    restored.insert(partition, restore.finish(store, rules, &consumer)?);
                 }
             }
             Some(Err(err)) => return Err(kafka_error(changelog, first_left, err)),
@@ -349,13 +349,7 @@ impl PartitionRestore {
             let contact = std::str::from_utf8(key).map_err(|_| self.corrupt(offset, "key is not UTF-8".into()))?;
             if self.timers.contains_key(contact) {
                 // One record per contact and write batch keeps puts and deletes unambiguous.
-                self.write(store, offset)?;
-            }
-            if self.incremental
-                && let Some(old) = store.get(self.partition, contact)?
-                && let Some(due) = record_timer(rules, contact, &old).map_err(|err| self.corrupt(offset, err))?
-            {
-                self.batch.timer_deletes.push((due, contact.to_owned()));
+                self.write(store, rules, offset)?;
             }
             let due = match message.payload() {
                 None => {
@@ -372,14 +366,26 @@ impl PartitionRestore {
             self.pending += 1;
         }
         if self.pending >= RESTORE_BATCH {
-            self.write(store, self.summary.next_offset)?;
+            self.write(store, rules, self.summary.next_offset)?;
         }
         Ok(())
     }
 
-    /// Writes the batch so far, checkpointed at changelog offset `next`.
-    fn write(&mut self, store: &dyn StateStore, next: i64) -> Result<(), RestoreError> {
+    /// Writes the batch so far, checkpointed at changelog offset `next`. In an incremental restore the
+    /// older records of the batch's contacts are read first, in one lookup for the whole batch, and
+    /// their timers go.
+    fn write(&mut self, store: &dyn StateStore, rules: &Rules, next: i64) -> Result<(), RestoreError> {
         let mut batch = std::mem::replace(&mut self.batch, PartitionBatch::new(self.partition));
+        if self.incremental && !self.timers.is_empty() {
+            let contacts: Vec<&str> = self.timers.keys().map(String::as_str).collect();
+            for (contact, old) in contacts.iter().zip(store.multi_get(self.partition, &contacts)?) {
+                let Some(old) = old else { continue };
+                let reason = |err| format!("the stored record before offset {next} cannot be read: {err}");
+                if let Some(due) = record_timer(rules, contact, &old).map_err(|err| self.corrupt(next, reason(err)))? {
+                    batch.timer_deletes.push((due, (*contact).to_owned()));
+                }
+            }
+        }
         batch.meta = Some(PartitionMeta { changelog_offset: Some(next), ..self.meta.clone() });
         for (contact, due) in self.timers.drain() {
             if let Some(due) = due {
@@ -396,9 +402,10 @@ impl PartitionRestore {
     fn finish(
         mut self,
         store: &dyn StateStore,
+        rules: &Rules,
         consumer: &BaseConsumer<EndIsNotAnError>,
     ) -> Result<RestoreSummary, RestoreError> {
-        self.write(store, self.summary.next_offset)?;
+        self.write(store, rules, self.summary.next_offset)?;
         let mut done = TopicPartitionList::new();
         done.add_partition(&self.changelog, self.partition);
         consumer.pause(&done).map_err(|source| self.kafka(source))?;
@@ -446,10 +453,13 @@ mod tests {
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .create()
             .unwrap_or_else(|err| panic!("{err}"));
-        let newer = record(&rules, 9_000);
-        producer
-            .send(BaseRecord::to("changelog").partition(0).key("contact-1").payload(&newer))
-            .unwrap_or_else(|(err, _)| panic!("{err}"));
+        // Twice: the second record of a contact starts a new write batch, which must find the first.
+        let (newer, newest) = (record(&rules, 9_000), record(&rules, 12_000));
+        for payload in [&newer, &newest] {
+            producer
+                .send(BaseRecord::to("changelog").partition(0).key("contact-1").payload(payload))
+                .unwrap_or_else(|(err, _)| panic!("{err}"));
+        }
         producer.flush(Duration::from_secs(10)).unwrap_or_else(|err| panic!("{err}"));
 
         let store = MemoryStore::new();
@@ -463,9 +473,9 @@ mod tests {
         let restored =
             restore_partitions(&properties, "changelog", &[0], &store, &rules, &AtomicBool::new(false), &mut |_| {})
                 .unwrap_or_else(|err| panic!("{err}"));
-        assert_eq!(restored.get(&0).map(|summary| summary.next_offset), Some(1));
-        assert_eq!(store.get(0, "contact-1").ok().flatten(), Some(newer));
-        assert_eq!(store.timers(0).ok(), Some(vec![(9_000, "contact-1".to_owned())]), "the old timer is gone");
+        assert_eq!(restored.get(&0).map(|summary| summary.next_offset), Some(2));
+        assert_eq!(store.get(0, "contact-1").ok().flatten(), Some(newest));
+        assert_eq!(store.timers(0).ok(), Some(vec![(12_000, "contact-1".to_owned())]), "the old timers are gone");
     }
 
     #[test]

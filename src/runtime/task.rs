@@ -328,10 +328,7 @@ impl PartitionTask {
         let mut commit: Vec<(usize, i64)> = Vec::new();
         for record in records {
             let topic_key = TaskSettings::topic_key(&settings.inputs[record.topic]);
-            match commit.iter_mut().find(|(topic, _)| *topic == record.topic) {
-                Some(entry) => entry.1 = entry.1.max(record.offset + 1),
-                None => commit.push((record.topic, record.offset + 1)),
-            }
+            advance(&mut commit, record.topic, record.offset + 1);
             if self.next_offsets[record.topic].is_some_and(|next| record.offset < next) {
                 out.tally(REPLAYED, UNKNOWN_CLASS);
                 continue;
@@ -509,4 +506,12 @@ fn decode(
         }
     }
     Ok(decoder.decode(&source, &settings.limits))
+}
+
+/// Raises `topic`'s next offset in `offsets` (one entry per input topic) to at least `next`.
+fn advance(offsets: &mut Vec<(usize, i64)>, topic: usize, next: i64) {
+    match offsets.iter_mut().find(|(held, _)| *held == topic) {
+        Some(entry) => entry.1 = entry.1.max(next),
+        None => offsets.push((topic, next)),
+    }
 }

@@ -41,10 +41,7 @@ impl PartitionTask {
         self.batches += 1;
         let sequence = self.batches;
         for (topic, next) in commit {
-            match self.held.iter_mut().find(|(held, _)| *held == topic) {
-                Some(entry) => entry.1 = entry.1.max(next),
-                None => self.held.push((topic, next)),
-            }
+            super::advance(&mut self.held, topic, next);
         }
         // Each change adds one entry (the records are large: no regrowth copies).
         insight.contacts.reserve(changes.len());

@@ -297,7 +297,13 @@ impl StateStore for RocksStore {
         Ok(values)
     }
 
-    fn write(&self, batch: PartitionBatch) -> Result<()> {
+    fn write(&self, mut batch: PartitionBatch) -> Result<()> {
+        // In key order, as in `index_write`. The sort of the records is stable: of two records of one
+        // contact, the later still wins.
+        batch.deletes.sort_unstable();
+        batch.puts.sort_by(|a, b| a.0.cmp(&b.0));
+        batch.timer_deletes.sort_unstable();
+        batch.timer_puts.sort_unstable();
         let (contacts, accounts) = (self.cf(CF_CONTACTS)?, self.cf(CF_ACCOUNTS)?);
         let (timers, meta) = (self.cf(CF_TIMERS)?, self.cf(CF_META)?);
         let family = |name: &str| if name == CF_ACCOUNTS { accounts } else { contacts };
